@@ -1,0 +1,173 @@
+# libstsl -- build, test, install.
+#
+#   make              library (lib/libstsl.so.X.Y.Z, lib/libstsl.a) and tools (bin/)
+#   make check        install deps, build, run every CUnit suite
+#   make check-asan   the same suites under AddressSanitizer + UBSan
+#   make demo         install deps, build, restore the bundled samples into demo-out/
+#   make bench        benchmarks; results written to docs/
+#   make install / uninstall   honour PREFIX, DESTDIR, LIBDIR, INCLUDEDIR, PKGCONFIGDIR
+#   make WITH_TORCH=0 leaves the TorchScript shim out
+#
+# Sources are found by directory: src/<layer>/*.c, shim/*.cpp, tests/<layer>/test_*.c,
+# examples/*.c (one tool each, sharing examples/common/*.c).
+
+VERSION_MAJOR := $(shell sed -n 's/^\#define STSL_VERSION_MAJOR \([0-9]*\).*/\1/p' include/stsl.h)
+VERSION_MINOR := $(shell sed -n 's/^\#define STSL_VERSION_MINOR \([0-9]*\).*/\1/p' include/stsl.h)
+VERSION_PATCH := $(shell sed -n 's/^\#define STSL_VERSION_PATCH \([0-9]*\).*/\1/p' include/stsl.h)
+VERSION := $(VERSION_MAJOR).$(VERSION_MINOR).$(VERSION_PATCH)
+
+PREFIX ?= /usr/local
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+BINDIR ?= $(PREFIX)/bin
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+DESTDIR ?=
+
+CC ?= cc
+CXX ?= c++
+BUILD ?= build
+LIBOUT ?= lib
+BINOUT ?= bin
+SAN_FLAGS ?=
+OPT ?= -O2
+
+# ---- TorchScript backend: on when libtorch's headers are found ----
+TORCH_INCLUDE ?= /usr/include
+TORCH_LIBDIR ?= /usr/lib/$(shell $(CC) -print-multiarch 2>/dev/null)
+ifeq ($(origin WITH_TORCH),undefined)
+WITH_TORCH := $(if $(wildcard $(TORCH_INCLUDE)/torch/script.h),1,0)
+endif
+TORCH_LIBS := -L$(TORCH_LIBDIR) -Wl,-rpath,$(TORCH_LIBDIR) -ltorch_cpu -lc10 $(TORCH_EXTRA_LIBS)
+
+WARN := -Wall -Wextra -Werror
+CFLAGS_ALL := -std=c11 $(OPT) -g $(WARN) -fPIC -fvisibility=hidden -D_GNU_SOURCE \
+              -Iinclude -Isrc $(SAN_FLAGS) $(CFLAGS)
+# "-isystem /usr/include" would reorder the system search path and break libstdc++'s
+# #include_next <stdlib.h>, so the torch include root is added only when it is elsewhere.
+TORCH_ROOT_FLAG := $(if $(filter /usr/include,$(patsubst %/,%,$(TORCH_INCLUDE))),,-isystem $(TORCH_INCLUDE))
+CXXFLAGS_ALL := -std=c++17 $(OPT) -g $(WARN) -Wno-unused-parameter -fPIC -fvisibility=hidden \
+                -fvisibility-inlines-hidden -Iinclude -Isrc $(TORCH_ROOT_FLAG) \
+                -isystem $(TORCH_INCLUDE)/torch/csrc/api/include $(SAN_FLAGS) $(CXXFLAGS)
+DEPLIBS := -lpng -ljpeg -lfftw3f -lm -lpthread
+ifeq ($(WITH_TORCH),1)
+CFLAGS_ALL += -DSTSL_WITH_TORCH=1
+CXXFLAGS_ALL += -DSTSL_WITH_TORCH=1
+LINK_LIBS := $(DEPLIBS) $(TORCH_LIBS) -lstdc++
+SHIM_SRC := $(wildcard shim/*.cpp)
+PC_PRIVATE := -ltorch_cpu -lc10 -lstdc++
+else
+LINK_LIBS := $(DEPLIBS)
+SHIM_SRC :=
+PC_PRIVATE :=
+endif
+
+LIB_SRC := $(wildcard src/*/*.c)
+LIB_OBJ := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(LIB_SRC)) \
+           $(patsubst shim/%.cpp,$(BUILD)/obj/shim/%.o,$(SHIM_SRC))
+SONAME := libstsl.so.$(VERSION_MAJOR)
+SHARED := $(LIBOUT)/libstsl.so.$(VERSION)
+STATIC := $(LIBOUT)/libstsl.a
+
+TEST_SRC := $(sort $(wildcard tests/*/test_*.c))
+TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
+TEST_COMMON := $(wildcard tests/common/*.c)
+
+TOOL_SRC := $(wildcard examples/*.c)
+TOOL_BIN := $(patsubst examples/%.c,$(BINOUT)/%,$(TOOL_SRC))
+TOOL_COMMON := $(wildcard examples/common/*.c)
+
+.PHONY: all lib tools deps check check-run check-asan check-abi check-install demo bench \
+        install uninstall clean abi-baseline fuzz
+
+all: lib tools
+
+lib: $(SHARED) $(STATIC)
+
+tools: $(TOOL_BIN)
+
+deps:
+	@bash scripts/deps.sh
+
+$(BUILD)/obj/%.o: src/%.c include/stsl.h $(wildcard src/*/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -c $< -o $@
+
+$(BUILD)/obj/shim/%.o: shim/%.cpp $(wildcard shim/*.h) include/stsl.h
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS_ALL) -c $< -o $@
+
+$(SHARED): $(LIB_OBJ) src/libstsl.map
+	@mkdir -p $(LIBOUT)
+	$(CC) -shared -o $@ $(LIB_OBJ) -Wl,-soname,$(SONAME) -Wl,--version-script=src/libstsl.map \
+	    -Wl,--no-undefined -Wl,--exclude-libs,ALL $(SAN_FLAGS) $(LINK_LIBS)
+	ln -sf libstsl.so.$(VERSION) $(LIBOUT)/$(SONAME)
+	ln -sf $(SONAME) $(LIBOUT)/libstsl.so
+
+$(STATIC): $(LIB_OBJ)
+	@mkdir -p $(LIBOUT)
+	rm -f $@
+	ar rcs $@ $(LIB_OBJ)
+
+# Tests link the static library so they can also reach internal (hidden) functions.
+$(BUILD)/tests/%: tests/%.c $(STATIC) $(TEST_COMMON) $(wildcard tests/common/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -Itests -o $@ $< $(TEST_COMMON) $(STATIC) -lcunit $(LINK_LIBS)
+
+# Tools link the shared library, as a user's program would.
+$(BINOUT)/%: examples/%.c $(SHARED) $(TOOL_COMMON) $(wildcard examples/common/*.h)
+	@mkdir -p $(BINOUT)
+	$(CC) $(CFLAGS_ALL) -Iexamples -o $@ $< $(TOOL_COMMON) -L$(LIBOUT) -lstsl \
+	    -Wl,-rpath,'$$ORIGIN/../$(LIBOUT)' -lz -lm -lpthread $(SAN_FLAGS)
+
+check: deps
+	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory check-run
+	@$(MAKE) --no-print-directory check-abi
+	@$(MAKE) --no-print-directory check-install
+
+check-run: $(TEST_BIN) tools
+	@BUILD=$(BUILD) WITH_TORCH=$(WITH_TORCH) bash tests/run.sh $(TEST_BIN)
+
+ASAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+check-asan: deps
+	@$(MAKE) --no-print-directory BUILD=build/asan LIBOUT=build/asan/lib BINOUT=build/asan/bin \
+	    OPT=-O1 SAN_FLAGS="$(ASAN)" check-run
+
+check-abi: $(SHARED)
+	@bash tests/abi/check_abi.sh $(SHARED)
+
+check-install: $(SHARED) $(STATIC)
+	@bash tests/install/check_install.sh
+
+abi-baseline: $(SHARED)
+	abidw --no-corpus-path --headers-dir include $(SHARED) > tests/abi/libstsl.abi
+	nm -D --defined-only $(SHARED) | awk '{print $$3}' | sort > tests/abi/symbols.txt
+
+# Generated at every install so that PREFIX/LIBDIR of that install are the ones recorded.
+$(BUILD)/stsl.pc: pkgconfig/stsl.pc.in include/stsl.h FORCE
+	@mkdir -p $(BUILD)
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
+	    -e 's|@VERSION@|$(VERSION)|' -e 's|@PRIVATE@|$(PC_PRIVATE)|' $< > $@
+
+FORCE:
+
+install: $(SHARED) $(STATIC) $(TOOL_BIN) $(BUILD)/stsl.pc
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(BINDIR)
+	install -m 644 include/stsl.h $(DESTDIR)$(INCLUDEDIR)/stsl.h
+	install -m 755 $(SHARED) $(DESTDIR)$(LIBDIR)/
+	ln -sf libstsl.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libstsl.so
+	install -m 644 $(STATIC) $(DESTDIR)$(LIBDIR)/
+	install -m 644 $(BUILD)/stsl.pc $(DESTDIR)$(PKGCONFIGDIR)/stsl.pc
+	for t in $(TOOL_BIN); do install -m 755 $$t $(DESTDIR)$(BINDIR)/; done
+
+uninstall:
+	rm -f $(DESTDIR)$(INCLUDEDIR)/stsl.h $(DESTDIR)$(LIBDIR)/libstsl.so.$(VERSION) \
+	      $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/libstsl.so $(DESTDIR)$(LIBDIR)/libstsl.a \
+	      $(DESTDIR)$(PKGCONFIGDIR)/stsl.pc
+	for t in $(notdir $(TOOL_BIN)); do rm -f $(DESTDIR)$(BINDIR)/$$t; done
+
+clean:
+	rm -rf build lib bin demo-out
+
+-include mk/*.mk

@@ -1,0 +1,111 @@
+/* Context: the log sink, thread count and device.  The library has no global mutable state
+ * besides the fault-injection test hook. */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+STSL_API stsl_status stsl_context_create(stsl_context **out)
+{
+    if (!out) return STSL_ERR_INVALID_ARG;
+    *out = NULL;
+    stsl_context *ctx = stsl__calloc(1, sizeof *ctx);
+    if (!ctx) return STSL_ERR_NOMEM;
+    ctx->threads = 1;
+    ctx->log_level = STSL_LOG_INFO;
+    snprintf(ctx->device, sizeof ctx->device, "cpu");
+    *out = ctx;
+    return STSL_OK;
+}
+
+STSL_API void stsl_context_destroy(stsl_context *ctx) { stsl__free(ctx); }
+
+STSL_API stsl_status stsl_context_set_log(stsl_context *ctx, stsl_log_fn fn, void *user,
+                                          stsl_log_level min_level)
+{
+    if (!ctx) return STSL_ERR_INVALID_ARG;
+    if ((int)min_level < STSL_LOG_DEBUG || (int)min_level > STSL_LOG_NONE)
+        return stsl__fail(ctx->err, STSL_ERR_INVALID_ARG, "log level %d out of range 0..4",
+                          (int)min_level);
+    ctx->log_fn = fn;
+    ctx->log_user = user;
+    ctx->log_level = min_level;
+    stsl__clear_error(ctx->err);
+    return STSL_OK;
+}
+
+STSL_API stsl_status stsl_context_set_threads(stsl_context *ctx, int threads)
+{
+    if (!ctx) return STSL_ERR_INVALID_ARG;
+    if (threads < 1 || threads > 256)
+        return stsl__fail(ctx->err, STSL_ERR_INVALID_ARG, "threads %d out of range 1..256", threads);
+    ctx->threads = threads;
+    stsl__clear_error(ctx->err);
+    return STSL_OK;
+}
+
+STSL_API int stsl_context_get_threads(const stsl_context *ctx) { return ctx ? ctx->threads : 1; }
+
+/* "cpu", "auto", "cuda" or "cuda:N" with N a decimal 0..255. */
+static bool device_name_valid(const char *d)
+{
+    if (!strcmp(d, "cpu") || !strcmp(d, "auto") || !strcmp(d, "cuda")) return true;
+    if (strncmp(d, "cuda:", 5) != 0) return false;
+    const char *p = d + 5;
+    if (!*p || strlen(p) > 3) return false;
+    for (const char *q = p; *q; q++)
+        if (*q < '0' || *q > '9') return false;
+    return atoi(p) <= 255;
+}
+
+STSL_API stsl_status stsl_context_set_device(stsl_context *ctx, const char *device)
+{
+    if (!ctx) return STSL_ERR_INVALID_ARG;
+    if (!device) return stsl__fail(ctx->err, STSL_ERR_INVALID_ARG, "device is NULL");
+    if (!device_name_valid(device))
+        return stsl__fail(ctx->err, STSL_ERR_INVALID_ARG,
+                          "device '%.32s' is not one of cpu, cuda, cuda:N, auto", device);
+    snprintf(ctx->device, sizeof ctx->device, "%s", device);
+    stsl__clear_error(ctx->err);
+    return STSL_OK;
+}
+
+STSL_API stsl_status stsl_context_set_half(stsl_context *ctx, int enable)
+{
+    if (!ctx) return STSL_ERR_INVALID_ARG;
+    if (enable != 0 && enable != 1)
+        return stsl__fail(ctx->err, STSL_ERR_INVALID_ARG, "half must be 0 or 1, got %d", enable);
+    ctx->half = enable;
+    stsl__clear_error(ctx->err);
+    return STSL_OK;
+}
+
+STSL_API const char *stsl_context_last_error(const stsl_context *ctx)
+{
+    return ctx ? ctx->err : "context is NULL";
+}
+
+stsl_status stsl__ctx_fail(stsl_context *ctx, stsl_status status, const char *fmt, ...)
+{
+    if (ctx) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(ctx->err, sizeof ctx->err, fmt, ap);
+        va_end(ap);
+    }
+    return status;
+}
+
+void stsl__log(const stsl_context *ctx, stsl_log_level level, const char *fmt, ...)
+{
+    if (!ctx || !ctx->log_fn || level < ctx->log_level || ctx->log_level == STSL_LOG_NONE) return;
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    ctx->log_fn(ctx->log_user, level, msg);
+}
+
+int stsl__ctx_threads(const stsl_context *ctx) { return ctx ? ctx->threads : 1; }

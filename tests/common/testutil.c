@@ -1,0 +1,75 @@
+#include "common/testutil.h"
+
+#include <CUnit/Basic.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int stsl_test_main(const char *suite_name, const stsl_test *tests)
+{
+    if (CU_initialize_registry() != CUE_SUCCESS) return 2;
+    CU_pSuite suite = CU_add_suite(suite_name, NULL, NULL);
+    if (!suite) {
+        CU_cleanup_registry();
+        return 2;
+    }
+    for (const stsl_test *t = tests; t->name; t++) {
+        if (!CU_add_test(suite, t->name, t->fn)) {
+            CU_cleanup_registry();
+            return 2;
+        }
+    }
+    CU_basic_set_mode(getenv("STSL_TEST_VERBOSE") ? CU_BRM_VERBOSE : CU_BRM_NORMAL);
+    CU_basic_run_tests();
+    unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
+    unsigned run = CU_get_number_of_tests_run();
+    CU_cleanup_registry();
+    return (failed == 0 && run > 0) ? 0 : 1;
+}
+
+void tu_fill_uniform(float *x, size_t n, uint64_t seed, float lo, float hi)
+{
+    stsl_random_uniform(NULL, seed, 12345, 0, x, n);
+    for (size_t i = 0; i < n; i++) x[i] = lo + (hi - lo) * x[i];
+}
+
+void tu_fill_normal(float *x, size_t n, uint64_t seed) { stsl_random_normal(NULL, seed, 54321, 0, x, n); }
+
+double tu_dot(const float *a, const float *b, size_t n)
+{
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += (double)a[i] * (double)b[i];
+    return s;
+}
+
+double tu_max_abs_diff(const float *a, const float *b, size_t n)
+{
+    double m = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (d > m || isnan(d)) m = isnan(d) ? INFINITY : d;
+    }
+    return m;
+}
+
+double tu_norm(const float *a, size_t n) { return sqrt(tu_dot(a, a, n)); }
+
+const char *tu_path(const char *rel)
+{
+    static char buf[4096];
+    const char *dir = getenv("STSL_TEST_DIR");
+    snprintf(buf, sizeof buf, "%s/%s", dir ? dir : "tests", rel);
+    return buf;
+}
+
+const char *tu_tmpdir(void)
+{
+    static char buf[256];
+    if (!buf[0]) {
+        const char *base = getenv("TMPDIR");
+        snprintf(buf, sizeof buf, "%s/stsl-test-XXXXXX", base ? base : "/tmp");
+        if (!mkdtemp(buf)) return "/tmp";
+    }
+    return buf;
+}

@@ -1,0 +1,46 @@
+/*
+ * testutil.h -- helpers shared by the CUnit suites.  Each test program is one process (libtorch
+ * costs ~0.4 s to start, so a suite shares it) and calls stsl_test_main() from main().
+ */
+#ifndef STSL_TESTUTIL_H
+#define STSL_TESTUTIL_H
+
+#include <CUnit/CUnit.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "stsl.h"
+
+typedef struct stsl_test {
+    const char *name;
+    void (*fn)(void);
+} stsl_test;
+
+/* Register one suite of tests (terminated by {NULL, NULL}) and run it with CUnit's basic
+ * interface; prints CUnit's summary and returns the process exit code (0 iff all passed). */
+int stsl_test_main(const char *suite, const stsl_test *tests);
+
+/* Deterministic test data: uniform in [lo, hi) from the library's RNG. */
+void tu_fill_uniform(float *x, size_t n, uint64_t seed, float lo, float hi);
+void tu_fill_normal(float *x, size_t n, uint64_t seed);
+double tu_dot(const float *a, const float *b, size_t n);
+double tu_max_abs_diff(const float *a, const float *b, size_t n);
+double tu_norm(const float *a, size_t n);
+/* Path of a file under the source tree's tests/ directory (STSL_TEST_DIR or "tests"). */
+const char *tu_path(const char *rel);
+/* A fresh temporary directory (removed by the OS, not by the test). */
+const char *tu_tmpdir(void);
+
+/* Assert a call returns the given status; on mismatch print the handle's message. */
+#define TU_ASSERT_STATUS(expr, expected)                                                  \
+    do {                                                                                   \
+        stsl_status tu_st_ = (expr);                                                       \
+        if (tu_st_ != (expected))                                                          \
+            fprintf(stderr, "\n  %s:%d: %s returned %d (%s), expected %d\n", __FILE__,    \
+                    __LINE__, #expr, (int)tu_st_, stsl_strerror(tu_st_), (int)(expected)); \
+        CU_ASSERT_EQUAL(tu_st_, (expected));                                               \
+    } while (0)
+#define TU_ASSERT_OK(expr) TU_ASSERT_STATUS(expr, STSL_OK)
+
+#endif
