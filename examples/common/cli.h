@@ -1,0 +1,69 @@
+/*
+ * cli.h -- command-line helpers shared by the tools (stsl-degrade, stsl-restore, stsl-bench,
+ * bench-operators): option matching and value parsing, the task options that configure a
+ * measurement operator (with kernels and masks from PNG files), and image load/save with
+ * one-line error messages.
+ *
+ * Every function reports failure through its return value and one line in `err` (CLI_ERR_LEN,
+ * no trailing newline); nothing here prints except the help text.
+ */
+#ifndef STSL_CLI_H
+#define STSL_CLI_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "stsl.h"
+
+#define CLI_ERR_LEN 512
+#define CLI_MAX_TASK_SETTINGS 32
+
+/* Exit statuses of the tools (DESIGN.md section 5). */
+#define CLI_EXIT_OK 0
+#define CLI_EXIT_FAIL 1
+#define CLI_EXIT_USAGE 2
+
+/* If argv[*i] is `name` ("--name V" or "--name=V"): store the value in *val, advance *i past it
+ * and return 1.  0 when argv[*i] is another argument; -1 when the value is missing (err set). */
+int cli_match(int argc, char **argv, int *i, const char *name, const char **val, char *err);
+
+/* Strict number parsing with a range: 0 on success, -1 with err naming `what`. */
+int cli_parse_int(const char *s, long long min, long long max, const char *what, long long *out, char *err);
+int cli_parse_double(const char *s, double min, double max, const char *what, double *out, char *err);
+/* "AxB" (e.g. --box 64x48): two non-negative integers. */
+int cli_parse_pair(const char *s, const char *what, int *a, int *b, char *err);
+
+/* Task (operator) options as given on the command line. */
+typedef struct cli_task_opts {
+    struct {
+        const char *flag;
+        stsl_param key;
+        double value;
+    } set[CLI_MAX_TASK_SETTINGS];
+    int n;
+    const char *kernel_path;   /* --kernel FILE.png (motion-blur) */
+    const char *mask_path;     /* --mask FILE.png (mask-inpaint) */
+} cli_task_opts;
+
+/* Consume one task option at argv[*i]: 1 consumed (and *i advanced), 0 not a task option,
+ * -1 bad value (err set; a usage error).  Accepted: --kernel-size N --blur-sigma S
+ * --intensity I --kernel FILE --drop-rate R --box HxW --box-pos TOPxLEFT --mask FILE
+ * --fraction F --filter bicubic|box --boundary reflect|zero --alpha A --loss squared|l1|huber
+ * --huber-delta D --oversampling S --fft-threshold N, plus the long spellings --sr-filter
+ * --box-height --box-width --box-top --box-left --impulse --hdr-alpha. */
+int cli_take_task_option(int argc, char **argv, int *i, cli_task_opts *o, char *err);
+/* Help text for the task options and the list of tasks. */
+void cli_print_task_help(FILE *f);
+
+/* Create the operator for `task` on `shape`: seed (masks, kernels), noise sigma (< 0 keeps the
+ * operator's default), task options, kernel and mask files; then prepare it.
+ * Returns CLI_EXIT_OK, CLI_EXIT_USAGE (unknown task, option refused by the operator) or
+ * CLI_EXIT_FAIL (anything else), with err set. */
+int cli_make_operator(stsl_context *ctx, const char *task, stsl_shape shape, const cli_task_opts *o,
+                      uint64_t seed, double noise, stsl_operator **out, char *err);
+
+/* Load (channels 0 keeps the file's) / save (format from the extension) with err set. */
+int cli_load_image(stsl_context *ctx, const char *path, int channels, stsl_image **out, char *err);
+int cli_save_image(stsl_context *ctx, const stsl_image *img, const char *path, char *err);
+
+#endif

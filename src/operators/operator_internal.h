@@ -1,0 +1,111 @@
+/*
+ * operator_internal.h -- the measurement-operator handle and the per-kind implementations.
+ *
+ * Layout: operator.c holds the public API (creation, parameters, validation, the noise model,
+ * measure and data_fit); each family of kinds lives in its own file and exposes a prepare
+ * function that fills op->impl/op->state.  After prepare the handle is read-only, so every
+ * const operation may run concurrently: scratch memory is allocated per call.
+ */
+#ifndef STSL_OPERATOR_INTERNAL_H
+#define STSL_OPERATOR_INTERNAL_H
+
+#include "../core/internal.h"
+
+/* Every parameter an operator may use; which keys a kind accepts is decided in operator.c. */
+typedef struct stsl__op_params {
+    double noise_sigma;
+    int64_t seed;
+    int kernel_size;
+    double blur_sigma;
+    int boundary;            /* stsl_boundary */
+    double motion_intensity;
+    int sr_filter;           /* stsl_sr_filter */
+    double drop_rate;
+    int box_height, box_width, box_top, box_left;
+    double impulse_fraction;
+    int loss;                /* stsl_loss */
+    double huber_delta;
+    double hdr_alpha;
+    double oversampling;
+    int fft_threshold;
+} stsl__op_params;
+
+/* Per-kind implementation, chosen at prepare.  Buffers hold `batch` samples; `err` is the
+ * caller's error buffer (written only on failure, so concurrent calls do not race on it). */
+typedef struct stsl__op_impl {
+    stsl_status (*forward)(const stsl_operator *op, const float *x, float *y, int batch, char *err);
+    /* NULL for nonlinear operators */
+    stsl_status (*adjoint)(const stsl_operator *op, const float *y, float *x, int batch, char *err);
+    /* NULL for linear operators (the adjoint is the VJP) */
+    stsl_status (*vjp)(const stsl_operator *op, const float *x, const float *v, float *out,
+                       int batch, char *err);
+    /* NULL: the adjoint is the back-projection */
+    stsl_status (*backproject)(const stsl_operator *op, const float *y, float *x, int batch,
+                               char *err);
+    void (*release)(void *state);
+    int mask_noise;   /* measure() applies A to the noise too, so missing pixels stay 0 */
+} stsl__op_impl;
+
+struct stsl_operator {
+    stsl_context *ctx;
+    stsl_operator_kind kind;
+    stsl_shape in, out;
+    int factor;                 /* STSL_OP_SR */
+    int prepared;
+    int linear;
+    stsl__op_params p;
+    /* user inputs, copied */
+    float *user_kernel;         /* user_kernel_size^2, normalised */
+    int user_kernel_size;
+    float *user_mask;           /* C*H*W, 0/1 */
+    float *matrix;              /* rows x d */
+    int rows;
+    stsl_operator_vtable vt;
+    void *user;
+    /* prepared */
+    const stsl__op_impl *impl;
+    void *state;
+    char err[STSL_ERRMSG_SIZE];
+};
+
+/* ---- per-family prepare functions: fill op->impl, op->state and op->out ---- */
+stsl_status stsl__op_prepare_conv(stsl_operator *op);      /* gaussian, motion, convolve */
+stsl_status stsl__op_prepare_resize(stsl_operator *op);    /* sr */
+stsl_status stsl__op_prepare_pointwise(stsl_operator *op); /* identity, inpaint, salt-pepper, hdr */
+stsl_status stsl__op_prepare_phase(stsl_operator *op);     /* phase retrieval */
+
+/* Default kernel size and Gaussian sigma for an image of this shape (docs/operators.md). */
+void stsl__op_default_blur(stsl_shape s, int *kernel_size, double *sigma);
+/* Random camera-shake kernel (size x size, sum 1) from (seed, intensity): motion.c. */
+stsl_status stsl__op_motion_kernel(int size, double intensity, uint64_t seed, float *kernel);
+
+/* ---- helpers shared by the implementations ---- */
+
+/* Run fn(arg, begin, end) over n independent items (planes or samples) with the context's
+ * thread count. */
+stsl_status stsl__op_parallel(const stsl_operator *op, size_t n, stsl__range_fn fn, void *arg);
+/* Index of padded coordinate p (may be < 0 or >= n) under the boundary: reflect without edge
+ * repeat (period 2n-2), or -1 for zero padding outside [0, n). */
+int stsl__op_boundary_index(int p, int n, int boundary);
+
+/* FFTW's planner is not thread-safe; every plan creation/destruction in the library holds this
+ * process-wide lock. */
+void stsl__fftw_lock(void);
+void stsl__fftw_unlock(void);
+/* 64-byte aligned float buffer through stsl__malloc (so FFTW plans made on one buffer can be
+ * executed on another: equal alignment).  *raw is what to pass to stsl__free. */
+float *stsl__op_aligned_floats(size_t count, void **raw);
+/* A size >= n with prime factors 2 and 3 only: fast FFTs. */
+int stsl__fft_good_size(int n);
+
+/* ---- thread-safe entry points for other layers (solvers): errors go into `err` ---- */
+stsl_status stsl__operator_forward(stsl_operator *op, const float *x, float *y, int batch,
+                                   char *err);
+stsl_status stsl__operator_vjp(stsl_operator *op, const float *x, const float *v, float *out,
+                               int batch, char *err);
+stsl_status stsl__operator_backproject(stsl_operator *op, const float *y, float *x, int batch,
+                                       char *err);
+stsl_status stsl__operator_data_fit(stsl_operator *op, const float *y, const float *x, int batch,
+                                   double *loss, float *grad_x, char *err);
+
+#endif
