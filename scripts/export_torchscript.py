@@ -1,0 +1,645 @@
+#!/usr/bin/env python3
+"""Export PyTorch models to libstsl's model-file contract (docs/models.md).
+
+A model file is a TorchScript module saved with ``torch.jit.save`` whose extra file
+``stsl_meta.txt`` carries the metadata record.  This module writes such files and checks them by
+loading them back and comparing outputs with the original model.
+
+Importable functions (training scripts use these)::
+
+    from export_torchscript import export_unet, export_autoencoder, export_encoder_decoder
+    export_unet(model, "ddpm.pt", sample_shape=(1, 28, 28), prediction="eps",
+                schedule="linear", beta_start=1e-4, beta_end=0.02, timesteps=1000,
+                name="fmnist-ddpm-28")
+    export_autoencoder(vae, "vae.pt", image_shape=(3, 64, 64), latent_shape=(4, 8, 8),
+                       latent_scale=0.18215)
+
+    make_meta(...) / parse_meta(text) / read_meta(path) / check_file(path)
+    wrap_diffusers_unet(unet) / wrap_diffusers_vae(vae)    (when diffusers is importable)
+
+Command line::
+
+    export_torchscript.py unet --model pkg.module:factory [--state-dict ckpt.pt] --out f.pt \
+        --sample-shape 1,28,28 [--prediction eps] [--schedule linear --beta-start 1e-4 ...]
+    export_torchscript.py autoencoder --model pkg.module:factory --out vae.pt \
+        --image-shape 3,64,64 --latent-shape 4,8,8 --latent-scale 0.18215
+    export_torchscript.py diffusers-unet --pretrained DIR [--subfolder unet] --out f.pt ...
+    export_torchscript.py diffusers-vae --pretrained DIR [--subfolder vae] --out vae.pt ...
+    export_torchscript.py check FILE      # read the record back, run one forward, print both
+    export_torchscript.py meta FILE       # print the record
+
+Run it with a python that has torch (on Debian: /usr/bin/python3 with python3-torch).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import io
+import math
+import re
+import sys
+from typing import Dict, Iterable, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+
+META_NAME = "stsl_meta.txt"
+FORMAT_VERSION = 1
+ROLES = ("unet", "autoencoder", "encoder", "decoder")
+PREDICTIONS = ("eps", "v", "x0")
+SCHEDULES = ("linear", "scaled-linear", "cosine")
+SPACES = ("pixel", "latent")
+MAX_BYTES = 64 * 1024
+MAX_LINES = 256
+_KEY_RE = re.compile(r"^[a-z0-9_]{1,64}$")
+
+Shape = Tuple[int, int, int]
+
+
+class ExportError(RuntimeError):
+    """The model or the requested metadata does not fit the contract."""
+
+
+# ------------------------------------------------------------------------------------------
+# The metadata record
+# ------------------------------------------------------------------------------------------
+
+def _shape(value, key: str) -> Shape:
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",")]
+    try:
+        s = tuple(int(v) for v in value)
+    except (TypeError, ValueError):
+        raise ExportError(f"{key} must be C,H,W integers, got {value!r}") from None
+    if len(s) != 3 or min(s) < 1:
+        raise ExportError(f"{key} must be three positive integers C,H,W, got {value!r}")
+    return s  # type: ignore[return-value]
+
+
+def _num(x: float) -> str:
+    return repr(float(x))
+
+
+def make_meta(role: str, *, name: Optional[str] = None, prediction: str = "eps",
+              schedule: str = "linear", beta_start: float = 1e-4, beta_end: float = 0.02,
+              cosine_s: float = 0.008, timesteps: int = 1000,
+              sample_shape: Optional[Sequence[int]] = None, space: str = "pixel",
+              pairs_with: Optional[str] = None, image_shape: Optional[Sequence[int]] = None,
+              latent_shape: Optional[Sequence[int]] = None,
+              latent_scale: Optional[float] = None, value_range=(-1, 1),
+              extra: Optional[Dict[str, str]] = None) -> str:
+    """The text of a stsl_meta.txt record, validated as strictly as the library does."""
+    if role not in ROLES:
+        raise ExportError(f"role must be one of {ROLES}, got {role!r}")
+    lines = [f"stsl_model_format = {FORMAT_VERSION}", f"role = {role}"]
+    if name is not None:
+        if "\n" in name or "\r" in name:
+            raise ExportError("name must be one line")
+        lines.append(f"name = {name.strip()}")
+    lo, hi = (float(v) for v in value_range)
+    if (lo, hi) != (-1.0, 1.0):
+        raise ExportError("value_range must be -1,1 (wrap the model: see --value-range)")
+    if role == "unet":
+        if prediction not in PREDICTIONS:
+            raise ExportError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+        if schedule not in SCHEDULES:
+            raise ExportError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+        if not 1 <= int(timesteps) <= 100000:
+            raise ExportError("timesteps must be in 1..100000")
+        if sample_shape is None:
+            raise ExportError("a unet needs sample_shape")
+        if space not in SPACES:
+            raise ExportError(f"space must be one of {SPACES}, got {space!r}")
+        if space == "latent" and not pairs_with:
+            raise ExportError("a latent unet needs pairs_with (the autoencoder file name)")
+        lines += [f"prediction = {prediction}", f"schedule = {schedule}"]
+        if schedule == "cosine":
+            lines.append(f"cosine_s = {_num(cosine_s)}")
+        else:
+            if not 0 < beta_start <= beta_end < 1:
+                raise ExportError("need 0 < beta_start <= beta_end < 1")
+            lines += [f"beta_start = {_num(beta_start)}", f"beta_end = {_num(beta_end)}"]
+        s = _shape(sample_shape, "sample_shape")
+        lines += [f"timesteps = {int(timesteps)}", "sample_shape = %d,%d,%d" % s,
+                  f"space = {space}"]
+        if pairs_with:
+            lines.append(f"pairs_with = {pairs_with}")
+    else:
+        if image_shape is None or latent_shape is None or latent_scale is None:
+            raise ExportError(f"role {role} needs image_shape, latent_shape and latent_scale")
+        if not 1e-6 <= float(latent_scale) <= 1e6:
+            raise ExportError("latent_scale must be in [1e-6, 1e6]")
+        lines += ["image_shape = %d,%d,%d" % _shape(image_shape, "image_shape"),
+                  "latent_shape = %d,%d,%d" % _shape(latent_shape, "latent_shape"),
+                  f"latent_scale = {_num(latent_scale)}"]
+    lines.append("value_range = -1,1")
+    for k, v in (extra or {}).items():
+        if not _KEY_RE.match(k) or "\n" in str(v):
+            raise ExportError(f"extra key {k!r} is not [a-z0-9_] or its value is not one line")
+        lines.append(f"{k} = {v}")
+    text = "\n".join(lines) + "\n"
+    parse_meta(text)  # same rules as the library
+    return text
+
+
+def parse_meta(text) -> Dict[str, str]:
+    """Parse a record with the library's grammar (docs/models.md §3); raises ExportError."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ExportError(f"stsl_meta.txt is not UTF-8: {e}") from None
+    if not text:
+        raise ExportError("stsl_meta.txt is empty")
+    if len(text.encode("utf-8")) > MAX_BYTES:
+        raise ExportError("stsl_meta.txt is over 64 KiB")
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    if len(lines) > MAX_LINES:
+        raise ExportError(f"stsl_meta.txt has more than {MAX_LINES} lines")
+    out: Dict[str, str] = {}
+    for i, raw in enumerate(lines, 1):
+        line = raw[:-1] if raw.endswith("\r") else raw
+        if any((ord(c) < 32 and c != "\t") or 0x7f <= ord(c) <= 0x9f for c in line):
+            raise ExportError(f"line {i}: control character")
+        s = line.strip(" \t")
+        if not s or s.startswith("#"):
+            continue
+        if "=" not in s:
+            raise ExportError(f"line {i}: expected 'key = value'")
+        k, v = s.split("=", 1)
+        k, v = k.strip(" \t"), v.strip(" \t")
+        if not _KEY_RE.match(k):
+            raise ExportError(f"line {i}: key {k!r} is not lower-case [a-z0-9_]{{1,64}}")
+        if len(v.encode("utf-8")) > 1024:
+            raise ExportError(f"line {i}: value longer than 1024 bytes")
+        if k in out:
+            raise ExportError(f"line {i}: key {k!r} given twice")
+        out[k] = v
+    if not out:
+        raise ExportError("stsl_meta.txt has no 'key = value' line")
+    return out
+
+
+def read_meta(path: str) -> Dict[str, str]:
+    """The record of a model file (ExportError when absent)."""
+    files = {META_NAME: ""}
+    torch.jit.load(path, map_location="cpu", _extra_files=files)
+    text = files[META_NAME]
+    if not text:
+        raise ExportError(f"{path}: no {META_NAME} record")
+    return parse_meta(text)
+
+
+# ------------------------------------------------------------------------------------------
+# Wrappers
+# ------------------------------------------------------------------------------------------
+
+class _UNetWrapper(nn.Module):
+    """forward(x, t) -> Tensor around a module whose output is a Tensor, a tuple (first item) or
+    an object with `.sample` (diffusers)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        out = self.model(x, t)
+        if hasattr(out, "sample"):
+            out = out.sample
+        elif isinstance(out, (tuple, list)):
+            out = out[0]
+        return out
+
+
+def wrap_diffusers_unet(unet: nn.Module) -> nn.Module:
+    """A diffusers UNet2DModel / UNet2DConditionModel-without-conditioning as forward(x, t).
+    Traced, since diffusers modules are not scriptable."""
+
+    class DiffusersUNet(nn.Module):
+        def __init__(self, unet):
+            super().__init__()
+            self.unet = unet
+
+        def forward(self, x, t):
+            return self.unet(x, t, return_dict=False)[0]
+
+    return DiffusersUNet(unet)
+
+
+class _DiffusersVAE(nn.Module):
+    def __init__(self, vae):
+        super().__init__()
+        self.vae = vae
+
+    def encode(self, x):
+        return self.vae.encode(x).latent_dist.mean
+
+    def decode(self, z):
+        return self.vae.decode(z).sample
+
+    def forward(self, x):
+        return self.decode(self.encode(x))
+
+
+def wrap_diffusers_vae(vae: nn.Module) -> nn.Module:
+    """A diffusers AutoencoderKL with deterministic encode (posterior mean) and decode."""
+    return _DiffusersVAE(vae)
+
+
+class _Encoder(nn.Module):
+    def __init__(self, ae):
+        super().__init__()
+        self.ae = ae
+
+    def forward(self, x):
+        return self.ae.encode(x)
+
+
+class _Decoder(nn.Module):
+    def __init__(self, ae):
+        super().__init__()
+        self.ae = ae
+
+    def forward(self, z):
+        return self.ae.decode(z)
+
+
+class _RangeAE(nn.Module):
+    """Maps the library's -1,1 images to a model's lo,hi range and back."""
+
+    def __init__(self, ae, lo: float, hi: float):
+        super().__init__()
+        self.ae = ae
+        self.lo, self.hi = float(lo), float(hi)
+
+    def encode(self, x):
+        return self.ae.encode((x + 1) * 0.5 * (self.hi - self.lo) + self.lo)
+
+    def decode(self, z):
+        return (self.ae.decode(z) - self.lo) / (self.hi - self.lo) * 2 - 1
+
+    def forward(self, x):
+        return self.decode(self.encode(x))
+
+
+def with_value_range(ae: nn.Module, lo: float, hi: float) -> nn.Module:
+    """Wrap an autoencoder working on images in [lo, hi] so that it takes and gives -1,1."""
+    return ae if (lo, hi) == (-1, 1) else _RangeAE(ae, lo, hi)
+
+
+# ------------------------------------------------------------------------------------------
+# Export
+# ------------------------------------------------------------------------------------------
+
+def _to_script(model: nn.Module, how: str, example: Optional[Dict[str, tuple]]):
+    model = model.eval()
+    if isinstance(model, torch.jit.ScriptModule):
+        return model
+    if how == "script":
+        return torch.jit.script(model)
+    if how == "trace":
+        if not example:
+            raise ExportError("tracing needs example inputs")
+        if len(example) == 1 and "forward" in example:
+            return torch.jit.trace(model, example["forward"], check_trace=False)
+        return torch.jit.trace_module(model, example, check_trace=False)
+    if how == "auto":
+        try:
+            return torch.jit.script(model)
+        except Exception as e:  # not scriptable: trace
+            print(f"export_torchscript: scripting failed ({str(e).splitlines()[0]}); tracing",
+                  file=sys.stderr)
+            return _to_script(model, "trace", example)
+    raise ExportError(f"unknown conversion {how!r} (script, trace, auto)")
+
+
+def _save(sm, path: str, meta: str) -> None:
+    torch.jit.save(sm, path, _extra_files={META_NAME: meta})
+
+
+def _compare(name: str, ref: torch.Tensor, got: torch.Tensor, rtol: float, atol: float) -> float:
+    if ref.shape != got.shape:
+        raise ExportError(f"{name}: exported output has shape {tuple(got.shape)}, original "
+                          f"{tuple(ref.shape)}")
+    err = (ref - got).abs().max().item() if ref.numel() else 0.0
+    tol = atol + rtol * ref.abs().max().item()
+    if not err <= tol:
+        raise ExportError(f"{name}: exported module differs from the original by {err:.3g} "
+                          f"(tolerance {tol:.3g})")
+    return err
+
+
+def _example_t(n: int, timesteps: int, gen: torch.Generator) -> torch.Tensor:
+    return torch.rand(n, generator=gen, dtype=torch.float64).mul(timesteps - 1).float()
+
+
+def _script_unet(model: nn.Module, how: str, x: torch.Tensor, t: torch.Tensor):
+    """Script the model itself when it is scriptable and returns a Tensor; otherwise trace it
+    through a wrapper that picks the prediction out of tuples / diffusers outputs."""
+    if isinstance(model, torch.jit.ScriptModule):
+        return model
+    if how in ("script", "auto"):
+        try:
+            sm = torch.jit.script(model.eval())
+            rets = sm.forward.schema.returns
+            if len(rets) == 1 and str(rets[0].type) == "Tensor":
+                return sm
+            if how == "script":
+                raise ExportError("forward must return a Tensor to be scripted; use how='trace'")
+            print("export_torchscript: forward does not return a Tensor; tracing a wrapper",
+                  file=sys.stderr)
+        except ExportError:
+            raise
+        except Exception as e:
+            if how == "script":
+                raise
+            print(f"export_torchscript: scripting failed ({str(e).splitlines()[0]}); tracing",
+                  file=sys.stderr)
+    elif how != "trace":
+        raise ExportError(f"unknown conversion {how!r} (script, trace, auto)")
+    return torch.jit.trace(_UNetWrapper(model).eval(), (x, t), check_trace=False)
+
+
+def export_unet(model: nn.Module, path: str, *, sample_shape: Sequence[int],
+                prediction: str = "eps", schedule: str = "linear", beta_start: float = 1e-4,
+                beta_end: float = 0.02, cosine_s: float = 0.008, timesteps: int = 1000,
+                space: str = "pixel", pairs_with: Optional[str] = None,
+                name: Optional[str] = None, how: str = "auto", check: bool = True,
+                batch: int = 2, rtol: float = 1e-4, atol: float = 1e-5,
+                extra: Optional[Dict[str, str]] = None) -> str:
+    """Export a noise-prediction network forward(x[N,C,H,W], t[N]) -> Tensor (a Tensor, a tuple
+    whose first item is the prediction, or a diffusers output with .sample).  Returns path."""
+    meta = make_meta("unet", name=name, prediction=prediction, schedule=schedule,
+                     beta_start=beta_start, beta_end=beta_end, cosine_s=cosine_s,
+                     timesteps=timesteps, sample_shape=sample_shape, space=space,
+                     pairs_with=pairs_with, extra=extra)
+    s = _shape(sample_shape, "sample_shape")
+    gen = torch.Generator().manual_seed(1234)
+    x = torch.randn(batch, *s, generator=gen)
+    t = _example_t(batch, timesteps, gen)
+    wrapped = model if isinstance(model, torch.jit.ScriptModule) else _UNetWrapper(model)
+    sm = _script_unet(model, how, x, t)
+    _save(sm, path, meta)
+    if check:
+        check_file(path, reference=wrapped, inputs=(x, t), rtol=rtol, atol=atol)
+    return path
+
+
+def export_autoencoder(model: nn.Module, path: str, *, image_shape: Sequence[int],
+                       latent_shape: Sequence[int], latent_scale: float,
+                       name: Optional[str] = None, how: str = "auto", check: bool = True,
+                       value_range=(-1, 1), batch: int = 2, rtol: float = 1e-4,
+                       atol: float = 1e-5, extra: Optional[Dict[str, str]] = None) -> str:
+    """Export one module with encode(x) and decode(z) methods (unscaled latents; encode is
+    deterministic, e.g. the posterior mean).  value_range: the model's own image range; the file
+    then maps -1,1 to it."""
+    model = with_value_range(model, *value_range)
+    meta = make_meta("autoencoder", name=name, image_shape=image_shape,
+                     latent_shape=latent_shape, latent_scale=latent_scale, extra=extra)
+    gen = torch.Generator().manual_seed(1234)
+    x = torch.rand(batch, *_shape(image_shape, "image_shape"), generator=gen) * 2 - 1
+    z = torch.randn(batch, *_shape(latent_shape, "latent_shape"), generator=gen)
+    if isinstance(model, torch.jit.ScriptModule):
+        sm = model
+    elif how in ("script", "auto"):
+        try:
+            sm = torch.jit.script(model.eval())
+            for m in ("encode", "decode"):
+                if not hasattr(sm, m):
+                    raise ExportError(f"the scripted module has no method {m!r}: decorate it "
+                                      "with @torch.jit.export")
+        except ExportError:
+            raise
+        except Exception as e:
+            if how == "script":
+                raise
+            print(f"export_torchscript: scripting failed ({str(e).splitlines()[0]}); tracing",
+                  file=sys.stderr)
+            sm = torch.jit.trace_module(model.eval(), {"encode": (x,), "decode": (z,)},
+                                        check_trace=False)
+    else:
+        sm = torch.jit.trace_module(model.eval(), {"encode": (x,), "decode": (z,)},
+                                    check_trace=False)
+    _save(sm, path, meta)
+    if check:
+        check_file(path, reference=model, inputs=(x, z), rtol=rtol, atol=atol)
+    return path
+
+
+def export_encoder_decoder(model: nn.Module, encoder_path: str, decoder_path: str, *,
+                           image_shape: Sequence[int], latent_shape: Sequence[int],
+                           latent_scale: float, name: Optional[str] = None, how: str = "auto",
+                           check: bool = True, value_range=(-1, 1), batch: int = 2,
+                           rtol: float = 1e-4, atol: float = 1e-5) -> Tuple[str, str]:
+    """Export the encode and decode methods of `model` as two files whose forward encodes /
+    decodes (roles encoder and decoder)."""
+    model = with_value_range(model, *value_range).eval()
+    gen = torch.Generator().manual_seed(1234)
+    x = torch.rand(batch, *_shape(image_shape, "image_shape"), generator=gen) * 2 - 1
+    z = torch.randn(batch, *_shape(latent_shape, "latent_shape"), generator=gen)
+    for role, wrapper, ex, p in (("encoder", _Encoder(model), x, encoder_path),
+                                 ("decoder", _Decoder(model), z, decoder_path)):
+        meta = make_meta(role, name=name, image_shape=image_shape, latent_shape=latent_shape,
+                         latent_scale=latent_scale)
+        sm = _to_script(wrapper.eval(), how, {"forward": (ex,)})
+        _save(sm, p, meta)
+        if check:
+            check_file(p, reference=wrapper, inputs=(ex,), rtol=rtol, atol=atol)
+    return encoder_path, decoder_path
+
+
+def check_file(path: str, reference: Optional[nn.Module] = None, inputs: Optional[tuple] = None,
+               rtol: float = 1e-4, atol: float = 1e-5, verbose: bool = False) -> Dict[str, str]:
+    """Load a model file back as the library would: read and validate the record, check the
+    methods, run them on inputs of the record's shapes (or `inputs`) and, when `reference` is
+    given, compare with it.  Returns the record."""
+    meta = read_meta(path)
+    if meta.get("stsl_model_format") != str(FORMAT_VERSION):
+        raise ExportError(f"{path}: stsl_model_format must be {FORMAT_VERSION}")
+    role = meta.get("role")
+    sm = torch.jit.load(path, map_location="cpu").eval()
+    gen = torch.Generator().manual_seed(99)
+    results = {}
+    with torch.no_grad():
+        if role == "unet":
+            s = _shape(meta["sample_shape"], "sample_shape")
+            T = int(meta["timesteps"])
+            x, t = inputs if inputs else (torch.randn(2, *s, generator=gen),
+                                          _example_t(2, T, gen))
+            if tuple(x.shape[1:]) != s:
+                raise ExportError(f"{path}: example input shape {tuple(x.shape)} is not "
+                                  f"sample_shape {s}")
+            out = sm(x, t)
+            if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(x.shape):
+                raise ExportError(f"{path}: forward(x, t) must return a Tensor of x's shape, "
+                                  f"got {getattr(out, 'shape', type(out))}")
+            if reference is not None:
+                results["forward"] = _compare("forward", reference.eval()(x, t), out, rtol, atol)
+        elif role in ("autoencoder", "encoder", "decoder"):
+            img = _shape(meta["image_shape"], "image_shape")
+            lat = _shape(meta["latent_shape"], "latent_shape")
+            calls = {"autoencoder": [("encode", img, lat), ("decode", lat, img)],
+                     "encoder": [("forward", img, lat)], "decoder": [("forward", lat, img)]}[role]
+            for i, (method, shp_in, shp_out) in enumerate(calls):
+                if inputs:
+                    xin = inputs[i]
+                else:
+                    xin = torch.randn(2, *shp_in, generator=gen)
+                out = getattr(sm, method)(xin)
+                if tuple(out.shape) != (xin.shape[0],) + tuple(shp_out):
+                    raise ExportError(f"{path}: {method} returned shape {tuple(out.shape)}, "
+                                      f"expected {(xin.shape[0],) + tuple(shp_out)}")
+                if reference is not None:
+                    results[method] = _compare(method, getattr(reference.eval(), method)(xin),
+                                               out, rtol, atol)
+        else:
+            raise ExportError(f"{path}: role {role!r} is not one of {ROLES}")
+    if verbose:
+        for k, v in results.items():
+            print(f"{path}: {k} matches the original (max abs diff {v:.3g})")
+    return meta
+
+
+# ------------------------------------------------------------------------------------------
+# Command line
+# ------------------------------------------------------------------------------------------
+
+def _load_model(spec: str, state_dict: Optional[str]) -> nn.Module:
+    if ":" not in spec:
+        raise ExportError("--model takes module:factory (e.g. nets:make_unet)")
+    mod_name, attr = spec.split(":", 1)
+    sys.path.insert(0, ".")
+    obj = getattr(importlib.import_module(mod_name), attr)
+    model = obj() if callable(obj) and not isinstance(obj, nn.Module) else obj
+    if state_dict:
+        sd = torch.load(state_dict, map_location="cpu")
+        for key in ("ema", "model", "state_dict"):
+            if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
+                sd = sd[key]
+                break
+        model.load_state_dict(sd)
+    return model.eval()
+
+
+def _range(text: str):
+    lo, hi = (float(v) for v in text.split(","))
+    return lo, hi
+
+
+def main(argv: Optional[Iterable[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    def unet_args(p):
+        p.add_argument("--out", required=True)
+        p.add_argument("--sample-shape", required=True)
+        p.add_argument("--prediction", default="eps", choices=PREDICTIONS)
+        p.add_argument("--schedule", default="linear", choices=SCHEDULES)
+        p.add_argument("--beta-start", type=float, default=1e-4)
+        p.add_argument("--beta-end", type=float, default=0.02)
+        p.add_argument("--cosine-s", type=float, default=0.008)
+        p.add_argument("--timesteps", type=int, default=1000)
+        p.add_argument("--space", default="pixel", choices=SPACES)
+        p.add_argument("--pairs-with")
+        p.add_argument("--name")
+        p.add_argument("--how", default="auto", choices=("auto", "script", "trace"))
+
+    def ae_args(p):
+        p.add_argument("--out", help="one file with encode/decode")
+        p.add_argument("--encoder-out")
+        p.add_argument("--decoder-out")
+        p.add_argument("--image-shape", required=True)
+        p.add_argument("--latent-shape", required=True)
+        p.add_argument("--latent-scale", type=float, required=True)
+        p.add_argument("--value-range", type=_range, default=(-1.0, 1.0),
+                       help="the model's own image range lo,hi (mapped from -1,1)")
+        p.add_argument("--name")
+        p.add_argument("--how", default="auto", choices=("auto", "script", "trace"))
+
+    p = sub.add_parser("unet", help="a user nn.Module forward(x, t)")
+    p.add_argument("--model", required=True, help="module:factory")
+    p.add_argument("--state-dict")
+    unet_args(p)
+    p = sub.add_parser("autoencoder", help="a user nn.Module with encode/decode")
+    p.add_argument("--model", required=True, help="module:factory")
+    p.add_argument("--state-dict")
+    ae_args(p)
+    p = sub.add_parser("diffusers-unet", help="a diffusers UNet2DModel (needs diffusers)")
+    p.add_argument("--pretrained", required=True)
+    p.add_argument("--subfolder")
+    unet_args(p)
+    p = sub.add_parser("diffusers-vae", help="a diffusers AutoencoderKL (needs diffusers)")
+    p.add_argument("--pretrained", required=True)
+    p.add_argument("--subfolder")
+    ae_args(p)
+    p = sub.add_parser("check", help="load a file back and run it")
+    p.add_argument("file")
+    p = sub.add_parser("meta", help="print a file's record")
+    p.add_argument("file")
+    a = ap.parse_args(list(argv) if argv is not None else None)
+
+    try:
+        if a.cmd in ("check", "meta"):
+            meta = check_file(a.file) if a.cmd == "check" else read_meta(a.file)
+            for k, v in meta.items():
+                print(f"{k} = {v}")
+            if a.cmd == "check":
+                print(f"{a.file}: OK")
+            return 0
+        if a.cmd in ("unet", "diffusers-unet"):
+            if a.cmd == "unet":
+                model = _load_model(a.model, a.state_dict)
+                how = a.how
+            else:
+                try:
+                    from diffusers import UNet2DModel  # type: ignore
+                except ImportError:
+                    raise ExportError("diffusers is not importable in this python") from None
+                kw = {"subfolder": a.subfolder} if a.subfolder else {}
+                model = wrap_diffusers_unet(UNet2DModel.from_pretrained(a.pretrained, **kw))
+                how = "trace"
+            export_unet(model, a.out, sample_shape=_shape(a.sample_shape, "sample_shape"),
+                        prediction=a.prediction, schedule=a.schedule, beta_start=a.beta_start,
+                        beta_end=a.beta_end, cosine_s=a.cosine_s, timesteps=a.timesteps,
+                        space=a.space, pairs_with=a.pairs_with, name=a.name, how=how)
+            print(f"wrote {a.out}")
+            return 0
+        # autoencoders
+        if a.cmd == "autoencoder":
+            model = _load_model(a.model, a.state_dict)
+            how = a.how
+        else:
+            try:
+                from diffusers import AutoencoderKL  # type: ignore
+            except ImportError:
+                raise ExportError("diffusers is not importable in this python") from None
+            kw = {"subfolder": a.subfolder} if a.subfolder else {}
+            model = wrap_diffusers_vae(AutoencoderKL.from_pretrained(a.pretrained, **kw))
+            how = "trace"
+        common = dict(image_shape=_shape(a.image_shape, "image_shape"),
+                      latent_shape=_shape(a.latent_shape, "latent_shape"),
+                      latent_scale=a.latent_scale, name=a.name, how=how,
+                      value_range=a.value_range)
+        if a.out:
+            export_autoencoder(model, a.out, **common)
+            print(f"wrote {a.out}")
+        if a.encoder_out or a.decoder_out:
+            if not (a.encoder_out and a.decoder_out):
+                raise ExportError("--encoder-out and --decoder-out go together")
+            export_encoder_decoder(model, a.encoder_out, a.decoder_out, **common)
+            print(f"wrote {a.encoder_out} and {a.decoder_out}")
+        if not (a.out or a.encoder_out):
+            raise ExportError("give --out, or --encoder-out and --decoder-out")
+        return 0
+    except ExportError as e:
+        print(f"export_torchscript: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

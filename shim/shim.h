@@ -1,0 +1,98 @@
+/*
+ * shim.h -- the C interface of the TorchScript shim (private, never installed).
+ *
+ * The shim is the only code that sees libtorch.  It is deliberately thin: it loads a module and
+ * its metadata record, answers signature questions and runs one method (forward, VJP) on host
+ * float buffers.  Everything that is not libtorch (metadata parsing and validation, schedules,
+ * the v/x0 -> eps conversion, locking) lives in C under src/.
+ *
+ * Conventions:
+ *  - Every function returns an stsl_status (STSL_OK = 0) and never throws: each entry point
+ *    catches c10::Error, std::exception and `...`.
+ *  - `err` (err_size bytes, may be NULL when err_size is 0) receives a one-line message on failure:
+ *    the first useful line of the exception (TorchScript tracebacks and C++ backtraces dropped).
+ *  - Tensors cross as host float32 buffers, planar NCHW, with their shape as int64_t[ndim].
+ *    Inputs are borrowed for the call (on CPU they are wrapped with from_blob, not copied);
+ *    outputs are written into caller memory whose size the caller computed from the shape it
+ *    expects; a different output shape is an error (STSL_ERR_MODEL) and nothing is written.
+ *  - A module handle holds no global state; it is NOT thread-safe (the score / autoencoder
+ *    handles lock around every call).  Thread count is libtorch's process-wide setting
+ *    (at::set_num_threads) and is applied at every call when it differs.
+ *  - Compiled only when STSL_WITH_TORCH is defined (WITH_TORCH=1); the C callers hide it otherwise.
+ */
+#ifndef STSL_SHIM_H
+#define STSL_SHIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "stsl.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define STSL_SHIM_API __attribute__((visibility("hidden")))
+#else
+#define STSL_SHIM_API
+#endif
+
+typedef struct stsl_shim_module stsl_shim_module;
+
+/* Name of the metadata extra file every model file carries. */
+#define STSL_SHIM_META_NAME "stsl_meta.txt"
+/* Largest metadata record the shim hands out (docs/models.md: 64 KiB); larger is refused. */
+#define STSL_SHIM_META_MAX (64 * 1024)
+
+/* Load a TorchScript file onto `device` ("cpu", "cuda", "cuda:N", "auto"; NULL = "cpu").
+ * half = 1 converts the module's floating parameters to float16 when the device is CUDA
+ * (ignored on CPU).  Errors: STSL_ERR_BACKEND (device unavailable or malformed device string),
+ * STSL_ERR_IO (cannot read the file), STSL_ERR_FORMAT (not a TorchScript archive),
+ * STSL_ERR_MODEL (no stsl_meta.txt record, or the record is over STSL_SHIM_META_MAX). */
+STSL_SHIM_API stsl_status stsl_shim_load(const char *path, const char *device, int half,
+                                         stsl_shim_module **out, char *err, size_t err_size);
+/* Free the module and everything it holds; NULL is a no-op. */
+STSL_SHIM_API void stsl_shim_free(stsl_shim_module *m);
+
+/* The metadata record (not NUL-terminated: use len; owned by the module). */
+STSL_SHIM_API const char *stsl_shim_meta(const stsl_shim_module *m, size_t *len);
+/* The resolved device ("cpu", "cuda:0", ...), owned by the module. */
+STSL_SHIM_API const char *stsl_shim_device(const stsl_shim_module *m);
+/* 1 when the module runs in float16. */
+STSL_SHIM_API int stsl_shim_is_half(const stsl_shim_module *m);
+
+/* Check that `method` exists, takes exactly `n_inputs` Tensor arguments without defaults
+ * (besides self; further arguments must have defaults) and returns a Tensor.
+ * STSL_ERR_MODEL with a message naming the method and its schema otherwise. */
+STSL_SHIM_API stsl_status stsl_shim_check_method(stsl_shim_module *m, const char *method,
+                                                 int n_inputs, char *err, size_t err_size);
+
+/* out = method(x) or method(x, t).
+ *  x: prod(x_shape[0..4)) floats, NCHW; t: x_shape[0] floats, or NULL for one-input methods.
+ *  out: prod(out_shape[0..4)) floats; the method's result must have exactly out_shape.
+ *  threads > 0 sets libtorch's intra-op thread count first (when it differs).
+ * Runs under NoGradGuard.  Errors: STSL_ERR_MODEL (the method threw, or returned a non-tensor
+ * or a tensor of another shape). */
+STSL_SHIM_API stsl_status stsl_shim_forward(stsl_shim_module *m, const char *method,
+                                            const float *x, const int64_t x_shape[4],
+                                            const float *t, float *out,
+                                            const int64_t out_shape[4], int threads, char *err,
+                                            size_t err_size);
+
+/* Vector-Jacobian product of the same method with respect to x:
+ *  grad = J_method(x[, t])^T v, with v of out_shape and grad of x_shape;
+ *  out (may be NULL) receives method(x[, t]) of the same evaluation. */
+STSL_SHIM_API stsl_status stsl_shim_vjp(stsl_shim_module *m, const char *method, const float *x,
+                                        const int64_t x_shape[4], const float *t,
+                                        const float *v, const int64_t out_shape[4], float *out,
+                                        float *grad, int threads, char *err, size_t err_size);
+
+/* 1 when libtorch reports a usable CUDA device, else 0 (never throws). */
+STSL_SHIM_API int stsl_shim_cuda_available(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,418 @@
+/*
+ * torchscript_shim.cpp -- the libtorch side of libstsl's TorchScript backend (see shim.h).
+ *
+ * Thin on purpose: load a module with its stsl_meta.txt record, check method signatures, run a
+ * method or its vector-Jacobian product on host float buffers.  Every extern "C" entry catches
+ * c10::Error, std::exception and `...`; nothing throws across the C boundary.
+ */
+#include "shim.h"
+
+#include <ATen/Parallel.h>
+#include <torch/cuda.h>
+#include <torch/csrc/autograd/autograd.h>
+#include <torch/script.h>
+
+#include <cctype>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+struct stsl_shim_module {
+    torch::jit::Module module;
+    std::string meta;
+    std::string device_name;
+    c10::Device device{c10::kCPU};
+    bool half = false;
+};
+
+namespace {
+
+/* An error we raise ourselves, with the status it maps to. */
+struct ShimError {
+    stsl_status status;
+    std::string msg;
+};
+
+void put_err(char *err, size_t err_size, const std::string &msg)
+{
+    if (err == nullptr || err_size == 0) return;
+    size_t n = msg.size() < err_size - 1 ? msg.size() : err_size - 1;
+    std::memcpy(err, msg.data(), n);
+    err[n] = '\0';
+}
+
+std::string trim(const std::string &s)
+{
+    size_t b = s.find_first_not_of(" \t\r\n");
+    if (b == std::string::npos) return std::string();
+    size_t e = s.find_last_not_of(" \t\r\n");
+    return s.substr(b, e - b + 1);
+}
+
+bool starts_with(const std::string &s, const char *p)
+{
+    return s.compare(0, std::strlen(p), p) == 0;
+}
+
+/* "RuntimeError: ...", "torch.jit.Error: ...", "ValueError: ..." */
+bool is_error_line(const std::string &line)
+{
+    size_t colon = line.find(": ");
+    if (colon == std::string::npos || colon == 0) return false;
+    std::string head = line.substr(0, colon);
+    for (char c : head)
+        if (!(std::isalnum((unsigned char)c) || c == '_' || c == '.')) return false;
+    return (head.size() >= 5 && head.compare(head.size() - 5, 5, "Error") == 0) ||
+           (head.size() >= 9 && head.compare(head.size() - 9, 9, "Exception") == 0);
+}
+
+}  // namespace
+
+/* The first useful line of a libtorch message.  TorchScript interpreter errors look like
+ *   The following operation failed in the TorchScript interpreter.
+ *   Traceback of TorchScript, serialized code (most recent call last):
+ *     File "code/__torch__.py", line 10, in forward
+ *   ...
+ *   RuntimeError: Given groups=1, weight of size [8, 1, 3, 3], expected input ... 3 channels
+ * and c10::Error adds "Exception raised from ..." and a C++ backtrace: keep the line that says
+ * what is wrong (the last "XxxError: ..." line when there is one, else the first line that is
+ * not traceback furniture). */
+static std::string useful_line(const std::string &full)
+{
+    std::vector<std::string> lines;
+    size_t pos = 0;
+    while (pos <= full.size()) {
+        size_t nl = full.find('\n', pos);
+        if (nl == std::string::npos) nl = full.size();
+        lines.push_back(full.substr(pos, nl - pos));
+        pos = nl + 1;
+    }
+    std::string error_line, first;
+    for (const std::string &raw : lines) {
+        if (raw.empty() || raw[0] == ' ' || raw[0] == '\t') continue;   /* traceback body */
+        std::string l = trim(raw);
+        if (l.empty()) continue;
+        if (starts_with(l, "Exception raised from") || starts_with(l, "frame #")) break;
+        if (starts_with(l, "Traceback of TorchScript") ||
+            starts_with(l, "The following operation failed in the TorchScript interpreter") ||
+            starts_with(l, "The above operation failed"))
+            continue;
+        if (is_error_line(l)) error_line = l;
+        else if (first.empty()) first = l;
+    }
+    std::string out = !error_line.empty() ? error_line : !first.empty() ? first : trim(full);
+    size_t nl = out.find('\n');
+    if (nl != std::string::npos) out.resize(nl);
+    if (out.empty()) out = "unknown libtorch error";
+    return out;
+}
+
+/* Runs `body`; maps every exception to a status and a one-line message prefixed by `what`. */
+template <typename F>
+static stsl_status guarded(const char *what, stsl_status lib_status, char *err, size_t err_size,
+                           F &&body)
+{
+    try {
+        return body();
+    } catch (const ShimError &e) {
+        put_err(err, err_size, e.msg);
+        return e.status;
+    } catch (const c10::OutOfMemoryError &e) {
+        put_err(err, err_size, std::string(what) + ": out of memory: " +
+                                   useful_line(e.what_without_backtrace()));
+        return STSL_ERR_NOMEM;
+    } catch (const c10::Error &e) {
+        put_err(err, err_size, std::string(what) + ": " + useful_line(e.what_without_backtrace()));
+        return lib_status;
+    } catch (const std::bad_alloc &) {
+        put_err(err, err_size, std::string(what) + ": out of memory");
+        return STSL_ERR_NOMEM;
+    } catch (const std::exception &e) {
+        put_err(err, err_size, std::string(what) + ": " + useful_line(e.what()));
+        return lib_status;
+    } catch (...) {
+        put_err(err, err_size, std::string(what) + ": unknown C++ exception");
+        return STSL_ERR_INTERNAL;
+    }
+}
+
+static c10::Device resolve_device(const char *name)
+{
+    std::string d = name ? name : "cpu";
+    if (d.empty() || d == "cpu") return c10::Device(c10::kCPU);
+    bool cuda_ok = torch::cuda::is_available();
+    if (d == "auto") return cuda_ok ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
+    if (d == "cuda" || starts_with(d, "cuda:")) {
+        long index = 0;
+        if (d.size() > 5) {
+            std::string num = d.substr(5);
+            if (num.empty() || num.size() > 4 || num.find_first_not_of("0123456789") != std::string::npos)
+                throw ShimError{STSL_ERR_BACKEND, "device \"" + d + "\" is malformed (use cpu, cuda, cuda:N or auto)"};
+            index = std::stol(num);
+        }
+        if (!cuda_ok)
+            throw ShimError{STSL_ERR_BACKEND,
+                            "device \"" + d + "\" requested but CUDA is not available (libtorch " +
+                                "built without CUDA, or no GPU/driver present); use \"cpu\" or \"auto\""};
+        long count = (long)torch::cuda::device_count();
+        if (index >= count)
+            throw ShimError{STSL_ERR_BACKEND, "device \"" + d + "\" requested but only " +
+                                                  std::to_string(count) + " CUDA device(s) present"};
+        return c10::Device(c10::kCUDA, (c10::DeviceIndex)index);
+    }
+    throw ShimError{STSL_ERR_BACKEND,
+                    "device \"" + d + "\" is not known (use cpu, cuda, cuda:N or auto)"};
+}
+
+extern "C" stsl_status stsl_shim_load(const char *path, const char *device, int half,
+                                      stsl_shim_module **out, char *err, size_t err_size)
+{
+    if (out) *out = nullptr;
+    if (path == nullptr || out == nullptr) {
+        put_err(err, err_size, "stsl_shim_load: NULL argument");
+        return STSL_ERR_INVALID_ARG;
+    }
+    return guarded("not a TorchScript file", STSL_ERR_FORMAT, err, err_size, [&]() {
+        c10::Device dev = resolve_device(device);
+        {
+            std::ifstream f(path, std::ios::binary);
+            if (!f) throw ShimError{STSL_ERR_IO, std::string("cannot open '") + path + "'"};
+            char magic[4] = {0, 0, 0, 0};
+            f.read(magic, 4);
+            if (f.gcount() != 4 || std::memcmp(magic, "PK\x03\x04", 4) != 0)
+                throw ShimError{STSL_ERR_FORMAT,
+                                std::string("'") + path +
+                                    "' is not a TorchScript file (not a zip archive written by torch.jit.save)"};
+        }
+        std::unordered_map<std::string, std::string> extra{{STSL_SHIM_META_NAME, std::string()}};
+        torch::jit::Module module;
+        try {
+            module = torch::jit::load(path, dev, extra);
+        } catch (const c10::Error &e) {
+            std::string why = useful_line(e.what_without_backtrace());
+            std::string hint;
+            if (why.find("constants.pkl") != std::string::npos || why.find("code/") != std::string::npos)
+                hint = " (a torch.save checkpoint? export with torch.jit.save, see scripts/export_torchscript.py)";
+            throw ShimError{STSL_ERR_FORMAT, std::string("'") + path +
+                                                 "' is not a loadable TorchScript file: " + why + hint};
+        }
+        const std::string &meta = extra[STSL_SHIM_META_NAME];
+        if (meta.empty())
+            throw ShimError{STSL_ERR_MODEL,
+                            std::string("'") + path +
+                                "' has no stsl_meta.txt metadata record (write it with "
+                                "scripts/export_torchscript.py; docs/models.md)"};
+        if (meta.size() > STSL_SHIM_META_MAX)
+            throw ShimError{STSL_ERR_MODEL, "stsl_meta.txt record is " + std::to_string(meta.size()) +
+                                                " bytes, over the 65536-byte limit"};
+        module.eval();
+        /* The library only ever differentiates with respect to inputs: freezing the parameters
+         * keeps autograd from recording weight-gradient paths. */
+        for (at::Tensor p : module.parameters()) p.requires_grad_(false);
+        bool use_half = half && dev.is_cuda();
+        if (use_half) module.to(at::kHalf);
+
+        auto *m = new stsl_shim_module();
+        m->module = std::move(module);
+        m->meta = meta;
+        m->device = dev;
+        m->device_name = dev.str();
+        m->half = use_half;
+        *out = m;
+        return STSL_OK;
+    });
+}
+
+extern "C" void stsl_shim_free(stsl_shim_module *m)
+{
+    try {
+        delete m;
+    } catch (...) {
+    }
+}
+
+extern "C" const char *stsl_shim_meta(const stsl_shim_module *m, size_t *len)
+{
+    if (m == nullptr) {
+        if (len) *len = 0;
+        return "";
+    }
+    if (len) *len = m->meta.size();
+    return m->meta.data();
+}
+
+extern "C" const char *stsl_shim_device(const stsl_shim_module *m)
+{
+    return m ? m->device_name.c_str() : "";
+}
+
+extern "C" int stsl_shim_is_half(const stsl_shim_module *m)
+{
+    return m && m->half ? 1 : 0;
+}
+
+extern "C" int stsl_shim_cuda_available(void)
+{
+    try {
+        return torch::cuda::is_available() ? 1 : 0;
+    } catch (...) {
+        return 0;
+    }
+}
+
+extern "C" stsl_status stsl_shim_check_method(stsl_shim_module *m, const char *method,
+                                              int n_inputs, char *err, size_t err_size)
+{
+    if (m == nullptr || method == nullptr) {
+        put_err(err, err_size, "stsl_shim_check_method: NULL argument");
+        return STSL_ERR_INVALID_ARG;
+    }
+    return guarded("cannot inspect the module", STSL_ERR_MODEL, err, err_size, [&]() {
+        auto found = m->module.find_method(method);
+        if (!found)
+            throw ShimError{STSL_ERR_MODEL,
+                            std::string("the module has no method '") + method +
+                                "' (export it with @torch.jit.export; docs/models.md)"};
+        const c10::FunctionSchema &schema = found->function().getSchema();
+        const auto &args = schema.arguments();
+        std::ostringstream sig;
+        sig << schema;
+        int required = 0;
+        bool bad_type = false;
+        for (size_t i = 1; i < args.size(); ++i) {   /* args[0] is self */
+            if (args[i].default_value().has_value()) continue;
+            ++required;
+            if (!args[i].type()->isSubtypeOf(*c10::TensorType::get())) bad_type = true;
+        }
+        const char *want = n_inputs == 2 ? "(x: Tensor, t: Tensor) -> Tensor" : "(x: Tensor) -> Tensor";
+        if (required != n_inputs || bad_type)
+            throw ShimError{STSL_ERR_MODEL, std::string("method '") + method + "' has signature " +
+                                                sig.str() + "; the contract needs " + method + want};
+        const auto &rets = schema.returns();
+        if (rets.size() != 1 || !rets[0].type()->isSubtypeOf(*c10::TensorType::get()))
+            throw ShimError{STSL_ERR_MODEL, std::string("method '") + method + "' has signature " +
+                                                sig.str() + "; it must return one Tensor"};
+        return STSL_OK;
+    });
+}
+
+static std::vector<int64_t> dims(const int64_t s[4])
+{
+    return std::vector<int64_t>(s, s + 4);
+}
+
+static std::string shape_str(c10::IntArrayRef s)
+{
+    std::string r = "[";
+    for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
+    return r + "]";
+}
+
+static void set_threads(int threads)
+{
+    if (threads > 0 && at::get_num_threads() != threads) at::set_num_threads(threads);
+}
+
+/* Host buffer -> tensor on the module's device and dtype; on CPU float32 no copy is made. */
+static at::Tensor to_input(const stsl_shim_module *m, const float *p, c10::IntArrayRef shape)
+{
+    at::Tensor t = torch::from_blob(const_cast<float *>(p), shape,
+                                    torch::TensorOptions().dtype(torch::kFloat32));
+    if (m->device.is_cpu() && !m->half) return t;
+    return t.to(m->device, m->half ? at::kHalf : at::kFloat);
+}
+
+static at::Tensor run_method(stsl_shim_module *m, const char *method, const at::Tensor &x,
+                             const float *t, int64_t n)
+{
+    std::vector<c10::IValue> inputs;
+    inputs.emplace_back(x);
+    if (t) inputs.emplace_back(to_input(m, t, {n}));
+    auto found = m->module.find_method(method);
+    if (!found) throw ShimError{STSL_ERR_MODEL, std::string("the module has no method '") + method + "'"};
+    c10::IValue r = (*found)(std::move(inputs));
+    if (!r.isTensor())
+        throw ShimError{STSL_ERR_MODEL, std::string("method '") + method + "' returned " +
+                                            r.tagKind() + ", expected a Tensor"};
+    return r.toTensor();
+}
+
+static void check_out(const char *method, const at::Tensor &r, const int64_t out_shape[4])
+{
+    if (r.sizes() != c10::IntArrayRef(out_shape, 4))
+        throw ShimError{STSL_ERR_MODEL, std::string("method '") + method + "' returned shape " +
+                                            shape_str(r.sizes()) + ", expected " +
+                                            shape_str(c10::IntArrayRef(out_shape, 4))};
+    if (!r.is_floating_point())
+        throw ShimError{STSL_ERR_MODEL, std::string("method '") + method +
+                                            "' returned a non-floating-point tensor"};
+}
+
+static void copy_out(float *dst, const at::Tensor &src, const int64_t shape[4])
+{
+    at::Tensor d = torch::from_blob(dst, c10::IntArrayRef(shape, 4),
+                                    torch::TensorOptions().dtype(torch::kFloat32));
+    d.copy_(src);   /* one copy: device -> host and half -> float in the same step */
+}
+
+extern "C" stsl_status stsl_shim_forward(stsl_shim_module *m, const char *method,
+                                         const float *x, const int64_t x_shape[4],
+                                         const float *t, float *out, const int64_t out_shape[4],
+                                         int threads, char *err, size_t err_size)
+{
+    if (!m || !method || !x || !x_shape || !out || !out_shape) {
+        put_err(err, err_size, "stsl_shim_forward: NULL argument");
+        return STSL_ERR_INVALID_ARG;
+    }
+    std::string what = std::string("model ") + method + " failed";
+    return guarded(what.c_str(), STSL_ERR_MODEL, err, err_size, [&]() {
+        set_threads(threads);
+        torch::NoGradGuard no_grad;
+        at::Tensor xt = to_input(m, x, dims(x_shape));
+        at::Tensor r = run_method(m, method, xt, t, x_shape[0]);
+        check_out(method, r, out_shape);
+        copy_out(out, r, out_shape);
+        return STSL_OK;
+    });
+}
+
+extern "C" stsl_status stsl_shim_vjp(stsl_shim_module *m, const char *method, const float *x,
+                                     const int64_t x_shape[4], const float *t, const float *v,
+                                     const int64_t out_shape[4], float *out, float *grad,
+                                     int threads, char *err, size_t err_size)
+{
+    if (!m || !method || !x || !x_shape || !v || !out_shape || !grad) {
+        put_err(err, err_size, "stsl_shim_vjp: NULL argument");
+        return STSL_ERR_INVALID_ARG;
+    }
+    std::string what = std::string("model ") + method + " VJP failed";
+    return guarded(what.c_str(), STSL_ERR_MODEL, err, err_size, [&]() {
+        set_threads(threads);
+        torch::AutoGradMode grad_mode(true);
+        at::Tensor xt = to_input(m, x, dims(x_shape));
+        xt.requires_grad_(true);
+        at::Tensor r = run_method(m, method, xt, t, x_shape[0]);
+        check_out(method, r, out_shape);
+        if (out) copy_out(out, r.detach(), out_shape);
+        if (!r.requires_grad())
+            throw ShimError{STSL_ERR_MODEL,
+                            std::string("method '") + method +
+                                "' is not differentiable with respect to its input (its output "
+                                "does not require grad: no_grad or detach inside the module?)"};
+        at::Tensor vt = to_input(m, v, dims(out_shape)).to(r.scalar_type());
+        auto g = torch::autograd::grad({r}, {xt}, {vt}, /*retain_graph=*/false,
+                                       /*create_graph=*/false, /*allow_unused=*/true);
+        if (g.empty() || !g[0].defined()) {   /* output independent of x */
+            size_t n = 1;
+            for (int i = 0; i < 4; ++i) n *= (size_t)x_shape[i];
+            std::memset(grad, 0, n * sizeof(float));
+        } else {
+            copy_out(grad, g[0], x_shape);
+        }
+        return STSL_OK;
+    });
+}

@@ -1,0 +1,176 @@
+/* The autoencoder handle's common layer: lifetime, locking, argument checks and the latent
+ * scale (docs/models.md §2): E(x) = scale * encode(x), D(z) = decode(z / scale),
+ * J_D(z)^T u = J_decode(z / scale)^T u / scale. */
+#include "autoencoders/autoencoder_internal.h"
+
+#include <string.h>
+
+stsl_status stsl__ae_new(stsl_context *ctx, const stsl__ae_ops *ops, stsl_shape image,
+                         stsl_shape latent, double latent_scale, stsl_autoencoder **out)
+{
+    *out = NULL;
+    char err[STSL_ERRMSG_SIZE];
+    stsl_status st = stsl__check_shape(err, image);
+    if (st == STSL_OK) st = stsl__check_shape(err, latent);
+    if (st != STSL_OK) return stsl__ctx_fail(ctx, st, "autoencoder: %s", err);
+    if (!(latent_scale > 0) || latent_scale > 1e6)
+        return stsl__ctx_fail(ctx, STSL_ERR_INVALID_ARG, "autoencoder: latent scale %g must be in (0, 1e6]",
+                              latent_scale);
+    stsl_autoencoder *ae = stsl__calloc(1, sizeof *ae);
+    if (!ae) return stsl__ctx_fail(ctx, STSL_ERR_NOMEM, "autoencoder: out of memory");
+    if (pthread_mutex_init(&ae->lock, NULL) != 0) {
+        stsl__free(ae);
+        return stsl__ctx_fail(ctx, STSL_ERR_NOMEM, "autoencoder: cannot create a mutex");
+    }
+    ae->ops = ops;
+    ae->ctx = ctx;
+    ae->image = image;
+    ae->latent = latent;
+    ae->latent_scale = latent_scale;
+    *out = ae;
+    return STSL_OK;
+}
+
+STSL_API void stsl_autoencoder_destroy(stsl_autoencoder *ae)
+{
+    if (!ae) return;
+    if (ae->ops && ae->ops->destroy) ae->ops->destroy(ae);
+    pthread_mutex_destroy(&ae->lock);
+    stsl__free(ae);
+}
+
+static stsl_status check_batch(int batch, char *err)
+{
+    if (batch < 1 || batch > STSL_MAX_BATCH)
+        return stsl__fail(err, STSL_ERR_INVALID_ARG, "autoencoder: batch %d out of range 1..%d", batch,
+                          STSL_MAX_BATCH);
+    return STSL_OK;
+}
+
+static stsl_status check_finite(const float *v, size_t n, size_t per, const char *what, char *err)
+{
+    size_t bad = stsl__find_nonfinite(v, n);
+    if (bad != (size_t)-1)
+        return stsl__fail(err, STSL_ERR_NUMERIC, "autoencoder: %s of sample %zu contains NaN/Inf", what,
+                          bad / per);
+    return STSL_OK;
+}
+
+stsl_status stsl__ae_encode(stsl_autoencoder *ae, const float *x, float *z, int batch, char *err)
+{
+    stsl_status st = check_batch(batch, err);
+    if (st != STSL_OK) return st;
+    if (!x || !z) return stsl__fail(err, STSL_ERR_INVALID_ARG, "autoencoder: x or z is NULL");
+    pthread_mutex_lock(&ae->lock);
+    st = ae->ops->encode(ae, x, z, batch, err);
+    pthread_mutex_unlock(&ae->lock);
+    if (st != STSL_OK) return st;
+    size_t per = stsl__shape_size(ae->latent), n = per * (size_t)batch;
+    if (ae->latent_scale != 1.0)
+        for (size_t i = 0; i < n; i++) z[i] = (float)(z[i] * ae->latent_scale);
+    return check_finite(z, n, per, "encoding", err);
+}
+
+/* z / scale into a fresh buffer, or z itself when the scale is 1. */
+static stsl_status unscale(const stsl_autoencoder *ae, const float *z, int batch, const float **zu,
+                           float **owned, char *err)
+{
+    *owned = NULL;
+    *zu = z;
+    if (ae->latent_scale == 1.0) return STSL_OK;
+    size_t n = stsl__shape_size(ae->latent) * (size_t)batch;
+    float *buf = stsl__alloc_floats(n);
+    if (!buf) return stsl__fail(err, STSL_ERR_NOMEM, "autoencoder: out of memory");
+    for (size_t i = 0; i < n; i++) buf[i] = (float)(z[i] / ae->latent_scale);
+    *owned = buf;
+    *zu = buf;
+    return STSL_OK;
+}
+
+stsl_status stsl__ae_decode(stsl_autoencoder *ae, const float *z, float *x, int batch, char *err)
+{
+    stsl_status st = check_batch(batch, err);
+    if (st != STSL_OK) return st;
+    if (!x || !z) return stsl__fail(err, STSL_ERR_INVALID_ARG, "autoencoder: x or z is NULL");
+    const float *zu;
+    float *owned;
+    if ((st = unscale(ae, z, batch, &zu, &owned, err)) != STSL_OK) return st;
+    pthread_mutex_lock(&ae->lock);
+    st = ae->ops->decode(ae, zu, x, batch, err);
+    pthread_mutex_unlock(&ae->lock);
+    stsl__free(owned);
+    if (st != STSL_OK) return st;
+    size_t per = stsl__shape_size(ae->image);
+    return check_finite(x, per * (size_t)batch, per, "decoding", err);
+}
+
+stsl_status stsl__ae_decode_vjp(stsl_autoencoder *ae, const float *z, const float *u, float *x,
+                                float *out, int batch, char *err)
+{
+    stsl_status st = check_batch(batch, err);
+    if (st != STSL_OK) return st;
+    if (!z || !u || !out) return stsl__fail(err, STSL_ERR_INVALID_ARG, "autoencoder: z, u or out is NULL");
+    const float *zu;
+    float *owned;
+    if ((st = unscale(ae, z, batch, &zu, &owned, err)) != STSL_OK) return st;
+    pthread_mutex_lock(&ae->lock);
+    st = ae->ops->decode_vjp(ae, zu, u, x, out, batch, err);
+    pthread_mutex_unlock(&ae->lock);
+    stsl__free(owned);
+    if (st != STSL_OK) return st;
+    size_t per = stsl__shape_size(ae->latent), n = per * (size_t)batch;
+    if (ae->latent_scale != 1.0)
+        for (size_t i = 0; i < n; i++) out[i] = (float)(out[i] / ae->latent_scale);
+    return check_finite(out, n, per, "decoder vector-Jacobian product", err);
+}
+
+static stsl_status record(stsl_autoencoder *ae, stsl_status st, const char *err)
+{
+    if (st != STSL_OK) {
+        pthread_mutex_lock(&ae->lock);
+        memcpy(ae->err, err, STSL_ERRMSG_SIZE);
+        pthread_mutex_unlock(&ae->lock);
+    }
+    return st;
+}
+
+STSL_API stsl_status stsl_autoencoder_encode(stsl_autoencoder *ae, const float *x, float *z, int batch)
+{
+    if (!ae) return STSL_ERR_INVALID_ARG;
+    char err[STSL_ERRMSG_SIZE] = "";
+    return record(ae, stsl__ae_encode(ae, x, z, batch, err), err);
+}
+
+STSL_API stsl_status stsl_autoencoder_decode(stsl_autoencoder *ae, const float *z, float *x, int batch)
+{
+    if (!ae) return STSL_ERR_INVALID_ARG;
+    char err[STSL_ERRMSG_SIZE] = "";
+    return record(ae, stsl__ae_decode(ae, z, x, batch, err), err);
+}
+
+STSL_API stsl_status stsl_autoencoder_decode_vjp(stsl_autoencoder *ae, const float *z, const float *u,
+                                                 float *x, float *out, int batch)
+{
+    if (!ae) return STSL_ERR_INVALID_ARG;
+    char err[STSL_ERRMSG_SIZE] = "";
+    return record(ae, stsl__ae_decode_vjp(ae, z, u, x, out, batch, err), err);
+}
+
+STSL_API stsl_status stsl_autoencoder_image_shape(const stsl_autoencoder *ae, stsl_shape *shape)
+{
+    if (!ae || !shape) return STSL_ERR_INVALID_ARG;
+    *shape = ae->image;
+    return STSL_OK;
+}
+
+STSL_API stsl_status stsl_autoencoder_latent_shape(const stsl_autoencoder *ae, stsl_shape *shape)
+{
+    if (!ae || !shape) return STSL_ERR_INVALID_ARG;
+    *shape = ae->latent;
+    return STSL_OK;
+}
+
+STSL_API const char *stsl_autoencoder_last_error(const stsl_autoencoder *ae)
+{
+    return ae ? ae->err : "autoencoder is NULL";
+}

@@ -1,0 +1,42 @@
+/*
+ * autoencoder_internal.h -- the autoencoder-handle interface (torchscript, identity).
+ */
+#ifndef STSL_AUTOENCODER_INTERNAL_H
+#define STSL_AUTOENCODER_INTERNAL_H
+
+#include "../core/internal.h"
+
+/* Implementations work on UNSCALED latents; the common layer applies latent_scale. */
+typedef struct stsl__ae_ops {
+    const char *name;   /* "torchscript", "identity" */
+    stsl_status (*encode)(stsl_autoencoder *ae, const float *x, float *z, int batch, char *err);
+    stsl_status (*decode)(stsl_autoencoder *ae, const float *z, float *x, int batch, char *err);
+    /* out = J_decode(z)^T u; x may be NULL */
+    stsl_status (*decode_vjp)(stsl_autoencoder *ae, const float *z, const float *u, float *x,
+                              float *out, int batch, char *err);
+    void (*destroy)(stsl_autoencoder *ae);
+} stsl__ae_ops;
+
+struct stsl_autoencoder {
+    const stsl__ae_ops *ops;
+    stsl_context *ctx;
+    stsl_shape image;
+    stsl_shape latent;
+    double latent_scale;
+    int is_identity;
+    pthread_mutex_t lock;
+    void *impl;
+    char err[STSL_ERRMSG_SIZE];
+};
+
+stsl_status stsl__ae_new(stsl_context *ctx, const stsl__ae_ops *ops, stsl_shape image,
+                         stsl_shape latent, double latent_scale, stsl_autoencoder **out);
+
+/* Thread-safe, scale-aware calls with the caller's error buffer:
+ * E(x) = scale * encode(x); D(z) = decode(z / scale); J_D^T u = J_decode(z/scale)^T u / scale. */
+stsl_status stsl__ae_encode(stsl_autoencoder *ae, const float *x, float *z, int batch, char *err);
+stsl_status stsl__ae_decode(stsl_autoencoder *ae, const float *z, float *x, int batch, char *err);
+stsl_status stsl__ae_decode_vjp(stsl_autoencoder *ae, const float *z, const float *u, float *x,
+                                float *out, int batch, char *err);
+
+#endif
