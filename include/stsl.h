@@ -285,8 +285,9 @@ typedef enum stsl_loss {
 } stsl_loss;
 
 typedef enum stsl_init {
-    STSL_INIT_PREDICTED_NOISE = 0,   /* Alg. 1 line 3 with the network's eps (default) */
-    STSL_INIT_FRESH_NOISE = 1,       /* Z_0 ~ p_T(. | E(B y)) with fresh Gaussian noise */
+    STSL_INIT_PREDICTED_NOISE = 0,   /* Alg. 1 line 3 read literally, with the network's eps:
+                                      * diverges on the exact-posterior testbed (docs/algorithms.md) */
+    STSL_INIT_FRESH_NOISE = 1,       /* Z_0 ~ p_T(. | E(B y)) with fresh Gaussian noise (default) */
     STSL_INIT_DDIM_INVERSION = 2,    /* deterministic DDIM inversion */
     STSL_INIT_PRIOR = 3              /* Z_0 ~ N(0, I), as PSLD */
 } stsl_init;
@@ -557,8 +558,9 @@ STSL_API stsl_status stsl_solver_set_progress(stsl_solver *solver, stsl_progress
  *  (borrowed), or NULL for a pixel-space prior (then the identity is used).
  *  y: batch * op-output floats; x_out: batch * image floats (the autoencoder's image shape, or
  *  the score's shape in pixel space), written only on success or cancellation (then it holds
- *  the current estimate).  Sample i uses the random streams of (seed, i), so a batch gives the
- *  same results as the same samples run one by one. */
+ *  the current estimate).  Sample i of a batch run with STSL_PARAM_SEED s draws its randomness
+ *  exactly as a single run with seed s + i, so a batch gives the same results as the samples run
+ *  one by one; use seeds at least `batch` apart for independent batches. */
 STSL_API stsl_status stsl_solver_run(stsl_solver *solver, stsl_score *score, stsl_operator *op,
                                      stsl_autoencoder *ae, const float *y, float *x_out,
                                      int batch);
@@ -566,7 +568,8 @@ STSL_API stsl_status stsl_solver_run(stsl_solver *solver, stsl_score *score, sts
 STSL_API void stsl_solver_cancel(stsl_solver *solver);
 /* NFE ledger of the last run (also after a failed or cancelled run). */
 STSL_API stsl_status stsl_solver_get_nfe(const stsl_solver *solver, stsl_nfe *nfe);
-/* Index of the reverse step at which the last run failed (e.g. STSL_ERR_NUMERIC), else -1. */
+/* Progress step (1..total) at which the last run failed (e.g. STSL_ERR_NUMERIC), 0 when it failed
+ * during initialisation, -1 when it did not fail. */
 STSL_API int stsl_solver_failed_step(const stsl_solver *solver);
 STSL_API const char *stsl_solver_last_error(const stsl_solver *solver);
 

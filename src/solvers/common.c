@@ -1,0 +1,389 @@
+/*
+ * common.c -- what all solvers share (see solver_internal.h): network calls with cancel check,
+ * chunking and NFE ledger; the Tweedie step and its VJP; the data-fit gradient through the whole
+ * chain; Adam; progress; NaN/Inf detection; per-sample random streams.
+ */
+#include "solvers/solver_internal.h"
+
+#include <math.h>
+#include <string.h>
+
+float *stsl__run_floats(stsl__run *R, size_t n)
+{
+    float *p = stsl__alloc_floats(n ? n : 1);
+    if (!p) stsl__fail(R->err, STSL_ERR_NOMEM, "solver: out of memory (%zu floats)", n);
+    return p;
+}
+
+stsl_status stsl__ddim_seq(stsl__run *R, int n, int **out)
+{
+    *out = NULL;
+    if (n < 1 || n > R->T_train)
+        return stsl__fail(R->err, STSL_ERR_INVALID_ARG,
+                          "solver: %d steps requested but the schedule has %d timesteps", n,
+                          R->T_train);
+    int *seq = (int *)stsl__malloc((size_t)n * sizeof(int));
+    if (!seq) return stsl__fail(R->err, STSL_ERR_NOMEM, "solver: out of memory");
+    stsl_status st = stsl_schedule_ddim_steps(R->sched, n, seq);
+    if (st != STSL_OK) {
+        stsl__free(seq);
+        return stsl__fail(R->err, st, "solver: cannot build %d DDIM steps", n);
+    }
+    *out = seq;
+    return STSL_OK;
+}
+
+void stsl__noise(const stsl__run *R, uint32_t tag, uint64_t a, uint64_t b, float *out, size_t n)
+{
+    for (int i = 0; i < R->batch; i++)
+        stsl__rng_normal(stsl__sample_seed(R, i), stsl__stream(tag, 0, a, b), 0, out + (size_t)i * n,
+                         n);
+}
+
+stsl_status stsl__check_cancel(stsl__run *R)
+{
+    if (atomic_load(&R->sv->cancel))
+        return stsl__fail(R->err, STSL_CANCELLED, "solver: cancelled at step %d of %d", R->step,
+                          R->total);
+    return STSL_OK;
+}
+
+/* ---- network calls ---- */
+
+stsl_status stsl__net_eps_vjp(stsl__run *R, const float *z, const float *t, const float *v,
+                              float *eps, float *vjp, int n)
+{
+    const size_t d = R->dz;
+    for (int i = 0; i < n; i += R->limit) {
+        int c = n - i < R->limit ? n - i : R->limit;
+        stsl_status st = stsl__check_cancel(R);
+        if (st != STSL_OK) return st;
+        if (v)
+            st = stsl__score_eps_vjp(R->score, z + (size_t)i * d, t + i, v + (size_t)i * d,
+                                     eps ? eps + (size_t)i * d : NULL, vjp + (size_t)i * d, c,
+                                     R->err);
+        else
+            st = stsl__score_eps(R->score, z + (size_t)i * d, t + i, eps + (size_t)i * d, c,
+                                 R->err);
+        R->sv->nfe.unet_calls++;
+        if (v)
+            R->sv->nfe.unet_vjp += (uint64_t)c;
+        else
+            R->sv->nfe.unet_forward += (uint64_t)c;
+        if (st != STSL_OK) return st;
+    }
+    return STSL_OK;
+}
+
+stsl_status stsl__net_eps(stsl__run *R, const float *z, const float *t, float *eps, int n)
+{
+    return stsl__net_eps_vjp(R, z, t, NULL, eps, NULL, n);
+}
+
+static float *fill_t(stsl__run *R, double t, int n)
+{
+    float *tt = stsl__run_floats(R, (size_t)n);
+    if (tt)
+        for (int i = 0; i < n; i++) tt[i] = (float)t;
+    return tt;
+}
+
+stsl_status stsl__net_eps_t(stsl__run *R, const float *z, double t, float *eps, int n)
+{
+    float *tt = fill_t(R, t, n);
+    if (!tt) return STSL_ERR_NOMEM;
+    stsl_status st = stsl__net_eps(R, z, tt, eps, n);
+    stsl__free(tt);
+    return st;
+}
+
+stsl_status stsl__dec(stsl__run *R, const float *z, float *x, int n)
+{
+    if (R->ae_identity) {
+        if (x != z) memmove(x, z, (size_t)n * R->dz * sizeof(float));
+        return STSL_OK;
+    }
+    for (int i = 0; i < n; i += R->limit) {
+        int c = n - i < R->limit ? n - i : R->limit;
+        stsl_status st = stsl__check_cancel(R);
+        if (st != STSL_OK) return st;
+        st = stsl__ae_decode(R->ae, z + (size_t)i * R->dz, x + (size_t)i * R->dx, c, R->err);
+        R->sv->nfe.decoder_forward += (uint64_t)c;
+        if (st != STSL_OK) return st;
+    }
+    return STSL_OK;
+}
+
+stsl_status stsl__dec_vjp(stsl__run *R, const float *z, const float *u, float *x, float *out, int n)
+{
+    if (R->ae_identity) {
+        if (x && x != z) memmove(x, z, (size_t)n * R->dz * sizeof(float));
+        if (out != u) memmove(out, u, (size_t)n * R->dz * sizeof(float));
+        return STSL_OK;
+    }
+    for (int i = 0; i < n; i += R->limit) {
+        int c = n - i < R->limit ? n - i : R->limit;
+        stsl_status st = stsl__check_cancel(R);
+        if (st != STSL_OK) return st;
+        st = stsl__ae_decode_vjp(R->ae, z + (size_t)i * R->dz, u + (size_t)i * R->dx,
+                                 x ? x + (size_t)i * R->dx : NULL, out + (size_t)i * R->dz, c,
+                                 R->err);
+        R->sv->nfe.decoder_vjp += (uint64_t)c;
+        if (st != STSL_OK) return st;
+    }
+    return STSL_OK;
+}
+
+stsl_status stsl__enc(stsl__run *R, const float *x, float *z, int n)
+{
+    if (R->ae_identity) {
+        if (x != z) memmove(z, x, (size_t)n * R->dz * sizeof(float));
+        return STSL_OK;
+    }
+    for (int i = 0; i < n; i += R->limit) {
+        int c = n - i < R->limit ? n - i : R->limit;
+        stsl_status st = stsl__check_cancel(R);
+        if (st != STSL_OK) return st;
+        st = stsl__ae_encode(R->ae, x + (size_t)i * R->dx, z + (size_t)i * R->dz, c, R->err);
+        R->sv->nfe.encoder_forward += (uint64_t)c;
+        if (st != STSL_OK) return st;
+    }
+    return STSL_OK;
+}
+
+/* ---- Tweedie ---- */
+
+void stsl__tweedie(double ab, const float *z, const float *eps, float *x0, size_t n)
+{
+    const double sa = sqrt(ab), s1 = sqrt(1.0 - ab);
+    for (size_t i = 0; i < n; i++) x0[i] = (float)(((double)z[i] - s1 * (double)eps[i]) / sa);
+}
+
+stsl_status stsl__tweedie_vjp(stsl__run *R, const float *z, double t, const float *c, float *grad,
+                              int n)
+{
+    const double ab = stsl__ab(R, t), sa = sqrt(ab), s1 = sqrt(1.0 - ab);
+    const size_t m = (size_t)n * R->dz;
+    float *v = stsl__run_floats(R, m);
+    float *tt = fill_t(R, t, n);
+    if (!v || !tt) {
+        stsl__free(v);
+        stsl__free(tt);
+        return STSL_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < m; i++) v[i] = (float)(-s1 / sa * (double)c[i]);
+    stsl_status st = stsl__net_eps_vjp(R, z, tt, v, NULL, grad, n);
+    if (st == STSL_OK)
+        for (size_t i = 0; i < m; i++) grad[i] = (float)((double)c[i] / sa + (double)grad[i]);
+    stsl__free(v);
+    stsl__free(tt);
+    return st;
+}
+
+/* ---- data fit ---- */
+
+static stsl_status op_fail(stsl__run *R, stsl_status st, const char *what)
+{
+    return stsl__fail(R->err, st, "solver: operator %s failed: %s", what,
+                      stsl_operator_last_error(R->op));
+}
+
+stsl_status stsl__data_grad(stsl__run *R, const float *x, double weight, int squared, double *loss,
+                            float *grad)
+{
+    const int B = R->batch;
+    const size_t dx = R->dx, dy = R->dy;
+    double *l = (double *)stsl__calloc((size_t)B, sizeof(double));
+    if (!l) return stsl__fail(R->err, STSL_ERR_NOMEM, "solver: out of memory");
+    stsl_status st = STSL_OK;
+    if (R->loss_kind == STSL_LOSS_SQUARED) {
+        /* l = ||A x - y||^2, grad = 2 J_A^T (A x - y): independent of the operator's own scaling */
+        float *r = stsl__run_floats(R, (size_t)B * dy);
+        if (!r) {
+            stsl__free(l);
+            return STSL_ERR_NOMEM;
+        }
+        st = stsl_operator_forward(R->op, x, r, B);
+        if (st != STSL_OK) {
+            stsl__free(r);
+            stsl__free(l);
+            return op_fail(R, st, "forward");
+        }
+        for (int b = 0; b < B; b++) {
+            double s = 0;
+            for (size_t i = 0; i < dy; i++) {
+                size_t k = (size_t)b * dy + i;
+                r[k] -= R->y[k];
+                s += (double)r[k] * (double)r[k];
+            }
+            l[b] = s;
+        }
+        st = stsl_operator_vjp(R->op, x, r, grad, B);
+        stsl__free(r);
+        if (st != STSL_OK) {
+            stsl__free(l);
+            return op_fail(R, st, "vjp");
+        }
+        for (size_t k = 0; k < (size_t)B * dx; k++) grad[k] *= 2.0f;
+    } else {
+        st = stsl_operator_data_fit(R->op, R->y, x, B, l, grad);
+        if (st != STSL_OK) {
+            stsl__free(l);
+            return op_fail(R, st, "data_fit");
+        }
+    }
+    for (int b = 0; b < B; b++) {
+        double scale = weight;
+        if (!squared) {
+            /* grad ||r|| = grad ||r||^2 / (2 ||r||); 0 at r = 0 */
+            double nr = sqrt(l[b] > 0 ? l[b] : 0);
+            scale = nr > 0 ? weight / (2.0 * nr) : 0.0;
+            l[b] = nr;
+        }
+        float *g = grad + (size_t)b * dx;
+        for (size_t i = 0; i < dx; i++) g[i] = (float)((double)g[i] * scale);
+        if (loss) loss[b] = weight * l[b];
+    }
+    stsl__free(l);
+    return STSL_OK;
+}
+
+stsl_status stsl__data_cotangent(stsl__run *R, const float *zbar, double weight, int squared,
+                                 double *loss, float *x, float *g_zbar)
+{
+    const int B = R->batch;
+    if (R->ae_identity) return stsl__data_grad(R, zbar, weight, squared, loss, g_zbar);
+    float *xx = x ? x : stsl__run_floats(R, (size_t)B * R->dx);
+    float *gx = stsl__run_floats(R, (size_t)B * R->dx);
+    stsl_status st = (xx && gx) ? STSL_OK : STSL_ERR_NOMEM;
+    if (st == STSL_OK) st = stsl__dec(R, zbar, xx, B);
+    if (st == STSL_OK) st = stsl__data_grad(R, xx, weight, squared, loss, gx);
+    if (st == STSL_OK) st = stsl__dec_vjp(R, zbar, gx, NULL, g_zbar, B);
+    if (!x) stsl__free(xx);
+    stsl__free(gx);
+    return st;
+}
+
+stsl_status stsl__chain_grad(stsl__run *R, const float *z, double t, double weight, int squared,
+                             float *eps, float *zbar, double *loss, float *grad)
+{
+    const int B = R->batch;
+    const size_t m = (size_t)B * R->dz;
+    float *e = eps ? eps : stsl__run_floats(R, m);
+    float *zb = zbar ? zbar : stsl__run_floats(R, m);
+    float *c = stsl__run_floats(R, m);
+    stsl_status st = (e && zb && c) ? STSL_OK : STSL_ERR_NOMEM;
+    if (st == STSL_OK) st = stsl__net_eps_t(R, z, t, e, B);
+    if (st == STSL_OK) {
+        stsl__tweedie(stsl__ab(R, t), z, e, zb, m);
+        st = stsl__data_cotangent(R, zb, weight, squared, loss, NULL, c);
+    }
+    if (st == STSL_OK) st = stsl__tweedie_vjp(R, z, t, c, grad, B);
+    if (!eps) stsl__free(e);
+    if (!zbar) stsl__free(zb);
+    stsl__free(c);
+    return st;
+}
+
+/* ---- Adam ---- */
+
+stsl_status stsl__adam_init(stsl__run *R, stsl__adam *a, size_t n)
+{
+    a->m = stsl__alloc_doubles(n ? n : 1);
+    a->v = stsl__alloc_doubles(n ? n : 1);
+    a->n = n;
+    a->t = 0;
+    if (!a->m || !a->v) {
+        stsl__adam_free(a);
+        return stsl__fail(R->err, STSL_ERR_NOMEM, "solver: out of memory (Adam state)");
+    }
+    stsl__adam_reset(a);
+    return STSL_OK;
+}
+
+void stsl__adam_reset(stsl__adam *a)
+{
+    memset(a->m, 0, a->n * sizeof(double));
+    memset(a->v, 0, a->n * sizeof(double));
+    a->t = 0;
+}
+
+void stsl__adam_step(stsl__adam *a, float *x, const float *g, double lr)
+{
+    const double b1 = 0.9, b2 = 0.999, eps = 1e-8;
+    a->t++;
+    const double c1 = 1.0 - pow(b1, (double)a->t), c2 = 1.0 - pow(b2, (double)a->t);
+    for (size_t i = 0; i < a->n; i++) {
+        double gi = g[i];
+        a->m[i] = b1 * a->m[i] + (1 - b1) * gi;
+        a->v[i] = b2 * a->v[i] + (1 - b2) * gi * gi;
+        x[i] = (float)((double)x[i] - lr * (a->m[i] / c1) / (sqrt(a->v[i] / c2) + eps));
+    }
+}
+
+void stsl__adam_free(stsl__adam *a)
+{
+    stsl__free(a->m);
+    stsl__free(a->v);
+    a->m = a->v = NULL;
+}
+
+/* ---- progress, numerics ---- */
+
+stsl_status stsl__progress(stsl__run *R, int step, const float *z0_est)
+{
+    R->step = step;
+    stsl_solver *sv = R->sv;
+    if (sv->progress) {
+        float *x = NULL;
+        stsl_status st = STSL_OK;
+        if (z0_est && stsl__sp_int(sv, STSL_PARAM_PROGRESS_ESTIMATE)) {
+            if (R->ae_identity) {
+                x = (float *)z0_est;
+            } else {
+                x = stsl__run_floats(R, (size_t)R->batch * R->dx);
+                if (!x) return STSL_ERR_NOMEM;
+                st = stsl__dec(R, z0_est, x, R->batch);
+            }
+        }
+        int rc = st == STSL_OK ? sv->progress(sv->progress_user, step, R->total, x, R->batch) : 0;
+        if (x && x != z0_est) stsl__free(x);
+        if (st != STSL_OK) return st;
+        if (rc != 0) {
+            atomic_store(&sv->cancel, 1);
+            return stsl__fail(R->err, STSL_CANCELLED,
+                              "solver: cancelled by the progress callback at step %d of %d", step,
+                              R->total);
+        }
+    }
+    return stsl__check_cancel(R);
+}
+
+stsl_status stsl__check_finite(stsl__run *R, const float *buf, size_t n, const char *what)
+{
+    size_t i = stsl__find_nonfinite(buf, n);
+    if (i != (size_t)-1) {
+        R->sv->failed_step = R->step;
+        return stsl__fail(R->err, STSL_ERR_NUMERIC,
+                          "solver: non-finite value in %s at step %d of %d (sample %zu)", what,
+                          R->step, R->total, i / (R->dz ? R->dz : 1));
+    }
+    return STSL_OK;
+}
+
+stsl_status stsl__finish(stsl__run *R, const float *z, float *x_out)
+{
+    if (R->ae_identity) {
+        if (x_out != z) memmove(x_out, z, (size_t)R->batch * R->dx * sizeof(float));
+        return STSL_OK;
+    }
+    /* the final decode is not subject to the cancel flag (it writes the estimate) */
+    for (int i = 0; i < R->batch; i += R->limit) {
+        int c = R->batch - i < R->limit ? R->batch - i : R->limit;
+        stsl_status st =
+            stsl__ae_decode(R->ae, z + (size_t)i * R->dz, x_out + (size_t)i * R->dx, c, R->err);
+        R->sv->nfe.decoder_forward += (uint64_t)c;
+        if (st != STSL_OK) return st;
+    }
+    return STSL_OK;
+}

@@ -1,0 +1,63 @@
+/*
+ * ddim.c -- unconditional DDIM (Song et al., "Denoising Diffusion Implicit Models", eq. 12):
+ * the reference sampler; it ignores y (a sanity check and the "ignores the measurement" baseline
+ * of the testbed).
+ *
+ *   x_T ~ N(0, I)
+ *   for i = T .. 1 on the DDIM subsequence t_i (leading spacing), t_0 = clean end (abar = 1):
+ *       eps   = eps_theta(x, t_i)                                   (1 UNet forward)
+ *       x0hat = (x - sqrt(1 - abar_i) eps) / sqrt(abar_i)            (Tweedie)
+ *       sigma = eta sqrt((1 - abar_{i-1}) / (1 - abar_i)) sqrt(1 - abar_i / abar_{i-1})   (eq. 16)
+ *       x     = sqrt(abar_{i-1}) x0hat + sqrt(1 - abar_{i-1} - sigma^2) eps + sigma xi     (eq. 12)
+ *   return D(x)
+ * NFE: T UNet forwards.
+ */
+#include "solvers/solver_internal.h"
+
+#include <math.h>
+
+stsl_status stsl__solve_ddim(stsl__run *R, float *x_out)
+{
+    const int T = stsl__sp_int(R->sv, STSL_PARAM_STEPS);
+    const double eta = stsl__sp(R->sv, STSL_PARAM_ETA);
+    const size_t m = (size_t)R->batch * R->dz;
+    int *seq = NULL;
+    stsl_status st = stsl__ddim_seq(R, T, &seq);
+    if (st != STSL_OK) return st;
+    float *z = stsl__run_floats(R, m), *eps = stsl__run_floats(R, m), *x0 = stsl__run_floats(R, m),
+          *xi = stsl__run_floats(R, m);
+    if (!z || !eps || !x0 || !xi) {
+        st = STSL_ERR_NOMEM;
+        goto done;
+    }
+    R->total = T;
+    R->step = 0;
+    stsl__noise(R, STSL_TAG_INIT_NOISE, 0, 0, z, R->dz);   /* x_T ~ N(0, I) */
+    R->est = z;
+    for (int i = T - 1; i >= 0; i--) {
+        R->step = T - i;
+        const double t = seq[i], ab = stsl__ab(R, t), abp = stsl__ab(R, i > 0 ? seq[i - 1] : -1);
+        st = stsl__net_eps_t(R, z, t, eps, R->batch);
+        if (st != STSL_OK) goto done;
+        stsl__tweedie(ab, z, eps, x0, m);
+        double sigma = eta > 0 ? eta * sqrt((1 - abp) / (1 - ab)) * sqrt(1 - ab / abp) : 0.0;
+        double ce = sqrt(fmax(0.0, 1 - abp - sigma * sigma)), cx = sqrt(abp);
+        if (sigma > 0) stsl__noise(R, STSL_TAG_STEP_NOISE, (uint64_t)i, 0, xi, R->dz);
+        for (size_t k = 0; k < m; k++)
+            z[k] = (float)(cx * x0[k] + ce * eps[k] + (sigma > 0 ? sigma * xi[k] : 0.0));
+        if ((st = stsl__check_finite(R, z, m, "the DDIM iterate")) != STSL_OK) goto done;
+        R->est = x0;
+        if ((st = stsl__progress(R, R->step, x0)) != STSL_OK) goto done;
+    }
+    R->est = z;
+    st = stsl__finish(R, z, x_out);
+done:
+    if (st == STSL_CANCELLED && R->est) stsl__finish(R, R->est, x_out);
+    stsl__free(seq);
+    stsl__free(z);
+    stsl__free(eps);
+    stsl__free(x0);
+    stsl__free(xi);
+    R->est = NULL;
+    return st;
+}

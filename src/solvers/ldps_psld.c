@@ -1,0 +1,131 @@
+/*
+ * ldps_psld.c -- LDPS and PSLD (Rout et al. 2023, "Solving Linear Inverse Problems Provably via
+ * Posterior Sampling with Latent Diffusion Models", Algorithm 2 (PSLD); LDPS = gamma 0).
+ *
+ *   z_T ~ N(0, I)
+ *   for i = T .. 1 (DDIM subsequence, eta = 0, as the reference code):
+ *       eps   = eps_theta(z_i, t_i);  z0hat = (z_i - sqrt(1-abar_i) eps) / sqrt(abar_i)      (Tweedie)
+ *       z'    = sqrt(abar_{i-1}) z0hat + sqrt(1 - abar_{i-1}) eps                         (DDIM, eta 0)
+ *       z_{i-1} = z' - omega grad_{z_i} ||A D(z0hat) - y||                                 (LDPS data term)
+ *                    - gamma grad_{z_i} ||E(A^T y + (I - A^T A) D(z0hat)) - z0hat||        (PSLD gluing)
+ *   return D(z_0)
+ * Both norms are unsquared, as in the reference.  The gradient flows through Tweedie (one UNet
+ * VJP with the summed cotangent of both terms) and the decoder (one decoder VJP).
+ *
+ * The gluing gradient.  The autoencoder interface has no encoder VJP.
+ *  - Identity autoencoder (pixel space): E = I, the term is ||A^T (y - A x0hat)|| and its exact
+ *    gradient in x0hat is -A^T A A^T (y - A x0hat) / ||A^T (y - A x0hat)|| (two more operator
+ *    applications, no network).
+ *  - Real autoencoder: E(.) is treated as a constant target (stop-gradient at the encoder's
+ *    output): the cotangent on z0hat is -(E(u) - z0hat) / ||E(u) - z0hat||; one encoder forward
+ *    per step.  Documented in docs/algorithms.md; an encoder VJP would make it exact.
+ * NFE per step: 1 UNet forward + 1 UNet VJP; latent: + 1 decoder forward + 1 decoder VJP
+ * (+ 1 encoder forward for PSLD with gamma > 0).
+ */
+#include "solvers/solver_internal.h"
+
+#include <math.h>
+#include <string.h>
+
+/* adds gamma * d/dzbar ||E(A^T y + (I - A^T A) x) - zbar|| into c (x = D(zbar), batch images) */
+static stsl_status gluing(stsl__run *R, const float *zbar, const float *x, double gamma, float *c)
+{
+    const int B = R->batch;
+    const size_t dx = R->dx, dy = R->dy, dz = R->dz;
+    float *r = stsl__run_floats(R, (size_t)B * dy), *u = stsl__run_floats(R, (size_t)B * dx),
+          *w = stsl__run_floats(R, (size_t)B * dx);
+    float *e = R->ae_identity ? NULL : stsl__run_floats(R, (size_t)B * dz);
+    stsl_status st = (r && u && w && (R->ae_identity || e)) ? STSL_OK : STSL_ERR_NOMEM;
+    if (st != STSL_OK) goto done;
+    /* r = y - A x; u = A^T r */
+    if ((st = stsl_operator_forward(R->op, x, r, B)) != STSL_OK) goto opfail;
+    for (size_t k = 0; k < (size_t)B * dy; k++) r[k] = R->y[k] - r[k];
+    if ((st = stsl_operator_adjoint(R->op, r, u, B)) != STSL_OK) goto opfail;
+    if (R->ae_identity) {
+        /* f = ||u||, grad_x f = -A^T A u / f */
+        if ((st = stsl_operator_forward(R->op, u, r, B)) != STSL_OK) goto opfail;
+        if ((st = stsl_operator_adjoint(R->op, r, w, B)) != STSL_OK) goto opfail;
+        for (int b = 0; b < B; b++) {
+            double f = 0;
+            for (size_t i = 0; i < dx; i++) f += (double)u[b * dx + i] * u[b * dx + i];
+            f = sqrt(f);
+            if (f > 0)
+                for (size_t i = 0; i < dx; i++) c[b * dx + i] -= (float)(gamma * w[b * dx + i] / f);
+        }
+    } else {
+        /* glued image A^T y + (I - A^T A) x = x + A^T (y - A x) = x + u; encode; stop-gradient */
+        for (size_t k = 0; k < (size_t)B * dx; k++) u[k] += x[k];
+        if ((st = stsl__enc(R, u, e, B)) != STSL_OK) goto done;
+        for (int b = 0; b < B; b++) {
+            double f = 0;
+            for (size_t i = 0; i < dz; i++) {
+                double di = (double)e[b * dz + i] - zbar[b * dz + i];
+                f += di * di;
+            }
+            f = sqrt(f);
+            if (f > 0)
+                for (size_t i = 0; i < dz; i++)
+                    c[b * dz + i] -= (float)(gamma * ((double)e[b * dz + i] - zbar[b * dz + i]) / f);
+        }
+    }
+    goto done;
+opfail:
+    st = stsl__fail(R->err, st, "solver psld: operator failed: %s", stsl_operator_last_error(R->op));
+done:
+    stsl__free(r);
+    stsl__free(u);
+    stsl__free(w);
+    stsl__free(e);
+    return st;
+}
+
+stsl_status stsl__solve_ldps_psld(stsl__run *R, float *x_out)
+{
+    const int T = stsl__sp_int(R->sv, STSL_PARAM_STEPS);
+    const double omega = stsl__sp(R->sv, STSL_PARAM_OMEGA);
+    const double gamma = R->sv->kind == STSL_SOLVER_PSLD ? stsl__sp(R->sv, STSL_PARAM_GAMMA) : 0.0;
+    const size_t m = (size_t)R->batch * R->dz;
+    int *seq = NULL;
+    stsl_status st = stsl__ddim_seq(R, T, &seq);
+    if (st != STSL_OK) return st;
+    float *z = stsl__run_floats(R, m), *eps = stsl__run_floats(R, m), *z0 = stsl__run_floats(R, m),
+          *c = stsl__run_floats(R, m), *g = stsl__run_floats(R, m),
+          *x = stsl__run_floats(R, (size_t)R->batch * R->dx);
+    if (!z || !eps || !z0 || !c || !g || !x) {
+        st = STSL_ERR_NOMEM;
+        goto done;
+    }
+    R->total = T;
+    R->step = 0;
+    stsl__noise(R, STSL_TAG_INIT_NOISE, 0, 0, z, R->dz);     /* z_T ~ N(0, I) */
+    R->est = z;
+    for (int i = T - 1; i >= 0; i--) {
+        R->step = T - i;
+        const double t = seq[i], ab = stsl__ab(R, t), abp = stsl__ab(R, i > 0 ? seq[i - 1] : -1);
+        if ((st = stsl__net_eps_t(R, z, t, eps, R->batch)) != STSL_OK) goto done;
+        stsl__tweedie(ab, z, eps, z0, m);
+        /* cotangent on z0hat: omega J_D^T grad_x ||A x - y||  (+ gluing) */
+        st = stsl__data_cotangent(R, z0, omega, 0, NULL, x, c);
+        if (st == STSL_OK && gamma > 0) st = gluing(R, z0, R->ae_identity ? z0 : x, gamma, c);
+        if (st == STSL_OK) st = stsl__tweedie_vjp(R, z, t, c, g, R->batch);
+        if (st != STSL_OK) goto done;
+        const double cx = sqrt(abp), ce = sqrt(1 - abp);
+        for (size_t k = 0; k < m; k++) z[k] = (float)(cx * z0[k] + ce * eps[k] - g[k]);
+        if ((st = stsl__check_finite(R, z, m, "the PSLD iterate")) != STSL_OK) goto done;
+        R->est = z0;
+        if ((st = stsl__progress(R, R->step, z0)) != STSL_OK) goto done;
+    }
+    R->est = z;
+    st = stsl__finish(R, z, x_out);
+done:
+    if (st == STSL_CANCELLED && R->est) stsl__finish(R, R->est, x_out);
+    stsl__free(seq);
+    stsl__free(z);
+    stsl__free(eps);
+    stsl__free(z0);
+    stsl__free(c);
+    stsl__free(g);
+    stsl__free(x);
+    R->est = NULL;
+    return st;
+}

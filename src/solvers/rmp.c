@@ -1,0 +1,170 @@
+/*
+ * rmp.c -- Reverse Mean Propagation (Xue et al. 2024, "Score-Based Variational Inference for
+ * Inverse Problems"), reconstructed from the summary (docs/algorithms.md has the derivation).
+ *
+ * The reverse conditional p_k(x_k | x_{k+1}, y) ∝ p(x_{k+1} | x_k) p_k(x_k) p(y | x_k) is fitted by
+ * q_k = N(mu_k, Lambda_k^-1) with fixed precision; a natural-gradient step on the reverse KL is
+ *     mu <- mu + s1 Lambda^-1 E_q[grad log p_k(x | x_{k+1}, y)],
+ *     grad log p_k(x | .) ≈ grad_x log p(x_{k+1} | x) + s_theta(x, k) + zeta g(x),
+ *     g(x) = grad_x log p(y | x0hat(x)) = -(1/sigma_y^2) J_x0hat^T A^T (A x0hat - y),
+ * with x_{k+1} replaced by the propagated mean mu_{k+1} and the expectation taken at the mean.
+ *
+ * VP (STSL_VARIANT_RMP_VP, default; T 400, T_in 1, s1 1):
+ *     p(x_{k+1} | x) = N(sqrt(a) x, (1 - a) I), a = abar_{k+1}/abar_k, Lambda = a / (1 - a);
+ *     start mu = mu_{k+1} / sqrt(a), then T_in times
+ *     mu <- mu + s1 (1-a)/a [ sqrt(a)(mu_{k+1} - sqrt(a) mu)/(1 - a) + s(mu, k) + zeta g(mu, k) ]
+ *     (T_in = 1: mu_k = mu_{k+1}/sqrt(a) + (1-a)/a (s + zeta g): a noise-free DDPM step + guidance).
+ * VE (STSL_VARIANT_RMP_VE; T 30, T_in 20, s1 0.1 -- chosen on the testbed, docs/algorithms.md): a geometric ladder sigma_max -> sigma_min
+ *     mapped onto the VP model by x_ve = x_vp / sqrt(abar), sigma^2 = (1 - abar)/abar, so
+ *     s_ve(x) = sqrt(abar) s_vp(sqrt(abar) x) and g_ve = sqrt(abar) g_vp;
+ *     Delta = sigma_{k+1}^2 - sigma_k^2, mu <- mu + s1 [(mu_{k+1} - mu) + Delta (s_ve + zeta g_ve)]
+ *     T_in times from mu = mu_{k+1}: a damped fixed point of the implicit step.
+ * Start: mu_T = 0 (VP: E[x_T] ≈ 0; VE: the prior mean is forgotten at sigma_max).
+ * Output: x0hat(mu_0) (VP: mu at the clean end; VE: Tweedie at sigma_min), deterministic.
+ * sigma_y is the operator's STSL_PARAM_NOISE_SIGMA (1 when it is 0 or absent).
+ * NFE: T T_in UNet forwards + T T_in UNet VJPs (+ 1 forward for the VE output);
+ * latent: T T_in decoder forward + VJP, + 1 decoder forward.
+ */
+#include "solvers/solver_internal.h"
+
+#include <math.h>
+#include <string.h>
+
+/* continuous VP time with (1 - abar)/abar = sigma^2 (bisection on the interpolated table) */
+static double time_of_sigma(const stsl__run *R, double sigma)
+{
+    const double target = 1.0 / (1.0 + sigma * sigma);
+    double lo = 0, hi = R->T_train - 1;
+    if (stsl__ab(R, lo) <= target) return lo;
+    if (stsl__ab(R, hi) >= target) return hi;
+    for (int it = 0; it < 60; it++) {
+        double mid = 0.5 * (lo + hi);
+        if (stsl__ab(R, mid) > target)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return 0.5 * (lo + hi);
+}
+
+stsl_status stsl__solve_rmp(stsl__run *R, float *x_out)
+{
+    stsl_solver *sv = R->sv;
+    const int variant = stsl__sp_int(sv, STSL_PARAM_VARIANT) == STSL_VARIANT_RMP_VE ? 2 : 1;
+    const int T = stsl__sp_isset(sv, STSL_PARAM_STEPS) ? stsl__sp_int(sv, STSL_PARAM_STEPS)
+                                                       : (variant == 2 ? 30 : 400);
+    const int Tin = stsl__sp_isset(sv, STSL_PARAM_INNER_STEPS)
+                        ? stsl__sp_int(sv, STSL_PARAM_INNER_STEPS)
+                        : (variant == 2 ? 20 : 1);
+    const double s1 = stsl__sp_isset(sv, STSL_PARAM_LEARNING_RATE)
+                          ? stsl__sp(sv, STSL_PARAM_LEARNING_RATE)
+                          : (variant == 2 ? 0.1 : 1.0);
+    const double zeta = stsl__sp(sv, STSL_PARAM_ZETA);
+    double sy = 0;
+    if (stsl_operator_get_float(R->op, STSL_PARAM_NOISE_SIGMA, &sy) != STSL_OK || !(sy > 0)) sy = 1.0;
+    const double w = 1.0 / (2.0 * sy * sy);   /* -g = grad ||A x0hat - y||^2 / (2 sigma_y^2) */
+    const size_t m = (size_t)R->batch * R->dz;
+    int *seq = NULL;
+    double *lev = NULL;   /* VE: time of each sigma */
+    stsl_status st = STSL_OK;
+    float *mu = stsl__run_floats(R, m), *mup = stsl__run_floats(R, m), *eps = stsl__run_floats(R, m),
+          *x0 = stsl__run_floats(R, m), *g = stsl__run_floats(R, m), *xv = stsl__run_floats(R, m);
+    if (!mu || !mup || !eps || !x0 || !g || !xv) {
+        st = STSL_ERR_NOMEM;
+        goto done;
+    }
+    R->total = T;
+    R->step = 0;
+    memset(mu, 0, m * sizeof(float));
+    R->est = mu;
+    if (variant == 1) {
+        if ((st = stsl__ddim_seq(R, T, &seq)) != STSL_OK) goto done;
+        for (int k = T - 1; k >= 0; k--) {         /* from level seq[k] down to seq[k-1] (or clean) */
+            R->step = T - k;
+            const double tl = k > 0 ? seq[k - 1] : -1;           /* lower level */
+            const double tnet = tl < 0 ? 0 : tl;
+            const double abl = stsl__ab(R, tnet), a = stsl__ab(R, seq[k]) / stsl__ab(R, tl);
+            const double sl1 = sqrt(1 - abl);
+            memcpy(mup, mu, m * sizeof(float));
+            for (size_t i = 0; i < m; i++) mu[i] = (float)(mup[i] / sqrt(a));
+            for (int it = 0; it < Tin; it++) {
+                /* s = -eps/sqrt(1-abar); grad = -g (data term through Tweedie) */
+                if ((st = stsl__chain_grad(R, mu, tnet, w, 1, eps, x0, NULL, g)) != STSL_OK) goto done;
+                for (size_t i = 0; i < m; i++) {
+                    double br = sqrt(a) * ((double)mup[i] - sqrt(a) * mu[i]) / (1 - a)
+                                - (double)eps[i] / sl1 - zeta * (double)g[i];
+                    mu[i] = (float)(mu[i] + s1 * (1 - a) / a * br);
+                }
+            }
+            if ((st = stsl__check_finite(R, mu, m, "the RMP mean")) != STSL_OK) goto done;
+            R->est = x0;
+            if ((st = stsl__progress(R, R->step, x0)) != STSL_OK) goto done;
+            R->est = mu;
+        }
+        st = stsl__finish(R, mu, x_out);
+    } else {
+        double smin = stsl__sp(sv, STSL_PARAM_SIGMA_MIN), smax = stsl__sp(sv, STSL_PARAM_SIGMA_MAX);
+        const double lo = sqrt((1 - stsl__ab(R, 0)) / stsl__ab(R, 0));
+        const double hi = sqrt((1 - stsl__ab(R, R->T_train - 1)) / stsl__ab(R, R->T_train - 1));
+        if (smin < lo) smin = lo;
+        if (smax > hi) smax = hi;
+        if (!(smax > smin)) {
+            st = stsl__fail(R->err, STSL_ERR_INVALID_ARG,
+                            "solver rmp: VE ladder [%g, %g] is empty on this schedule", smin, smax);
+            goto done;
+        }
+        const int n = T < 2 ? 2 : T;
+        lev = stsl__alloc_doubles(2 * (size_t)n);
+        if (!lev) {
+            st = stsl__fail(R->err, STSL_ERR_NOMEM, "solver rmp: out of memory");
+            goto done;
+        }
+        double *sig = lev + n;
+        if ((st = stsl_sigmas_ve(n, smin, smax, sig)) != STSL_OK) {
+            st = stsl__fail(R->err, st, "solver rmp: cannot build the VE ladder");
+            goto done;
+        }
+        for (int i = 0; i < n; i++) lev[i] = time_of_sigma(R, sig[i]);
+        R->total = n - 1;
+        /* mu at sigma_max = 0; levels i = 1..n-1 */
+        for (int i = 1; i < n; i++) {
+            R->step = i;
+            const double t = lev[i], ab = stsl__ab(R, t), sab = sqrt(ab), sl1 = sqrt(1 - ab);
+            const double delta = sig[i - 1] * sig[i - 1] - sig[i] * sig[i];
+            memcpy(mup, mu, m * sizeof(float));
+            for (int it = 0; it < Tin; it++) {
+                /* VP point sqrt(ab) mu; bracket = sqrt(ab) (s_vp + zeta g_vp) */
+                for (size_t k = 0; k < m; k++) xv[k] = (float)(sab * mu[k]);
+                if ((st = stsl__chain_grad(R, xv, t, w, 1, eps, x0, NULL, g)) != STSL_OK) goto done;
+                for (size_t k = 0; k < m; k++) {
+                    double br = sab * (-(double)eps[k] / sl1 - zeta * (double)g[k]);
+                    mu[k] = (float)(mu[k] + s1 * (((double)mup[k] - mu[k]) + delta * br));
+                }
+            }
+            if ((st = stsl__check_finite(R, mu, m, "the RMP mean")) != STSL_OK) goto done;
+            R->est = x0;
+            if ((st = stsl__progress(R, R->step, x0)) != STSL_OK) goto done;
+            R->est = mu;
+        }
+        /* output: Tweedie at sigma_min, x0hat = mu + sigma^2 s_ve */
+        {
+            const double t = lev[n - 1], ab = stsl__ab(R, t);
+            for (size_t k = 0; k < m; k++) xv[k] = (float)(sqrt(ab) * mu[k]);
+            if ((st = stsl__net_eps_t(R, xv, t, eps, R->batch)) != STSL_OK) goto done;
+            stsl__tweedie(ab, xv, eps, x0, m);
+            st = stsl__finish(R, x0, x_out);
+        }
+    }
+done:
+    if (st == STSL_CANCELLED && R->est) stsl__finish(R, R->est, x_out);
+    R->est = NULL;
+    stsl__free(seq);
+    stsl__free(lev);
+    stsl__free(mu);
+    stsl__free(mup);
+    stsl__free(eps);
+    stsl__free(x0);
+    stsl__free(g);
+    stsl__free(xv);
+    return st;
+}

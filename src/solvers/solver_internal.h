@@ -1,0 +1,150 @@
+/*
+ * solver_internal.h -- what every solver shares, written once (common.c, solver.c).
+ *
+ * A run (stsl__run) bundles the borrowed handles, the shapes, the ledger and the per-run state.
+ * Every network call of a solver goes through stsl__net_* / stsl__dec_* / stsl__enc_*, which
+ *   - check the cancel flag BEFORE the call (so a cancel ends the run within one evaluation),
+ *   - split the points into calls of at most STSL_PARAM_BATCH_LIMIT points,
+ *   - count per-sample evaluations and batched calls in the NFE ledger (a VJP counts as a VJP
+ *     only; identity-autoencoder calls are copies and are not counted).
+ * Randomness: sample i of a run with seed s draws from seed s + i (stsl__sample_seed) with
+ * streams stsl__stream(tag, 0, step, inner), so a batch equals the same samples run one by one
+ * with seeds s, s+1, ...
+ */
+#ifndef STSL_SOLVER_INTERNAL_H
+#define STSL_SOLVER_INTERNAL_H
+
+#include "autoencoders/autoencoder_internal.h"
+#include "core/internal.h"
+#include "scores/score_internal.h"
+
+#include <stdatomic.h>
+
+/* parameter slots: SEED and the solver keys 100..120 */
+#define STSL__SP_FIRST 100
+#define STSL__SP_LAST 120
+#define STSL__SP_COUNT (STSL__SP_LAST - STSL__SP_FIRST + 2)
+
+struct stsl_solver {
+    stsl_context *ctx;
+    stsl_solver_kind kind;
+    double val[STSL__SP_COUNT];
+    unsigned char set[STSL__SP_COUNT];   /* 1 when the caller set it explicitly */
+    stsl_progress_fn progress;
+    void *progress_user;
+    atomic_int cancel;
+    stsl_nfe nfe;
+    int failed_step;
+    char err[STSL_ERRMSG_SIZE];
+};
+
+/* slot of a key, -1 when the key is not a solver key */
+int stsl__solver_slot(stsl_param key);
+double stsl__sp(const stsl_solver *s, stsl_param key);
+int stsl__sp_int(const stsl_solver *s, stsl_param key);
+int stsl__sp_isset(const stsl_solver *s, stsl_param key);
+
+typedef struct stsl__run {
+    stsl_solver *sv;
+    stsl_context *ctx;
+    stsl_score *score;
+    stsl_operator *op;
+    stsl_autoencoder *ae;      /* never NULL during a run (identity when the caller gave none) */
+    int ae_identity;
+    const stsl_schedule *sched;
+    int T_train;
+    int batch;
+    size_t dz, dx, dy;          /* latent, image, measurement sizes of one sample */
+    const float *y;             /* batch * dy */
+    uint64_t seed;
+    int limit;                  /* points per network call */
+    int loss_kind;              /* stsl_loss of the operator (squared when it has none) */
+    int op_linear;
+    int step, total;            /* current progress step (0 = initialisation) and total */
+    float *est;                 /* current clean LATENT estimate (batch * dz), kept by solvers */
+    char *err;
+} stsl__run;
+
+/* ---- schedule helpers ---- */
+static inline double stsl__ab(const stsl__run *R, double t)
+{
+    return t < 0 ? 1.0 : stsl__alpha_bar_at(R->sched, t);
+}
+/* The DDIM subsequence of n steps, ascending, into a fresh array (free with stsl__free). */
+stsl_status stsl__ddim_seq(stsl__run *R, int n, int **out);
+
+/* ---- RNG ---- */
+static inline uint64_t stsl__sample_seed(const stsl__run *R, int i) { return R->seed + (uint64_t)i; }
+/* Standard normals for every sample: out[i*n ..) from (seed+i, stream(tag, 0, a, b)). */
+void stsl__noise(const stsl__run *R, uint32_t tag, uint64_t a, uint64_t b, float *out, size_t n);
+
+/* ---- network calls (cancel check, chunking, ledger) ---- */
+/* t: one value per point (n points of dz floats) */
+stsl_status stsl__net_eps(stsl__run *R, const float *z, const float *t, float *eps, int n);
+stsl_status stsl__net_eps_vjp(stsl__run *R, const float *z, const float *t, const float *v,
+                              float *eps, float *vjp, int n);
+/* same time for every point */
+stsl_status stsl__net_eps_t(stsl__run *R, const float *z, double t, float *eps, int n);
+stsl_status stsl__dec(stsl__run *R, const float *z, float *x, int n);
+stsl_status stsl__dec_vjp(stsl__run *R, const float *z, const float *u, float *x, float *out, int n);
+stsl_status stsl__enc(stsl__run *R, const float *x, float *z, int n);
+/* cancel flag -> STSL_CANCELLED with a message */
+stsl_status stsl__check_cancel(stsl__run *R);
+
+/* ---- Tweedie and its VJP ---- */
+/* x0 = (z - sqrt(1 - ab) eps) / sqrt(ab), n floats */
+void stsl__tweedie(double ab, const float *z, const float *eps, float *x0, size_t n);
+/* grad = J_x0hat(z)^T c = c / sqrt(ab) - sqrt(1-ab)/sqrt(ab) J_eps^T c  (one UNet VJP) */
+stsl_status stsl__tweedie_vjp(stsl__run *R, const float *z, double t, const float *c, float *grad,
+                              int n);
+
+/* ---- data fit ---- */
+/* Loss of one sample l_i and grad_x, for x = batch images: squared = 1 gives
+ * l = ||y - A x||^2 (Gaussian noise model; other noise models use the operator's own loss),
+ * squared = 0 gives the plain norm sqrt(l) with grad l / (2 sqrt(l)) (DPS/PSLD).
+ * grad is multiplied by weight.  loss may be NULL. */
+stsl_status stsl__data_grad(stsl__run *R, const float *x, double weight, int squared, double *loss,
+                            float *grad);
+/* Through the decoder: x = D(zbar) (forward), g_zbar = J_D^T (weight * grad_x l).  x may be NULL. */
+stsl_status stsl__data_cotangent(stsl__run *R, const float *zbar, double weight, int squared,
+                                 double *loss, float *x, float *g_zbar);
+/* The data-fit gradient through the whole chain, at time t for all samples:
+ *   grad_z l(y, A D(x0hat(z))) = J_x0hat^T J_D^T grad_x l
+ * (UNet forward + UNet VJP, decoder forward + decoder VJP).  eps/zbar receive eps(z,t) and
+ * x0hat(z,t) of the same evaluation (either may be NULL). */
+stsl_status stsl__chain_grad(stsl__run *R, const float *z, double t, double weight, int squared,
+                             float *eps, float *zbar, double *loss, float *grad);
+
+/* ---- Adam (beta1 0.9, beta2 0.999, eps 1e-8), per-coordinate state ---- */
+typedef struct stsl__adam {
+    double *m, *v;
+    size_t n;
+    long t;
+} stsl__adam;
+stsl_status stsl__adam_init(stsl__run *R, stsl__adam *a, size_t n);
+void stsl__adam_reset(stsl__adam *a);
+void stsl__adam_step(stsl__adam *a, float *x, const float *g, double lr);
+void stsl__adam_free(stsl__adam *a);
+
+/* ---- progress, numerics ---- */
+/* Report step (1..total); the estimate (latent, batch*dz, may be NULL) is decoded for the
+ * callback only when STSL_PARAM_PROGRESS_ESTIMATE is 1.  Non-zero from the callback cancels. */
+stsl_status stsl__progress(stsl__run *R, int step, const float *z0_est);
+/* NaN/Inf anywhere in buf (n floats) -> STSL_ERR_NUMERIC naming the step */
+stsl_status stsl__check_finite(stsl__run *R, const float *buf, size_t n, const char *what);
+
+/* ---- scratch ---- */
+float *stsl__run_floats(stsl__run *R, size_t n);   /* NULL + message on failure */
+
+/* ---- solver entry points (one file each) ---- */
+stsl_status stsl__solve_ddim(stsl__run *R, float *x_out);
+stsl_status stsl__solve_dps(stsl__run *R, float *x_out);
+stsl_status stsl__solve_ldps_psld(stsl__run *R, float *x_out);
+stsl_status stsl__solve_stsl(stsl__run *R, float *x_out);
+stsl_status stsl__solve_rmp(stsl__run *R, float *x_out);
+stsl_status stsl__solve_dps_mo(stsl__run *R, float *x_out);
+
+/* Finish: decode the latent estimate into x_out (n samples).  Used on success and cancel. */
+stsl_status stsl__finish(stsl__run *R, const float *z, float *x_out);
+
+#endif

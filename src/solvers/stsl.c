@@ -1,0 +1,220 @@
+/*
+ * stsl.c -- STSL (Rout et al., "Beyond First-Order Tweedie: Solving Inverse Problems using Latent
+ * Diffusion", Algorithm 1, eq. (5), §3.2, App. A.4, B.1) and the stsl-biased ablation (eta 0, K 1).
+ *
+ * Levels: the DDIM subsequence t_1 < ... < t_T of the training steps, t_0 = the clean end
+ * (abar = 1); alpha_k = abar_{t_k} / abar_{t_{k-1}}.
+ *
+ *   1  zf_0 = E(B y)                        B = the operator's back-projection (A^T y in the paper)
+ *   2  for k = 1 .. T:                      forward process to t = T
+ *   3      zf_k = sqrt(alpha_k) zf_{k-1} - sqrt(1 - alpha_k) sqrt(1 - abar_{k-1}) s(zf_{k-1})
+ *              = sqrt(alpha_k) zf_{k-1} + sqrt(1 - alpha_k) eps(zf_{k-1}, t_{k-1})
+ *          (STSL_INIT_PREDICTED_NOISE, default; the network is evaluated at max(t_{k-1}, 0).
+ *           FRESH_NOISE uses xi ~ N(0, I) instead of eps (0 NFE); DDIM_INVERSION uses
+ *           zf_k = sqrt(abar_k) x0hat(zf_{k-1}) + sqrt(1 - abar_k) eps(zf_{k-1}); PRIOR starts the
+ *           reverse process from N(0, I) as PSLD, zf (only used by kappa) then follows FRESH_NOISE.)
+ *   5  Z = zf_T
+ *   6  for k = T .. 1 (reverse step at t_k):
+ *   7      for pass = 1 .. K  (K + 1 passes with STSL_PARAM_INNER_INCLUSIVE = 1)
+ *   8          e_1..e_N ~ N(0, I)                                          (fresh probes per pass)
+ *   9          zbar = (Z + (1 - abar_k) s(Z, t_k)) / sqrt(abar_k)          ('+': Tweedie, Prop. 4.1)
+ *  10-11       Z <- Adam step on L(Z) = lambda ||y - A D(zbar)||^2                (eq. 5; or the
+ *                                         plain norm of line 10 with STSL_PARAM_SQUARED_LOSS = 0)
+ *                     + (eta/d) mean_n [e_n^T s(Z + e_n) - e_n^T s(Z)]   (Hutchinson, App. A.4)
+ *                     [+ kappa ||Z - zf_k||^2]                            (proximal term, §3.2)
+ *              grad L = J_zbar^T J_D^T grad_x l
+ *                     + (eta/d) mean_n [J_s(Z + e_n)^T e_n - J_s(Z)^T e_n] [+ 2 kappa (Z - zf_k)]
+ *              with J_s^T v = -J_eps^T v / sqrt(1 - abar) and
+ *                   J_zbar^T c = c / sqrt(abar) - sqrt(1 - abar)/sqrt(abar) J_eps^T c:
+ *              the two VJPs at Z share ONE VJP with the summed cotangent and the N + 1 points
+ *              of every sample go in ONE batched network call.
+ *  13      zbar = (Z + (1 - abar_k) s(Z, t_k)) / sqrt(abar_k)
+ *  14      Z <- sqrt(alpha_k)(1 - abar_{k-1})/(1 - abar_k) Z + sqrt(abar_{k-1})(1 - alpha_k)/(1 - abar_k) zbar
+ *          lr <- lr * decay
+ *  16  return D(Z)
+ * Adam (beta 0.9/0.999, eps 1e-8): lr 1e-2, x0.998 per reverse step (App. B.1); its moments are
+ * reset at every reverse step unless STSL_PARAM_ADAM_PERSIST = 1.  With eta = 0 the probe VJPs are
+ * skipped (they would be multiplied by 0).
+ *
+ * NFE (P = K, or K + 1 inclusive; N' = N, or 0 when eta = 0; identity autoencoder):
+ *   UNet VJPs     = T P (1 + N')
+ *   UNet forwards = T P + T (line 9 per pass, line 13 per step) + T_init
+ *                   (T_init = T for PREDICTED_NOISE and DDIM_INVERSION, 0 for FRESH_NOISE/PRIOR)
+ * Latent prior: + 1 encoder forward (line 1), T P decoder forwards + T P decoder VJPs (line 10),
+ * + 1 decoder forward (line 16).
+ */
+#include "solvers/solver_internal.h"
+
+#include <math.h>
+#include <string.h>
+
+stsl_status stsl__solve_stsl(stsl__run *R, float *x_out)
+{
+    stsl_solver *sv = R->sv;
+    const int T = stsl__sp_int(sv, STSL_PARAM_STEPS);
+    const int K = stsl__sp_int(sv, STSL_PARAM_INNER_STEPS);
+    const int P = K + (stsl__sp_int(sv, STSL_PARAM_INNER_INCLUSIVE) ? 1 : 0);
+    const double eta = stsl__sp(sv, STSL_PARAM_ETA);
+    const int N = eta > 0 ? stsl__sp_int(sv, STSL_PARAM_PROBES) : 0;
+    const double lambda = stsl__sp(sv, STSL_PARAM_LAMBDA);
+    const double decay = stsl__sp(sv, STSL_PARAM_LR_DECAY);
+    const double kappa = stsl__sp(sv, STSL_PARAM_KAPPA);
+    const int init = stsl__sp_int(sv, STSL_PARAM_INIT);
+    const int squared = stsl__sp_int(sv, STSL_PARAM_SQUARED_LOSS);
+    const int persist = stsl__sp_int(sv, STSL_PARAM_ADAM_PERSIST);
+    double lr = stsl__sp(sv, STSL_PARAM_LEARNING_RATE);
+    const int B = R->batch;
+    const size_t dz = R->dz, m = (size_t)B * dz;
+    const size_t npts = (size_t)B * (size_t)(N + 1);
+
+    int *seq = NULL;
+    stsl__adam adam = {0};
+    stsl_status st = stsl__ddim_seq(R, T, &seq);
+    if (st != STSL_OK) return st;
+    /* zf levels are kept only when the proximal term needs them */
+    const size_t nzf = kappa > 0 ? (size_t)T + 1 : 1;
+    float *zf = stsl__run_floats(R, nzf * m);
+    float *Z = stsl__run_floats(R, m), *eps = stsl__run_floats(R, m), *zbar = stsl__run_floats(R, m),
+          *c = stsl__run_floats(R, m), *grad = stsl__run_floats(R, m),
+          *xb = stsl__run_floats(R, (size_t)B * R->dx), *tmp = stsl__run_floats(R, m);
+    float *pts = stsl__run_floats(R, npts * dz), *cot = stsl__run_floats(R, npts * dz),
+          *vjp = stsl__run_floats(R, npts * dz), *tt = stsl__run_floats(R, npts),
+          *probe = stsl__run_floats(R, (size_t)(N > 0 ? N : 1) * dz);
+    if (!zf || !Z || !eps || !zbar || !c || !grad || !xb || !tmp || !pts || !cot || !vjp || !tt ||
+        !probe) {
+        st = STSL_ERR_NOMEM;
+        goto done;
+    }
+    if ((st = stsl__adam_init(R, &adam, m)) != STSL_OK) goto done;
+    R->total = T;
+    R->step = 0;
+
+    /* line 1: zf_0 = E(B y) */
+    st = stsl_operator_backproject(R->op, R->y, xb, B);
+    if (st != STSL_OK) {
+        st = stsl__fail(R->err, st, "solver stsl: back-projection failed: %s",
+                        stsl_operator_last_error(R->op));
+        goto done;
+    }
+    if ((st = stsl__enc(R, xb, zf, B)) != STSL_OK) goto done;
+    if ((st = stsl__check_finite(R, zf, m, "E(B y)")) != STSL_OK) goto done;
+    R->est = zf;
+
+    /* lines 2-4: forward process, zf_k for k = 1..T (in place unless kappa keeps every level) */
+    for (int k = 1; k <= T; k++) {
+        float *prev = zf + (kappa > 0 ? (size_t)(k - 1) * m : 0);
+        float *cur = zf + (kappa > 0 ? (size_t)k * m : 0);
+        const double tp = k > 1 ? seq[k - 2] : -1, tk = seq[k - 1];
+        const double abp = stsl__ab(R, tp), ab = stsl__ab(R, tk), alpha = ab / abp;
+        const double tnet = tp < 0 ? 0 : tp;
+        if (init == STSL_INIT_PREDICTED_NOISE || init == STSL_INIT_DDIM_INVERSION) {
+            if ((st = stsl__net_eps_t(R, prev, tnet, eps, B)) != STSL_OK) goto done;
+        } else {
+            stsl__noise(R, STSL_TAG_INIT_NOISE, (uint64_t)k, 0, eps, dz);
+        }
+        if (init == STSL_INIT_DDIM_INVERSION) {
+            /* the Tweedie estimate at the network's level, carried to level k */
+            stsl__tweedie(stsl__ab(R, tnet), prev, eps, tmp, m);
+            for (size_t i = 0; i < m; i++)
+                cur[i] = (float)(sqrt(ab) * tmp[i] + sqrt(1 - ab) * eps[i]);
+        } else {
+            for (size_t i = 0; i < m; i++)
+                cur[i] = (float)(sqrt(alpha) * prev[i] + sqrt(1 - alpha) * eps[i]);
+        }
+        if ((st = stsl__check_finite(R, cur, m, "the forward process")) != STSL_OK) goto done;
+    }
+    /* line 5 */
+    if (init == STSL_INIT_PRIOR)
+        stsl__noise(R, STSL_TAG_STEP_NOISE, (uint64_t)T + 1, 0, Z, dz);
+    else
+        memcpy(Z, zf + (kappa > 0 ? (size_t)T * m : 0), m * sizeof(float));
+    R->est = Z;
+
+    /* lines 6-15: reverse process */
+    for (int k = T; k >= 1; k--) {
+        R->step = T - k + 1;
+        const double t = seq[k - 1], ab = stsl__ab(R, t), abp = stsl__ab(R, k > 1 ? seq[k - 2] : -1);
+        const double alpha = ab / abp, sa = sqrt(ab), s1 = sqrt(1 - ab);
+        const float *zfk = kappa > 0 ? zf + (size_t)k * m : NULL;
+        if (!persist) stsl__adam_reset(&adam);
+        for (size_t i = 0; i < npts; i++) tt[i] = (float)t;
+        for (int p = 0; p < P; p++) {                                      /* line 7 */
+            /* line 9: zbar at Z */
+            if ((st = stsl__net_eps_t(R, Z, t, eps, B)) != STSL_OK) goto done;
+            stsl__tweedie(ab, Z, eps, zbar, m);
+            R->est = zbar;   /* the clean estimate a cancel returns */
+            /* line 10: c = lambda J_D^T grad_x l(y, A D(zbar)) */
+            if ((st = stsl__data_cotangent(R, zbar, lambda, squared, NULL, NULL, c)) != STSL_OK)
+                goto done;
+            /* line 8 and the one batched VJP call: per sample, point 0 = Z with the summed
+             * cotangent, points 1..N = Z + e_n */
+            const double h = N > 0 ? eta / (double)dz / (double)N / s1 : 0.0;
+            for (int b = 0; b < B; b++) {
+                float *p0 = pts + (size_t)b * (N + 1) * dz, *c0 = cot + (size_t)b * (N + 1) * dz;
+                const float *zb = Z + (size_t)b * dz, *cb = c + (size_t)b * dz;
+                memcpy(p0, zb, dz * sizeof(float));
+                for (size_t i = 0; i < dz; i++) c0[i] = (float)(-s1 / sa * cb[i]);
+                if (N > 0) {
+                    stsl__rng_normal(stsl__sample_seed(R, b),
+                                     stsl__stream(STSL_TAG_PROBE, 0, (uint64_t)k, (uint64_t)p), 0,
+                                     probe, (size_t)N * dz);
+                    for (int n = 0; n < N; n++) {
+                        const float *e = probe + (size_t)n * dz;
+                        float *pn = p0 + (size_t)(n + 1) * dz, *cn = c0 + (size_t)(n + 1) * dz;
+                        for (size_t i = 0; i < dz; i++) {
+                            pn[i] = zb[i] + e[i];
+                            cn[i] = (float)(-h * e[i]);     /* J_s(Z+e)^T e -> -J_eps^T e / s1 */
+                            c0[i] = (float)(c0[i] + h * e[i]); /* -J_s(Z)^T e -> +J_eps^T e / s1 */
+                        }
+                    }
+                }
+            }
+            if ((st = stsl__net_eps_vjp(R, pts, tt, cot, NULL, vjp, (int)npts)) != STSL_OK)
+                goto done;
+            for (int b = 0; b < B; b++) {
+                float *gb = grad + (size_t)b * dz;
+                const float *cb = c + (size_t)b * dz, *vb = vjp + (size_t)b * (N + 1) * dz;
+                for (size_t i = 0; i < dz; i++) {
+                    double s = (double)cb[i] / sa;
+                    for (int n = 0; n <= N; n++) s += (double)vb[(size_t)n * dz + i];
+                    if (zfk) s += 2.0 * kappa * ((double)Z[(size_t)b * dz + i] - zfk[(size_t)b * dz + i]);
+                    gb[i] = (float)s;
+                }
+            }
+            if ((st = stsl__check_finite(R, grad, m, "the STSL gradient")) != STSL_OK) goto done;
+            stsl__adam_step(&adam, Z, grad, lr);                            /* lines 10-11 */
+        }
+        /* line 13 */
+        if ((st = stsl__net_eps_t(R, Z, t, eps, B)) != STSL_OK) goto done;
+        stsl__tweedie(ab, Z, eps, zbar, m);
+        /* line 14 */
+        const double cz = sqrt(alpha) * (1 - abp) / (1 - ab), cb = sqrt(abp) * (1 - alpha) / (1 - ab);
+        for (size_t i = 0; i < m; i++) Z[i] = (float)(cz * Z[i] + cb * zbar[i]);
+        if ((st = stsl__check_finite(R, Z, m, "the STSL iterate")) != STSL_OK) goto done;
+        lr *= decay;
+        R->est = zbar;
+        if ((st = stsl__progress(R, R->step, zbar)) != STSL_OK) goto done;
+    }
+    R->est = Z;
+    /* line 16 */
+    st = stsl__finish(R, Z, x_out);
+done:
+    if (st == STSL_CANCELLED && R->est) stsl__finish(R, R->est, x_out);
+    R->est = NULL;
+    stsl__adam_free(&adam);
+    stsl__free(seq);
+    stsl__free(zf);
+    stsl__free(Z);
+    stsl__free(eps);
+    stsl__free(zbar);
+    stsl__free(c);
+    stsl__free(grad);
+    stsl__free(xb);
+    stsl__free(tmp);
+    stsl__free(pts);
+    stsl__free(cot);
+    stsl__free(vjp);
+    stsl__free(tt);
+    stsl__free(probe);
+    return st;
+}

@@ -1,0 +1,230 @@
+/*
+ * test_solvers_exact.c -- every solver against the exact posterior of the GMM testbed
+ * (src/solvers/testbed.h; settings per solver: stsl__testbed_configure, docs/algorithms.md).
+ *
+ * 1. MCGdiff problem, d_x = 8, d_y = 2 (seed 2), N_SAMPLES solver samples vs as many exact ones,
+ *    sliced Wasserstein distance SW (256 projections).  References: SW(prior) and SW(ddim), the
+ *    sampler that ignores y.  Documented tolerances (measured values in docs/algorithms.md):
+ *      dps                          SW <= 0.30 SW(ddim)    (close to the posterior)
+ *      stsl (fresh-noise init)      SW <= 0.45 SW(ddim)
+ *      dps-mo                       SW <= 0.15 SW(ddim)
+ *      ldps, psld                   SW <= 0.80 SW(ddim)    (use y, but do NOT sample the posterior)
+ *      stsl-biased (fresh init)     SW <= 0.92 SW(ddim)    (barely better than ignoring y: one
+ *                                                           Adam step of lr 1e-2 per reverse step)
+ *      rmp (VP; a posterior-MEAN estimator): ||mu_rmp - E[x|y]|| / sqrt(d) <= 0.35 * that of the
+ *        prior mean, and <= RMP_ABS_TOL.
+ *    and every solver: SW < SW(prior).
+ * 2. Image-shaped GMM (1x8x8, 4 components, var 0.02) under the library's gaussian-blur, sr2 and
+ *    random-inpaint operators with Gaussian noise sigma_y = 0.05: dps and stsl SW <= 0.5 SW(prior);
+ *    rmp mean error <= 0.5 prior mean error.
+ */
+#include "common/testutil.h"
+#include "solvers/testbed.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define N_SAMPLES 250
+#define RMP_ABS_TOL 1.0
+
+static stsl_context *ctx;
+static stsl_schedule *sched;
+static int verbose;
+
+static void setup(void)
+{
+    if (ctx) return;
+    stsl_context_create(&ctx);
+    stsl_schedule_create(ctx, STSL_SCHEDULE_LINEAR, 1e-4, 0.02, 1000, &sched);
+    verbose = getenv("STSL_TEST_VERBOSE") != NULL;
+}
+
+/* runs `name` (with optional int param) on the testbed, returns SW and mean error */
+static int run(const stsl__testbed *tb, stsl_score *score, stsl_operator *op, const char *name,
+               stsl_param key, int64_t val, const float *exact, double *sw, double *merr)
+{
+    stsl_solver *s = NULL;
+    TU_ASSERT_OK(stsl_solver_create_by_name(ctx, name, &s));
+    if (!s) return -1;
+    TU_ASSERT_OK(stsl__testbed_configure(tb, s));
+    if (key) TU_ASSERT_OK(stsl_solver_set_int(s, key, val));
+    stsl_solver_set_int(s, STSL_PARAM_SEED, 1234);
+    stsl_solver_set_int(s, STSL_PARAM_BATCH_LIMIT, 4096);
+    float *y = malloc(N_SAMPLES * tb->dy * sizeof(float)), *x = malloc(N_SAMPLES * tb->dx * sizeof(float));
+    for (int i = 0; i < N_SAMPLES; i++) stsl__testbed_y(tb, y + i * tb->dy);
+    stsl_status st = stsl_solver_run(s, score, op, NULL, y, x, N_SAMPLES);
+    TU_ASSERT_OK(st);
+    *sw = stsl__sliced_wasserstein(exact, x, N_SAMPLES, tb->dx, 256, 99);
+    double e = 0;
+    for (size_t d = 0; d < tb->dx; d++) {
+        double m = 0;
+        for (int i = 0; i < N_SAMPLES; i++) m += x[i * tb->dx + d];
+        m /= N_SAMPLES;
+        e += (m - tb->pmean[d]) * (m - tb->pmean[d]);
+    }
+    *merr = sqrt(e / tb->dx);
+    free(y);
+    free(x);
+    stsl_solver_destroy(s);
+    return st == STSL_OK ? 0 : -1;
+}
+
+static double prior_mean_err(const stsl__testbed *tb)
+{
+    double e = 0;
+    for (size_t d = 0; d < tb->dx; d++) {
+        double m = 0;
+        for (int k = 0; k < tb->k; k++) m += tb->w[k] * tb->mu[k * tb->dx + d];
+        e += (m - tb->pmean[d]) * (m - tb->pmean[d]);
+    }
+    return sqrt(e / tb->dx);
+}
+
+static void test_mcg(void)
+{
+    setup();
+    char err[STSL_ERRMSG_SIZE];
+    stsl__testbed *tb = NULL;
+    stsl_score *score = NULL;
+    stsl_operator *op = NULL;
+    TU_ASSERT_OK(stsl__testbed_mcg(8, 2, 2, &tb, err));
+    TU_ASSERT_OK(stsl__testbed_score(tb, ctx, sched, &score, err));
+    TU_ASSERT_OK(stsl__testbed_operator(tb, ctx, &op, err));
+    if (!tb || !score || !op) return;
+    float *ex = malloc(N_SAMPLES * 8 * sizeof(float)), *pr = malloc(N_SAMPLES * 8 * sizeof(float));
+    TU_ASSERT_OK(stsl__testbed_sample_posterior(tb, N_SAMPLES, 5, ex));
+    stsl__testbed_sample_prior(tb, N_SAMPLES, 6, pr);
+    double sw_prior = stsl__sliced_wasserstein(ex, pr, N_SAMPLES, 8, 256, 99);
+    double sw_ddim, me, sw, pme = prior_mean_err(tb);
+    run(tb, score, op, "ddim", 0, 0, ex, &sw_ddim, &me);
+    if (verbose) printf("\n  prior SW %.3f  ddim SW %.3f  prior mean err %.3f\n", sw_prior, sw_ddim, pme);
+    CU_ASSERT(sw_ddim > 0.5 * sw_prior);   /* sanity: ignoring y is far from the posterior */
+    struct { const char *name; stsl_param key; int64_t val; double tol; } cases[] = {
+        {"dps", 0, 0, 0.30},
+        {"stsl", STSL_PARAM_INIT, STSL_INIT_FRESH_NOISE, 0.45},
+        {"ldps", 0, 0, 0.80},
+        {"psld", 0, 0, 0.80},
+        {"stsl-biased", STSL_PARAM_INIT, STSL_INIT_FRESH_NOISE, 0.92},
+        {"dps-mo", 0, 0, 0.15}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        if (run(tb, score, op, cases[i].name, cases[i].key, cases[i].val, ex, &sw, &me) != 0) continue;
+        if (verbose) printf("  %-12s SW %.3f (%.2f of ddim)  mean err %.3f\n", cases[i].name, sw, sw / sw_ddim, me);
+        if (!(sw <= cases[i].tol * sw_ddim))
+            fprintf(stderr, "\n  %s: SW %.3f > %.2f * SW(ddim) %.3f\n", cases[i].name, sw, cases[i].tol, sw_ddim);
+        CU_ASSERT(sw <= cases[i].tol * sw_ddim);
+        CU_ASSERT(sw < sw_prior);
+    }
+    /* rmp: the posterior mean */
+    if (run(tb, score, op, "rmp", 0, 0, ex, &sw, &me) == 0) {
+        if (verbose) printf("  rmp          mean err %.3f (prior mean err %.3f)\n", me, pme);
+        CU_ASSERT(me <= 0.35 * pme);
+        CU_ASSERT(me <= RMP_ABS_TOL);
+    }
+    free(ex);
+    free(pr);
+    stsl_operator_destroy(op);
+    stsl_score_destroy(score);
+    stsl__testbed_destroy(tb);
+}
+
+static void image_case(const char *opname)
+{
+    setup();
+    char err[STSL_ERRMSG_SIZE];
+    stsl_shape sh = {1, 8, 8};
+    stsl_operator *op = NULL;
+    TU_ASSERT_OK(stsl_operator_create_by_name(ctx, opname, sh, &op));
+    if (!op) return;
+    TU_ASSERT_OK(stsl_operator_set_float(op, STSL_PARAM_NOISE_SIGMA, 0.05));
+    stsl__testbed *tb = NULL;
+    stsl_score *score = NULL;
+    TU_ASSERT_OK(stsl__testbed_image(op, sh, 4, 0.02, 3, &tb, err));
+    if (!tb) {
+        fprintf(stderr, "\n  %s\n", err);
+        stsl_operator_destroy(op);
+        return;
+    }
+    TU_ASSERT_OK(stsl__testbed_score(tb, ctx, sched, &score, err));
+    float *ex = malloc(N_SAMPLES * 64 * sizeof(float)), *pr = malloc(N_SAMPLES * 64 * sizeof(float));
+    TU_ASSERT_OK(stsl__testbed_sample_posterior(tb, N_SAMPLES, 5, ex));
+    stsl__testbed_sample_prior(tb, N_SAMPLES, 6, pr);
+    double sw_prior = stsl__sliced_wasserstein(ex, pr, N_SAMPLES, 64, 256, 99);
+    double sw, me, pme = prior_mean_err(tb), sw_ddim;
+    run(tb, score, op, "ddim", 0, 0, ex, &sw_ddim, &me);
+    if (verbose) printf("\n  %s: prior SW %.4f ddim SW %.4f prior mean err %.4f\n", opname, sw_prior, sw_ddim, pme);
+    if (run(tb, score, op, "dps", 0, 0, ex, &sw, &me) == 0) {
+        if (verbose) printf("  dps  SW %.4f mean err %.4f\n", sw, me);
+        CU_ASSERT(sw <= 0.5 * sw_prior);
+    }
+    if (run(tb, score, op, "stsl", STSL_PARAM_INIT, STSL_INIT_FRESH_NOISE, ex, &sw, &me) == 0) {
+        if (verbose) printf("  stsl SW %.4f mean err %.4f\n", sw, me);
+        CU_ASSERT(sw <= 0.5 * sw_prior);
+    }
+    if (run(tb, score, op, "rmp", 0, 0, ex, &sw, &me) == 0) {
+        if (verbose) printf("  rmp  SW %.4f mean err %.4f\n", sw, me);
+        CU_ASSERT(me <= 0.5 * pme);
+    }
+    free(ex);
+    free(pr);
+    stsl_score_destroy(score);
+    stsl__testbed_destroy(tb);
+    stsl_operator_destroy(op);
+}
+
+static void test_image_blur(void) { image_case("gaussian-blur"); }
+static void test_image_sr2(void) { image_case("sr2"); }
+static void test_image_inpaint(void) { image_case("random-inpaint"); }
+
+static void test_testbed_self(void)
+{
+    /* the exact sampler against its own mean and the posterior formulas */
+    setup();
+    char err[STSL_ERRMSG_SIZE];
+    stsl__testbed *tb = NULL;
+    TU_ASSERT_OK(stsl__testbed_mcg(6, 3, 11, &tb, err));
+    if (!tb) return;
+    double ws = 0;
+    for (int k = 0; k < tb->k; k++) ws += tb->pw[k];
+    CU_ASSERT(fabs(ws - 1) < 1e-9);
+    /* A = U diag(s) V: A A^T has eigenvalues s^2 <= 1 and the rows of A are in a d_y-dim space */
+    CU_ASSERT(tb->sigma_y > 0 && tb->sigma_y <= 1);
+    const size_t n = 4000;
+    float *x = malloc(n * 6 * sizeof(float)), *x2 = malloc(n * 6 * sizeof(float));
+    TU_ASSERT_OK(stsl__testbed_sample_posterior(tb, n, 1, x));
+    TU_ASSERT_OK(stsl__testbed_sample_posterior(tb, n, 1, x2));
+    CU_ASSERT(memcmp(x, x2, n * 6 * sizeof(float)) == 0);   /* seeded */
+    double e = 0;
+    for (int d = 0; d < 6; d++) {
+        double m = 0;
+        for (size_t i = 0; i < n; i++) m += x[i * 6 + d];
+        m /= n;
+        e = fmax(e, fabs(m - tb->pmean[d]));
+    }
+    CU_ASSERT(e < 0.5);   /* MC error of 4000 draws of a mixture with spread <= ~16 */
+    /* SW: 0 for identical sets, symmetric, grows with a shift */
+    CU_ASSERT(stsl__sliced_wasserstein(x, x, n, 6, 32, 1) == 0);
+    for (size_t i = 0; i < n * 6; i++) x2[i] = x[i] + 1.0f;
+    double s1 = stsl__sliced_wasserstein(x, x2, n, 6, 64, 1), s2 = stsl__sliced_wasserstein(x2, x, n, 6, 64, 1);
+    CU_ASSERT(fabs(s1 - s2) < 1e-9);
+    /* a shift by (1,...,1) projects to N(0, 6/6)-weighted lengths: SW^2 = E[(u.1)^2] = 1 */
+    CU_ASSERT(fabs(s1 - 1.0) < 0.25);
+    free(x);
+    free(x2);
+    stsl__testbed_destroy(tb);
+}
+
+int main(void)
+{
+    static const stsl_test tests[] = {
+        {"testbed: exact sampler and sliced Wasserstein", test_testbed_self},
+        {"MCG GMM d_x 8 d_y 2: every solver vs the exact posterior", test_mcg},
+        {"image GMM under gaussian-blur", test_image_blur},
+        {"image GMM under sr2", test_image_sr2},
+        {"image GMM under random-inpaint", test_image_inpaint},
+        {NULL, NULL}};
+    int rc = stsl_test_main("solvers-exact", tests);
+    stsl_schedule_destroy(sched);
+    stsl_context_destroy(ctx);
+    return rc;
+}
