@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Install into a scratch DESTDIR with PREFIX=/usr, then build the README's example and a
+# pkg-config consumer against that tree only, and run the consumer.
+set -u
+root=$(mktemp -d)
+trap 'rm -rf "$root"' EXIT
+checks=0; failed=0
+ok()  { checks=$((checks + 1)); echo "  ok: $1"; }
+bad() { checks=$((checks + 1)); failed=$((failed + 1)); echo "  FAIL: $1"; }
+echo "=== install check (DESTDIR=$root PREFIX=/usr)"
+if make --no-print-directory install DESTDIR="$root" PREFIX=/usr >"$root/install.log" 2>&1; then
+  ok "make install"
+else
+  bad "make install"; tail -20 "$root/install.log"
+fi
+multi=$(cc -print-multiarch 2>/dev/null || true)
+pcdir="$root/usr/lib/pkgconfig"
+export PKG_CONFIG_PATH="$pcdir" PKG_CONFIG_SYSROOT_DIR="$root" PKG_CONFIG_LIBDIR="$pcdir"
+if pkg-config --exists stsl; then ok "pkg-config finds stsl $(pkg-config --modversion stsl)"; else bad "pkg-config stsl"; fi
+cat > "$root/app.c" <<'C'
+#include <stdio.h>
+#include <stsl.h>
+int main(void)
+{
+    if (stsl_version_number() != STSL_VERSION_NUMBER) return 1;
+    stsl_context *ctx = NULL;
+    if (stsl_context_create(&ctx) != STSL_OK) return 1;
+    float noise[8];
+    stsl_status st = stsl_random_normal(ctx, 42, 0, 0, noise, 8);
+    printf("libstsl %s: %s\n", stsl_version(), stsl_strerror(st));
+    stsl_context_destroy(ctx);
+    return st == STSL_OK ? 0 : 1;
+}
+C
+# shellcheck disable=SC2046
+if cc "$root/app.c" -o "$root/app" $(pkg-config --cflags --libs stsl) 2>"$root/cc.log"; then
+  ok "consumer compiles with pkg-config --cflags --libs stsl"
+  if LD_LIBRARY_PATH="$root/usr/lib" "$root/app"; then ok "consumer runs"; else bad "consumer fails"; fi
+  if readelf -d "$root/app" | grep -q 'NEEDED.*libstsl.so.1'; then ok "consumer depends on the SONAME libstsl.so.1"; else bad "consumer NEEDED"; fi
+else
+  bad "consumer compile"; cat "$root/cc.log"
+fi
+# The README's example: the code block between the 'example:begin' / 'example:end' markers.
+sed -n '/<!-- example:begin -->/,/<!-- example:end -->/p' README.md | sed '1,2d;$d' | sed '$d' > "$root/readme.c"
+if [ -s "$root/readme.c" ] && cc -std=c11 -Wall -Wextra -Werror "$root/readme.c" -o "$root/readme" $(pkg-config --cflags --libs stsl) 2>"$root/cc2.log"; then
+  ok "README example compiles ($(wc -l < "$root/readme.c") lines)"
+else
+  bad "README example does not compile"; cat "$root/cc2.log" 2>/dev/null | head -20
+fi
+if make --no-print-directory uninstall DESTDIR="$root" PREFIX=/usr >/dev/null 2>&1 && [ ! -e "$root/usr/include/stsl.h" ]; then
+  ok "make uninstall removes the files"
+else
+  bad "make uninstall"
+fi
+echo "install: $((checks - failed)) passed, $failed failed"
+[ $failed -eq 0 ]
