@@ -242,8 +242,10 @@ int cli_make_operator(stsl_context *ctx, const char *task, stsl_shape shape, con
             rc = CLI_EXIT_USAGE;
             goto done;
         }
-        if (b.is_integer && v != floor(v)) {
-            fail(err, "%s: %g is not an integer", o->set[k].flag, v);
+        /* an integer value outside [min, max] is refused before the conversion to int64_t,
+         * which would be undefined for values beyond its range (found by fuzz_cli) */
+        if (b.is_integer && (v != floor(v) || v < b.min || v > b.max || fabs(v) >= 9.2e18)) {
+            fail(err, "%s: %g is not an integer in [%g, %g]", o->set[k].flag, v, b.min, b.max);
             rc = CLI_EXIT_USAGE;
             goto done;
         }
