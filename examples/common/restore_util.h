@@ -1,0 +1,127 @@
+/*
+ * restore_util.h -- what stsl-restore and the image benchmark (stsl-bench --task) share: finding
+ * and loading the bundled models, solver options by flag name, restoring one image (degrade it
+ * with the task unless it is already a measurement, run the solver), montages and image metrics.
+ *
+ * Every function reports failure with a non-zero return and one line of text in `err` (no
+ * trailing newline); nothing here prints except the progress bar.
+ */
+#ifndef STSL_RESTORE_UTIL_H
+#define STSL_RESTORE_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/cli.h"
+#include "stsl.h"
+
+#define RU_ERR_LEN 512
+#define RU_MAX_SETTINGS 64
+
+/* Exit statuses of the tools (DESIGN.md section 5). */
+#define RU_EXIT_OK 0
+#define RU_EXIT_FAIL 1
+#define RU_EXIT_USAGE 2
+
+/* ---- parameters given by flag ------------------------------------------------------------ */
+
+typedef struct ru_flag {
+    const char *flag;     /* "--zeta" */
+    stsl_param key;
+    const char *help;     /* one line for --help */
+} ru_flag;
+
+/* Solver flags: --K --probes --eta --lambda --lr --lr-decay --kappa --zeta --omega --gamma
+ * --temperature --sigma-min --sigma-max --variant --init --squared-loss --inner-inclusive
+ * --adam-persist --batch-limit (terminated by a NULL flag). */
+extern const ru_flag RU_SOLVER_FLAGS[];
+/* Task (operator) options are those of stsl-degrade: common/cli.h (cli_take_task_option). */
+
+typedef struct ru_setting {
+    const char *flag;
+    stsl_param key;
+    double value;
+} ru_setting;
+
+typedef struct ru_settings {
+    ru_setting item[RU_MAX_SETTINGS];
+    int n;
+} ru_settings;
+
+/* If argv[*i] is one of `flags` ("--flag V" or "--flag=V"), parse its value into `out`, advance
+ * *i past it and return 1; return 0 when it is not one of them; -1 on a bad value (err set). */
+int ru_take_flag(const ru_flag *flags, int argc, char **argv, int *i, ru_settings *out,
+                 char *err);
+/* Set every setting on the solver; a key the solver does not use is an error. */
+int ru_apply_solver(stsl_solver *solver, const ru_settings *s, char *err);
+/* Print the flag tables for --help. */
+void ru_print_flags(const ru_flag *flags, void *file);
+
+/* ---- models ------------------------------------------------------------------------------- */
+
+/* 1 for the solvers whose default prior is the latent one (stsl stsl-biased psld ldps). */
+int ru_solver_default_latent(const char *solver);
+/* Directory of the bundled models: $STSL_MODEL_DIR, <exe>/../models, <exe>/../share/stsl/models,
+ * /usr/local/share/stsl/models, /usr/share/stsl/models -- the first that holds `file`.
+ * Returns 0 and fills buf, or -1 with err listing where it looked. */
+int ru_find_model(const char *file, char *buf, size_t n, char *err);
+
+typedef struct ru_models {
+    stsl_score *score;
+    stsl_autoencoder *ae;     /* NULL for a pixel-space prior */
+    stsl_shape image;         /* shape of the images restored */
+    char model_path[4096];
+    char vae_path[4096];
+} ru_models;
+
+/* Load the prior (model_path NULL: the bundled default for `solver`) and, for a latent prior,
+ * its autoencoder (vae_path NULL: the file named by the prior's pairs_with next to it, then the
+ * bundled default). */
+int ru_load_models(stsl_context *ctx, const char *solver, const char *model_path,
+                   const char *vae_path, ru_models *m, char *err);
+void ru_models_free(ru_models *m);
+
+/* ---- one restoration ---------------------------------------------------------------------- */
+
+typedef struct ru_job {
+    const char *task;
+    const char *solver;
+    const cli_task_opts *task_opts;
+    const ru_settings *solver_opts;
+    int steps;                 /* 0: the solver's default */
+    uint64_t seed;
+    double noise;              /* < 0: the operator's default */
+    int measured;              /* the input is already y */
+    int progress;              /* draw a progress bar on stderr */
+    stsl_solver **running;     /* if non-NULL, set to the solver while it runs (for cancel) */
+} ru_job;
+
+typedef struct ru_result {
+    stsl_image *measurement;   /* y as an image (SR: the small one); NULL if not image-shaped */
+    stsl_image *measurement_view; /* y shown at image size (nearest upsampling or B y) */
+    stsl_image *restored;
+    stsl_nfe nfe;
+    double seconds;            /* degrade + solve */
+} ru_result;
+
+/* Restore `input` (clean image of m->image shape, or with job->measured the measurement).
+ * Returns 0, RU_EXIT_USAGE (an option the task or solver refuses) or RU_EXIT_FAIL, err set. */
+int ru_restore(stsl_context *ctx, ru_models *m, const ru_job *job, const stsl_image *input,
+               ru_result *res, char *err);
+void ru_result_free(ru_result *res);
+
+/* Side-by-side montage of 1..4 images of equal channels and height (NULL entries skipped), with a
+ * 2-pixel white gutter, each scaled by `scale` (nearest). */
+int ru_montage(stsl_image *const *tiles, int n, int scale, stsl_image **out, char *err);
+
+/* ---- metrics on [-1, 1] images, computed on [0, 1] ------------------------------------------ */
+
+double ru_psnr(const float *a, const float *b, int channels, int height, int width);
+/* SSIM with an 11x11 Gaussian window (sigma 1.5), K1 0.01, K2 0.03, L 1, valid region, mean over
+ * channels (Wang et al. 2004). */
+double ru_ssim(const float *a, const float *b, int channels, int height, int width);
+
+/* Monotonic seconds. */
+double ru_now(void);
+
+#endif

@@ -1,0 +1,443 @@
+/*
+ * stsl-bench -- benchmarks.
+ *
+ *   stsl-bench --prior gmm [--dx 8,80,800] [--dy 1,2,4] [--seeds N | --seed S] [--n SAMPLES]
+ *              [--solvers a,b,...] [--threads N] [--dump DIR] [--markdown FILE] [--quiet]
+ *   a solver may carry options: "stsl:init=1:steps=100" (steps k probes eta lambda lr decay kappa
+ *   zeta omega gamma temp sigma_min sigma_max variant init squared inclusive persist)
+ *
+ * GMM mode: the exact-posterior testbed (MCGdiff benchmark, src/solvers/testbed.h).  For every
+ * d_x, d_y and seed, every solver draws --n samples (one batch run per instance) and is compared
+ * with --n exact posterior samples by the sliced Wasserstein distance (sw, 256 projections).
+ * Reference rows: "exact" (a second exact sample set: the noise floor of the distance) and
+ * "prior" (exact prior samples: what ignoring y costs).  NFEs are per sample.
+ * --dx/--dy/--seed pick one instance; --dump DIR writes that instance and every solver's samples
+ * as CSV (weights, means, A, y, sigma_y, posterior weights/means, exact and solver samples).
+ *
+ * The image mode (--task/--solver/--n over Fashion-MNIST) is dispatched from main() and is
+ * added separately.
+ *
+ * Exit status: 0 success, 2 bad usage, 1 other failure.
+ */
+#include "stsl.h"
+#include "solvers/testbed.h"
+#include "common/bench_images.h"   /* image mode (--task): examples/common/bench_images.c */
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_LIST 16
+
+typedef struct gmm_opts {
+    int dx[MAX_LIST], ndx;
+    int dy[MAX_LIST], ndy;
+    int seeds;
+    long seed;          /* >= 0: that one seed */
+    int n;
+    const char *solvers[MAX_LIST];
+    int nsolvers;
+    int threads;
+    const char *dump;
+    const char *markdown;
+    int quiet;
+} gmm_opts;
+
+static int usage(const char *msg)
+{
+    if (msg) fprintf(stderr, "stsl-bench: %s\n", msg);
+    fprintf(stderr,
+            "usage: stsl-bench --prior gmm [--dx LIST] [--dy LIST] [--seeds N | --seed S] [--n N]\n"
+            "                  [--solvers LIST] [--threads N] [--dump DIR] [--markdown FILE]\n"
+            "       stsl-bench --task TASK --solver SOLVER --n N [--csv F]   (image mode)\n");
+    return 2;
+}
+
+static int parse_int_list(const char *s, int *out, int max)
+{
+    int n = 0;
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", s);
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+        char *end;
+        long v = strtol(tok, &end, 10);
+        if (*end || v < 1 || v > 100000 || n >= max) return -1;
+        out[n++] = (int)v;
+    }
+    return n;
+}
+
+static int parse_str_list(char *s, const char **out, int max)
+{
+    int n = 0;
+    for (char *tok = strtok(s, ","); tok; tok = strtok(NULL, ",")) {
+        if (n >= max) return -1;
+        out[n++] = tok;
+    }
+    return n;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int write_matrix(const char *dir, const char *name, const double *d, const float *f,
+                        size_t rows, size_t cols)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *fp = fopen(path, "w");
+    if (!fp) {
+        fprintf(stderr, "stsl-bench: cannot write %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    for (size_t r = 0; r < rows; r++) {
+        for (size_t c = 0; c < cols; c++)
+            fprintf(fp, "%s%.9g", c ? "," : "", d ? d[r * cols + c] : (double)f[r * cols + c]);
+        fputc('\n', fp);
+    }
+    return fclose(fp) == 0 ? 0 : -1;
+}
+
+typedef struct cell {
+    double me_sum;      /* posterior-mean error: ||mean(samples) - exact mean|| / sqrt(d_x) */
+    double sw_sum, sw_sq;
+    int count;
+    double fwd, vjp, secs;
+    int failed;
+    char err[256];
+} cell;
+
+/* Solver spec: NAME[:key=value]...  e.g. "stsl:init=1:steps=100" (keys below). */
+static const struct { const char *name; stsl_param key; } param_names[] = {
+    {"steps", STSL_PARAM_STEPS}, {"k", STSL_PARAM_INNER_STEPS}, {"inner", STSL_PARAM_INNER_STEPS},
+    {"probes", STSL_PARAM_PROBES}, {"eta", STSL_PARAM_ETA}, {"lambda", STSL_PARAM_LAMBDA},
+    {"lr", STSL_PARAM_LEARNING_RATE}, {"decay", STSL_PARAM_LR_DECAY}, {"kappa", STSL_PARAM_KAPPA},
+    {"zeta", STSL_PARAM_ZETA}, {"omega", STSL_PARAM_OMEGA}, {"gamma", STSL_PARAM_GAMMA},
+    {"temp", STSL_PARAM_TEMPERATURE}, {"sigma_min", STSL_PARAM_SIGMA_MIN},
+    {"sigma_max", STSL_PARAM_SIGMA_MAX}, {"variant", STSL_PARAM_VARIANT}, {"init", STSL_PARAM_INIT},
+    {"squared", STSL_PARAM_SQUARED_LOSS}, {"inclusive", STSL_PARAM_INNER_INCLUSIVE},
+    {"persist", STSL_PARAM_ADAM_PERSIST}};
+
+static stsl_status apply_spec(stsl_solver *sv, const char *spec, char *err, size_t errsz)
+{
+    const char *p = strchr(spec, ':');
+    while (p) {
+        const char *kv = p + 1;
+        p = strchr(kv, ':');
+        size_t len = p ? (size_t)(p - kv) : strlen(kv);
+        char buf[128];
+        if (len >= sizeof buf) len = sizeof buf - 1;
+        memcpy(buf, kv, len);
+        buf[len] = 0;
+        char *eq = strchr(buf, '=');
+        if (!eq) { snprintf(err, errsz, "bad solver option \"%s\"", buf); return STSL_ERR_INVALID_ARG; }
+        *eq = 0;
+        int found = -1;
+        for (size_t i = 0; i < sizeof param_names / sizeof param_names[0]; i++)
+            if (!strcmp(buf, param_names[i].name)) found = (int)i;
+        if (found < 0) { snprintf(err, errsz, "unknown solver option \"%s\"", buf); return STSL_ERR_INVALID_ARG; }
+        stsl_param_bounds b;
+        stsl_param key = param_names[found].key;
+        stsl_status st = stsl_solver_param_bounds(stsl_solver_get_kind(sv), key, &b);
+        if (st == STSL_OK)
+            st = b.is_integer ? stsl_solver_set_int(sv, key, atoll(eq + 1))
+                              : stsl_solver_set_float(sv, key, atof(eq + 1));
+        if (st != STSL_OK) { snprintf(err, errsz, "%s: %s", buf, stsl_solver_last_error(sv)); return st; }
+    }
+    return STSL_OK;
+}
+
+/* one solver on one instance: n samples in batches of at most STSL_MAX_BATCH */
+static stsl_status run_solver(stsl_context *ctx, const char *name, const stsl__testbed *tb,
+                              stsl_score *score, stsl_operator *op, int n, uint64_t seed,
+                              float *out, stsl_nfe *nfe, char *err, size_t errsz)
+{
+    stsl_solver *sv = NULL;
+    char base[64];
+    snprintf(base, sizeof base, "%.*s", (int)strcspn(name, ":"), name);
+    stsl_status st = stsl_solver_create_by_name(ctx, base, &sv);
+    if (st != STSL_OK) {
+        snprintf(err, errsz, "%s", stsl_context_last_error(ctx));
+        return st;
+    }
+    if (st == STSL_OK) st = stsl__testbed_configure(tb, sv);
+    if (st == STSL_OK && (st = apply_spec(sv, name, err, errsz)) != STSL_OK) {
+        stsl_solver_destroy(sv);
+        return st;
+    }
+    if (st == STSL_OK) st = stsl_solver_set_int(sv, STSL_PARAM_SEED, (int64_t)seed);
+    if (st == STSL_OK) st = stsl_solver_set_int(sv, STSL_PARAM_BATCH_LIMIT, 4096);
+    float *y = (float *)malloc((size_t)n * tb->dy * sizeof(float));
+    if (!y) {
+        stsl_solver_destroy(sv);
+        return STSL_ERR_NOMEM;
+    }
+    for (int i = 0; i < n; i++) stsl__testbed_y(tb, y + (size_t)i * tb->dy);
+    memset(nfe, 0, sizeof *nfe);
+    double t0 = now_s();
+    for (int i = 0; i < n && st == STSL_OK; i += STSL_MAX_BATCH) {
+        int b = n - i < STSL_MAX_BATCH ? n - i : STSL_MAX_BATCH;
+        stsl_solver_set_int(sv, STSL_PARAM_SEED, (int64_t)(seed + (uint64_t)i));
+        st = stsl_solver_run(sv, score, op, NULL, y + (size_t)i * tb->dy, out + (size_t)i * tb->dx, b);
+        stsl_nfe part = {.struct_size = sizeof(stsl_nfe)};
+        stsl_solver_get_nfe(sv, &part);
+        nfe->unet_forward += part.unet_forward;
+        nfe->unet_vjp += part.unet_vjp;
+    }
+    nfe->seconds = now_s() - t0;
+    if (st != STSL_OK) snprintf(err, errsz, "%s", stsl_solver_last_error(sv));
+    free(y);
+    stsl_solver_destroy(sv);
+    return st;
+}
+
+static double mean_err(const stsl__testbed *tb, const float *x, int n)
+{
+    double e = 0;
+    for (size_t d = 0; d < tb->dx; d++) {
+        double m = 0;
+        for (int i = 0; i < n; i++) m += x[(size_t)i * tb->dx + d];
+        m /= n;
+        e += (m - tb->pmean[d]) * (m - tb->pmean[d]);
+    }
+    return sqrt(e / (double)tb->dx);
+}
+
+static int gmm_mode(const gmm_opts *o)
+{
+    stsl_context *ctx = NULL;
+    stsl_schedule *sched = NULL;
+    if (stsl_context_create(&ctx) != STSL_OK) return 1;
+    if (o->threads > 0) stsl_context_set_threads(ctx, o->threads);
+    if (stsl_schedule_create(ctx, STSL_SCHEDULE_LINEAR, 1e-4, 0.02, 1000, &sched) != STSL_OK) {
+        fprintf(stderr, "stsl-bench: %s\n", stsl_context_last_error(ctx));
+        stsl_context_destroy(ctx);
+        return 1;
+    }
+    const int nref = 2, ns = o->nsolvers, ncol = nref + ns;
+    const int nseeds = o->seed >= 0 ? 1 : o->seeds;
+    cell *cells = (cell *)calloc((size_t)o->ndx * o->ndy * ncol, sizeof(cell));
+    if (!cells) return 1;
+    int rc = 0;
+    const int n = o->n;
+    for (int a = 0; a < o->ndx; a++)
+        for (int b = 0; b < o->ndy; b++) {
+            const int dx = o->dx[a], dy = o->dy[b];
+            if (dy > dx) continue;
+            for (int s = 0; s < nseeds; s++) {
+                uint64_t seed = o->seed >= 0 ? (uint64_t)o->seed : (uint64_t)(s + 1);
+                char err[STSL_ERRMSG_SIZE] = "";
+                stsl__testbed *tb = NULL;
+                stsl_score *score = NULL;
+                stsl_operator *op = NULL;
+                if (stsl__testbed_mcg(dx, dy, seed, &tb, err) != STSL_OK ||
+                    stsl__testbed_score(tb, ctx, sched, &score, err) != STSL_OK ||
+                    stsl__testbed_operator(tb, ctx, &op, err) != STSL_OK) {
+                    fprintf(stderr, "stsl-bench: testbed d_x %d d_y %d seed %llu: %s\n", dx, dy,
+                            (unsigned long long)seed, err);
+                    rc = 1;
+                    goto next;
+                }
+                float *ex = (float *)malloc((size_t)n * dx * sizeof(float));
+                float *ref = (float *)malloc((size_t)n * dx * sizeof(float));
+                float *smp = (float *)malloc((size_t)n * dx * sizeof(float));
+                if (!ex || !ref || !smp) {
+                    free(ex); free(ref); free(smp);
+                    rc = 1;
+                    goto next;
+                }
+                stsl__testbed_sample_posterior(tb, (size_t)n, seed * 1000 + 1, ex);
+                const uint64_t pseed = seed * 7919 + 17;
+                cell *row = cells + ((size_t)a * o->ndy + b) * ncol;
+                /* reference rows */
+                stsl__testbed_sample_posterior(tb, (size_t)n, seed * 1000 + 2, ref);
+                double sw = stsl__sliced_wasserstein(ex, ref, (size_t)n, (size_t)dx, 256, pseed);
+                row[0].sw_sum += sw; row[0].sw_sq += sw * sw; row[0].count++;
+                row[0].me_sum += mean_err(tb, ref, n);
+                stsl__testbed_sample_prior(tb, (size_t)n, seed * 1000 + 3, ref);
+                sw = stsl__sliced_wasserstein(ex, ref, (size_t)n, (size_t)dx, 256, pseed);
+                row[1].sw_sum += sw; row[1].sw_sq += sw * sw; row[1].count++;
+                row[1].me_sum += mean_err(tb, ref, n);
+                if (o->dump) {
+                    mkdir(o->dump, 0777);
+                    double sy = tb->sigma_y;
+                    if (write_matrix(o->dump, "weights.csv", tb->w, NULL, (size_t)tb->k, 1) ||
+                        write_matrix(o->dump, "means.csv", tb->mu, NULL, (size_t)tb->k, (size_t)dx) ||
+                        write_matrix(o->dump, "A.csv", tb->A, NULL, (size_t)dy, (size_t)dx) ||
+                        write_matrix(o->dump, "y.csv", tb->y, NULL, 1, (size_t)dy) ||
+                        write_matrix(o->dump, "sigma_y.csv", &sy, NULL, 1, 1) ||
+                        write_matrix(o->dump, "posterior_weights.csv", tb->pw, NULL, (size_t)tb->k, 1) ||
+                        write_matrix(o->dump, "posterior_means.csv", tb->pm, NULL, (size_t)tb->k, (size_t)dx) ||
+                        write_matrix(o->dump, "exact.csv", NULL, ex, (size_t)n, (size_t)dx))
+                        rc = 1;
+                }
+                for (int k = 0; k < ns; k++) {
+                    stsl_nfe nfe;
+                    char e2[STSL_ERRMSG_SIZE] = "";
+                    cell *c = &row[nref + k];
+                    stsl_status st = run_solver(ctx, o->solvers[k], tb, score, op, n,
+                                                seed * 100003 + 11, smp, &nfe, e2, sizeof e2);
+                    if (st != STSL_OK) {
+                        c->failed = 1;
+                        snprintf(c->err, sizeof c->err, "%.250s", e2);
+                        if (!o->quiet)
+                            fprintf(stderr, "stsl-bench: %s failed (d_x %d d_y %d seed %llu): %s\n",
+                                    o->solvers[k], dx, dy, (unsigned long long)seed, e2);
+                        continue;
+                    }
+                    sw = stsl__sliced_wasserstein(ex, smp, (size_t)n, (size_t)dx, 256, pseed);
+                    c->sw_sum += sw; c->sw_sq += sw * sw; c->count++;
+                    c->me_sum += mean_err(tb, smp, n);
+                    c->fwd = (double)nfe.unet_forward / n;
+                    c->vjp = (double)nfe.unet_vjp / n;
+                    c->secs += nfe.seconds;
+                    if (!o->quiet)
+                        fprintf(stderr, "  d_x %4d d_y %d seed %llu %-24s sw %8.4f  (%.2f s)\n", dx, dy,
+                                (unsigned long long)seed, o->solvers[k], sw, nfe.seconds);
+                    if (o->dump) {
+                        char name[128];
+                        snprintf(name, sizeof name, "%s.csv", o->solvers[k]);
+                        for (char *q = name; *q; q++)
+                            if (*q == ':' || *q == '=' || *q == '/') *q = '_';
+                        if (write_matrix(o->dump, name, NULL, smp, (size_t)n, (size_t)dx)) rc = 1;
+                    }
+                }
+                free(ex); free(ref); free(smp);
+            next:
+                stsl_operator_destroy(op);
+                stsl_score_destroy(score);
+                stsl__testbed_destroy(tb);
+            }
+        }
+
+    /* the table */
+    FILE *md = NULL;
+    if (o->markdown) {
+        md = fopen(o->markdown, "w");
+        if (!md) {
+            fprintf(stderr, "stsl-bench: cannot write %s: %s\n", o->markdown, strerror(errno));
+            rc = 1;
+        }
+    }
+    char host[256] = "unknown";
+    gethostname(host, sizeof host);
+    time_t now = time(NULL);
+    char date[64];
+    strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", gmtime(&now));
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    if (md) {
+        fprintf(md, "# GMM exact-posterior benchmark\n\n");
+        fprintf(md, "Generated by `stsl-bench --prior gmm` (make bench-gmm) on %s, host %s (%ld CPUs), "
+                    "libstsl %s, %d thread(s).\n\n", date, host, ncpu, stsl_version(),
+                o->threads > 0 ? o->threads : 1);
+        fprintf(md, "MCGdiff testbed (25-component GMM on the grid (-8i, -8j), unit covariances, "
+                    "A = U diag(s) V, s ~ sorted U(0,1), sigma_y = U(0,1) max s). Per instance, %d "
+                    "solver samples vs %d exact posterior samples; sliced Wasserstein distance "
+                    "(256 projections), mean ± sd over %d seed(s). `exact` = a second exact sample "
+                    "set (noise floor), `prior` = exact prior samples (ignores y). NFEs per "
+                    "sample (UNet forwards / VJPs); time = wall seconds for all %d samples of one "
+                    "instance. Solver settings: docs/algorithms.md (testbed section).\n\n",
+                n, n, nseeds, n);
+        fprintf(md, "`mean err` = ||mean of the samples - exact posterior mean|| / sqrt(d_x), averaged "
+                    "over seeds (the figure of merit of a posterior-MEAN estimator such as rmp).\n\n");
+        fprintf(md, "| solver | d_x | d_y | sliced W2 (mean ± sd) | mean err | UNet fwd | UNet VJP | time [s] |\n");
+        fprintf(md, "|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    }
+    printf("%-24s %5s %4s %20s %9s %9s %9s %9s\n", "solver", "d_x", "d_y", "sliced W2 (mean±sd)",
+           "mean err", "fwd", "vjp", "time[s]");
+    for (int a = 0; a < o->ndx; a++)
+        for (int b = 0; b < o->ndy; b++) {
+            if (o->dy[b] > o->dx[a]) continue;
+            cell *row = cells + ((size_t)a * o->ndy + b) * ncol;
+            for (int k = 0; k < ncol; k++) {
+                cell *c = &row[k];
+                const char *nm = k == 0 ? "exact" : k == 1 ? "prior" : o->solvers[k - nref];
+                if (c->count == 0) {
+                    printf("%-24s %5d %4d %20s\n", nm, o->dx[a], o->dy[b], "failed");
+                    if (md) fprintf(md, "| %s | %d | %d | failed: %s | | | | |\n", nm, o->dx[a], o->dy[b], c->err);
+                    continue;
+                }
+                double mean = c->sw_sum / c->count;
+                double var = c->sw_sq / c->count - mean * mean;
+                double sd = c->count > 1 ? sqrt(fmax(0.0, var) * c->count / (c->count - 1)) : 0.0;
+                double me = c->me_sum / c->count;
+                if (k < nref) {
+                    printf("%-24s %5d %4d %11.4f ± %6.4f %9.4f %9s %9s %9s\n", nm, o->dx[a], o->dy[b], mean, sd, me, "-", "-", "-");
+                    if (md) fprintf(md, "| %s | %d | %d | %.4f ± %.4f | %.4f | - | - | - |\n", nm, o->dx[a], o->dy[b], mean, sd, me);
+                } else {
+                    printf("%-24s %5d %4d %11.4f ± %6.4f %9.4f %9.0f %9.0f %9.2f%s\n", nm, o->dx[a], o->dy[b], mean,
+                           sd, me, c->fwd, c->vjp, c->secs / c->count, c->failed ? " (some runs failed)" : "");
+                    if (md) fprintf(md, "| %s | %d | %d | %.4f ± %.4f | %.4f | %.0f | %.0f | %.2f |\n", nm, o->dx[a],
+                                    o->dy[b], mean, sd, me, c->fwd, c->vjp, c->secs / c->count);
+                }
+            }
+        }
+    if (md && fclose(md) != 0) rc = 1;
+    free(cells);
+    stsl_schedule_destroy(sched);
+    stsl_context_destroy(ctx);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)   /* image mode: its own options, see bench_images.h */
+        if (!strcmp(argv[i], "--task")) return stsl_bench_images_main(argc, argv);
+    const char *prior = NULL, *task = NULL;
+    gmm_opts o;
+    memset(&o, 0, sizeof o);
+    o.dx[0] = 8; o.dx[1] = 80; o.dx[2] = 800; o.ndx = 3;
+    o.dy[0] = 1; o.dy[1] = 2; o.dy[2] = 4; o.ndy = 3;
+    o.seeds = 3;
+    o.seed = -1;
+    o.n = 1000;
+    o.threads = 1;
+    static char all[] = "ddim,dps,ldps,psld,stsl,stsl-biased,rmp,dps-mo";
+    char *solver_list = all;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+#define NEED()                                             \
+    do {                                                   \
+        if (!v) return usage("missing value for an option"); \
+        i++;                                               \
+    } while (0)
+        if (!strcmp(a, "--prior")) { NEED(); prior = v; }
+        else if (!strcmp(a, "--task")) { NEED(); task = v; }
+        else if (!strcmp(a, "--dx")) { NEED(); if ((o.ndx = parse_int_list(v, o.dx, MAX_LIST)) < 1) return usage("bad --dx"); }
+        else if (!strcmp(a, "--dy")) { NEED(); if ((o.ndy = parse_int_list(v, o.dy, MAX_LIST)) < 1) return usage("bad --dy"); }
+        else if (!strcmp(a, "--seeds")) { NEED(); o.seeds = atoi(v); if (o.seeds < 1) return usage("bad --seeds"); }
+        else if (!strcmp(a, "--seed")) { NEED(); o.seed = atol(v); if (o.seed < 0) return usage("bad --seed"); }
+        else if (!strcmp(a, "--n")) { NEED(); o.n = atoi(v); if (o.n < 2 || o.n > 100000) return usage("bad --n"); }
+        else if (!strcmp(a, "--threads")) { NEED(); o.threads = atoi(v); if (o.threads < 1 || o.threads > 256) return usage("bad --threads"); }
+        else if (!strcmp(a, "--solvers")) { NEED(); solver_list = argv[i]; }
+        else if (!strcmp(a, "--dump")) { NEED(); o.dump = v; }
+        else if (!strcmp(a, "--markdown")) { NEED(); o.markdown = v; }
+        else if (!strcmp(a, "--quiet")) o.quiet = 1;
+        else if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(NULL); return 0; }
+        else return usage("unknown option");
+#undef NEED
+    }
+    if (prior && task) return usage("--prior and --task are exclusive");
+    if (prior) {
+        if (strcmp(prior, "gmm")) return usage("unknown --prior (known: gmm)");
+        if ((o.nsolvers = parse_str_list(solver_list, o.solvers, MAX_LIST)) < 1) return usage("bad --solvers");
+        if (o.dump && (o.ndx != 1 || o.ndy != 1 || o.seed < 0))
+            return usage("--dump needs one instance: --dx N --dy N --seed S");
+        return gmm_mode(&o);
+    }
+    if (task) {
+        fprintf(stderr, "stsl-bench: the image mode (--task) is not built in yet\n");
+        return 1;
+    }
+    return usage("give --prior gmm or --task TASK");
+}

@@ -1,0 +1,22 @@
+# Solvers (issue 6): the exact-posterior GMM benchmark.
+#
+# stsl-bench uses the library-internal exact-posterior testbed (src/solvers/testbed.c, hidden
+# symbols), so unlike the other tools it links the static library.
+#
+#   make bench-gmm      reduced-but-meaningful GMM benchmark -> docs/benchmarks-gmm.md
+#   BENCH_GMM_ARGS=...  override its arguments
+
+BENCH_GMM_ARGS ?= --prior gmm --dx 8,80,800 --dy 1,2,4 --seeds 2 --n 200 --quiet \
+    --solvers ddim,dps,ldps,psld,stsl,stsl:init=0,stsl-biased,stsl-biased:init=0,rmp,rmp:variant=2,dps-mo
+
+# The image mode (--task, examples/common/bench_images.c) comes with $(TOOL_COMMON); it reads
+# the gzip'd data set with zlib.
+$(BINOUT)/stsl-bench: examples/stsl-bench.c $(STATIC) $(TOOL_COMMON) $(wildcard examples/common/*.h)
+	@mkdir -p $(BINOUT)
+	$(CC) $(CFLAGS_ALL) -Iexamples -o $@ $< $(TOOL_COMMON) $(STATIC) $(LINK_LIBS) -lz $(SAN_FLAGS)
+
+.PHONY: bench-gmm
+bench-gmm: $(BINOUT)/stsl-bench
+	$(BINOUT)/stsl-bench $(BENCH_GMM_ARGS) --markdown docs/benchmarks-gmm.md
+
+bench: bench-gmm

@@ -1,0 +1,351 @@
+/*
+ * test_restore_cli.c -- the stsl-restore command line (DESIGN.md section 5): usage errors exit 2
+ * with one line on stderr, a missing input exits 1, --help lists every task and solver, a tiny
+ * restoration writes an image of the right size (and a montage), batch mode skips outputs that
+ * exist and writes results.csv, --shard I/N splits the items.
+ *
+ * Runs the built tool ($STSL_RESTORE_BIN, else $BUILD/bin/stsl-restore, else bin/stsl-restore) on
+ * 8x8 grey images with the TorchScript fixtures tests/scores/fixtures/unet_latent.pt + ae.pt (a
+ * latent prior on 1x8x8 images), 2 reverse steps.  The runs that need a model are skipped, with a
+ * message, when the library has no TorchScript backend or the fixtures are missing.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/testutil.h"
+
+static char g_bin[1024];
+static char g_env[2048];    /* "LD_LIBRARY_PATH=... " prefix or "" */
+static char g_model[1024];
+static int g_have_model;
+static char g_dir[1024];
+
+static void setup_paths(void)
+{
+    if (g_bin[0]) return;
+    const char *env = getenv("STSL_RESTORE_BIN");
+    const char *build = getenv("BUILD");
+    char cand[1024];
+    if (env && *env) {
+        snprintf(g_bin, sizeof g_bin, "%s", env);
+    } else if (build && *build && (snprintf(cand, sizeof cand, "%s/bin/stsl-restore", build), access(cand, X_OK) == 0)) {
+        snprintf(g_bin, sizeof g_bin, "%s", cand);
+        /* a tool built with BINOUT=$BUILD/bin finds its library in $BUILD/lib */
+        const char *old = getenv("LD_LIBRARY_PATH");
+        snprintf(g_env, sizeof g_env, "LD_LIBRARY_PATH='%s/lib%s%s' ", build, old && *old ? ":" : "",
+                 old && *old ? old : "");
+    } else {
+        snprintf(g_bin, sizeof g_bin, "bin/stsl-restore");
+    }
+    snprintf(g_model, sizeof g_model, "%s", tu_path("scores/fixtures/unet_latent.pt"));
+    char ae[1024];
+    snprintf(ae, sizeof ae, "%s", tu_path("scores/fixtures/ae.pt"));
+    g_have_model = stsl_has_torch() && access(g_model, R_OK) == 0 && access(ae, R_OK) == 0;
+    snprintf(g_dir, sizeof g_dir, "%s", tu_tmpdir());
+}
+
+/* Run the tool with `args` (a shell fragment); stdout/stderr captured into files under g_dir.
+ * Returns the exit status, or -1 if it did not exit normally. */
+static int run(const char *args, char *out, size_t outn, char *err, size_t errn)
+{
+    char cmd[20000], po[1200], pe[1200];
+    snprintf(po, sizeof po, "%s/stdout.txt", g_dir);
+    snprintf(pe, sizeof pe, "%s/stderr.txt", g_dir);
+    snprintf(cmd, sizeof cmd, "%s'%s' %s >'%s' 2>'%s' </dev/null", g_env, g_bin, args, po, pe);
+    int st = system(cmd);
+    const char *paths[2] = {po, pe};
+    char *bufs[2] = {out, err};
+    size_t ns[2] = {outn, errn};
+    for (int k = 0; k < 2; k++) {
+        if (!bufs[k]) continue;
+        bufs[k][0] = '\0';
+        FILE *f = fopen(paths[k], "r");
+        if (!f) continue;
+        size_t n = fread(bufs[k], 1, ns[k] - 1, f);
+        bufs[k][n] = '\0';
+        fclose(f);
+    }
+    if (st == -1 || !WIFEXITED(st)) return -1;
+    return WEXITSTATUS(st);
+}
+
+static int count_lines(const char *s)
+{
+    int n = 0;
+    for (; *s; s++)
+        if (*s == '\n') n++;
+    return n;
+}
+
+static int tool_present(void)
+{
+    setup_paths();
+    if (access(g_bin, X_OK) != 0) {
+        fprintf(stderr, "\n  skipped: %s is not built (make tools)\n", g_bin);
+        return 0;
+    }
+    return 1;
+}
+
+static int model_present(void)
+{
+    if (!tool_present()) return 0;
+    if (!g_have_model) {
+        fprintf(stderr, "\n  skipped: %s\n", stsl_has_torch() ? "fixtures tests/scores/fixtures/unet_latent.pt, ae.pt missing (make torchscript-fixtures)"
+                                                              : "library built without the TorchScript backend");
+        return 0;
+    }
+    return 1;
+}
+
+/* An 8x8 grey PNG with a seeded pattern. */
+static void make_image(const char *path, uint64_t seed)
+{
+    stsl_image *img = NULL;
+    TU_ASSERT_OK(stsl_image_create(1, 8, 8, &img));
+    if (!img) return;
+    tu_fill_uniform(img->data, 64, seed, -1.0f, 1.0f);
+    TU_ASSERT_OK(stsl_image_save(NULL, img, path, STSL_FORMAT_PNG, 8, 0));
+    stsl_image_destroy(img);
+}
+
+static int exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+static char out_buf[65536], err_buf[65536];
+
+static void test_help(void)
+{
+    if (!tool_present()) return;
+    int rc = run("--help", out_buf, sizeof out_buf, err_buf, sizeof err_buf);
+    CU_ASSERT_EQUAL(rc, 0);
+    /* every task and every solver the library knows is listed */
+    const char *lists[2] = {stsl_operator_names(), stsl_solver_names()};
+    for (int k = 0; k < 2; k++) {
+        char names[1024];
+        snprintf(names, sizeof names, "%s", lists[k]);
+        for (char *tok = strtok(names, " "); tok; tok = strtok(NULL, " ")) {
+            char pat[80];
+            snprintf(pat, sizeof pat, " %s", tok);
+            if (!strstr(out_buf, pat)) fprintf(stderr, "\n  --help does not list '%s'\n", tok);
+            CU_ASSERT_PTR_NOT_NULL(strstr(out_buf, pat));
+        }
+    }
+}
+
+static void test_bad_usage(void)
+{
+    if (!tool_present()) return;
+    const char *cases[] = {
+        "",                                                         /* no arguments */
+        "a.png b.png --solver stsl",                                /* no --task */
+        "a.png b.png --task sr4 --solver no-such-solver",           /* unknown solver */
+        "a.png b.png --task sr4 --solver dps --bogus",              /* unknown option */
+        "a.png b.png --task sr4 --solver dps --steps 0",            /* bad value */
+        "a.png b.png --task sr4 --solver dps --shard 2/2",          /* bad shard */
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        int rc = run(cases[k], NULL, 0, err_buf, sizeof err_buf);
+        if (rc != 2 || count_lines(err_buf) != 1)
+            fprintf(stderr, "\n  '%s': exit %d, stderr '%s'\n", cases[k], rc, err_buf);
+        CU_ASSERT_EQUAL(rc, 2);
+        CU_ASSERT_EQUAL(count_lines(err_buf), 1);
+    }
+}
+
+static void test_missing_input(void)
+{
+    if (!tool_present()) return;
+    char args[16384];
+    snprintf(args, sizeof args, "'%s/no-such-input.png' '%s/out.png' --task sr2 --solver dps", g_dir, g_dir);
+    int rc = run(args, NULL, 0, err_buf, sizeof err_buf);
+    CU_ASSERT_EQUAL(rc, 1);
+    CU_ASSERT_EQUAL(count_lines(err_buf), 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err_buf, "no-such-input.png"));
+}
+
+static void test_option_not_for_solver(void)
+{
+    if (!tool_present()) return;
+    char args[16384], in[1100];
+    snprintf(in, sizeof in, "%s/opt.png", g_dir);
+    make_image(in, 7);
+    snprintf(args, sizeof args, "'%s' '%s/o.png' --task sr2 --solver dps --gamma 1", in, g_dir);
+    int rc = run(args, NULL, 0, err_buf, sizeof err_buf);
+    CU_ASSERT_EQUAL(rc, 2);
+    CU_ASSERT_EQUAL(count_lines(err_buf), 1);
+}
+
+static void test_single_run(void)
+{
+    if (!model_present()) return;
+    char in[1100], out[1100], mont[1100], args[16384];
+    snprintf(in, sizeof in, "%s/single.png", g_dir);
+    snprintf(out, sizeof out, "%s/single-out.png", g_dir);
+    snprintf(mont, sizeof mont, "%s/single-montage.png", g_dir);
+    make_image(in, 1);
+    snprintf(args, sizeof args,
+             "'%s' '%s' --task sr2 --solver psld --steps 2 --model '%s' --threads 1 --seed 3 "
+             "--montage '%s'",
+             in, out, g_model, mont);
+    int rc = run(args, out_buf, sizeof out_buf, err_buf, sizeof err_buf);
+    if (rc != 0) fprintf(stderr, "\n  exit %d: %s", rc, err_buf);
+    CU_ASSERT_EQUAL(rc, 0);
+    stsl_image *img = NULL;
+    TU_ASSERT_OK(stsl_image_load(NULL, out, 0, &img));
+    if (img) {
+        CU_ASSERT_EQUAL(img->channels, 1);
+        CU_ASSERT_EQUAL(img->height, 8);
+        CU_ASSERT_EQUAL(img->width, 8);
+        stsl_image_destroy(img);
+    }
+    img = NULL;
+    TU_ASSERT_OK(stsl_image_load(NULL, mont, 0, &img));
+    if (img) {   /* clean | measurement | restoration with 2-pixel gutters */
+        CU_ASSERT_EQUAL(img->height, 8);
+        CU_ASSERT_EQUAL(img->width, 3 * 8 + 2 * 2);
+        stsl_image_destroy(img);
+    }
+    /* the summary reports the four NFE counts */
+    CU_ASSERT_PTR_NOT_NULL(strstr(out_buf, "forward"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out_buf, "vjp"));
+    /* a clean input of the wrong size is a failure (exit 1), not a crash */
+    char big[1100];
+    snprintf(big, sizeof big, "%s/big.png", g_dir);
+    stsl_image *b = NULL;
+    TU_ASSERT_OK(stsl_image_create(1, 12, 12, &b));
+    if (b) {
+        TU_ASSERT_OK(stsl_image_save(NULL, b, big, STSL_FORMAT_PNG, 8, 0));
+        stsl_image_destroy(b);
+    }
+    snprintf(args, sizeof args, "'%s' '%s/big-out.png' --task sr2 --solver psld --steps 2 --model '%s'",
+             big, g_dir, g_model);
+    rc = run(args, NULL, 0, err_buf, sizeof err_buf);
+    CU_ASSERT_EQUAL(rc, 1);
+    CU_ASSERT_EQUAL(count_lines(err_buf), 1);
+}
+
+static int csv_rows(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    int n = 0, c;
+    while ((c = fgetc(f)) != EOF)
+        if (c == '\n') n++;
+    fclose(f);
+    return n - 1;   /* header */
+}
+
+static void test_batch_resume(void)
+{
+    if (!model_present()) return;
+    char in[1100], out[1100], p[1300], args[16384];
+    snprintf(in, sizeof in, "%s/batch-in", g_dir);
+    snprintf(out, sizeof out, "%s/batch-out", g_dir);
+    CU_ASSERT_EQUAL(mkdir(in, 0777), 0);
+    CU_ASSERT_EQUAL(mkdir(out, 0777), 0);
+    for (int k = 0; k < 3; k++) {
+        snprintf(p, sizeof p, "%s/img%d.png", in, k);
+        make_image(p, 10 + (uint64_t)k);
+    }
+    /* img1's output exists already: it must be left alone */
+    snprintf(p, sizeof p, "%s/img1.png", out);
+    FILE *f = fopen(p, "w");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    fputs("placeholder", f);
+    fclose(f);
+    snprintf(args, sizeof args, "'%s' '%s' --task sr2 --solver psld --steps 2 --model '%s' --threads 1 --quiet",
+             in, out, g_model);
+    int rc = run(args, NULL, 0, err_buf, sizeof err_buf);
+    if (rc != 0) fprintf(stderr, "\n  exit %d: %s", rc, err_buf);
+    CU_ASSERT_EQUAL(rc, 0);
+    for (int k = 0; k < 3; k++) {
+        snprintf(p, sizeof p, "%s/img%d.png", out, k);
+        CU_ASSERT(exists(p));
+    }
+    snprintf(p, sizeof p, "%s/img1.png", out);
+    struct stat st;
+    CU_ASSERT(stat(p, &st) == 0 && st.st_size == (off_t)strlen("placeholder"));
+    snprintf(p, sizeof p, "%s/results.csv", out);
+    CU_ASSERT_EQUAL(csv_rows(p), 2);
+
+    /* a manifest with comments gives the same items */
+    char man[1100], out2[1100];
+    snprintf(man, sizeof man, "%s/manifest.txt", g_dir);
+    snprintf(out2, sizeof out2, "%s/batch-out2", g_dir);
+    f = fopen(man, "w");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    fprintf(f, "# inputs\n%s/img2.png\n\n%s/img0.png\n", in, in);
+    fclose(f);
+    snprintf(args, sizeof args, "'%s' '%s' --task sr2 --solver psld --steps 2 --model '%s' --threads 1 --quiet",
+             man, out2, g_model);
+    rc = run(args, NULL, 0, err_buf, sizeof err_buf);
+    CU_ASSERT_EQUAL(rc, 0);
+    snprintf(p, sizeof p, "%s/results.csv", out2);
+    CU_ASSERT_EQUAL(csv_rows(p), 2);
+    snprintf(p, sizeof p, "%s/img1.png", out2);
+    CU_ASSERT(!exists(p));
+}
+
+static void test_shard(void)
+{
+    if (!model_present()) return;
+    char in[1100], out[1100], p[1300], args[16384];
+    snprintf(in, sizeof in, "%s/shard-in", g_dir);
+    snprintf(out, sizeof out, "%s/shard-out", g_dir);
+    CU_ASSERT_EQUAL(mkdir(in, 0777), 0);
+    /* names chosen so that sorted order differs from creation order */
+    const char *names[4] = {"d", "b", "a", "c"};
+    for (int k = 0; k < 4; k++) {
+        snprintf(p, sizeof p, "%s/%s.png", in, names[k]);
+        make_image(p, 20 + (uint64_t)k);
+    }
+    snprintf(args, sizeof args,
+             "'%s' '%s' --task sr2 --solver psld --steps 2 --model '%s' --threads 1 --quiet --shard 1/2",
+             in, out, g_model);
+    int rc = run(args, NULL, 0, err_buf, sizeof err_buf);
+    if (rc != 0) fprintf(stderr, "\n  exit %d: %s", rc, err_buf);
+    CU_ASSERT_EQUAL(rc, 0);
+    /* sorted a b c d: shard 1/2 takes indices 1 and 3 */
+    const int expect[4] = {0, 1, 0, 1};
+    const char *sorted[4] = {"a", "b", "c", "d"};
+    for (int k = 0; k < 4; k++) {
+        snprintf(p, sizeof p, "%s/%s.png", out, sorted[k]);
+        if (exists(p) != expect[k]) fprintf(stderr, "\n  shard 1/2: %s.png %s\n", sorted[k], expect[k] ? "missing" : "unexpected");
+        CU_ASSERT_EQUAL(exists(p), expect[k]);
+    }
+    snprintf(args, sizeof args,
+             "'%s' '%s' --task sr2 --solver psld --steps 2 --model '%s' --threads 1 --quiet --shard=0/2",
+             in, out, g_model);
+    rc = run(args, NULL, 0, err_buf, sizeof err_buf);
+    CU_ASSERT_EQUAL(rc, 0);
+    for (int k = 0; k < 4; k++) {
+        snprintf(p, sizeof p, "%s/%s.png", out, sorted[k]);
+        CU_ASSERT(exists(p));
+    }
+    snprintf(p, sizeof p, "%s/results.csv", out);
+    CU_ASSERT_EQUAL(csv_rows(p), 4);
+}
+
+int main(void)
+{
+    static const stsl_test tests[] = {
+        {"help lists tasks and solvers", test_help},
+        {"bad usage exits 2 with one line", test_bad_usage},
+        {"missing input exits 1", test_missing_input},
+        {"solver option not for the solver exits 2", test_option_not_for_solver},
+        {"tiny restoration writes the right size", test_single_run},
+        {"batch mode resumes and writes results.csv", test_batch_resume},
+        {"--shard splits the items", test_shard},
+        {NULL, NULL},
+    };
+    return stsl_test_main("tools/restore_cli", tests);
+}
