@@ -387,3 +387,20 @@ stsl_status stsl__finish(stsl__run *R, const float *z, float *x_out)
     }
     return STSL_OK;
 }
+
+/* continuous VP time with (1 - abar)/abar = sigma^2 (bisection on the interpolated table) */
+double stsl__time_of_sigma(const stsl__run *R, double sigma)
+{
+    const double target = 1.0 / (1.0 + sigma * sigma);
+    double lo = 0, hi = R->T_train - 1;
+    if (stsl__ab(R, lo) <= target) return lo;
+    if (stsl__ab(R, hi) >= target) return hi;
+    for (int it = 0; it < 60; it++) {
+        double mid = 0.5 * (lo + hi);
+        if (stsl__ab(R, mid) > target)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return 0.5 * (lo + hi);
+}

@@ -28,22 +28,6 @@
 #include <math.h>
 #include <string.h>
 
-static double time_of_sigma(const stsl__run *R, double sigma)
-{
-    const double target = 1.0 / (1.0 + sigma * sigma);
-    double lo = 0, hi = R->T_train - 1;
-    if (stsl__ab(R, lo) <= target) return lo;
-    if (stsl__ab(R, hi) >= target) return hi;
-    for (int it = 0; it < 60; it++) {
-        double mid = 0.5 * (lo + hi);
-        if (stsl__ab(R, mid) > target)
-            lo = mid;
-        else
-            hi = mid;
-    }
-    return 0.5 * (lo + hi);
-}
-
 stsl_status stsl__solve_dps_mo(stsl__run *R, float *x_out)
 {
     stsl_solver *sv = R->sv;
@@ -88,7 +72,7 @@ stsl_status stsl__solve_dps_mo(stsl__run *R, float *x_out)
     R->est = x0;
     for (int i = 0; i < n; i++) {
         R->step = i + 1;
-        const double t = time_of_sigma(R, sig[i]), ab = stsl__ab(R, t), sab = sqrt(ab);
+        const double t = stsl__time_of_sigma(R, sig[i]), ab = stsl__ab(R, t), sab = sqrt(ab);
         /* 1. denoise + DPS step (gradient w.r.t. x = sqrt(ab) * gradient w.r.t. x_vp) */
         for (size_t k = 0; k < m; k++) xv[k] = (float)(sab * x[k]);
         if ((st = stsl__chain_grad(R, xv, t, 1.0, 0, eps, x0, NULL, g)) != STSL_OK) goto done;

@@ -30,23 +30,6 @@
 #include <math.h>
 #include <string.h>
 
-/* continuous VP time with (1 - abar)/abar = sigma^2 (bisection on the interpolated table) */
-static double time_of_sigma(const stsl__run *R, double sigma)
-{
-    const double target = 1.0 / (1.0 + sigma * sigma);
-    double lo = 0, hi = R->T_train - 1;
-    if (stsl__ab(R, lo) <= target) return lo;
-    if (stsl__ab(R, hi) >= target) return hi;
-    for (int it = 0; it < 60; it++) {
-        double mid = 0.5 * (lo + hi);
-        if (stsl__ab(R, mid) > target)
-            lo = mid;
-        else
-            hi = mid;
-    }
-    return 0.5 * (lo + hi);
-}
-
 stsl_status stsl__solve_rmp(stsl__run *R, float *x_out)
 {
     stsl_solver *sv = R->sv;
@@ -124,7 +107,7 @@ stsl_status stsl__solve_rmp(stsl__run *R, float *x_out)
             st = stsl__fail(R->err, st, "solver rmp: cannot build the VE ladder");
             goto done;
         }
-        for (int i = 0; i < n; i++) lev[i] = time_of_sigma(R, sig[i]);
+        for (int i = 0; i < n; i++) lev[i] = stsl__time_of_sigma(R, sig[i]);
         R->total = n - 1;
         /* mu at sigma_max = 0; levels i = 1..n-1 */
         for (int i = 1; i < n; i++) {

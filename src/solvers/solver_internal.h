@@ -70,6 +70,9 @@ static inline double stsl__ab(const stsl__run *R, double t)
 {
     return t < 0 ? 1.0 : stsl__alpha_bar_at(R->sched, t);
 }
+/* Continuous VP time t with (1 - abar_t)/abar_t = sigma^2 (the VE/EDM sigma of a VP model),
+ * by bisection on the interpolated table; used by the sigma-ladder solvers (rmp VE, dps-mo). */
+double stsl__time_of_sigma(const stsl__run *R, double sigma);
 /* The DDIM subsequence of n steps, ascending, into a fresh array (free with stsl__free). */
 stsl_status stsl__ddim_seq(stsl__run *R, int n, int **out);
 
