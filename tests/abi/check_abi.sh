@@ -34,9 +34,12 @@ fi
 
 if command -v abidiff >/dev/null 2>&1 && [ -f "$here/libstsl.abi" ]; then
   base_soname=$(sed -n 's/.*soname=.\([^"'"'"']*\).*/\1/p' "$here/libstsl.abi" | head -1)
-  out=$(abidiff --no-added-syms --headers-dir2 include "$here/libstsl.abi" "$lib" 2>&1); rc=$?
-  if [ $((rc & 16)) -ne 0 ] && [ "$base_soname" = "$soname" ]; then
-    bad "abidiff: incompatible ABI change without a SONAME bump"; echo "$out" | head -40
+  out=$(abidiff --no-added-syms "$here/libstsl.abi" "$lib" 2>&1); rc=$?
+  # abidiff's status bits: 1 error, 2 usage error, 4 ABI change, 8 incompatible change.  With
+  # --no-added-syms new functions do not count, so any remaining change touches an existing
+  # interface (a struct layout, a parameter) and needs a SONAME bump.
+  if [ $((rc & 12)) -ne 0 ] && [ "$base_soname" = "$soname" ]; then
+    bad "abidiff: ABI change to existing interfaces without a SONAME bump (rc=$rc)"; echo "$out" | head -40
   elif [ $((rc & 1)) -ne 0 ] || [ $((rc & 2)) -ne 0 ]; then
     bad "abidiff could not run (rc=$rc)"; echo "$out" | head -10
   else
