@@ -117,7 +117,7 @@ $(BUILD)/tests/%: tests/%.c $(STATIC) $(TEST_COMMON) $(wildcard tests/common/*.h
 $(BINOUT)/%: examples/%.c $(SHARED) $(TOOL_COMMON) $(wildcard examples/common/*.h)
 	@mkdir -p $(BINOUT)
 	$(CC) $(CFLAGS_ALL) -Iexamples -o $@ $< $(TOOL_COMMON) -L$(LIBOUT) -lstsl \
-	    -Wl,-rpath,'$$ORIGIN/../$(LIBOUT)' -lz -lm -lpthread $(SAN_FLAGS)
+	    -Wl,-rpath,'$$ORIGIN/$(shell realpath -m --relative-to=$(BINOUT) $(LIBOUT))' -lz -lm -lpthread $(SAN_FLAGS)
 
 # The CI test command: unit suites, ABI and install checks, then the hardening passes of
 # mk/hardening.mk (allocation-failure sweep under ASan, ThreadSanitizer, a short fuzz pass).
