@@ -1,0 +1,174 @@
+#!/usr/bin/python3
+"""Export the trained Fashion-MNIST models to TorchScript files following docs/models.md:
+torch.jit.script of the EMA / final weights, saved with torch.jit.save and the metadata record
+as the extra file `stsl_meta.txt`; each file is then loaded back with torch.jit.load and checked
+against the eager model on a batch of 3 (max abs diff < 1e-4), on a batch of 5 (batch size is not
+baked in), for the record's presence, and for the autograd path w.r.t. x that the library uses.
+
+  /usr/bin/python3 scripts/train/export_models.py            # all four models into models/
+
+Writes models/fmnist-ddpm.pt, fmnist-vae.pt, fmnist-ldm.pt, fmnist-classifier.pt.
+Must be run with Debian's torch 1.13 so that libtorch 1.13 can load the files.
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import torch  # noqa: E402
+
+from common import BETA_END, BETA_START, CKPT_DIR, MODELS_DIR, TIMESTEPS, count_params, log  # noqa: E402
+from nets import VAE, Classifier, LatentNet, PixelUNet  # noqa: E402
+import train_ddpm  # noqa: E402
+import train_latent  # noqa: E402
+
+META_KEY = "stsl_meta.txt"
+
+
+def unet_meta(name, shape, space, pairs_with=None, comment=""):
+    lines = ["# " + comment] if comment else []
+    lines += ["stsl_model_format = 1", "role = unet", "name = %s" % name, "prediction = eps",
+              "schedule = linear", "beta_start = %g" % BETA_START, "beta_end = %g" % BETA_END,
+              "timesteps = %d" % TIMESTEPS, "sample_shape = %s" % ",".join(str(s) for s in shape),
+              "space = %s" % space]
+    if pairs_with:
+        lines.append("pairs_with = %s" % pairs_with)
+    lines.append("value_range = -1,1")
+    return "\n".join(lines) + "\n"
+
+
+def vae_meta(name, scale, comment=""):
+    lines = ["# " + comment] if comment else []
+    lines += ["stsl_model_format = 1", "role = autoencoder", "name = %s" % name,
+              "image_shape = 1,28,28", "latent_shape = 4,7,7", "latent_scale = %.9g" % scale,
+              "value_range = -1,1"]
+    return "\n".join(lines) + "\n"
+
+
+def classifier_meta(name, comment=""):
+    lines = ["# " + comment] if comment else []
+    lines += ["stsl_model_format = 1", "role = classifier", "name = %s" % name,
+              "image_shape = 1,28,28", "value_range = -1,1", "num_classes = 10",
+              "feature_dim = 128"]
+    return "\n".join(lines) + "\n"
+
+
+def _load_weights(final_path, ckpt_path, default_config):
+    """(config, state_dict, info) from the final file, else from the training checkpoint's EMA."""
+    if os.path.isfile(final_path):
+        d = torch.load(final_path, map_location="cpu")
+        sd = d["ema"] if "ema" in d else d["model"]
+        return d.get("config", default_config), sd, d
+    if ckpt_path and os.path.isfile(ckpt_path):
+        d = torch.load(ckpt_path, map_location="cpu")
+        log("WARNING: %s missing, using EMA of the training checkpoint %s (epoch %d)"
+            % (final_path, ckpt_path, d["epoch"]))
+        return default_config, d["ema"], d
+    raise FileNotFoundError(final_path)
+
+
+def save_and_check(module, path, meta, inputs, methods=("forward",)):
+    """script, save with the record, reload, compare with the eager module."""
+    module.eval()
+    scripted = torch.jit.script(module)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    torch.jit.save(scripted, tmp, _extra_files={META_KEY: meta})
+    os.replace(tmp, path)
+    extra = {META_KEY: ""}
+    loaded = torch.jit.load(path, map_location="cpu", _extra_files=extra)
+    got = extra[META_KEY]
+    got = got.decode() if isinstance(got, bytes) else got
+    assert got == meta, "metadata record did not round-trip"
+    worst = 0.0
+    for meth in methods:
+        for n in (3, 5):
+            args = [a[:n] if a.dim() > 0 else a for a in inputs[meth]]
+            with torch.no_grad():
+                ref = getattr(module, meth)(*args)
+                out = getattr(loaded, meth)(*args)
+            assert out.shape == ref.shape, (meth, out.shape, ref.shape)
+            diff = float((out - ref).abs().max())
+            worst = max(worst, diff)
+            assert diff < 1e-4, "%s %s: max abs diff %g" % (path, meth, diff)
+    log("%s: %d params, %.2f MB, reload ok, max abs diff %.2e" %
+        (path, count_params(module), os.path.getsize(path) / 2**20, worst))
+    return loaded
+
+
+def check_grad(loaded, meth, args):
+    x = args[0].clone().requires_grad_(True)
+    out = getattr(loaded, meth)(x, *args[1:])
+    (g,) = torch.autograd.grad(out.sum(), x)
+    assert torch.isfinite(g).all() and float(g.abs().sum()) > 0
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--ckpt-dir", default=CKPT_DIR)
+    p.add_argument("--outdir", default=MODELS_DIR)
+    p.add_argument("--only", default="ddpm,vae,ldm,classifier")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    only = args.only.split(",")
+    C = args.ckpt_dir
+    x3 = torch.rand(5, 1, 28, 28) * 2 - 1
+    t3 = torch.tensor([0.0, 17.0, 250.5, 999.0, 600.0])
+
+    if "ddpm" in only:
+        cfg, sd, info = _load_weights(os.path.join(C, "ddpm-ema.pt"), os.path.join(C, "ddpm.ckpt"),
+                                      train_ddpm.CONFIG)
+        m = PixelUNet(**cfg)
+        m.load_state_dict(sd)
+        ep = info.get("args", {}).get("epochs", "?") if "config" in info else info.get("epoch")
+        meta = unet_meta("fmnist-ddpm-28", (1, 28, 28), "pixel",
+                         comment="libstsl Fashion-MNIST pixel DDPM, EMA 0.999 weights, "
+                                 "scripts/train/train_ddpm.py (epochs %s)" % ep)
+        L = save_and_check(m, os.path.join(args.outdir, "fmnist-ddpm.pt"), meta, {"forward": [x3, t3]})
+        check_grad(L, "forward", [x3[:2], t3[:2]])
+
+    if "vae" in only:
+        cfg, sd, info = _load_weights(os.path.join(C, "vae-final.pt"), None, None)
+        m = VAE(**cfg)
+        m.load_state_dict(sd)
+        z3 = torch.randn(5, 4, 7, 7)
+        meta = vae_meta("fmnist-vae-4x7x7", info["latent_scale"],
+                        comment="libstsl Fashion-MNIST KL autoencoder, scripts/train/train_vae.py, "
+                                "test PSNR %.2f dB" % info["test_psnr"])
+        L = save_and_check(m, os.path.join(args.outdir, "fmnist-vae.pt"), meta,
+                           {"forward": [x3], "encode": [x3], "decode": [z3]},
+                           methods=("forward", "encode", "decode"))
+        check_grad(L, "decode", [z3[:2]])
+
+    if "ldm" in only:
+        cfg, sd, info = _load_weights(os.path.join(C, "ldm-ema.pt"), os.path.join(C, "ldm.ckpt"),
+                                      train_latent.CONFIG)
+        m = LatentNet(**cfg)
+        m.load_state_dict(sd)
+        z3 = torch.randn(5, 4, 7, 7)
+        meta = unet_meta("fmnist-ldm-4x7x7", (4, 7, 7), "latent", pairs_with="fmnist-vae.pt",
+                         comment="libstsl Fashion-MNIST latent DDPM on latent_scale * encode(x), EMA 0.999, "
+                                 "scripts/train/train_latent.py")
+        L = save_and_check(m, os.path.join(args.outdir, "fmnist-ldm.pt"), meta, {"forward": [z3, t3]})
+        check_grad(L, "forward", [z3[:2], t3[:2]])
+
+    if "classifier" in only:
+        cfg, sd, info = _load_weights(os.path.join(C, "classifier-final.pt"), None, None)
+        m = Classifier(**cfg)
+        m.load_state_dict(sd)
+        meta = classifier_meta("fmnist-classifier",
+                               comment="libstsl Fashion-MNIST classifier, scripts/train/train_classifier.py, "
+                                       "test accuracy %.4f; features(x) -> 128-dim penultimate features"
+                               % info["test_acc"])
+        save_and_check(m, os.path.join(args.outdir, "fmnist-classifier.pt"), meta,
+                       {"forward": [x3], "features": [x3]}, methods=("forward", "features"))
+
+    total = sum(os.path.getsize(os.path.join(args.outdir, f)) for f in os.listdir(args.outdir)
+                if f.startswith("fmnist-") and f.endswith(".pt"))
+    log("total size of models in %s: %.2f MB" % (args.outdir, total / 2**20))
+
+
+if __name__ == "__main__":
+    main()

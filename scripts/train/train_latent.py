@@ -1,0 +1,55 @@
+#!/usr/bin/python3
+"""Train the latent DDPM prior on scaled VAE latents (4x7x7) of Fashion-MNIST
+(eps prediction, 1000 steps, linear betas 1e-4..0.02), CPU only. Needs the trained VAE
+(--vae, written by train_vae.py); latents are the posterior means times latent_scale,
+exactly E(x) = latent_scale * encode(x) as the library computes it.
+
+  /usr/bin/python3 scripts/train/train_latent.py --epochs 15 --threads 2
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import torch  # noqa: E402
+
+from common import (CKPT_DIR, atomic_save, base_parser, count_params, diffusion_train_loop,  # noqa: E402
+                    load_fmnist, log, seed_all, setup_threads)
+from nets import VAE, LatentNet  # noqa: E402
+
+CONFIG = dict(cin=4, ch=96, nblocks=4, temb=128)
+
+
+def main():
+    p = base_parser(__doc__, epochs=15, out=os.path.join(CKPT_DIR, "ldm-ema.pt"))
+    p.add_argument("--ckpt", default=os.path.join(CKPT_DIR, "ldm.ckpt"))
+    p.add_argument("--vae", default=os.path.join(CKPT_DIR, "vae-final.pt"))
+    p.add_argument("--flip", type=int, default=1, help="encode flipped copies too (1/0)")
+    args = p.parse_args()
+    setup_threads(args.threads)
+    seed_all(args.seed)
+    v = torch.load(args.vae, map_location="cpu")
+    vae = VAE(**v["config"])
+    vae.load_state_dict(v["model"])
+    vae.eval()
+    scale = float(v["latent_scale"])
+    log("VAE from", args.vae, "latent_scale", scale)
+    x, _ = load_fmnist("train", args.limit)
+    with torch.no_grad():
+        zs = []
+        srcs = [x, x.flip(3)] if args.flip else [x]
+        for src in srcs:
+            for i in range(0, src.shape[0], 500):
+                zs.append(vae.encode(src[i:i + 500]) * scale)
+        z = torch.cat(zs)
+    log("latents", tuple(z.shape), "mean %.3f std %.3f" % (float(z.mean()), float(z.std())))
+    model = LatentNet(**CONFIG)
+    log("LatentNet params", count_params(model))
+    # one "epoch" here is one pass over the (possibly doubled by flips) latent set
+    model, ema = diffusion_train_loop(model, z, args, args.ckpt, "ldm", 5e-4, flip=False)
+    atomic_save({"config": CONFIG, "ema": ema.state_dict(), "params": count_params(model),
+                 "latent_scale": scale, "args": vars(args)}, args.out)
+    log("wrote", args.out)
+
+
+if __name__ == "__main__":
+    main()

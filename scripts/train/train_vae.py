@@ -1,0 +1,119 @@
+#!/usr/bin/python3
+"""Train the small KL autoencoder 1x28x28 <-> 4x7x7 on Fashion-MNIST (images in [-1,1]),
+CPU only. Loss per image: sum over pixels of (L1 + L2) reconstruction error plus
+kl_weight * KL(q(z|x) || N(0,I)) summed over the 196 latent entries. After training it reports
+the test-split reconstruction PSNR (computed on the [-1,1] range with data range 2, which is
+the same number as on [0,1] with data range 1; the decoder output is clamped to [-1,1]) and
+latent_scale = 1 / std of the posterior means of the training images.
+
+  /usr/bin/python3 scripts/train/train_vae.py --epochs 4 --threads 2
+"""
+import math
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import torch  # noqa: E402
+
+from common import (CKPT_DIR, atomic_save, base_parser, count_params, load_checkpoint,  # noqa: E402
+                    load_fmnist, log, past_deadline, seed_all, setup_threads)
+from nets import VAE  # noqa: E402
+
+CONFIG = dict(cin=1, zc=4, c1=32, c2=64)
+
+
+@torch.no_grad()
+def encode_all(vae, x, bs=500):
+    vae.eval()
+    return torch.cat([vae.encode(x[i:i + bs]) for i in range(0, x.shape[0], bs)])
+
+
+@torch.no_grad()
+def test_psnr(vae, xt, bs=500):
+    """mean over images of per-image PSNR, [-1,1] range, data range 2 (decoder clamped)."""
+    vae.eval()
+    ps = []
+    for i in range(0, xt.shape[0], bs):
+        xb = xt[i:i + bs]
+        r = vae.decode(vae.encode(xb)).clamp(-1, 1)
+        mse = (r - xb).pow(2).flatten(1).mean(1)
+        ps.append(10 * torch.log10(4.0 / mse.clamp_min(1e-12)))
+    ps = torch.cat(ps)
+    return float(ps.mean())
+
+
+def main():
+    p = base_parser(__doc__, epochs=4, out=os.path.join(CKPT_DIR, "vae-final.pt"))
+    p.add_argument("--ckpt", default=os.path.join(CKPT_DIR, "vae.ckpt"))
+    p.add_argument("--kl-weight", type=float, default=1e-4)
+    args = p.parse_args()
+    setup_threads(args.threads)
+    seed_all(args.seed)
+    x, _ = load_fmnist("train", args.limit)
+    xt, _ = load_fmnist("test")
+    vae = VAE(**CONFIG)
+    log("VAE params", count_params(vae))
+    lr = args.lr or 1e-3
+    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    start, step = 0, 0
+    ck = load_checkpoint(args.ckpt)
+    if ck is not None:
+        vae.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        start, step = ck["epoch"], ck["step"]
+    n, B = x.shape[0], args.batch
+    nb = n // B
+    total = args.epochs * nb
+    t_run = time.time()
+    for epoch in range(start, args.epochs):
+        t0 = time.time()
+        vae.train()
+        perm = torch.randperm(n)
+        s_rec = s_kl = 0.0
+        for i in range(nb):
+            xb = x[perm[i * B:(i + 1) * B]]
+            m = torch.rand(B) < 0.5
+            xb = torch.where(m[:, None, None, None], xb.flip(3), xb)
+            cur = lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / total)))
+            for g in opt.param_groups:
+                g["lr"] = cur
+            mean, logvar = vae.moments(xb)
+            z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
+            r = vae.decode(z)
+            d = r - xb
+            rec = (d.abs() + d.pow(2)).flatten(1).sum(1).mean()
+            kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).flatten(1).sum(1).mean()
+            loss = rec + args.kl_weight * kl
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(vae.parameters(), 5.0)
+            opt.step()
+            step += 1
+            s_rec += rec.item()
+            s_kl += kl.item()
+            if i % 100 == 0:
+                log("vae epoch %d batch %d/%d rec %.2f kl %.1f" % (epoch + 1, i, nb, rec.item(), kl.item()))
+        psnr = test_psnr(vae, xt[:2000])
+        dt = time.time() - t0
+        log("vae epoch %d/%d rec %.2f kl %.1f test PSNR(2k) %.2f dB  %.1fs/epoch"
+            % (epoch + 1, args.epochs, s_rec / nb, s_kl / nb, psnr, dt))
+        atomic_save({"model": vae.state_dict(), "opt": opt.state_dict(), "epoch": epoch + 1,
+                     "step": step, "args": vars(args)}, args.ckpt)
+        if past_deadline(args, dt):
+            log("deadline reached")
+            break
+    psnr = test_psnr(vae, xt)
+    z = encode_all(vae, x)
+    std = float(z.std())
+    scale = 1.0 / std
+    log("test PSNR (10k, [-1,1], data range 2) %.2f dB; train latent mean %.4f std %.4f -> latent_scale %.6f"
+        % (psnr, float(z.mean()), std, scale))
+    log("per-channel latent std", [round(float(v), 4) for v in z.transpose(0, 1).flatten(1).std(1)])
+    atomic_save({"config": CONFIG, "model": vae.state_dict(), "latent_scale": scale,
+                 "test_psnr": psnr, "params": count_params(vae), "args": vars(args)}, args.out)
+    log("wrote", args.out, "(%.1f min this run)" % ((time.time() - t_run) / 60))
+
+
+if __name__ == "__main__":
+    main()
