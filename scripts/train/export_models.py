@@ -122,10 +122,11 @@ def main():
                                       train_ddpm.CONFIG)
         m = PixelUNet(**cfg)
         m.load_state_dict(sd)
-        ep = info.get("args", {}).get("epochs", "?") if "config" in info else info.get("epoch")
+        ck_path = os.path.join(C, "ddpm.ckpt")
+        steps = torch.load(ck_path, map_location="cpu")["step"] if os.path.isfile(ck_path) else "?"
         meta = unet_meta("fmnist-ddpm-28", (1, 28, 28), "pixel",
                          comment="libstsl Fashion-MNIST pixel DDPM, EMA 0.999 weights, "
-                                 "scripts/train/train_ddpm.py (epochs %s)" % ep)
+                                 "scripts/train/train_ddpm.py (%s training steps)" % steps)
         L = save_and_check(m, os.path.join(args.outdir, "fmnist-ddpm.pt"), meta, {"forward": [x3, t3]})
         check_grad(L, "forward", [x3[:2], t3[:2]])
 
