@@ -4,9 +4,9 @@
 #
 #   BINOUT=bin DEMO_OUT=demo-out DEMO_THREADS=1 DEMO_FULL=0 bash scripts/demo.sh
 #
-# STSL runs at the paper's 50 steps x K=5, DPS-MO at 50 steps (the low end of the MO paper's
-# 50-100) so that the whole demo takes about 3 minutes on 2 CPU cores (measured: 8 images x 4
-# tasks); DEMO_FULL=1 runs DPS-MO at 100 steps.
+# STSL runs at the paper's 50 steps x K=5 (latent prior), DPS at 200 steps (pixel prior; paper:
+# 1000) so that the whole demo takes about 3 minutes on 2 CPU cores (8 images x 4 tasks);
+# DEMO_FULL=1 runs DPS at 1000 steps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BINOUT:-bin}
@@ -33,16 +33,16 @@ samples=(data/samples/*.png)
 # task | solver | options (reduced) | options (papers' settings)
 runs=(
   "gaussian-blur|stsl|--steps 50 --K 5|--steps 50 --K 5"
-  "sr4|dps-mo|--steps 50|--steps 100"
+  "sr4|stsl|--steps 50 --K 5|--steps 50 --K 5"
   "random-inpaint|stsl|--steps 50 --K 5|--steps 50 --K 5"
-  "box-inpaint|dps-mo|--steps 50|--steps 100"
+  "box-inpaint|dps|--steps 200|--steps 1000"
 )
 
 if [ "$FULL" = 1 ]; then
-  echo "make demo: papers' settings (STSL 50 steps x K=5, DPS-MO 100 steps)"
+  echo "make demo: papers' settings (STSL 50 steps x K=5, DPS 1000 steps); DPS makes it slow"
 else
-  echo "make demo: STSL at the paper's 50 steps x K=5; DPS-MO at 50 steps (the low end of the MO" \
-       "paper's 50-100) so that the demo takes about 3 minutes on 2 cores; DEMO_FULL=1 for 100."
+  echo "make demo: STSL at the paper's 50 steps x K=5; DPS at 200 steps (paper: 1000) so that the" \
+       "demo takes about 3 minutes on 2 cores; DEMO_FULL=1 for DPS at 1000."
 fi
 echo "make demo: ${#samples[@]} images from data/samples, ${#runs[@]} tasks, output in $OUT/"
 start=$(date +%s)
