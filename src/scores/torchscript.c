@@ -83,7 +83,9 @@ static void ts_dims(const stsl_score *s, int batch, int64_t d[4])
 
 /* In place: model output -> eps, sample by sample (abar at the fractional t).
  *   v:  eps = sqrt(abar) v + sqrt(1 - abar) x
- *   x0: eps = (x - sqrt(abar) x0) / sqrt(1 - abar) */
+ *   x0: eps = (x - sqrt(abar) x0) / sqrt(1 - abar)
+ * eps is linear in (x, f), so the same map converts a VJP: with y = J_f^T w and x = w it gives
+ * J_eps^T w (v: sqrt(abar) g + sqrt(1 - abar) w; x0: (w - sqrt(abar) g) / sqrt(1 - abar)). */
 static void to_eps(const stsl_score *s, stsl__prediction pred, const float *x, const float *t,
                    float *y, int batch)
 {
@@ -97,25 +99,6 @@ static void to_eps(const stsl_score *s, stsl__prediction pred, const float *x, c
             for (size_t j = 0; j < d; j++) yi[j] = (float)(a * yi[j] + b * xi[j]);
         else
             for (size_t j = 0; j < d; j++) yi[j] = (float)((xi[j] - a * yi[j]) / b);
-    }
-}
-
-/* The same chain rule for the VJP, in place on g = J_f^T w:
- *   v:  J_eps^T w = sqrt(abar) g + sqrt(1 - abar) w
- *   x0: J_eps^T w = (w - sqrt(abar) g) / sqrt(1 - abar) */
-static void vjp_to_eps(const stsl_score *s, stsl__prediction pred, const float *w, const float *t,
-                       float *g, int batch)
-{
-    size_t d = stsl__shape_size(s->shape);
-    for (int i = 0; i < batch; i++) {
-        double ab = stsl__alpha_bar_at(s->sched, t[i]);
-        double a = sqrt(ab), b = sqrt(1.0 - ab);
-        const float *wi = w + (size_t)i * d;
-        float *gi = g + (size_t)i * d;
-        if (pred == STSL__PRED_V)
-            for (size_t j = 0; j < d; j++) gi[j] = (float)(a * gi[j] + b * wi[j]);
-        else
-            for (size_t j = 0; j < d; j++) gi[j] = (float)((wi[j] - a * gi[j]) / b);
     }
 }
 
@@ -159,7 +142,7 @@ static stsl_status ts_eps_vjp(stsl_score *s, const float *x, const float *t, con
     if (st != STSL_OK) return st;
     if (ts->pred != STSL__PRED_EPS) {
         if (eps) to_eps(s, ts->pred, x, t, eps, batch);
-        vjp_to_eps(s, ts->pred, v, t, vjp, batch);
+        to_eps(s, ts->pred, v, t, vjp, batch);   /* the chain rule: same linear map */
     }
     return STSL_OK;
 }
