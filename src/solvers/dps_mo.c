@@ -17,9 +17,13 @@
  *     3. re-noise to the current level and denoise: x0 <- D(x0 + sigma_i xi', sigma_i)  (one forward)
  *     4. Euler step to the next level: x <- x0 + (sigma_{i+1}/sigma_i) (x - x0)
  *   return x0 of the last level
- * Defaults (STEPS 100, INNER 3, LEARNING_RATE (SGLD step) 0.05, TEMPERATURE 1, ZETA 0.3,
- * SIGMA_MAX 80, SIGMA_MIN 0.01 clamped to the schedule's range).  With INNER = 0 it is DPS on an
- * EDM/Euler ladder.
+ * Defaults (STEPS 100, INNER 3, LEARNING_RATE (SGLD step) 0.05, ZETA 0.3, SIGMA_MAX 80,
+ * SIGMA_MIN 0.01 clamped to the schedule's range; TEMPERATURE 2 sigma_y^2 with sigma_y the
+ * operator's NOISE_SIGMA, so that SGLD on ||y - A x0||^2 targets the Gaussian likelihood
+ * exp(-||y - A x0||^2 / (2 sigma_y^2)); 0, plain optimisation, for a noiseless operator).  A fixed
+ * temperature of 1 put sqrt(2 * 0.05) = 0.32 of noise per SGLD step into A's null space, more than
+ * the re-noise/denoise at small sigma removes: pure noise on the image prior (docs/algorithms.md).
+ * With INNER = 0 it is DPS on an EDM/Euler ladder.
  * NFE: n UNet VJPs + 2n UNet forwards.  Latent prior (SGLD acts on z0 through D): n (1 + N)
  * decoder forwards and VJPs, + 1 decoder forward for the output.
  */
@@ -34,9 +38,14 @@ stsl_status stsl__solve_dps_mo(stsl__run *R, float *x_out)
     const int n = stsl__sp_int(sv, STSL_PARAM_STEPS);
     const int NS = stsl__sp_int(sv, STSL_PARAM_INNER_STEPS);
     const double step = stsl__sp(sv, STSL_PARAM_LEARNING_RATE);
-    const double temp = stsl__sp(sv, STSL_PARAM_TEMPERATURE);
+    double temp = stsl__sp(sv, STSL_PARAM_TEMPERATURE);
     const double zeta = stsl__sp(sv, STSL_PARAM_ZETA);
     double smin = stsl__sp(sv, STSL_PARAM_SIGMA_MIN), smax = stsl__sp(sv, STSL_PARAM_SIGMA_MAX);
+    if (!stsl__sp_isset(sv, STSL_PARAM_TEMPERATURE)) {
+        double sy = 0;
+        if (stsl_operator_get_float(R->op, STSL_PARAM_NOISE_SIGMA, &sy) != STSL_OK || !(sy > 0)) sy = 0;
+        temp = 2.0 * sy * sy;
+    }
     const size_t m = (size_t)R->batch * R->dz;
     stsl_status st = STSL_OK;
     double *sig = stsl__alloc_doubles((size_t)n + 1);

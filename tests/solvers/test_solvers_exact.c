@@ -40,14 +40,17 @@ static void setup(void)
     verbose = getenv("STSL_TEST_VERBOSE") != NULL;
 }
 
-/* runs `name` (with optional int param) on the testbed, returns SW and mean error */
-static int run(const stsl__testbed *tb, stsl_score *score, stsl_operator *op, const char *name,
-               stsl_param key, int64_t val, const float *exact, double *sw, double *merr)
+/* runs `name` (with optional int param) on the testbed, returns SW and mean error; with
+ * `library_defaults` the solver keeps its own defaults instead of the testbed's likelihood-consistent
+ * weights (what a user who sets nothing gets) */
+static int run_as(const stsl__testbed *tb, stsl_score *score, stsl_operator *op, const char *name,
+                  int library_defaults, stsl_param key, int64_t val, const float *exact, double *sw,
+                  double *merr)
 {
     stsl_solver *s = NULL;
     TU_ASSERT_OK(stsl_solver_create_by_name(ctx, name, &s));
     if (!s) return -1;
-    TU_ASSERT_OK(stsl__testbed_configure(tb, s));
+    if (!library_defaults) TU_ASSERT_OK(stsl__testbed_configure(tb, s));
     if (key) TU_ASSERT_OK(stsl_solver_set_int(s, key, val));
     stsl_solver_set_int(s, STSL_PARAM_SEED, 1234);
     stsl_solver_set_int(s, STSL_PARAM_BATCH_LIMIT, 4096);
@@ -68,6 +71,12 @@ static int run(const stsl__testbed *tb, stsl_score *score, stsl_operator *op, co
     free(x);
     stsl_solver_destroy(s);
     return st == STSL_OK ? 0 : -1;
+}
+
+static int run(const stsl__testbed *tb, stsl_score *score, stsl_operator *op, const char *name,
+               stsl_param key, int64_t val, const float *exact, double *sw, double *merr)
+{
+    return run_as(tb, score, op, name, 0, key, val, exact, sw, merr);
 }
 
 static double prior_mean_err(const stsl__testbed *tb)
@@ -164,6 +173,12 @@ static void image_case(const char *opname)
     if (run(tb, score, op, "rmp", 0, 0, ex, &sw, &me) == 0) {
         if (verbose) printf("  rmp  SW %.4f mean err %.4f\n", sw, me);
         CU_ASSERT(me <= 0.5 * pme);
+    }
+    /* DPS-MO as a user gets it: its SGLD temperature follows the operator's noise (a fixed
+     * temperature of 1 drowned the image in null-space noise) */
+    if (run_as(tb, score, op, "dps-mo", 1, 0, 0, ex, &sw, &me) == 0) {
+        if (verbose) printf("  dps-mo (library defaults) SW %.4f mean err %.4f\n", sw, me);
+        CU_ASSERT(sw <= 0.5 * sw_prior);
     }
     free(ex);
     free(pr);
