@@ -6,8 +6,14 @@
  * q_k = N(mu_k, Lambda_k^-1) with fixed precision; a natural-gradient step on the reverse KL is
  *     mu <- mu + s1 Lambda^-1 E_q[grad log p_k(x | x_{k+1}, y)],
  *     grad log p_k(x | .) ≈ grad_x log p(x_{k+1} | x) + s_theta(x, k) + zeta g(x),
- *     g(x) = grad_x log p(y | x0hat(x)) = -(1/sigma_y^2) J_x0hat^T A^T (A x0hat - y),
+ *     g(x) = grad_x log p(y | x0hat(x)) = -(1/v_k) J_x0hat^T A^T (A x0hat - y),
+ *     v_k = sigma_y^2 + lambda r_k^2   (the "MMSE" likelihood: y | x_k ~ N(A x0hat, v_k I)),
  * with x_{k+1} replaced by the propagated mean mu_{k+1} and the expectation taken at the mean.
+ * r_k^2 = (1 - abar_k)/abar_k (= sigma_k^2 on the VE ladder) is Var[x0 | x_k] under a flat prior and
+ * lambda = tr(A A^T)/d_y the mean gain of A, so lambda r_k^2 I stands for A Cov[x0 | x_k] A^T.
+ * Choice (docs/algorithms.md): with the bare 1/sigma_y^2 the first steps at abar ~ 1e-4 move mu
+ * by 1e3 and the run overflows on the image prior; r_k^2 without lambda leaves sr4 (lambda ~ 1/16)
+ * nearly unguided.
  *
  * VP (STSL_VARIANT_RMP_VP, default; T 400, T_in 1, s1 1):
  *     p(x_{k+1} | x) = N(sqrt(a) x, (1 - a) I), a = abar_{k+1}/abar_k, Lambda = a / (1 - a);
@@ -21,7 +27,8 @@
  *     T_in times from mu = mu_{k+1}: a damped fixed point of the implicit step.
  * Start: mu_T = 0 (VP: E[x_T] ≈ 0; VE: the prior mean is forgotten at sigma_max).
  * Output: x0hat(mu_0) (VP: mu at the clean end; VE: Tweedie at sigma_min), deterministic.
- * sigma_y is the operator's STSL_PARAM_NOISE_SIGMA (1 when it is 0 or absent).
+ * sigma_y is the operator's STSL_PARAM_NOISE_SIGMA (1 when it is 0 or absent); lambda is estimated
+ * once per run from 4 Gaussian probes, E||A u||^2 = tr(A^T A) (operator work only).
  * NFE: T T_in UNet forwards + T T_in UNet VJPs (+ 1 forward for the VE output);
  * latent: T T_in decoder forward + VJP, + 1 decoder forward.
  */
@@ -29,6 +36,39 @@
 
 #include <math.h>
 #include <string.h>
+
+/* lambda = tr(A^T A)/d_y = E||A u||^2 / d_y for u ~ N(0, I), Hutchinson with 4 probes around 0.
+ * The probes come from a fixed seed, not the run's: sample i of seed s must stay the single run with
+ * seed s + i.  1 when the estimate is unusable (e.g. a nonlinear operator that maps 0 to 0 flatly). */
+static stsl_status operator_gain(stsl__run *R, double *lambda)
+{
+    enum { PROBES = 4 };
+    *lambda = 1.0;
+    float *u = stsl__run_floats(R, PROBES * R->dx), *au = stsl__run_floats(R, PROBES * R->dy);
+    stsl_status st = (u && au) ? STSL_OK : stsl__fail(R->err, STSL_ERR_NOMEM, "solver rmp: out of memory");
+    if (st == STSL_OK) {
+        stsl__rng_normal(0x524d50u, stsl__stream(STSL_TAG_PROBE, 0, 0, 0), 0, u, PROBES * R->dx);
+        st = stsl_operator_forward(R->op, u, au, PROBES);
+        if (st != STSL_OK)
+            st = stsl__fail(R->err, st, "solver rmp: operator forward failed: %s",
+                            stsl_operator_last_error(R->op));
+    }
+    if (st == STSL_OK) {
+        double s = 0;
+        for (size_t i = 0; i < PROBES * R->dy; i++) s += (double)au[i] * au[i];
+        s /= (double)PROBES * (double)R->dy;
+        if (isfinite(s) && s > 0) *lambda = s;
+    }
+    stsl__free(u);
+    stsl__free(au);
+    return st;
+}
+
+/* weight of ||A x0hat - y||^2 at a level with r^2 = (1 - abar)/abar: 1/(2 v_k) */
+static double level_weight(double sigma_y, double lambda, double r2)
+{
+    return 1.0 / (2.0 * (sigma_y * sigma_y + lambda * r2));
+}
 
 stsl_status stsl__solve_rmp(stsl__run *R, float *x_out)
 {
@@ -45,7 +85,7 @@ stsl_status stsl__solve_rmp(stsl__run *R, float *x_out)
     const double zeta = stsl__sp(sv, STSL_PARAM_ZETA);
     double sy = 0;
     if (stsl_operator_get_float(R->op, STSL_PARAM_NOISE_SIGMA, &sy) != STSL_OK || !(sy > 0)) sy = 1.0;
-    const double w = 1.0 / (2.0 * sy * sy);   /* -g = grad ||A x0hat - y||^2 / (2 sigma_y^2) */
+    double lambda = 1.0;
     const size_t m = (size_t)R->batch * R->dz;
     int *seq = NULL;
     double *lev = NULL;   /* VE: time of each sigma */
@@ -60,6 +100,7 @@ stsl_status stsl__solve_rmp(stsl__run *R, float *x_out)
     R->step = 0;
     memset(mu, 0, m * sizeof(float));
     R->est = mu;
+    if ((st = operator_gain(R, &lambda)) != STSL_OK) goto done;
     if (variant == 1) {
         if ((st = stsl__ddim_seq(R, T, &seq)) != STSL_OK) goto done;
         for (int k = T - 1; k >= 0; k--) {         /* from level seq[k] down to seq[k-1] (or clean) */
@@ -72,7 +113,9 @@ stsl_status stsl__solve_rmp(stsl__run *R, float *x_out)
             for (size_t i = 0; i < m; i++) mu[i] = (float)(mup[i] / sqrt(a));
             for (int it = 0; it < Tin; it++) {
                 /* s = -eps/sqrt(1-abar); grad = -g (data term through Tweedie) */
-                if ((st = stsl__chain_grad(R, mu, tnet, w, 1, eps, x0, NULL, g)) != STSL_OK) goto done;
+                if ((st = stsl__chain_grad(R, mu, tnet, level_weight(sy, lambda, (1 - abl) / abl), 1, eps, x0, NULL,
+                                           g)) != STSL_OK)
+                    goto done;
                 for (size_t i = 0; i < m; i++) {
                     double br = sqrt(a) * ((double)mup[i] - sqrt(a) * mu[i]) / (1 - a)
                                 - (double)eps[i] / sl1 - zeta * (double)g[i];
@@ -118,7 +161,9 @@ stsl_status stsl__solve_rmp(stsl__run *R, float *x_out)
             for (int it = 0; it < Tin; it++) {
                 /* VP point sqrt(ab) mu; bracket = sqrt(ab) (s_vp + zeta g_vp) */
                 for (size_t k = 0; k < m; k++) xv[k] = (float)(sab * mu[k]);
-                if ((st = stsl__chain_grad(R, xv, t, w, 1, eps, x0, NULL, g)) != STSL_OK) goto done;
+                if ((st = stsl__chain_grad(R, xv, t, level_weight(sy, lambda, sig[i] * sig[i]), 1, eps, x0, NULL,
+                                           g)) != STSL_OK)
+                    goto done;
                 for (size_t k = 0; k < m; k++) {
                     double br = sab * (-(double)eps[k] / sl1 - zeta * (double)g[k]);
                     mu[k] = (float)(mu[k] + s1 * (((double)mup[k] - mu[k]) + delta * br));
