@@ -230,6 +230,10 @@ def main():
     L.append("")
     L.append("- Machine: %s" % machine())
     L.append("- Library: %s; threads per run: as set by BENCH_THREADS" % version)
+    jobs = os.environ.get("BENCH_JOBS", "1")
+    if jobs != "1":
+        L.append("- %s benchmark processes ran side by side (BENCH_JOBS): wall times include their contention "
+                 "for the cores" % jobs)
     L.append("- Models: " + ", ".join("`%s` (sha256 %s)" % (os.path.basename(m), sha(m)) for m in model_paths))
     L.append("- Images: the first %s indices of `data/bench_indices.txt` (Fashion-MNIST test split), "
              "28x28 grey on [-1, 1]; measurement noise, kernels and masks from seed 0 (stsl-bench protocol)."
@@ -482,6 +486,12 @@ def main():
              "N and the standard errors; the autoencoder's reconstruction bound for the latent solvers (given "
              "under each task's table); and that the papers' models are far larger than the 28x28 priors here.")
     L.append("")
+    notes = os.path.join(outdir, "benchmarks-notes.md")
+    if os.path.exists(notes):
+        L.append("A hand-written analysis of the run of this date (what the numbers say and why a claim "
+                 "fails where it does) is in [benchmarks-notes.md](benchmarks-notes.md); it refers to the "
+                 "numbers of the date it gives, not to any later rerun.")
+        L.append("")
     with open(args.out, "w") as f:
         f.write("\n".join(L))
     print("bench_report.py: wrote %s and %s/" % (args.out, figdir))
