@@ -5,8 +5,9 @@
 #   BINOUT=bin DEMO_OUT=demo-out DEMO_THREADS=1 DEMO_FULL=0 bash scripts/demo.sh
 #
 # STSL runs at the paper's 50 steps x K=5 (latent prior), DPS at 200 steps (pixel prior; paper:
-# 1000) so that the whole demo takes about 3 minutes on 2 CPU cores (8 images x 4 tasks);
-# DEMO_FULL=1 runs DPS at 1000 steps.
+# 1000), DPS-MO at 100 levels and RMP at 400 steps (their papers' settings, pixel prior) so that
+# the whole demo takes about 3 minutes on 2 CPU cores (8 images x 6 runs); DEMO_FULL=1 runs DPS
+# at 1000 steps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BINOUT:-bin}
@@ -36,6 +37,8 @@ runs=(
   "sr4|stsl|--steps 50 --K 5|--steps 50 --K 5"
   "random-inpaint|stsl|--steps 50 --K 5|--steps 50 --K 5"
   "box-inpaint|dps|--steps 200|--steps 1000"
+  "motion-blur|dps-mo|--steps 100|--steps 100"
+  "gaussian-blur|rmp|--steps 400|--steps 400"
 )
 
 if [ "$FULL" = 1 ]; then
