@@ -41,6 +41,8 @@ BENCH_PARTS := $(if $(wildcard mk/operators.mk),bench-operators) \
                $(if $(wildcard mk/torchscript.mk),bench-torchscript) \
                $(if $(wildcard mk/solvers.mk),bench-gmm)
 
+# the report's plots need python3-matplotlib: deps installs it for this target (and only this one)
+bench: export STSL_DEPS_EXTRA := bench
 bench: deps $(BENCH_PARTS)
 	@echo "== make bench-images"
 	@$(MAKE) --no-print-directory bench-images
