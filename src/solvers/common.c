@@ -371,6 +371,20 @@ stsl_status stsl__check_finite(stsl__run *R, const float *buf, size_t n, const c
     return STSL_OK;
 }
 
+stsl_status stsl__end_run(stsl__run *R, stsl_status st, float *x_out)
+{
+    if (st == STSL_CANCELLED && R->est) stsl__finish(R, R->est, x_out);
+    R->est = NULL;
+    return st;
+}
+
+double stsl__noise_sigma(const stsl__run *R)
+{
+    double sy = 0;
+    if (stsl_operator_get_float(R->op, STSL_PARAM_NOISE_SIGMA, &sy) != STSL_OK || !(sy > 0)) return 0.0;
+    return sy;
+}
+
 stsl_status stsl__finish(stsl__run *R, const float *z, float *x_out)
 {
     if (R->ae_identity) {

@@ -52,12 +52,11 @@ stsl_status stsl__solve_ddim(stsl__run *R, float *x_out)
     R->est = z;
     st = stsl__finish(R, z, x_out);
 done:
-    if (st == STSL_CANCELLED && R->est) stsl__finish(R, R->est, x_out);
+    st = stsl__end_run(R, st, x_out);
     stsl__free(seq);
     stsl__free(z);
     stsl__free(eps);
     stsl__free(x0);
     stsl__free(xi);
-    R->est = NULL;
     return st;
 }

@@ -69,13 +69,12 @@ stsl_status stsl__solve_dps(stsl__run *R, float *x_out)
     R->est = z;
     st = stsl__finish(R, z, x_out);                                      /* return x_0 */
 done:
-    if (st == STSL_CANCELLED && R->est) stsl__finish(R, R->est, x_out);
+    st = stsl__end_run(R, st, x_out);
     stsl__free(seq);
     stsl__free(z);
     stsl__free(eps);
     stsl__free(x0);
     stsl__free(xi);
     stsl__free(g);
-    R->est = NULL;
     return st;
 }

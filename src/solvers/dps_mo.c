@@ -42,8 +42,7 @@ stsl_status stsl__solve_dps_mo(stsl__run *R, float *x_out)
     const double zeta = stsl__sp(sv, STSL_PARAM_ZETA);
     double smin = stsl__sp(sv, STSL_PARAM_SIGMA_MIN), smax = stsl__sp(sv, STSL_PARAM_SIGMA_MAX);
     if (!stsl__sp_isset(sv, STSL_PARAM_TEMPERATURE)) {
-        double sy = 0;
-        if (stsl_operator_get_float(R->op, STSL_PARAM_NOISE_SIGMA, &sy) != STSL_OK || !(sy > 0)) sy = 0;
+        const double sy = stsl__noise_sigma(R);
         temp = 2.0 * sy * sy;
     }
     const size_t m = (size_t)R->batch * R->dz;
@@ -107,8 +106,7 @@ stsl_status stsl__solve_dps_mo(stsl__run *R, float *x_out)
     }
     st = stsl__finish(R, x0, x_out);
 done:
-    if (st == STSL_CANCELLED && R->est) stsl__finish(R, R->est, x_out);
-    R->est = NULL;
+    st = stsl__end_run(R, st, x_out);
     stsl__free(sig);
     stsl__free(x);
     stsl__free(x0);

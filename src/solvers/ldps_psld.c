@@ -118,7 +118,7 @@ stsl_status stsl__solve_ldps_psld(stsl__run *R, float *x_out)
     R->est = z;
     st = stsl__finish(R, z, x_out);
 done:
-    if (st == STSL_CANCELLED && R->est) stsl__finish(R, R->est, x_out);
+    st = stsl__end_run(R, st, x_out);
     stsl__free(seq);
     stsl__free(z);
     stsl__free(eps);
@@ -126,6 +126,5 @@ done:
     stsl__free(c);
     stsl__free(g);
     stsl__free(x);
-    R->est = NULL;
     return st;
 }

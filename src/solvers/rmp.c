@@ -83,8 +83,8 @@ stsl_status stsl__solve_rmp(stsl__run *R, float *x_out)
                           ? stsl__sp(sv, STSL_PARAM_LEARNING_RATE)
                           : (variant == 2 ? 0.1 : 1.0);
     const double zeta = stsl__sp(sv, STSL_PARAM_ZETA);
-    double sy = 0;
-    if (stsl_operator_get_float(R->op, STSL_PARAM_NOISE_SIGMA, &sy) != STSL_OK || !(sy > 0)) sy = 1.0;
+    double sy = stsl__noise_sigma(R);
+    if (!(sy > 0)) sy = 1.0;
     double lambda = 1.0;
     const size_t m = (size_t)R->batch * R->dz;
     int *seq = NULL;
@@ -184,8 +184,7 @@ stsl_status stsl__solve_rmp(stsl__run *R, float *x_out)
         }
     }
 done:
-    if (st == STSL_CANCELLED && R->est) stsl__finish(R, R->est, x_out);
-    R->est = NULL;
+    st = stsl__end_run(R, st, x_out);
     stsl__free(seq);
     stsl__free(lev);
     stsl__free(mu);

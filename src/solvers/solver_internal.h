@@ -150,4 +150,11 @@ stsl_status stsl__solve_dps_mo(stsl__run *R, float *x_out);
 /* Finish: decode the latent estimate into x_out (n samples).  Used on success and cancel. */
 stsl_status stsl__finish(stsl__run *R, const float *z, float *x_out);
 
+/* The solvers' common exit (at their `done:` label, before freeing their buffers): a cancelled run
+ * still writes its current estimate R->est to x_out; R->est is cleared.  Returns st. */
+stsl_status stsl__end_run(stsl__run *R, stsl_status st, float *x_out);
+
+/* The operator's Gaussian measurement noise sigma_y (STSL_PARAM_NOISE_SIGMA); 0 when it has none. */
+double stsl__noise_sigma(const stsl__run *R);
+
 #endif

@@ -199,8 +199,7 @@ stsl_status stsl__solve_stsl(stsl__run *R, float *x_out)
     /* line 16 */
     st = stsl__finish(R, Z, x_out);
 done:
-    if (st == STSL_CANCELLED && R->est) stsl__finish(R, R->est, x_out);
-    R->est = NULL;
+    st = stsl__end_run(R, st, x_out);
     stsl__adam_free(&adam);
     stsl__free(seq);
     stsl__free(zf);
