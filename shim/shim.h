@@ -72,7 +72,7 @@ STSL_SHIM_API stsl_status stsl_shim_check_method(stsl_shim_module *m, const char
  *  x: prod(x_shape[0..4)) floats, NCHW; t: x_shape[0] floats, or NULL for one-input methods.
  *  out: prod(out_shape[0..4)) floats; the method's result must have exactly out_shape.
  *  threads > 0 sets libtorch's intra-op thread count first (when it differs).
- * Runs under NoGradGuard.  Errors: STSL_ERR_MODEL (the method threw, or returned a non-tensor
+ * Runs under c10::InferenceMode (no autograd bookkeeping at all).  Errors: STSL_ERR_MODEL (the method threw, or returned a non-tensor
  * or a tensor of another shape). */
 STSL_SHIM_API stsl_status stsl_shim_forward(stsl_shim_module *m, const char *method,
                                             const float *x, const int64_t x_shape[4],
@@ -80,9 +80,36 @@ STSL_SHIM_API stsl_status stsl_shim_forward(stsl_shim_module *m, const char *met
                                             const int64_t out_shape[4], int threads, char *err,
                                             size_t err_size);
 
+/* One evaluation kept for its vector-Jacobian product (see stsl_shim_forward_graph). */
+typedef struct stsl_shim_graph stsl_shim_graph;
+
+/* out = method(x[, t]) evaluated with autograd on, the graph kept in *graph for ONE later
+ * stsl_shim_graph_vjp: a solver that needs the output before it can form its cotangent (DPS:
+ * eps -> x0hat -> the data-fit gradient) then pays one forward and one backward, not a forward
+ * plus a full VJP.  Shapes and conventions as stsl_shim_forward.  The graph owns a copy of x
+ * (the caller may reuse x at once) and references the module: free the graph, with
+ * stsl_shim_graph_free, before the module.  *graph is NULL on failure.  The module is used by
+ * this call only; the graph may be differentiated later (not concurrently with another call on
+ * the same module: the callers' lock covers both). */
+STSL_SHIM_API stsl_status stsl_shim_forward_graph(stsl_shim_module *m, const char *method,
+                                                  const float *x, const int64_t x_shape[4],
+                                                  const float *t, float *out,
+                                                  const int64_t out_shape[4], int threads,
+                                                  stsl_shim_graph **graph, char *err,
+                                                  size_t err_size);
+/* grad = J^T v for the evaluation kept in `graph`, v of its out_shape, grad of its x_shape.
+ * The graph is spent by this call whatever it returns (a second call is STSL_ERR_INVALID_ARG);
+ * free it with stsl_shim_graph_free. */
+STSL_SHIM_API stsl_status stsl_shim_graph_vjp(stsl_shim_graph *graph, const float *v,
+                                              float *grad, int threads, char *err,
+                                              size_t err_size);
+/* Releases the kept graph and its tensors; NULL is a no-op. */
+STSL_SHIM_API void stsl_shim_graph_free(stsl_shim_graph *graph);
+
 /* Vector-Jacobian product of the same method with respect to x:
  *  grad = J_method(x[, t])^T v, with v of out_shape and grad of x_shape;
- *  out (may be NULL) receives method(x[, t]) of the same evaluation. */
+ *  out (may be NULL) receives method(x[, t]) of the same evaluation.
+ * Equals stsl_shim_forward_graph + stsl_shim_graph_vjp. */
 STSL_SHIM_API stsl_status stsl_shim_vjp(stsl_shim_module *m, const char *method, const float *x,
                                         const int64_t x_shape[4], const float *t,
                                         const float *v, const int64_t out_shape[4], float *out,

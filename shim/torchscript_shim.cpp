@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <unordered_map>
@@ -371,13 +372,103 @@ extern "C" stsl_status stsl_shim_forward(stsl_shim_module *m, const char *method
     std::string what = std::string("model ") + method + " failed";
     return guarded(what.c_str(), STSL_ERR_MODEL, err, err_size, [&]() {
         set_threads(threads);
-        torch::NoGradGuard no_grad;
+        /* InferenceMode, not just NoGradGuard: no version counters or view tracking either */
+        c10::InferenceMode inference;
         at::Tensor xt = to_input(m, x, dims(x_shape));
         at::Tensor r = run_method(m, method, xt, t, x_shape[0]);
         check_out(method, r, out_shape);
         copy_out(out, r, out_shape);
         return STSL_OK;
     });
+}
+
+struct stsl_shim_graph {
+    at::Tensor x;     /* the leaf the VJP differentiates against (owned copy of the input) */
+    at::Tensor out;   /* the method's output, still attached to its graph */
+    std::vector<int64_t> x_shape, out_shape;
+    c10::Device device{c10::kCPU};
+    bool half = false;
+    bool spent = false;
+    std::string method;
+};
+
+extern "C" stsl_status stsl_shim_forward_graph(stsl_shim_module *m, const char *method,
+                                               const float *x, const int64_t x_shape[4],
+                                               const float *t, float *out,
+                                               const int64_t out_shape[4], int threads,
+                                               stsl_shim_graph **graph, char *err,
+                                               size_t err_size)
+{
+    if (graph) *graph = nullptr;
+    if (!m || !method || !x || !x_shape || !out || !out_shape || !graph) {
+        put_err(err, err_size, "stsl_shim_forward_graph: NULL argument");
+        return STSL_ERR_INVALID_ARG;
+    }
+    std::string what = std::string("model ") + method + " failed";
+    return guarded(what.c_str(), STSL_ERR_MODEL, err, err_size, [&]() {
+        set_threads(threads);
+        torch::AutoGradMode grad_mode(true);
+        auto g = std::make_unique<stsl_shim_graph>();
+        g->x_shape = dims(x_shape);
+        g->out_shape = dims(out_shape);
+        g->device = m->device;
+        g->half = m->half;
+        g->method = method;
+        /* a copy: on CPU to_input only wraps the caller's buffer, which the graph outlives */
+        at::Tensor xt = to_input(m, x, g->x_shape);
+        g->x = (xt.data_ptr() == static_cast<const void *>(x) ? xt.clone() : xt).requires_grad_(true);
+        at::Tensor r = run_method(m, method, g->x, t, x_shape[0]);
+        check_out(method, r, out_shape);
+        if (!r.requires_grad())
+            throw ShimError{STSL_ERR_MODEL,
+                            std::string("method '") + method +
+                                "' is not differentiable with respect to its input (its output "
+                                "does not require grad: no_grad or detach inside the module?)"};
+        copy_out(out, r.detach(), out_shape);
+        g->out = r;
+        *graph = g.release();
+        return STSL_OK;
+    });
+}
+
+extern "C" stsl_status stsl_shim_graph_vjp(stsl_shim_graph *g, const float *v, float *grad,
+                                           int threads, char *err, size_t err_size)
+{
+    if (!g || !v || !grad) {
+        put_err(err, err_size, "stsl_shim_graph_vjp: NULL argument");
+        return STSL_ERR_INVALID_ARG;
+    }
+    if (g->spent) {
+        put_err(err, err_size, "stsl_shim_graph_vjp: the kept evaluation was already differentiated");
+        return STSL_ERR_INVALID_ARG;
+    }
+    std::string what = std::string("model ") + g->method + " VJP failed";
+    return guarded(what.c_str(), STSL_ERR_MODEL, err, err_size, [&]() {
+        g->spent = true;
+        set_threads(threads);
+        at::Tensor out = std::move(g->out), xt = std::move(g->x);   /* freed on return */
+        at::Tensor vt = torch::from_blob(const_cast<float *>(v), out.sizes(),
+                                         torch::TensorOptions().dtype(torch::kFloat32))
+                            .to(g->device, out.scalar_type());
+        auto gr = torch::autograd::grad({out}, {xt}, {vt}, /*retain_graph=*/false,
+                                        /*create_graph=*/false, /*allow_unused=*/true);
+        if (gr.empty() || !gr[0].defined()) {   /* output independent of x */
+            size_t n = 1;
+            for (int64_t d : g->x_shape) n *= (size_t)d;
+            std::memset(grad, 0, n * sizeof(float));
+        } else {
+            copy_out(grad, gr[0], g->x_shape.data());
+        }
+        return STSL_OK;
+    });
+}
+
+extern "C" void stsl_shim_graph_free(stsl_shim_graph *g)
+{
+    try {
+        delete g;
+    } catch (...) {
+    }
 }
 
 extern "C" stsl_status stsl_shim_vjp(stsl_shim_module *m, const char *method, const float *x,
@@ -389,30 +480,23 @@ extern "C" stsl_status stsl_shim_vjp(stsl_shim_module *m, const char *method, co
         put_err(err, err_size, "stsl_shim_vjp: NULL argument");
         return STSL_ERR_INVALID_ARG;
     }
-    std::string what = std::string("model ") + method + " VJP failed";
-    return guarded(what.c_str(), STSL_ERR_MODEL, err, err_size, [&]() {
-        set_threads(threads);
-        torch::AutoGradMode grad_mode(true);
-        at::Tensor xt = to_input(m, x, dims(x_shape));
-        xt.requires_grad_(true);
-        at::Tensor r = run_method(m, method, xt, t, x_shape[0]);
-        check_out(method, r, out_shape);
-        if (out) copy_out(out, r.detach(), out_shape);
-        if (!r.requires_grad())
-            throw ShimError{STSL_ERR_MODEL,
-                            std::string("method '") + method +
-                                "' is not differentiable with respect to its input (its output "
-                                "does not require grad: no_grad or detach inside the module?)"};
-        at::Tensor vt = to_input(m, v, dims(out_shape)).to(r.scalar_type());
-        auto g = torch::autograd::grad({r}, {xt}, {vt}, /*retain_graph=*/false,
-                                       /*create_graph=*/false, /*allow_unused=*/true);
-        if (g.empty() || !g[0].defined()) {   /* output independent of x */
-            size_t n = 1;
-            for (int i = 0; i < 4; ++i) n *= (size_t)x_shape[i];
-            std::memset(grad, 0, n * sizeof(float));
-        } else {
-            copy_out(grad, g[0], x_shape);
+    std::vector<float> scratch;   /* the forward output when the caller does not want it */
+    float *o = out;
+    if (!o) {
+        size_t n = 1;
+        for (int i = 0; i < 4; ++i) n *= (size_t)out_shape[i];
+        try {
+            scratch.resize(n);
+        } catch (...) {
+            put_err(err, err_size, "stsl_shim_vjp: out of memory");
+            return STSL_ERR_NOMEM;
         }
-        return STSL_OK;
-    });
+        o = scratch.data();
+    }
+    stsl_shim_graph *g = nullptr;
+    stsl_status st = stsl_shim_forward_graph(m, method, x, x_shape, t, o, out_shape, threads, &g,
+                                             err, err_size);
+    if (st == STSL_OK) st = stsl_shim_graph_vjp(g, v, grad, threads, err, err_size);
+    stsl_shim_graph_free(g);
+    return st;
 }

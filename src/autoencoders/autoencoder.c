@@ -124,6 +124,73 @@ stsl_status stsl__ae_decode_vjp(stsl_autoencoder *ae, const float *z, const floa
     return check_finite(out, n, per, "decoder vector-Jacobian product", err);
 }
 
+struct stsl__ae_pass {
+    stsl_autoencoder *ae;
+    void *state;
+    int batch;
+};
+
+int stsl__ae_can_keep(const stsl_autoencoder *ae)
+{
+    return ae && ae->ops->decode_keep && ae->ops->keep_vjp && ae->ops->keep_free;
+}
+
+stsl_status stsl__ae_decode_keep(stsl_autoencoder *ae, const float *z, float *x, int batch,
+                                 stsl__ae_pass **pass, char *err)
+{
+    *pass = NULL;
+    if (!stsl__ae_can_keep(ae))
+        return stsl__fail(err, STSL_ERR_UNSUPPORTED, "autoencoder: cannot keep an evaluation");
+    stsl_status st = check_batch(batch, err);
+    if (st != STSL_OK) return st;
+    if (!x || !z) return stsl__fail(err, STSL_ERR_INVALID_ARG, "autoencoder: x or z is NULL");
+    stsl__ae_pass *p = stsl__calloc(1, sizeof *p);
+    if (!p) return stsl__fail(err, STSL_ERR_NOMEM, "autoencoder: out of memory");
+    p->ae = ae;
+    p->batch = batch;
+    const float *zu;
+    float *owned;
+    if ((st = unscale(ae, z, batch, &zu, &owned, err)) == STSL_OK) {
+        pthread_mutex_lock(&ae->lock);
+        st = ae->ops->decode_keep(ae, zu, x, batch, &p->state, err);
+        pthread_mutex_unlock(&ae->lock);
+        stsl__free(owned);   /* the kept graph holds its own copy */
+    }
+    size_t per = stsl__shape_size(ae->image);
+    if (st == STSL_OK) st = check_finite(x, per * (size_t)batch, per, "decoding", err);
+    if (st != STSL_OK) {
+        stsl__ae_pass_free(p);
+        return st;
+    }
+    *pass = p;
+    return STSL_OK;
+}
+
+stsl_status stsl__ae_pass_vjp(stsl__ae_pass *p, const float *u, float *out, char *err)
+{
+    if (!p || !u || !out) return stsl__fail(err, STSL_ERR_INVALID_ARG, "autoencoder: pass, u or out is NULL");
+    stsl_autoencoder *ae = p->ae;
+    pthread_mutex_lock(&ae->lock);
+    stsl_status st = ae->ops->keep_vjp(ae, p->state, u, out, err);
+    pthread_mutex_unlock(&ae->lock);
+    if (st != STSL_OK) return st;
+    size_t per = stsl__shape_size(ae->latent), n = per * (size_t)p->batch;
+    if (ae->latent_scale != 1.0)
+        for (size_t i = 0; i < n; i++) out[i] = (float)(out[i] / ae->latent_scale);
+    return check_finite(out, n, per, "decoder vector-Jacobian product", err);
+}
+
+void stsl__ae_pass_free(stsl__ae_pass *p)
+{
+    if (!p) return;
+    if (p->state) {
+        pthread_mutex_lock(&p->ae->lock);
+        p->ae->ops->keep_free(p->state);
+        pthread_mutex_unlock(&p->ae->lock);
+    }
+    stsl__free(p);
+}
+
 static stsl_status record(stsl_autoencoder *ae, stsl_status st, const char *err)
 {
     if (st != STSL_OK) {

@@ -15,6 +15,13 @@ typedef struct stsl__ae_ops {
     stsl_status (*decode_vjp)(stsl_autoencoder *ae, const float *z, const float *u, float *x,
                               float *out, int batch, char *err);
     void (*destroy)(stsl_autoencoder *ae);
+    /* Optional (NULL: not supported): x = decode(z) with the evaluation kept in *state for ONE
+     * later keep_vjp (out = J_decode(z)^T u): one decoder pass for both; keep_free releases it. */
+    stsl_status (*decode_keep)(stsl_autoencoder *ae, const float *z, float *x, int batch,
+                               void **state, char *err);
+    stsl_status (*keep_vjp)(stsl_autoencoder *ae, void *state, const float *u, float *out,
+                            char *err);
+    void (*keep_free)(void *state);
 } stsl__ae_ops;
 
 struct stsl_autoencoder {
@@ -38,5 +45,18 @@ stsl_status stsl__ae_encode(stsl_autoencoder *ae, const float *x, float *z, int 
 stsl_status stsl__ae_decode(stsl_autoencoder *ae, const float *z, float *x, int batch, char *err);
 stsl_status stsl__ae_decode_vjp(stsl_autoencoder *ae, const float *z, const float *u, float *x,
                                 float *out, int batch, char *err);
+
+/* A decoder evaluation kept for its VJP (stsl__ae_decode_keep). */
+typedef struct stsl__ae_pass stsl__ae_pass;
+
+/* 1 when the autoencoder can keep a decoder evaluation (x now, J_D^T u later, one pass). */
+int stsl__ae_can_keep(const stsl_autoencoder *ae);
+/* x = D(z) as stsl__ae_decode, the evaluation kept in *pass (NULL on failure).
+ * STSL_ERR_UNSUPPORTED when !stsl__ae_can_keep(ae). */
+stsl_status stsl__ae_decode_keep(stsl_autoencoder *ae, const float *z, float *x, int batch,
+                                 stsl__ae_pass **pass, char *err);
+/* out = J_D(z)^T u at the kept point (scale-aware as stsl__ae_decode_vjp); spends the pass. */
+stsl_status stsl__ae_pass_vjp(stsl__ae_pass *pass, const float *u, float *out, char *err);
+void stsl__ae_pass_free(stsl__ae_pass *pass);
 
 #endif

@@ -72,6 +72,29 @@ static stsl_status ts_decode_vjp(stsl_autoencoder *ae, const float *z, const flo
                          stsl__ctx_threads(ae->ctx), err, STSL_ERRMSG_SIZE);
 }
 
+static stsl_status ts_decode_keep(stsl_autoencoder *ae, const float *z, float *x, int batch,
+                                  void **state, char *err)
+{
+    ts_ae *t = ae->impl;
+    int64_t xd[4], zd[4];
+    dims_of(ae->image, batch, xd);
+    dims_of(ae->latent, batch, zd);
+    stsl_shim_graph *g = NULL;
+    stsl_status st = stsl_shim_forward_graph(t->dec, t->dec_method, z, zd, NULL, x, xd,
+                                             stsl__ctx_threads(ae->ctx), &g, err, STSL_ERRMSG_SIZE);
+    if (st == STSL_OK) *state = g;
+    return st;
+}
+
+static stsl_status ts_keep_vjp(stsl_autoencoder *ae, void *state, const float *u, float *out,
+                               char *err)
+{
+    return stsl_shim_graph_vjp((stsl_shim_graph *)state, u, out, stsl__ctx_threads(ae->ctx), err,
+                               STSL_ERRMSG_SIZE);
+}
+
+static void ts_keep_free(void *state) { stsl_shim_graph_free((stsl_shim_graph *)state); }
+
 static void ts_destroy(stsl_autoencoder *ae)
 {
     ts_ae *t = ae->impl;
@@ -82,8 +105,8 @@ static void ts_destroy(stsl_autoencoder *ae)
     ae->impl = NULL;
 }
 
-static const stsl__ae_ops ts_ae_ops = {"torchscript", ts_encode, ts_decode, ts_decode_vjp,
-                                       ts_destroy};
+static const stsl__ae_ops ts_ae_ops = {"torchscript", ts_encode,   ts_decode,    ts_decode_vjp,
+                                       ts_destroy,    ts_decode_keep, ts_keep_vjp, ts_keep_free};
 
 static bool same_shape(stsl_shape a, stsl_shape b)
 {

@@ -47,7 +47,9 @@ static void custom_destroy(stsl_score *s)
     s->impl = NULL;
 }
 
-static const stsl__score_ops custom_ops = {"custom", custom_eps, custom_eps_vjp, custom_destroy};
+/* no kept evaluations: a user callback cannot be differentiated after the fact */
+static const stsl__score_ops custom_ops = {"custom", custom_eps, custom_eps_vjp, custom_destroy,
+                                           NULL,     NULL,       NULL};
 
 STSL_API stsl_status stsl_score_create_custom(stsl_context *ctx, stsl_shape shape,
                                               const stsl_score_vtable *vtable, void *user,

@@ -156,6 +156,31 @@ static stsl_status gmm_eps_vjp(stsl_score *s, const float *x, const float *t, co
     return gmm_eval(s, x, t, v, eps, vjp, batch, err);
 }
 
+/* The mixture is analytic: a kept evaluation is a copy of x, its VJP computed when asked. */
+static stsl_status gmm_eps_keep(stsl_score *s, const float *x, const float *t, float *eps,
+                                int batch, void **state, char *err)
+{
+    size_t n = stsl__shape_size(s->shape) * (size_t)batch;
+    float *xc = stsl__alloc_floats(n);
+    if (!xc) return stsl__fail(err, STSL_ERR_NOMEM, "gmm: out of memory");
+    memcpy(xc, x, n * sizeof *xc);
+    stsl_status st = gmm_eval(s, x, t, NULL, eps, NULL, batch, err);
+    if (st != STSL_OK) {
+        stsl__free(xc);
+        return st;
+    }
+    *state = xc;
+    return STSL_OK;
+}
+
+static stsl_status gmm_keep_vjp(stsl_score *s, void *state, const float *t, const float *v,
+                                float *vjp, int batch, char *err)
+{
+    return gmm_eval(s, (const float *)state, t, v, NULL, vjp, batch, err);
+}
+
+static void gmm_keep_free(void *state) { stsl__free(state); }
+
 static void gmm_destroy(stsl_score *s)
 {
     gmm_impl *g = (gmm_impl *)s->impl;
@@ -167,7 +192,8 @@ static void gmm_destroy(stsl_score *s)
     s->impl = NULL;
 }
 
-static const stsl__score_ops gmm_ops = {"gmm", gmm_eps, gmm_eps_vjp, gmm_destroy};
+static const stsl__score_ops gmm_ops = {"gmm",        gmm_eps,      gmm_eps_vjp, gmm_destroy,
+                                         gmm_eps_keep, gmm_keep_vjp, gmm_keep_free};
 
 STSL_API stsl_status stsl_score_create_gmm(stsl_context *ctx, stsl_shape shape, int components,
                                            const double *weights, const double *means,

@@ -94,6 +94,76 @@ stsl_status stsl__score_eps_vjp(stsl_score *s, const float *x, const float *t, c
     return check_output(vjp, d * (size_t)batch, (int)d, "vector-Jacobian product", err);
 }
 
+struct stsl__score_pass {
+    stsl_score *s;
+    void *state;
+    float *t;
+    int batch;
+};
+
+int stsl__score_can_keep(const stsl_score *s)
+{
+    return s && s->ops->eps_keep && s->ops->keep_vjp && s->ops->keep_free;
+}
+
+stsl_status stsl__score_eps_keep(stsl_score *s, const float *x, const float *t, float *eps,
+                                 int batch, stsl__score_pass **pass, char *err)
+{
+    *pass = NULL;
+    if (!stsl__score_can_keep(s))
+        return stsl__fail(err, STSL_ERR_UNSUPPORTED, "score: this prior cannot keep an evaluation");
+    stsl_status st = check_call(s, x, t, batch, err);
+    if (st != STSL_OK) return st;
+    if (!eps) return stsl__fail(err, STSL_ERR_INVALID_ARG, "score: eps output is NULL");
+    stsl__score_pass *p = stsl__calloc(1, sizeof *p);
+    float *tc = stsl__alloc_floats((size_t)batch);
+    if (!p || !tc) {
+        stsl__free(p);
+        stsl__free(tc);
+        return stsl__fail(err, STSL_ERR_NOMEM, "score: out of memory");
+    }
+    memcpy(tc, t, (size_t)batch * sizeof *tc);
+    pthread_mutex_lock(&s->lock);
+    st = s->ops->eps_keep(s, x, t, eps, batch, &p->state, err);
+    pthread_mutex_unlock(&s->lock);
+    p->s = s;
+    p->t = tc;
+    p->batch = batch;
+    size_t d = stsl__shape_size(s->shape);
+    if (st == STSL_OK) st = check_output(eps, d * (size_t)batch, (int)d, "eps", err);
+    if (st != STSL_OK) {
+        stsl__score_pass_free(p);
+        return st;
+    }
+    *pass = p;
+    return STSL_OK;
+}
+
+stsl_status stsl__score_pass_vjp(stsl__score_pass *p, const float *v, float *vjp, char *err)
+{
+    if (!p || !v || !vjp) return stsl__fail(err, STSL_ERR_INVALID_ARG, "score: pass, v or vjp is NULL");
+    stsl_score *s = p->s;
+    pthread_mutex_lock(&s->lock);
+    stsl_status st = s->ops->keep_vjp(s, p->state, p->t, v, vjp, p->batch, err);
+    pthread_mutex_unlock(&s->lock);
+    if (st != STSL_OK) return st;
+    size_t d = stsl__shape_size(s->shape);
+    return check_output(vjp, d * (size_t)p->batch, (int)d, "vector-Jacobian product", err);
+}
+
+void stsl__score_pass_free(stsl__score_pass *p)
+{
+    if (!p) return;
+    if (p->state) {
+        /* under the lock: releasing a kept graph touches the backend's state */
+        pthread_mutex_lock(&p->s->lock);
+        p->s->ops->keep_free(p->state);
+        pthread_mutex_unlock(&p->s->lock);
+    }
+    stsl__free(p->t);
+    stsl__free(p);
+}
+
 /* The handle's error buffer is shared; write it under the lock so concurrent failures on a
  * shared handle do not interleave. */
 static stsl_status record(stsl_score *s, stsl_status st, const char *err)

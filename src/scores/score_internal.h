@@ -17,6 +17,14 @@ typedef struct stsl__score_ops {
     stsl_status (*eps_vjp)(stsl_score *s, const float *x, const float *t, const float *v,
                            float *eps, float *vjp, int batch, char *err);
     void (*destroy)(stsl_score *s);
+    /* Optional (NULL: not supported): eps(x, t) with the evaluation kept in *state for ONE later
+     * keep_vjp, so that eps and J_eps^T v of the same point cost one network pass; keep_free
+     * releases the state (spent or not). */
+    stsl_status (*eps_keep)(stsl_score *s, const float *x, const float *t, float *eps, int batch,
+                            void **state, char *err);
+    stsl_status (*keep_vjp)(stsl_score *s, void *state, const float *t, const float *v,
+                            float *vjp, int batch, char *err);
+    void (*keep_free)(void *state);
 } stsl__score_ops;
 
 /* Metadata key/value pairs of a model file (docs/models.md). */
@@ -50,5 +58,18 @@ stsl_status stsl__score_eps(stsl_score *s, const float *x, const float *t, float
                             char *err);
 stsl_status stsl__score_eps_vjp(stsl_score *s, const float *x, const float *t, const float *v,
                                 float *eps, float *vjp, int batch, char *err);
+
+/* An evaluation kept for its VJP (stsl__score_eps_keep); owns a copy of t. */
+typedef struct stsl__score_pass stsl__score_pass;
+
+/* 1 when the score can keep an evaluation (eps now, its VJP later, one pass in all). */
+int stsl__score_can_keep(const stsl_score *s);
+/* eps(x, t) as stsl__score_eps, the evaluation kept in *pass (NULL on failure) for one
+ * stsl__score_pass_vjp.  STSL_ERR_UNSUPPORTED when !stsl__score_can_keep(s). */
+stsl_status stsl__score_eps_keep(stsl_score *s, const float *x, const float *t, float *eps,
+                                 int batch, stsl__score_pass **pass, char *err);
+/* vjp = J_eps(x, t)^T v at the kept point; spends the pass (free it still). */
+stsl_status stsl__score_pass_vjp(stsl__score_pass *pass, const float *v, float *vjp, char *err);
+void stsl__score_pass_free(stsl__score_pass *pass);
 
 #endif

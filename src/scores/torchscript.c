@@ -147,6 +147,37 @@ static stsl_status ts_eps_vjp(stsl_score *s, const float *x, const float *t, con
     return STSL_OK;
 }
 
+/* One network pass for eps and its VJP: the shim keeps the autograd graph between the two. */
+static stsl_status ts_eps_keep(stsl_score *s, const float *x, const float *t, float *eps,
+                               int batch, void **state, char *err)
+{
+    ts_score *ts = s->impl;
+    stsl_status st = need_sigma(s, ts->pred, t, batch, err);
+    if (st != STSL_OK) return st;
+    int64_t d[4];
+    ts_dims(s, batch, d);
+    stsl_shim_graph *g = NULL;
+    st = stsl_shim_forward_graph(ts->mod, "forward", x, d, t, eps, d, stsl__ctx_threads(s->ctx),
+                                 &g, err, STSL_ERRMSG_SIZE);
+    if (st != STSL_OK) return st;
+    if (ts->pred != STSL__PRED_EPS) to_eps(s, ts->pred, x, t, eps, batch);
+    *state = g;
+    return STSL_OK;
+}
+
+static stsl_status ts_keep_vjp(stsl_score *s, void *state, const float *t, const float *v,
+                               float *vjp, int batch, char *err)
+{
+    ts_score *ts = s->impl;
+    stsl_status st = stsl_shim_graph_vjp((stsl_shim_graph *)state, v, vjp,
+                                         stsl__ctx_threads(s->ctx), err, STSL_ERRMSG_SIZE);
+    if (st != STSL_OK) return st;
+    if (ts->pred != STSL__PRED_EPS) to_eps(s, ts->pred, v, t, vjp, batch);   /* as ts_eps_vjp */
+    return STSL_OK;
+}
+
+static void ts_keep_free(void *state) { stsl_shim_graph_free((stsl_shim_graph *)state); }
+
 static void ts_destroy(stsl_score *s)
 {
     ts_score *ts = s->impl;
@@ -156,7 +187,8 @@ static void ts_destroy(stsl_score *s)
     s->impl = NULL;
 }
 
-static const stsl__score_ops ts_ops = {"torchscript", ts_eps, ts_eps_vjp, ts_destroy};
+static const stsl__score_ops ts_ops = {"torchscript", ts_eps,      ts_eps_vjp, ts_destroy,
+                                        ts_eps_keep,   ts_keep_vjp, ts_keep_free};
 
 static const char *pred_name(stsl__prediction p)
 {

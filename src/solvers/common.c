@@ -97,6 +97,68 @@ stsl_status stsl__net_eps_t(stsl__run *R, const float *z, double t, float *eps, 
     return st;
 }
 
+/* ---- kept evaluations: one pass for an output and its VJP ---- */
+
+int stsl__net_can_keep(const stsl__run *R, int n)
+{
+    return stsl__score_can_keep(R->score) && n <= R->limit;
+}
+
+stsl_status stsl__net_eps_keep(stsl__run *R, const float *z, const float *t, float *eps, int n,
+                               stsl__kept *k)
+{
+    k->z = z;
+    k->t = t;
+    k->n = n;
+    if (!stsl__net_can_keep(R, n)) return stsl__net_eps(R, z, t, eps, n);
+    stsl_status st = stsl__check_cancel(R);
+    if (st != STSL_OK) return st;
+    st = stsl__score_eps_keep(R->score, z, t, eps, n, &k->unet, R->err);
+    R->sv->nfe.unet_calls++;
+    R->sv->nfe.unet_vjp += (uint64_t)n;   /* the forward of a VJP is part of the VJP */
+    return st;
+}
+
+stsl_status stsl__net_kept_vjp(stsl__run *R, stsl__kept *k, const float *v, float *vjp)
+{
+    if (!k->unet) return stsl__net_eps_vjp(R, k->z, k->t, v, NULL, vjp, k->n);
+    stsl_status st = stsl__check_cancel(R);
+    if (st == STSL_OK) st = stsl__score_pass_vjp(k->unet, v, vjp, R->err);
+    stsl__score_pass_free(k->unet);
+    k->unet = NULL;
+    return st;
+}
+
+stsl_status stsl__dec_keep(stsl__run *R, const float *z, float *x, int n, stsl__kept *k)
+{
+    k->z = z;
+    k->n = n;
+    if (R->ae_identity || !stsl__ae_can_keep(R->ae) || n > R->limit) return stsl__dec(R, z, x, n);
+    stsl_status st = stsl__check_cancel(R);
+    if (st != STSL_OK) return st;
+    st = stsl__ae_decode_keep(R->ae, z, x, n, &k->dec, R->err);
+    R->sv->nfe.decoder_vjp += (uint64_t)n;
+    return st;
+}
+
+stsl_status stsl__dec_kept_vjp(stsl__run *R, stsl__kept *k, const float *u, float *out)
+{
+    if (!k->dec) return stsl__dec_vjp(R, k->z, u, NULL, out, k->n);
+    stsl_status st = stsl__check_cancel(R);
+    if (st == STSL_OK) st = stsl__ae_pass_vjp(k->dec, u, out, R->err);
+    stsl__ae_pass_free(k->dec);
+    k->dec = NULL;
+    return st;
+}
+
+void stsl__kept_free(stsl__kept *k)
+{
+    stsl__score_pass_free(k->unet);
+    stsl__ae_pass_free(k->dec);
+    stsl__free(k->own_t);
+    memset(k, 0, sizeof *k);
+}
+
 stsl_status stsl__dec(stsl__run *R, const float *z, float *x, int n)
 {
     if (R->ae_identity) {
@@ -159,24 +221,27 @@ void stsl__tweedie(double ab, const float *z, const float *eps, float *x0, size_
     for (size_t i = 0; i < n; i++) x0[i] = (float)(((double)z[i] - s1 * (double)eps[i]) / sa);
 }
 
-stsl_status stsl__tweedie_vjp(stsl__run *R, const float *z, double t, const float *c, float *grad,
-                              int n)
+stsl_status stsl__tweedie_keep(stsl__run *R, const float *z, double t, float *eps, float *x0,
+                               int n, stsl__kept *k)
 {
-    const double ab = stsl__ab(R, t), sa = sqrt(ab), s1 = sqrt(1.0 - ab);
-    const size_t m = (size_t)n * R->dz;
+    k->t_value = t;
+    if (!(k->own_t = fill_t(R, t, n))) return STSL_ERR_NOMEM;
+    stsl_status st = stsl__net_eps_keep(R, z, k->own_t, eps, n, k);
+    if (st == STSL_OK) stsl__tweedie(stsl__ab(R, t), z, eps, x0, (size_t)n * R->dz);
+    return st;
+}
+
+stsl_status stsl__tweedie_kept_vjp(stsl__run *R, stsl__kept *k, const float *c, float *grad)
+{
+    const double ab = stsl__ab(R, k->t_value), sa = sqrt(ab), s1 = sqrt(1.0 - ab);
+    const size_t m = (size_t)k->n * R->dz;
     float *v = stsl__run_floats(R, m);
-    float *tt = fill_t(R, t, n);
-    if (!v || !tt) {
-        stsl__free(v);
-        stsl__free(tt);
-        return STSL_ERR_NOMEM;
-    }
+    if (!v) return STSL_ERR_NOMEM;
     for (size_t i = 0; i < m; i++) v[i] = (float)(-s1 / sa * (double)c[i]);
-    stsl_status st = stsl__net_eps_vjp(R, z, tt, v, NULL, grad, n);
+    stsl_status st = stsl__net_kept_vjp(R, k, v, grad);
     if (st == STSL_OK)
         for (size_t i = 0; i < m; i++) grad[i] = (float)((double)c[i] / sa + (double)grad[i]);
     stsl__free(v);
-    stsl__free(tt);
     return st;
 }
 
@@ -255,10 +320,12 @@ stsl_status stsl__data_cotangent(stsl__run *R, const float *zbar, double weight,
     if (R->ae_identity) return stsl__data_grad(R, zbar, weight, squared, loss, g_zbar);
     float *xx = x ? x : stsl__run_floats(R, (size_t)B * R->dx);
     float *gx = stsl__run_floats(R, (size_t)B * R->dx);
+    stsl__kept k = {0};
     stsl_status st = (xx && gx) ? STSL_OK : STSL_ERR_NOMEM;
-    if (st == STSL_OK) st = stsl__dec(R, zbar, xx, B);
+    if (st == STSL_OK) st = stsl__dec_keep(R, zbar, xx, B, &k);
     if (st == STSL_OK) st = stsl__data_grad(R, xx, weight, squared, loss, gx);
-    if (st == STSL_OK) st = stsl__dec_vjp(R, zbar, gx, NULL, g_zbar, B);
+    if (st == STSL_OK) st = stsl__dec_kept_vjp(R, &k, gx, g_zbar);
+    stsl__kept_free(&k);
     if (!x) stsl__free(xx);
     stsl__free(gx);
     return st;
@@ -272,13 +339,12 @@ stsl_status stsl__chain_grad(stsl__run *R, const float *z, double t, double weig
     float *e = eps ? eps : stsl__run_floats(R, m);
     float *zb = zbar ? zbar : stsl__run_floats(R, m);
     float *c = stsl__run_floats(R, m);
+    stsl__kept k = {0};
     stsl_status st = (e && zb && c) ? STSL_OK : STSL_ERR_NOMEM;
-    if (st == STSL_OK) st = stsl__net_eps_t(R, z, t, e, B);
-    if (st == STSL_OK) {
-        stsl__tweedie(stsl__ab(R, t), z, e, zb, m);
-        st = stsl__data_cotangent(R, zb, weight, squared, loss, NULL, c);
-    }
-    if (st == STSL_OK) st = stsl__tweedie_vjp(R, z, t, c, grad, B);
+    if (st == STSL_OK) st = stsl__tweedie_keep(R, z, t, e, zb, B, &k);
+    if (st == STSL_OK) st = stsl__data_cotangent(R, zb, weight, squared, loss, NULL, c);
+    if (st == STSL_OK) st = stsl__tweedie_kept_vjp(R, &k, c, grad);
+    stsl__kept_free(&k);
     if (!eps) stsl__free(e);
     if (!zbar) stsl__free(zb);
     stsl__free(c);

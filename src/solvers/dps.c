@@ -12,8 +12,9 @@
  *                  reference code; zeta 0.3 blur/SR, 0.5 inpainting, 1.0 phase retrieval)
  * On a DDIM subsequence (steps < timesteps) alpha_i = abar_i / abar_{i-1}.  x0hat is not clipped
  * (the reference clips to [-1, 1]; the exact-posterior testbed lives outside that box).
- * NFE per step: 1 UNet forward + 1 UNet VJP (the cotangent needs x0hat first), plus for a latent
- * prior 1 decoder forward + 1 decoder VJP: total T of each.
+ * NFE per step: 1 UNet VJP -- eps is needed before the cotangent exists, so the evaluation is kept
+ * and differentiated once x0hat has given the cotangent: one pass (stsl__kept) -- plus for a latent
+ * prior 1 decoder VJP (same), and 1 decoder forward for the output.
  */
 #include "solvers/solver_internal.h"
 

@@ -24,8 +24,9 @@
  * temperature of 1 put sqrt(2 * 0.05) = 0.32 of noise per SGLD step into A's null space, more than
  * the re-noise/denoise at small sigma removes: pure noise on the image prior (docs/algorithms.md).
  * With INNER = 0 it is DPS on an EDM/Euler ladder.
- * NFE: n UNet VJPs + 2n UNet forwards.  Latent prior (SGLD acts on z0 through D): n (1 + N)
- * decoder forwards and VJPs, + 1 decoder forward for the output.
+ * NFE: n UNet VJPs (step 1, one pass each: stsl__kept) + n UNet forwards (step 3).  Latent prior
+ * (SGLD acts on z0 through D): n (1 + N) decoder VJPs (one pass each), + 1 decoder forward for
+ * the output.
  */
 #include "solvers/solver_internal.h"
 

@@ -19,8 +19,8 @@
  *  - Real autoencoder: E(.) is treated as a constant target (stop-gradient at the encoder's
  *    output): the cotangent on z0hat is -(E(u) - z0hat) / ||E(u) - z0hat||; one encoder forward
  *    per step.  Documented in docs/algorithms.md; an encoder VJP would make it exact.
- * NFE per step: 1 UNet forward + 1 UNet VJP; latent: + 1 decoder forward + 1 decoder VJP
- * (+ 1 encoder forward for PSLD with gamma > 0).
+ * NFE per step: 1 UNet VJP (eps and its VJP in one pass, see stsl__kept); latent: + 1 decoder
+ * VJP (D(z0hat) and its VJP in one pass) (+ 1 encoder forward for PSLD with gamma > 0).
  */
 #include "solvers/solver_internal.h"
 
@@ -101,13 +101,14 @@ stsl_status stsl__solve_ldps_psld(stsl__run *R, float *x_out)
     R->est = z;
     for (int i = T - 1; i >= 0; i--) {
         R->step = T - i;
-        const double t = seq[i], ab = stsl__ab(R, t), abp = stsl__ab(R, i > 0 ? seq[i - 1] : -1);
-        if ((st = stsl__net_eps_t(R, z, t, eps, R->batch)) != STSL_OK) goto done;
-        stsl__tweedie(ab, z, eps, z0, m);
+        const double t = seq[i], abp = stsl__ab(R, i > 0 ? seq[i - 1] : -1);
+        stsl__kept kept = {0};
+        st = stsl__tweedie_keep(R, z, t, eps, z0, R->batch, &kept);
         /* cotangent on z0hat: omega J_D^T grad_x ||A x - y||  (+ gluing) */
-        st = stsl__data_cotangent(R, z0, omega, 0, NULL, x, c);
+        if (st == STSL_OK) st = stsl__data_cotangent(R, z0, omega, 0, NULL, x, c);
         if (st == STSL_OK && gamma > 0) st = gluing(R, z0, R->ae_identity ? z0 : x, gamma, c);
-        if (st == STSL_OK) st = stsl__tweedie_vjp(R, z, t, c, g, R->batch);
+        if (st == STSL_OK) st = stsl__tweedie_kept_vjp(R, &kept, c, g);
+        stsl__kept_free(&kept);
         if (st != STSL_OK) goto done;
         const double cx = sqrt(abp), ce = sqrt(1 - abp);
         for (size_t k = 0; k < m; k++) z[k] = (float)(cx * z0[k] + ce * eps[k] - g[k]);

@@ -29,8 +29,8 @@
  * Output: x0hat(mu_0) (VP: mu at the clean end; VE: Tweedie at sigma_min), deterministic.
  * sigma_y is the operator's STSL_PARAM_NOISE_SIGMA (1 when it is 0 or absent); lambda is estimated
  * once per run from 4 Gaussian probes, E||A u||^2 = tr(A^T A) (operator work only).
- * NFE: T T_in UNet forwards + T T_in UNet VJPs (+ 1 forward for the VE output);
- * latent: T T_in decoder forward + VJP, + 1 decoder forward.
+ * NFE: T T_in UNet VJPs, one pass each (stsl__kept) (+ 1 forward for the VE output);
+ * latent: T T_in decoder VJPs (one pass each), + 1 decoder forward.
  */
 #include "solvers/solver_internal.h"
 

@@ -94,12 +94,40 @@ stsl_status stsl__enc(stsl__run *R, const float *x, float *z, int n);
 /* cancel flag -> STSL_CANCELLED with a message */
 stsl_status stsl__check_cancel(stsl__run *R);
 
+/* An evaluation kept for its VJP: the output now (eps, D(z)), J^T v once the solver has formed v
+ * from it.  ONE pass (forward + backward, counted as one VJP in the ledger) when the backend
+ * keeps graphs and the n points fit one call (n <= STSL_PARAM_BATCH_LIMIT: the graphs of several
+ * calls would hold all their activations at once, which is what the limit bounds); otherwise a
+ * forward now and a full VJP later, counted as both.  The points (and t) are borrowed: keep them
+ * unchanged until the VJP.  Zero-initialise, then free with stsl__kept_free whatever happened. */
+typedef struct stsl__kept {
+    stsl__score_pass *unet;    /* one-pass UNet evaluation */
+    stsl__ae_pass *dec;        /* one-pass decoder evaluation */
+    const float *z, *t;        /* the points and their times (two-pass VJP) */
+    float *own_t;              /* t when the Tweedie helpers made it */
+    double t_value;            /* the Tweedie helpers' common time */
+    int n;
+} stsl__kept;
+/* 1 when stsl__net_eps_keep on n points is one pass */
+int stsl__net_can_keep(const stsl__run *R, int n);
+stsl_status stsl__net_eps_keep(stsl__run *R, const float *z, const float *t, float *eps, int n,
+                               stsl__kept *k);
+/* vjp = J_eps^T v at the kept points (v, vjp: n points) */
+stsl_status stsl__net_kept_vjp(stsl__run *R, stsl__kept *k, const float *v, float *vjp);
+stsl_status stsl__dec_keep(stsl__run *R, const float *z, float *x, int n, stsl__kept *k);
+/* out = J_D^T u at the kept points (u: n images, out: n latents) */
+stsl_status stsl__dec_kept_vjp(stsl__run *R, stsl__kept *k, const float *u, float *out);
+void stsl__kept_free(stsl__kept *k);
+
 /* ---- Tweedie and its VJP ---- */
 /* x0 = (z - sqrt(1 - ab) eps) / sqrt(ab), n floats */
 void stsl__tweedie(double ab, const float *z, const float *eps, float *x0, size_t n);
-/* grad = J_x0hat(z)^T c = c / sqrt(ab) - sqrt(1-ab)/sqrt(ab) J_eps^T c  (one UNet VJP) */
-stsl_status stsl__tweedie_vjp(stsl__run *R, const float *z, double t, const float *c, float *grad,
-                              int n);
+/* eps = eps(z, t) and x0 = x0hat(z, t) for n points at one time t, the evaluation kept for
+ * stsl__tweedie_kept_vjp (z borrowed until then). */
+stsl_status stsl__tweedie_keep(stsl__run *R, const float *z, double t, float *eps, float *x0,
+                               int n, stsl__kept *k);
+/* grad = J_x0hat(z)^T c = c / sqrt(ab) - sqrt(1-ab)/sqrt(ab) J_eps^T c at the kept points */
+stsl_status stsl__tweedie_kept_vjp(stsl__run *R, stsl__kept *k, const float *c, float *grad);
 
 /* ---- data fit ---- */
 /* Loss of one sample l_i and grad_x, for x = batch images: squared = 1 gives
@@ -108,12 +136,13 @@ stsl_status stsl__tweedie_vjp(stsl__run *R, const float *z, double t, const floa
  * grad is multiplied by weight.  loss may be NULL. */
 stsl_status stsl__data_grad(stsl__run *R, const float *x, double weight, int squared, double *loss,
                             float *grad);
-/* Through the decoder: x = D(zbar) (forward), g_zbar = J_D^T (weight * grad_x l).  x may be NULL. */
+/* Through the decoder: x = D(zbar), g_zbar = J_D^T (weight * grad_x l), one decoder pass
+ * (stsl__dec_keep).  x may be NULL. */
 stsl_status stsl__data_cotangent(stsl__run *R, const float *zbar, double weight, int squared,
                                  double *loss, float *x, float *g_zbar);
 /* The data-fit gradient through the whole chain, at time t for all samples:
  *   grad_z l(y, A D(x0hat(z))) = J_x0hat^T J_D^T grad_x l
- * (UNet forward + UNet VJP, decoder forward + decoder VJP).  eps/zbar receive eps(z,t) and
+ * (one UNet pass and one decoder pass, see stsl__kept).  eps/zbar receive eps(z,t) and
  * x0hat(z,t) of the same evaluation (either may be NULL). */
 stsl_status stsl__chain_grad(stsl__run *R, const float *z, double t, double weight, int squared,
                              float *eps, float *zbar, double *loss, float *grad);

@@ -27,7 +27,8 @@
  *              with J_s^T v = -J_eps^T v / sqrt(1 - abar) and
  *                   J_zbar^T c = c / sqrt(abar) - sqrt(1 - abar)/sqrt(abar) J_eps^T c:
  *              the two VJPs at Z share ONE VJP with the summed cotangent and the N + 1 points
- *              of every sample go in ONE batched network call.
+ *              of every sample go in ONE batched network call -- the same call that gave line
+ *              9's eps at Z: evaluated once, kept, differentiated once the cotangent exists.
  *  13      zbar = (Z + (1 - abar_k) s(Z, t_k)) / sqrt(abar_k)
  *  14      Z <- sqrt(alpha_k)(1 - abar_{k-1})/(1 - abar_k) Z + sqrt(abar_{k-1})(1 - alpha_k)/(1 - abar_k) zbar
  *          lr <- lr * decay
@@ -37,10 +38,13 @@
  * skipped (they would be multiplied by 0).
  *
  * NFE (P = K, or K + 1 inclusive; N' = N, or 0 when eta = 0; identity autoencoder):
- *   UNet VJPs     = T P (1 + N')
- *   UNet forwards = T P + T (line 9 per pass, line 13 per step) + T_init
+ *   UNet VJPs     = T P (1 + N')  (line 9's eps at Z is kept from the same pass: the probes are
+ *                   drawn first, all N' + 1 points evaluated once, differentiated after line 10)
+ *   UNet forwards = T (line 13, at the updated Z) + T_init
  *                   (T_init = T for PREDICTED_NOISE and DDIM_INVERSION, 0 for FRESH_NOISE/PRIOR)
- * Latent prior: + 1 encoder forward (line 1), T P decoder forwards + T P decoder VJPs (line 10),
+ *   When B (N' + 1) > STSL_PARAM_BATCH_LIMIT the points cannot be kept in one call: line 9 is then
+ *   a forward at Z of its own (+ T P forwards).
+ * Latent prior: + 1 encoder forward (line 1), T P decoder VJPs (line 10, one pass each),
  * + 1 decoder forward (line 16).
  */
 #include "solvers/solver_internal.h"
@@ -66,6 +70,7 @@ stsl_status stsl__solve_stsl(stsl__run *R, float *x_out)
     const int B = R->batch;
     const size_t dz = R->dz, m = (size_t)B * dz;
     const size_t npts = (size_t)B * (size_t)(N + 1);
+    const int one_pass = stsl__net_can_keep(R, (int)npts);
 
     int *seq = NULL;
     stsl__adam adam = {0};
@@ -79,7 +84,7 @@ stsl_status stsl__solve_stsl(stsl__run *R, float *x_out)
           *xb = stsl__run_floats(R, (size_t)B * R->dx), *tmp = stsl__run_floats(R, m);
     float *pts = stsl__run_floats(R, npts * dz), *cot = stsl__run_floats(R, npts * dz),
           *vjp = stsl__run_floats(R, npts * dz), *tt = stsl__run_floats(R, npts),
-          *probe = stsl__run_floats(R, (size_t)(N > 0 ? N : 1) * dz);
+          *probe = stsl__run_floats(R, (size_t)B * (size_t)(N > 0 ? N : 1) * dz);
     if (!zf || !Z || !eps || !zbar || !c || !grad || !xb || !tmp || !pts || !cot || !vjp || !tt ||
         !probe) {
         st = STSL_ERR_NOMEM;
@@ -139,38 +144,58 @@ stsl_status stsl__solve_stsl(stsl__run *R, float *x_out)
         if (!persist) stsl__adam_reset(&adam);
         for (size_t i = 0; i < npts; i++) tt[i] = (float)t;
         for (int p = 0; p < P; p++) {                                      /* line 7 */
-            /* line 9: zbar at Z */
-            if ((st = stsl__net_eps_t(R, Z, t, eps, B)) != STSL_OK) goto done;
-            stsl__tweedie(ab, Z, eps, zbar, m);
-            R->est = zbar;   /* the clean estimate a cancel returns */
-            /* line 10: c = lambda J_D^T grad_x l(y, A D(zbar)) */
-            if ((st = stsl__data_cotangent(R, zbar, lambda, squared, NULL, NULL, c)) != STSL_OK)
-                goto done;
-            /* line 8 and the one batched VJP call: per sample, point 0 = Z with the summed
-             * cotangent, points 1..N = Z + e_n */
-            const double h = N > 0 ? eta / (double)dz / (double)N / s1 : 0.0;
+            /* line 8 and the points of the one batched call: per sample, point 0 = Z,
+             * points 1..N = Z + e_n */
             for (int b = 0; b < B; b++) {
-                float *p0 = pts + (size_t)b * (N + 1) * dz, *c0 = cot + (size_t)b * (N + 1) * dz;
-                const float *zb = Z + (size_t)b * dz, *cb = c + (size_t)b * dz;
+                float *p0 = pts + (size_t)b * (N + 1) * dz, *eb = probe + (size_t)b * N * dz;
+                const float *zb = Z + (size_t)b * dz;
                 memcpy(p0, zb, dz * sizeof(float));
-                for (size_t i = 0; i < dz; i++) c0[i] = (float)(-s1 / sa * cb[i]);
                 if (N > 0) {
                     stsl__rng_normal(stsl__sample_seed(R, b),
                                      stsl__stream(STSL_TAG_PROBE, 0, (uint64_t)k, (uint64_t)p), 0,
-                                     probe, (size_t)N * dz);
-                    for (int n = 0; n < N; n++) {
-                        const float *e = probe + (size_t)n * dz;
-                        float *pn = p0 + (size_t)(n + 1) * dz, *cn = c0 + (size_t)(n + 1) * dz;
-                        for (size_t i = 0; i < dz; i++) {
-                            pn[i] = zb[i] + e[i];
-                            cn[i] = (float)(-h * e[i]);     /* J_s(Z+e)^T e -> -J_eps^T e / s1 */
-                            c0[i] = (float)(c0[i] + h * e[i]); /* -J_s(Z)^T e -> +J_eps^T e / s1 */
-                        }
+                                     eb, (size_t)N * dz);
+                    for (size_t i = 0; i < (size_t)N * dz; i++) p0[dz + i] = zb[i % dz] + eb[i];
+                }
+            }
+            /* line 9: zbar at Z.  One pass: eps of all N + 1 points, kept for the VJP below
+             * (vjp holds those eps until then); otherwise eps at Z alone now, the VJP later. */
+            stsl__kept kept = {0};
+            if (one_pass) {
+                st = stsl__net_eps_keep(R, pts, tt, vjp, (int)npts, &kept);
+                for (int b = 0; b < B && st == STSL_OK; b++)
+                    memcpy(eps + (size_t)b * dz, vjp + (size_t)b * (N + 1) * dz, dz * sizeof(float));
+            } else {
+                st = stsl__net_eps_t(R, Z, t, eps, B);
+            }
+            if (st == STSL_OK) {
+                stsl__tweedie(ab, Z, eps, zbar, m);
+                R->est = zbar;   /* the clean estimate a cancel returns */
+                /* line 10: c = lambda J_D^T grad_x l(y, A D(zbar)) */
+                st = stsl__data_cotangent(R, zbar, lambda, squared, NULL, NULL, c);
+            }
+            if (st != STSL_OK) {
+                stsl__kept_free(&kept);
+                goto done;
+            }
+            /* the cotangents: point 0 the data term's plus the probes' second halves */
+            const double h = N > 0 ? eta / (double)dz / (double)N / s1 : 0.0;
+            for (int b = 0; b < B; b++) {
+                float *c0 = cot + (size_t)b * (N + 1) * dz;
+                const float *cb = c + (size_t)b * dz, *eb = probe + (size_t)b * N * dz;
+                for (size_t i = 0; i < dz; i++) c0[i] = (float)(-s1 / sa * cb[i]);
+                for (int n = 0; n < N; n++) {
+                    const float *e = eb + (size_t)n * dz;
+                    float *cn = c0 + (size_t)(n + 1) * dz;
+                    for (size_t i = 0; i < dz; i++) {
+                        cn[i] = (float)(-h * e[i]);     /* J_s(Z+e)^T e -> -J_eps^T e / s1 */
+                        c0[i] = (float)(c0[i] + h * e[i]); /* -J_s(Z)^T e -> +J_eps^T e / s1 */
                     }
                 }
             }
-            if ((st = stsl__net_eps_vjp(R, pts, tt, cot, NULL, vjp, (int)npts)) != STSL_OK)
-                goto done;
+            st = one_pass ? stsl__net_kept_vjp(R, &kept, cot, vjp)
+                          : stsl__net_eps_vjp(R, pts, tt, cot, NULL, vjp, (int)npts);
+            stsl__kept_free(&kept);
+            if (st != STSL_OK) goto done;
             for (int b = 0; b < B; b++) {
                 float *gb = grad + (size_t)b * dz;
                 const float *cb = c + (size_t)b * dz, *vb = vjp + (size_t)b * (N + 1) * dz;

@@ -9,6 +9,8 @@
 #include <string.h>
 
 #include "common/testutil.h"
+#include "autoencoders/autoencoder_internal.h"
+#include "scores/score_internal.h"
 
 /* tu_path returns one static buffer: copy into rotating buffers so that several paths can be
  * arguments of one call. */
@@ -117,6 +119,26 @@ static void check_against_python(const char *model, const char *expect_file, con
     memset(vjp, 0, n * sizeof *vjp);
     TU_ASSERT_OK(stsl_score_eps_vjp(s, x, t, v, NULL, vjp, 2));
     CU_ASSERT(rel_err(vjp, vjp_ref, n) < 1e-5);
+    /* a kept evaluation (one pass: eps now, the VJP later) gives exactly the one-call VJP;
+     * the pass is spent by its VJP */
+    char err[STSL_ERRMSG_SIZE] = "";
+    stsl__score_pass *pass = NULL;
+    float *eps3 = calloc(n, sizeof *eps3), *vjp3 = calloc(n, sizeof *vjp3);
+    CU_ASSERT(stsl__score_can_keep(s));
+    TU_ASSERT_OK(stsl__score_eps_keep(s, x, t, eps3, 2, &pass, err));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(pass);
+    TU_ASSERT_OK(stsl_score_eps_vjp(s, x, t, v, eps2, vjp, 2));   /* the handle stays usable */
+    TU_ASSERT_OK(stsl__score_pass_vjp(pass, v, vjp3, err));
+    CU_ASSERT(memcmp(eps3, eps2, n * sizeof *eps3) == 0);
+    CU_ASSERT(memcmp(vjp3, vjp, n * sizeof *vjp3) == 0);
+    CU_ASSERT(rel_err(vjp3, vjp_ref, n) < 1e-5);
+    TU_ASSERT_STATUS(stsl__score_pass_vjp(pass, v, vjp3, err), STSL_ERR_INVALID_ARG);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "already"));
+    stsl__score_pass_free(pass);
+    /* a pass freed unspent releases its graph (no leak under valgrind/ASan) */
+    TU_ASSERT_OK(stsl__score_eps_keep(s, x, t, eps3, 2, &pass, err));
+    stsl__score_pass_free(pass);
+    free(eps3), free(vjp3);
     /* a batch gives what its samples give one by one */
     size_t d = n / 2;
     TU_ASSERT_OK(stsl_score_eps(s, x + d, t + 1, eps2, 1));
@@ -337,6 +359,19 @@ static void check_ae(stsl_autoencoder *ae)
     CU_ASSERT(rel_err(g, vjp_ref, nz) < 1e-5);
     TU_ASSERT_OK(stsl_autoencoder_decode_vjp(ae, z, u, NULL, g, 2));
     CU_ASSERT(rel_err(g, vjp_ref, nz) < 1e-5);
+    /* a kept decoder evaluation gives exactly the one-call decode and VJP */
+    {
+        char err[STSL_ERRMSG_SIZE] = "";
+        stsl__ae_pass *pass = NULL;
+        float *xk = calloc(nx, 4), *gk = calloc(nz, 4);
+        CU_ASSERT(stsl__ae_can_keep(ae));
+        TU_ASSERT_OK(stsl__ae_decode_keep(ae, z, xk, 2, &pass, err));
+        TU_ASSERT_OK(stsl__ae_pass_vjp(pass, u, gk, err));
+        stsl__ae_pass_free(pass);
+        CU_ASSERT(memcmp(xk, xo2, nx * 4) == 0);
+        CU_ASSERT(memcmp(gk, g, nz * 4) == 0);
+        free(xk), free(gk);
+    }
 
     /* finite differences of D along a direction */
     float *dir = malloc(nz * 4), *zp = malloc(nz * 4), *dp = malloc(nx * 4), *dm = malloc(nx * 4);

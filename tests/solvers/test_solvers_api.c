@@ -231,16 +231,21 @@ static void test_nfe_pixel(void)
     check_nfe(s, gmm, NULL, B, (expect){T * B, 0, 0, 0, 0, T}, "ddim");
     stsl_solver_destroy(s);
     s = make("dps", T);
-    check_nfe(s, gmm, NULL, B, (expect){T * B, T * B, 0, 0, 0, 2 * T}, "dps");
+    /* one pass per step: eps and its VJP from one kept evaluation (a VJP includes its forward) */
+    check_nfe(s, gmm, NULL, B, (expect){0, T * B, 0, 0, 0, T}, "dps");
+    /* two passes when the batch does not fit one call (keeping the graphs of every call would
+     * defeat the limit): a forward now, a full VJP later */
+    stsl_solver_set_int(s, STSL_PARAM_BATCH_LIMIT, 1);
+    check_nfe(s, gmm, NULL, B, (expect){T * B, T * B, 0, 0, 0, 2 * T * B}, "dps batch limit");
     stsl_solver_destroy(s);
     s = make("ldps", T);
-    check_nfe(s, gmm, NULL, B, (expect){T * B, T * B, 0, 0, 0, 2 * T}, "ldps");
+    check_nfe(s, gmm, NULL, B, (expect){0, T * B, 0, 0, 0, T}, "ldps");
     stsl_solver_destroy(s);
     s = make("psld", T);
-    check_nfe(s, gmm, NULL, B, (expect){T * B, T * B, 0, 0, 0, 2 * T}, "psld");
+    check_nfe(s, gmm, NULL, B, (expect){0, T * B, 0, 0, 0, T}, "psld");
     stsl_solver_destroy(s);
-    /* STSL: VJPs T K (1 + N); forwards T (line 3) + T K (line 9) + T (line 13);
-     * calls per pass: 1 forward + 1 VJP call on B (N + 1) points */
+    /* STSL: VJPs T K (1 + N) (line 9's eps comes from the same pass as line 11's VJPs);
+     * forwards T (line 3) + T (line 13); calls per pass: one kept call on B (N + 1) points */
     const int K = 3, N = 2;
     s = make("stsl", T);
     stsl_solver_set_int(s, STSL_PARAM_INNER_STEPS, K);
@@ -248,21 +253,22 @@ static void test_nfe_pixel(void)
     /* Algorithm 1 line 3 read literally: one forward per forward-process step */
     stsl_solver_set_int(s, STSL_PARAM_INIT, STSL_INIT_PREDICTED_NOISE);
     check_nfe(s, gmm, NULL, B,
-              (expect){(uint64_t)(T + T * K + T) * B, (uint64_t)T * K * (1 + N) * B, 0, 0, 0,
-                       (uint64_t)(T + 2 * T * K + T)},
+              (expect){(uint64_t)(T + T) * B, (uint64_t)T * K * (1 + N) * B, 0, 0, 0,
+                       (uint64_t)(T + T * K + T)},
               "stsl");
     /* K + 1 passes when the loop bound is read inclusively */
     stsl_solver_set_int(s, STSL_PARAM_INNER_INCLUSIVE, 1);
     check_nfe(s, gmm, NULL, B,
-              (expect){(uint64_t)(T + T * (K + 1) + T) * B, (uint64_t)T * (K + 1) * (1 + N) * B, 0, 0, 0, 0},
+              (expect){(uint64_t)(T + T) * B, (uint64_t)T * (K + 1) * (1 + N) * B, 0, 0, 0, 0},
               "stsl inclusive");
     stsl_solver_set_int(s, STSL_PARAM_INNER_INCLUSIVE, 0);
     /* fresh-noise initialisation: no network call before the reverse process */
     stsl_solver_set_int(s, STSL_PARAM_INIT, STSL_INIT_FRESH_NOISE);
     check_nfe(s, gmm, NULL, B,
-              (expect){(uint64_t)(T * K + T) * B, (uint64_t)T * K * (1 + N) * B, 0, 0, 0, 0},
+              (expect){(uint64_t)T * B, (uint64_t)T * K * (1 + N) * B, 0, 0, 0, 0},
               "stsl fresh");
-    /* batch limit: the B (N+1) = 6 VJP points go in calls of 4 */
+    /* batch limit: the B (N+1) = 6 VJP points go in calls of 4, so line 9 is a forward of
+     * its own (two passes) */
     stsl_solver_set_int(s, STSL_PARAM_BATCH_LIMIT, 4);
     check_nfe(s, gmm, NULL, B,
               (expect){(uint64_t)(T * K + T) * B, (uint64_t)T * K * (1 + N) * B, 0, 0, 0,
@@ -271,21 +277,22 @@ static void test_nfe_pixel(void)
     stsl_solver_destroy(s);
     /* stsl-biased: eta 0, K 1: no probes; default fresh-noise start: no forward-process NFEs */
     s = make("stsl-biased", T);
-    check_nfe(s, gmm, NULL, B, (expect){(uint64_t)(T + T) * B, (uint64_t)T * B, 0, 0, 0, 0},
+    check_nfe(s, gmm, NULL, B, (expect){(uint64_t)T * B, (uint64_t)T * B, 0, 0, 0, 0},
               "stsl-biased");
     stsl_solver_destroy(s);
-    /* rmp VP: T T_in forwards + VJPs; VE: (T - 1) T_in + 1 forward (T levels).  RMP needs a
+    /* rmp VP: T T_in VJPs; VE: (T - 1) T_in VJPs + 1 forward (T levels).  RMP needs a
      * fine ladder (with 6 VP steps and T_in 2 the fixed-point iteration diverges): 40 steps. */
     s = make("rmp", 40);
-    check_nfe(s, gmm, NULL, B, (expect){(uint64_t)40 * B, (uint64_t)40 * B, 0, 0, 0, 0}, "rmp vp");
+    check_nfe(s, gmm, NULL, B, (expect){0, (uint64_t)40 * B, 0, 0, 0, 0}, "rmp vp");
     stsl_solver_set_int(s, STSL_PARAM_INNER_STEPS, 2);
     stsl_solver_set_int(s, STSL_PARAM_VARIANT, STSL_VARIANT_RMP_VE);
-    check_nfe(s, gmm, NULL, B, (expect){(uint64_t)((40 - 1) * 2 + 1) * B, (uint64_t)(40 - 1) * 2 * B, 0, 0, 0, 0},
+    check_nfe(s, gmm, NULL, B, (expect){(uint64_t)B, (uint64_t)(40 - 1) * 2 * B, 0, 0, 0, 0},
               "rmp ve");
     stsl_solver_destroy(s);
-    /* dps-mo: 2 forwards + 1 VJP per level; SGLD is operator work only */
+    /* dps-mo: 1 VJP (the DPS step, one pass) + 1 forward (the projection) per level; SGLD is
+     * operator work only */
     s = make("dps-mo", T);
-    check_nfe(s, gmm, NULL, B, (expect){(uint64_t)2 * T * B, (uint64_t)T * B, 0, 0, 0, 0}, "dps-mo");
+    check_nfe(s, gmm, NULL, B, (expect){(uint64_t)T * B, (uint64_t)T * B, 0, 0, 0, 0}, "dps-mo");
     stsl_solver_destroy(s);
 }
 
@@ -327,7 +334,8 @@ static stsl_status t_vjp(stsl_autoencoder *ae, const float *z, const float *u, f
     return STSL_OK;
 }
 static void t_destroy(stsl_autoencoder *ae) { (void)ae; }
-static const stsl__ae_ops t_ops = {"test-linear", t_enc, t_dec, t_vjp, t_destroy};
+/* no kept evaluations: exercises the two-pass decoder path */
+static const stsl__ae_ops t_ops = {"test-linear", t_enc, t_dec, t_vjp, t_destroy, NULL, NULL, NULL};
 
 static void test_nfe_latent(void)
 {
@@ -341,20 +349,21 @@ static void test_nfe_latent(void)
     stsl_solver *s = make("stsl", T);
     stsl_solver_set_int(s, STSL_PARAM_INNER_STEPS, K);
     stsl_solver_set_int(s, STSL_PARAM_INIT, STSL_INIT_PREDICTED_NOISE);
-    /* encoder 1 (line 1); decoder: T K forwards + T K VJPs (line 10) + 1 forward (line 16) */
+    /* encoder 1 (line 1); decoder: T K forwards + T K VJPs (line 10: this test autoencoder
+     * cannot keep an evaluation) + 1 forward (line 16) */
     check_nfe(s, lat, ae, B,
-              (expect){(uint64_t)(T + T * K + T) * B, (uint64_t)T * K * (1 + N) * B,
+              (expect){(uint64_t)(T + T) * B, (uint64_t)T * K * (1 + N) * B,
                        (uint64_t)(T * K + 1) * B, (uint64_t)T * K * B, (uint64_t)B, 0},
               "stsl latent");
     stsl_solver_destroy(s);
     s = make("dps", T);
-    check_nfe(s, lat, ae, B, (expect){(uint64_t)T * B, (uint64_t)T * B, (uint64_t)(T + 1) * B, (uint64_t)T * B, 0, 0},
+    check_nfe(s, lat, ae, B, (expect){0, (uint64_t)T * B, (uint64_t)(T + 1) * B, (uint64_t)T * B, 0, 0},
               "dps latent");
     stsl_solver_destroy(s);
     /* psld: + 1 encoder forward per step for the gluing term */
     s = make("psld", T);
     check_nfe(s, lat, ae, B,
-              (expect){(uint64_t)T * B, (uint64_t)T * B, (uint64_t)(T + 1) * B, (uint64_t)T * B, (uint64_t)T * B, 0},
+              (expect){0, (uint64_t)T * B, (uint64_t)(T + 1) * B, (uint64_t)T * B, (uint64_t)T * B, 0},
               "psld latent");
     stsl_solver_destroy(s);
     s = make("ddim", T);
@@ -362,6 +371,27 @@ static void test_nfe_latent(void)
     stsl_solver_destroy(s);
     stsl_score_destroy(lat);
     stsl_autoencoder_destroy(ae);
+}
+
+/* ---- one pass ---- */
+
+/* The kept evaluation (eps now, its VJP later) and the two-pass path (forward now, full VJP
+ * later: what a batch over STSL_PARAM_BATCH_LIMIT takes) give bit-identical restorations: the
+ * mixture evaluates every sample on its own, so only a wrong kept point could differ. */
+static void test_one_pass_equals_two_passes(void)
+{
+    setup();
+    for (int i = 0; i < 8; i++) {
+        stsl_solver *s = make(ALL[i], 6);
+        stsl_solver_set_int(s, STSL_PARAM_SEED, 5);
+        float a[3 * DX], b[3 * DX];
+        TU_ASSERT_OK(stsl_solver_run(s, gmm, op, NULL, Y, a, 3));
+        TU_ASSERT_OK(stsl_solver_set_int(s, STSL_PARAM_BATCH_LIMIT, 1));
+        TU_ASSERT_OK(stsl_solver_run(s, gmm, op, NULL, Y, b, 3));
+        if (memcmp(a, b, sizeof a) != 0) fprintf(stderr, "\n  %s: one pass != two passes\n", ALL[i]);
+        CU_ASSERT(memcmp(a, b, sizeof a) == 0);
+        stsl_solver_destroy(s);
+    }
 }
 
 /* ---- determinism and batches ---- */
@@ -563,6 +593,7 @@ int main(void)
         {"run validation", test_run_validation},
         {"NFE formulas (pixel space)", test_nfe_pixel},
         {"NFE formulas (latent autoencoder)", test_nfe_latent},
+        {"one pass (kept evaluation) == two passes, bit for bit", test_one_pass_equals_two_passes},
         {"determinism, batch == singles, threads", test_determinism_and_batch},
         {"cancel within one evaluation", test_cancel},
         {"NaN -> STSL_ERR_NUMERIC with the step", test_nan_step},
