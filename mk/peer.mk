@@ -15,9 +15,11 @@
 #   PEER_SEED     operator/noise/sampler seed (default 0)
 #   PEER_VERIFY_STEPS  steps of the untimed same-mathematics check ("dps=20 stsl=5"; see the doc)
 #   PEER_DIR      work directory (default $(BUILD)/peer)   PEER_REPORT  (default docs/peer-bench.md)
-# Cost: 16 configurations x PEER_PAIRS x 2 runs; docs/peer-bench.md records the measured duration of
-# the defaults on the 2-core development machine.  Run it on a quiet machine and without -j.
-# Smoke test (about a minute):
+# Not part of `make bench` (it compares the library with another implementation).  Cost: 16
+# configurations x PEER_PAIRS x 2 timed runs, projected at about 12 min for the defaults on an idle
+# 2-core machine (docs/peer-bench.md; its results block records the real duration).  Run it on a
+# quiet machine and without -j.
+# Smoke test (a few minutes):
 #   make bench-peer PEER_PAIRS=1 PEER_STEPS=5 PEER_TASKS=sr4 PEER_REPORT=build/peer/smoke.md
 
 PEER_PYTHON ?= /usr/bin/python3
@@ -35,7 +37,7 @@ PEER_REPORT ?= docs/peer-bench.md
 
 .PHONY: bench-peer
 
-bench-peer: tools
+bench-peer: deps tools
 	@PEER_PAIRS="$(PEER_PAIRS)" PEER_STEPS="$(PEER_STEPS)" PEER_SOLVERS="$(PEER_SOLVERS)" \
 	    PEER_TASKS="$(PEER_TASKS)" PEER_THREADS="$(PEER_THREADS)" PEER_BATCHES="$(PEER_BATCHES)" \
 	    PEER_N1="$(PEER_N1)" PEER_SEED="$(PEER_SEED)" PEER_VERIFY_STEPS="$(PEER_VERIFY_STEPS)" \

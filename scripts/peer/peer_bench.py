@@ -38,11 +38,6 @@ PY = "/usr/bin/python3"
 BEGIN, END = "<!-- peer-results:begin -->", "<!-- peer-results:end -->"
 
 
-def env(name, default):
-    v = os.environ.get(name, "")
-    return v if v.strip() else default
-
-
 def log(msg):
     print("bench-peer: " + msg, file=sys.stderr, flush=True)
 
@@ -74,9 +69,11 @@ def git_rev():
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                              text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True).stdout.strip()
-        return rev + (" (uncommitted changes)" if dirty else "")
+        # what the timed code is built from (docs, this report included, do not count)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "src",
+                                "shim", "include", "examples", "scripts", "models", "mk", "Makefile"],
+                               cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        return rev + (" + uncommitted changes to the code" if dirty else "")
     except OSError:
         return "unknown"
 
@@ -126,37 +123,51 @@ def fmt_ratio(x):
     return "%.2f" % x
 
 
-def main():
-    solvers = env("PEER_SOLVERS", "dps stsl").split()
-    a = {
-        "pairs": int(env("PEER_PAIRS", "3")),
-        "steps": parse_steps(env("PEER_STEPS", "dps=100 stsl=20"), solvers),
-        "tasks": env("PEER_TASKS", "sr4 gaussian-blur").split(),
-        "threads": [int(x) for x in env("PEER_THREADS", "1 2").split()],
-        "batches": [int(x) for x in env("PEER_BATCHES", "1 8").split()],
-        "vsteps": parse_steps(env("PEER_VERIFY_STEPS", "dps=20 stsl=5"), solvers),
-        "n1": int(env("PEER_N1", "2")),
-        "seed": int(env("PEER_SEED", "0")),
-        "dir": env("PEER_DIR", os.path.join(ROOT, "build", "peer")),
-        "report": env("PEER_REPORT", os.path.join(ROOT, "docs", "peer-bench.md")),
-        "binout": env("BINOUT", "bin"),
-        "libout": env("LIBOUT", "lib"),
-    }
+def settings(environ):
+    """The run's parameters from PEER_* (defaults where unset or empty) and the make command
+    that gives them."""
+    def get(name, default):
+        v = environ.get(name, "")
+        return v if v.strip() else default
+
+    solvers = get("PEER_SOLVERS", "dps stsl").split()
     for s in solvers:
         if s not in ("dps", "stsl"):
             sys.exit("bench-peer: the peer implements dps and stsl, not %s" % s)
+    a = {
+        "solvers": solvers,
+        "pairs": int(get("PEER_PAIRS", "3")),
+        "steps": parse_steps(get("PEER_STEPS", "dps=100 stsl=20"), solvers),
+        "tasks": get("PEER_TASKS", "sr4 gaussian-blur").split(),
+        "threads": [int(x) for x in get("PEER_THREADS", "1 2").split()],
+        "batches": [int(x) for x in get("PEER_BATCHES", "1 8").split()],
+        "vsteps": parse_steps(get("PEER_VERIFY_STEPS", "dps=20 stsl=5"), solvers),
+        "n1": int(get("PEER_N1", "2")),
+        "seed": int(get("PEER_SEED", "0")),
+        "dir": get("PEER_DIR", os.path.join(ROOT, "build", "peer")),
+        "report": get("PEER_REPORT", os.path.join(ROOT, "docs", "peer-bench.md")),
+        "binout": get("BINOUT", "bin"),
+        "libout": get("LIBOUT", "lib"),
+    }
     if a["pairs"] < 1 or a["n1"] < 1 or min(a["batches"]) < 1 or min(a["threads"]) < 1:
         sys.exit("bench-peer: PEER_PAIRS, PEER_N1, PEER_BATCHES and PEER_THREADS must be >= 1")
+    a["command"] = (
+        "make bench-peer PEER_PAIRS=%d PEER_STEPS='%s' PEER_SOLVERS='%s' PEER_TASKS='%s' "
+        "PEER_THREADS='%s' PEER_BATCHES='%s' PEER_N1=%d PEER_SEED=%d PEER_VERIFY_STEPS='%s'"
+        % (a["pairs"], " ".join("%s=%d" % (s, a["steps"][s]) for s in solvers), " ".join(solvers),
+           " ".join(a["tasks"]), " ".join(map(str, a["threads"])), " ".join(map(str, a["batches"])),
+           a["n1"], a["seed"], " ".join("%s=%d" % (s, a["vsteps"][s]) for s in solvers)))
+    return a
+
+
+def main():
+    a = settings(os.environ)
+    solvers, command = a["solvers"], a["command"]
+    default_command = settings({})["command"]
     a["binout"] = os.path.join(ROOT, a["binout"]) if not os.path.isabs(a["binout"]) else a["binout"]
     a["libout"] = os.path.join(ROOT, a["libout"]) if not os.path.isabs(a["libout"]) else a["libout"]
     lib = os.path.join(a["libout"], "libstsl.so")
     os.makedirs(os.path.join(a["dir"], "runs"), exist_ok=True)
-    command = ("make bench-peer PEER_PAIRS=%d PEER_STEPS='%s' PEER_SOLVERS='%s' PEER_TASKS='%s' "
-               "PEER_THREADS='%s' PEER_BATCHES='%s' PEER_N1=%d PEER_SEED=%d PEER_VERIFY_STEPS='%s'"
-               % (a["pairs"], " ".join("%s=%d" % (s, a["steps"][s]) for s in solvers),
-                  " ".join(solvers), " ".join(a["tasks"]), " ".join(map(str, a["threads"])),
-                  " ".join(map(str, a["batches"])), a["n1"], a["seed"],
-                  " ".join("%s=%d" % (s, a["vsteps"][s]) for s in solvers)))
     start = datetime.datetime.utcnow()
     load0 = loadavg()
     log("start %s UTC, load average %s; %s" % (start.strftime("%Y-%m-%d %H:%M"), load0, command))
@@ -265,6 +276,20 @@ def main():
                     prep[a["tasks"][0]]["library_version"], git_rev(),
                     os.path.relpath(lib, ROOT), torch_ver, PY))
     lines.append("")
+    try:
+        busy0, busy1 = float(load0.split()[0]), float(load1.split()[0])
+    except (ValueError, IndexError):
+        busy0 = busy1 = 0.0
+    ncpu = os.cpu_count() or 1
+    if busy0 >= 1.0 or busy1 >= ncpu + 1.0:
+        lines.append("**The machine was busy** (1-minute load %.1f at the start, %.1f at the end, on %d "
+                     "CPUs; this harness alone adds at most 2 runnable threads): the times, the 2-thread "
+                     "ones most, are not representative. Rerun on a quiet machine." % (busy0, busy1, ncpu))
+        lines.append("")
+    if command != default_command:
+        lines.append("**Not the default configuration** (a smoke or partial run); the defaults are `%s`."
+                     % default_command)
+        lines.append("")
     lines.append("Torch operator vs the library's (max |difference| on the test images / their y): "
                  + "; ".join("%s forward %.1e, adjoint %.1e, back-projection %.1e"
                              % (t, prep[t]["operator_max_abs_diff"]["forward"],
