@@ -6,7 +6,19 @@ FUZZ_CC ?= clang
 FUZZ_SAN := -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 
-.PHONY: fuzz fuzz-build check-faults check-valgrind check-tsan
+.PHONY: fuzz fuzz-build check-faults check-valgrind check-tsan check-kill
+
+# Interrupted batches (issue 17): sharded stsl-restore processes over one output directory,
+# SIGKILLed at random moments and inside image saves and results.csv appends, then resumed;
+# every input must end with exactly one valid output and one complete results.csv row.
+# `make check` runs it small; `make check-kill` is the long run recorded in docs/reliability.md.
+KILL_ROUNDS ?= 30
+KILL_IMAGES ?= 60
+KILL_SHARDS ?= 4
+KILL_SEED ?= 17
+check-kill: $(BINOUT)/stsl-restore
+	@STSL_RESTORE_BIN=$(BINOUT)/stsl-restore bash tests/tools/kill_batch.sh $(KILL_ROUNDS) $(KILL_IMAGES) \
+	    $(KILL_SHARDS) $(KILL_SEED)
 
 # libFuzzer needs clang and coverage inside the library: build it with clang, without torch.
 fuzz-build:
