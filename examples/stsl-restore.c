@@ -4,10 +4,17 @@
  *   stsl-restore INPUT OUTPUT --task TASK --solver SOLVER [options]
  *
  * INPUT is a clean PNG/JPEG that the tool degrades itself with the task and seed (or, with
- * --measured, the measurement y), OUTPUT the restored PNG/JPEG.  Batch mode: INPUT a directory of
- * images or a manifest file (one path per line, '#' comments) and OUTPUT a directory; outputs that
- * exist are skipped (resume), OUTPUT/results.csv gets one row per image, --shard I/N keeps the
- * items whose index in sorted order is I modulo N.  Run with --help for every option.
+ * --measured, the measurement y), OUTPUT the restored PNG/JPEG.  An INPUT whose name ends in
+ * .png/.jpg/.jpeg or whose first bytes are a PNG/JPEG signature is an image and must decode as
+ * one.  Batch mode: INPUT a directory of images or a manifest file (one path per line, '#'
+ * comments; an empty list is an error) and OUTPUT a directory (never a name ending in an image
+ * extension); outputs that exist are skipped (resume), OUTPUT/results.csv gets one "ok" row per
+ * restored image (and a "failed" row per failed attempt), --shard I/N keeps the items whose index
+ * in sorted order is I modulo N.  Outputs are checked (directory exists, writable) before any
+ * model is loaded.  Crash safety: each image is written to a temporary, its row appended (one
+ * write under an exclusive lock, after cutting any torn row a killed writer left), then renamed;
+ * a run killed at any point and run again ends with each image once and each row once
+ * (tests/tools/kill_batch.sh).  Run with --help for every option.
  *
  * Exit status: 0 success, 2 bad usage, 1 any other failure (one line on stderr saying why).
  */
@@ -84,7 +91,8 @@ static void print_help(void)
            "Batch mode: INPUT a directory of images or a manifest file (one path per line, '#'\n"
            "comments; relative paths from the current directory or the manifest's), OUTPUT a\n"
            "directory: OUTPUT/<name>.png per input, existing outputs are skipped (resume), one row\n"
-           "per image appended to OUTPUT/results.csv.\n"
+           "per image appended to OUTPUT/results.csv (\"ok\" once per restored image, \"failed\" per\n"
+           "failed attempt).  A batch killed at any point resumes with nothing lost or doubled.\n"
            "\n"
            "tasks:   %s\n"
            "%s"
