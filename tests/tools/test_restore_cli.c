@@ -342,12 +342,30 @@ static int file_contains(const char *s, const char *what)
     return n;
 }
 
+static void write_file(const char *path, const char *bytes, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    fwrite(bytes, 1, n, f);
+    fclose(f);
+}
+
+/* A 2-step psld restoration of `in` into `out` with the fixture prior; exit status, stderr in
+ * err_buf. */
+static int restore_tiny(const char *in, const char *out)
+{
+    char args[16384];
+    snprintf(args, sizeof args, "'%s' '%s' --task sr2 --solver psld --steps 2 --model '%s'", in, out,
+             g_model);
+    return run(args, out_buf, sizeof out_buf, err_buf, sizeof err_buf);
+}
+
 /* issue 17: an image-named input that is not an image was taken for an (empty) manifest: exit 0,
  * nothing restored, and OUTPUT out.png created as a directory.  These fail before any model. */
 static void test_bad_image_input(void)
 {
     if (!tool_present()) return;
-    char in[1100], out[1100], args[16384], good[1100];
+    char in[1100], out[1100], good[1100];
     struct {
         const char *name;
         const char *bytes;
@@ -361,13 +379,8 @@ static void test_bad_image_input(void)
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         snprintf(in, sizeof in, "%s/%s", g_dir, cases[k].name);
         snprintf(out, sizeof out, "%s/bad-out-%zu.png", g_dir, k);
-        FILE *f = fopen(in, "wb");
-        CU_ASSERT_PTR_NOT_NULL_FATAL(f);
-        fwrite(cases[k].bytes, 1, cases[k].n, f);
-        fclose(f);
-        snprintf(args, sizeof args, "'%s' '%s' --task sr2 --solver psld --steps 2 --model '%s'", in,
-                 out, g_model);
-        int rc = run(args, out_buf, sizeof out_buf, err_buf, sizeof err_buf);
+        write_file(in, cases[k].bytes, cases[k].n);
+        int rc = restore_tiny(in, out);
         if (rc != 1 || count_lines(err_buf) != 1 || exists(out))
             fprintf(stderr, "\n  %s: exit %d, stderr '%s'\n", cases[k].name, rc, err_buf);
         CU_ASSERT_EQUAL(rc, 1);
@@ -379,15 +392,11 @@ static void test_bad_image_input(void)
     snprintf(good, sizeof good, "%s/good.png", g_dir);
     make_image(good, 5);
     snprintf(in, sizeof in, "%s/one.txt", g_dir);
-    FILE *f = fopen(in, "w");
-    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
-    fprintf(f, "%s\n", good);
-    fclose(f);
+    char line[1200];
+    snprintf(line, sizeof line, "%s\n", good);
+    write_file(in, line, strlen(line));
     snprintf(out, sizeof out, "%s/batch-as-image.png", g_dir);
-    snprintf(args, sizeof args, "'%s' '%s' --task sr2 --solver psld --steps 2 --model '%s'", in, out,
-             g_model);
-    int rc = run(args, NULL, 0, err_buf, sizeof err_buf);
-    CU_ASSERT_EQUAL(rc, 2);
+    CU_ASSERT_EQUAL(restore_tiny(in, out), 2);
     CU_ASSERT_EQUAL(count_lines(err_buf), 1);
     CU_ASSERT(!exists(out));
 }
@@ -396,25 +405,16 @@ static void test_bad_image_input(void)
 static void test_empty_batch(void)
 {
     if (!tool_present()) return;
-    char in[1100], out[1100], args[16384];
+    char in[1100], out[1100];
     snprintf(in, sizeof in, "%s/empty-manifest.txt", g_dir);
-    FILE *f = fopen(in, "w");
-    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
-    fputs("# only a comment\n\n", f);
-    fclose(f);
+    write_file(in, "# only a comment\n\n", 18);
     snprintf(out, sizeof out, "%s/empty-out", g_dir);
-    snprintf(args, sizeof args, "'%s' '%s' --task sr2 --solver psld --steps 2 --model '%s'", in, out,
-             g_model);
-    int rc = run(args, NULL, 0, err_buf, sizeof err_buf);
-    CU_ASSERT_EQUAL(rc, 1);
+    CU_ASSERT_EQUAL(restore_tiny(in, out), 1);
     CU_ASSERT_EQUAL(count_lines(err_buf), 1);
     CU_ASSERT(!exists(out));
     snprintf(in, sizeof in, "%s/empty-dir", g_dir);
     CU_ASSERT_EQUAL(mkdir(in, 0777), 0);
-    snprintf(args, sizeof args, "'%s' '%s' --task sr2 --solver psld --steps 2 --model '%s'", in, out,
-             g_model);
-    rc = run(args, NULL, 0, err_buf, sizeof err_buf);
-    CU_ASSERT_EQUAL(rc, 1);
+    CU_ASSERT_EQUAL(restore_tiny(in, out), 1);
     CU_ASSERT_EQUAL(count_lines(err_buf), 1);
 }
 
