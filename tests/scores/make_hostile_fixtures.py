@@ -22,7 +22,7 @@ message, never a crash or an abort inside libtorch:
   hostile_inf_grad.pt      finite forward, but its VJP is NaN (sqrt at 0)
   hostile_batch3.pt        returns one channel too few when the batch is 3 or more
   hostile_batch_drop.pt    returns a batch of 1 for any batch of 2 or more
-  hostile_slow.pt          about 0.2-0.5 s per call (a chain of 256x256 matmuls): runs must be
+  hostile_slow.pt          a fraction of a second per call (400 chained 256x256 matmuls): runs must be
                            cancellable within one call
 """
 import os
