@@ -3,6 +3,7 @@
 #   make              library (lib/libstsl.so.X.Y.Z, lib/libstsl.a) and tools (bin/)
 #   make check        install deps, build, run every CUnit suite
 #   make check-asan   the same suites under AddressSanitizer + UBSan
+#   make check-kill   interrupted sharded batches lose nothing (long run; make check runs it small)
 #   make demo         install deps, build, restore the bundled samples into demo-out/
 #   make bench        benchmarks; results written to docs/
 #   make install / uninstall   honour PREFIX, DESTDIR, LIBDIR, INCLUDEDIR, PKGCONFIGDIR
@@ -127,6 +128,7 @@ check: deps
 	@$(MAKE) --no-print-directory check-run
 	@$(MAKE) --no-print-directory check-abi
 	@$(MAKE) --no-print-directory check-install
+	@$(MAKE) --no-print-directory check-kill KILL_ROUNDS=3 KILL_IMAGES=12 KILL_SHARDS=3
 	@$(MAKE) --no-print-directory check-faults
 	@$(MAKE) --no-print-directory check-tsan
 	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(CHECK_FUZZ_SECONDS)

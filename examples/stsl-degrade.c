@@ -21,7 +21,8 @@ static void usage(FILE *f)
                "  --task TASK     the degradation (see Tasks)\n"
                "  --noise SIGMA   Gaussian noise std on the [-1, 1] scale (default 0.05; salt-pepper 0)\n"
                "  --seed N        seed of the noise, the random mask and the motion kernel (default 0)\n"
-               "  --help          this text\n\n");
+               "  --help          this text\n"
+               "  --version       the library version\n\n");
     cli_print_task_help(f);
     fprintf(f, "\nSuper-resolution writes the small image; phase-retrieval writes log(1 + |F|) of the\n"
                "magnitude (DC centred), scaled so its maximum is white.\n");
@@ -54,6 +55,10 @@ int main(int argc, char **argv)
         int r;
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             usage(stdout);
+            return CLI_EXIT_OK;
+        }
+        if (strcmp(argv[i], "--version") == 0) {
+            printf("stsl-degrade (libstsl %s)\n", stsl_version());
             return CLI_EXIT_OK;
         }
         if ((r = cli_match(argc, argv, &i, "--task", &val, err)) != 0) {

@@ -4,10 +4,17 @@
  *   stsl-restore INPUT OUTPUT --task TASK --solver SOLVER [options]
  *
  * INPUT is a clean PNG/JPEG that the tool degrades itself with the task and seed (or, with
- * --measured, the measurement y), OUTPUT the restored PNG/JPEG.  Batch mode: INPUT a directory of
- * images or a manifest file (one path per line, '#' comments) and OUTPUT a directory; outputs that
- * exist are skipped (resume), OUTPUT/results.csv gets one row per image, --shard I/N keeps the
- * items whose index in sorted order is I modulo N.  Run with --help for every option.
+ * --measured, the measurement y), OUTPUT the restored PNG/JPEG.  An INPUT whose name ends in
+ * .png/.jpg/.jpeg or whose first bytes are a PNG/JPEG signature is an image and must decode as
+ * one.  Batch mode: INPUT a directory of images or a manifest file (one path per line, '#'
+ * comments; an empty list is an error) and OUTPUT a directory (never a name ending in an image
+ * extension); outputs that exist are skipped (resume), OUTPUT/results.csv gets one "ok" row per
+ * restored image (and a "failed" row per failed attempt), --shard I/N keeps the items whose index
+ * in sorted order is I modulo N.  Outputs are checked (directory exists, writable) before any
+ * model is loaded.  Crash safety: each image is written to a temporary, its row appended (one
+ * write under an exclusive lock, after cutting any torn row a killed writer left), then renamed;
+ * a run killed at any point and run again ends with each image once and each row once
+ * (tests/tools/kill_batch.sh).  Run with --help for every option.
  *
  * Exit status: 0 success, 2 bad usage, 1 any other failure (one line on stderr saying why).
  */
@@ -84,9 +91,11 @@ static void print_help(void)
            "Batch mode: INPUT a directory of images or a manifest file (one path per line, '#'\n"
            "comments; relative paths from the current directory or the manifest's), OUTPUT a\n"
            "directory: OUTPUT/<name>.png per input, existing outputs are skipped (resume), one row\n"
-           "per image appended to OUTPUT/results.csv.\n"
+           "per image appended to OUTPUT/results.csv (\"ok\" once per restored image, \"failed\" per\n"
+           "failed attempt).  A batch killed at any point resumes with nothing lost or doubled.\n"
            "\n"
            "tasks:   %s\n"
+           "%s"
            "solvers: %s\n"
            "\n"
            "options:\n"
@@ -113,7 +122,7 @@ static void print_help(void)
            "  --help, --version\n"
            "\n"
            "solver options (each applies to the solvers named):\n",
-           stsl_operator_names(), stsl_solver_names());
+           stsl_operator_names(), CLI_SR_NOTE, stsl_solver_names());
     ru_print_flags(RU_SOLVER_FLAGS, stdout);
     printf("\n");
     cli_print_task_help(stdout);
@@ -296,13 +305,25 @@ static int sniff_image(const char *path)
     return 0;
 }
 
+/* One line for a failed load or save: the library's message when it names the path already
+ * ("cannot write 'x': No such file or directory"), else "cannot VERB PATH: detail". */
+static void io_message(stsl_context *ctx, stsl_status st, const char *verb, const char *path,
+                       char *buf, size_t n)
+{
+    const char *d = ctx ? stsl_context_last_error(ctx) : "";
+    if (*d && strstr(d, path)) snprintf(buf, n, "%s", d);
+    else snprintf(buf, n, "cannot %s %s: %s", verb, path, *d ? d : stsl_strerror(st));
+}
+
 static int save_image(stsl_context *ctx, const stsl_image *img, const char *path,
                       stsl_image_format fmt)
 {
     stsl_status st = stsl_image_save(ctx, img, path, fmt, 8, 0);
-    if (st != STSL_OK)
-        return failure("cannot write %s: %s", path,
-                       *stsl_context_last_error(ctx) ? stsl_context_last_error(ctx) : stsl_strerror(st));
+    if (st != STSL_OK) {
+        char msg[RU_ERR_LEN + PATH_MAX];
+        io_message(ctx, st, "write", path, msg, sizeof msg);
+        return failure("%s", msg);
+    }
     return 0;
 }
 
@@ -346,9 +367,11 @@ static void job_from(const options *o, ru_job *job)
 static int load_input(stsl_context *ctx, const char *path, int channels, stsl_image **img)
 {
     stsl_status st = stsl_image_load(ctx, path, channels, img);
-    if (st != STSL_OK)
-        return failure("cannot read %s: %s", path,
-                       *stsl_context_last_error(ctx) ? stsl_context_last_error(ctx) : stsl_strerror(st));
+    if (st != STSL_OK) {
+        char msg[RU_ERR_LEN + PATH_MAX];
+        io_message(ctx, st, "read", path, msg, sizeof msg);
+        return failure("%s", msg);
+    }
     return 0;
 }
 
@@ -483,20 +506,70 @@ static void out_name(const char *in, char *buf, size_t n)
     snprintf(buf, n, "%.*s.png", len, base);
 }
 
-/* Append one row to OUTPUT/results.csv under an exclusive lock (shards may share the file). */
+/* ---- results.csv: one complete row per append, whatever kills a process ------------------- */
+
+/* Called with the lock held: a writer killed inside write() may have left a row without its
+ * newline; cut the file back to its last complete line so the next row starts cleanly. */
+static int csv_repair_tail(int fd)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0) return -1;
+    off_t end = st.st_size;
+    char buf[512];
+    while (end > 0) {
+        off_t start = end > (off_t)sizeof buf ? end - (off_t)sizeof buf : 0;
+        ssize_t n = pread(fd, buf, (size_t)(end - start), start);
+        if (n != end - start) return -1;
+        for (ssize_t k = n - 1; k >= 0; k--)
+            if (buf[k] == '\n') {
+                off_t keep = start + k + 1;
+                return keep == st.st_size ? 0 : ftruncate(fd, keep);
+            }
+        end = start;
+    }
+    return st.st_size == 0 ? 0 : ftruncate(fd, 0);
+}
+
+static int csv_lock(const char *csv)
+{
+    int fd = open(csv, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0666);
+    if (fd < 0) return -1;
+    if (flock(fd, LOCK_EX) != 0 || csv_repair_tail(fd) != 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+/* Test hook (tests/tools/kill_batch.sh): STSL_RESTORE_KILL=csv:K or image:K makes the K-th row
+ * append or image save of this process stop half-way with SIGKILL, as a crash there would. */
+static int g_kill_csv = -1, g_kill_image = -1;
+
+static void kill_hook_init(void)
+{
+    const char *e = getenv("STSL_RESTORE_KILL");
+    if (!e) return;
+    int k;
+    if (sscanf(e, "csv:%d", &k) == 1) g_kill_csv = k;
+    if (sscanf(e, "image:%d", &k) == 1) g_kill_image = k;
+}
+
+/* Append one row to OUTPUT/results.csv under an exclusive lock (shards share the file) as a
+ * single write: a reader never sees half a row once the next writer has repaired the tail. */
 static int append_csv(const char *csv, const char *file, const char *status, const ru_result *r)
 {
-    int fd = open(csv, O_WRONLY | O_CREAT | O_APPEND, 0666);
+    int fd = csv_lock(csv);
     if (fd < 0) return failure("cannot write %s: %s", csv, strerror(errno));
-    flock(fd, LOCK_EX);
-    char row[PATH_MAX + 512];
+    char row[PATH_MAX * 2 + 512];
     int len = 0;
     struct stat st;
     if (fstat(fd, &st) == 0 && st.st_size == 0)
         len += snprintf(row + len, sizeof row - (size_t)len,
                         "file,status,unet_forward,unet_vjp,decoder_forward,decoder_vjp,seconds\n");
     /* quote the file name (CSV: double any '"') */
-    len += snprintf(row + len, sizeof row - (size_t)len, "\"");
+    row[len++] = '"';
     for (const char *p = file; *p && len < (int)sizeof row - 200; p++) {
         if (*p == '"') row[len++] = '"';
         row[len++] = *p;
@@ -505,55 +578,147 @@ static int append_csv(const char *csv, const char *file, const char *status, con
                     (unsigned long long)r->nfe.unet_forward, (unsigned long long)r->nfe.unet_vjp,
                     (unsigned long long)r->nfe.decoder_forward,
                     (unsigned long long)r->nfe.decoder_vjp, r->seconds);
+    if (g_kill_csv > 0 && --g_kill_csv == 0) {
+        if (write(fd, row, (size_t)len / 2) < 0) { /* killed anyway */ }
+        raise(SIGKILL);
+    }
     ssize_t w = write(fd, row, (size_t)len);
+    int e = errno;
+    if (w >= 0 && w != len) ftruncate(fd, st.st_size);   /* never leave a short row behind */
     flock(fd, LOCK_UN);
     close(fd);
-    return w == len ? 0 : failure("cannot write %s", csv);
+    return w == len ? 0 : failure("cannot write %s: %s", csv, w < 0 ? strerror(e) : "short write");
 }
 
-static int run_batch(stsl_context *ctx, ru_models *m, const options *o, int input_is_dir)
+/* Parse one CSV line "\"file\",status,...": the unquoted file and the status. */
+static int csv_parse_row(const char *line, char *file, size_t fn, char *status, size_t sn)
 {
-    item_list items = {0};
-    int rc = input_is_dir ? list_directory(o->input, &items) : read_manifest(o->input, &items);
-    if (rc) {
-        list_free(&items);
-        return RU_EXIT_FAIL;
+    if (line[0] != '"') return -1;
+    size_t k = 0;
+    const char *p = line + 1;
+    for (;; p++) {
+        if (!*p) return -1;
+        if (*p == '"') {
+            if (p[1] == '"') p++;
+            else break;
+        }
+        if (k + 1 < fn) file[k++] = *p;
     }
-    qsort(items.path, (size_t)items.n, sizeof *items.path, cmp_str);
-    /* two inputs may not map to the same output name */
-    char (*names)[NAME_MAX + 8] = calloc((size_t)(items.n ? items.n : 1), sizeof *names);
-    if (!names) {
-        list_free(&items);
-        return failure("out of memory");
+    file[k] = '\0';
+    if (p[1] != ',') return -1;
+    p += 2;
+    k = 0;
+    while (*p && *p != ',' && *p != '\n' && k + 1 < sn) status[k++] = *p++;
+    status[k] = '\0';
+    return 0;
+}
+
+/* Mark done[i] for every item with an "ok" row already (a resumed or re-sharded run). */
+static int csv_read_done(const char *csv, const item_list *items, char *done)
+{
+    int fd = csv_lock(csv);
+    if (fd < 0) return failure("cannot write %s: %s", csv, strerror(errno));
+    FILE *f = fdopen(dup(fd), "r");
+    if (f) {
+        char line[PATH_MAX * 2 + 512], file[PATH_MAX * 2], status[32];
+        while (fgets(line, sizeof line, f))
+            if (csv_parse_row(line, file, sizeof file, status, sizeof status) == 0 &&
+                !strcmp(status, "ok"))
+                for (int i = 0; i < items->n; i++)
+                    if (!done[i] && !strcmp(items->path[i], file)) {
+                        done[i] = 1;
+                        break;
+                    }
+        fclose(f);
     }
-    for (int i = 0; i < items.n; i++) {
-        out_name(items.path[i], names[i], sizeof names[i]);
-        for (int j = 0; j < i; j++)
-            if (!strcmp(names[i], names[j])) {
-                failure("%s and %s would both be written to %s", items.path[j], items.path[i], names[i]);
-                free(names);
-                list_free(&items);
-                return RU_EXIT_FAIL;
+    flock(fd, LOCK_UN);
+    close(fd);
+    return f ? 0 : failure("cannot read %s: %s", csv, strerror(errno));
+}
+
+/* ".NAME.PID.tmp" (ours) or "..NAME.PID.tmp.XXXXXXXX.tmp" (the library's temporary for it). */
+static int is_temp_of(const char *entry, const char *name)
+{
+    if (entry[0] != '.') return 0;
+    while (*entry == '.') entry++;
+    size_t n = strlen(name);
+    if (strncmp(entry, name, n) != 0 || entry[n] != '.') return 0;
+    const char *p = entry + n + 1;
+    if (!(*p >= '0' && *p <= '9')) return 0;
+    while (*p >= '0' && *p <= '9') p++;
+    if (!strcmp(p, ".tmp")) return 1;
+    if (strncmp(p, ".tmp.", 5) != 0) return 0;
+    p += 5;
+    int hex = 0;
+    while ((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')) p++, hex++;
+    return hex == 8 && !strcmp(p, ".tmp");
+}
+
+/* Remove the temporaries a killed run left for this shard's items (other shards' items are
+ * left alone: their processes may be writing them now). */
+static void remove_stale_temps(const char *dir, const item_list *items, char (*names)[NAME_MAX + 8],
+                               const options *o)
+{
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] != '.') continue;
+        for (int i = 0; i < items->n; i++)
+            if (i % o->shard_n == o->shard_i && is_temp_of(e->d_name, names[i])) {
+                char p[PATH_MAX + NAME_MAX + 2];
+                snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+                unlink(p);
+                break;
             }
     }
-    if (mkdir_p(o->output) != 0) {
-        free(names);
-        list_free(&items);
-        return failure("cannot create directory %s: %s", o->output, strerror(errno));
+    closedir(d);
+}
+
+/* Batch inputs: the directory's images or the manifest's lines, sorted; an empty list, or two
+ * inputs with one output name, is an error.  `names` receives each output's file name. */
+static int list_items(const options *o, int input_is_dir, item_list *items,
+                      char (**names)[NAME_MAX + 8])
+{
+    int rc = input_is_dir ? list_directory(o->input, items) : read_manifest(o->input, items);
+    if (rc) return RU_EXIT_FAIL;
+    if (items->n == 0)
+        return failure(input_is_dir ? "%s: no .png, .jpg or .jpeg file in this directory"
+                                    : "%s: the manifest lists no input (one image path per line)",
+                       o->input);
+    qsort(items->path, (size_t)items->n, sizeof *items->path, cmp_str);
+    *names = calloc((size_t)items->n, sizeof **names);
+    if (!*names) return failure("out of memory");
+    for (int i = 0; i < items->n; i++) {
+        out_name(items->path[i], (*names)[i], sizeof (*names)[i]);
+        for (int j = 0; j < i; j++)
+            if (!strcmp((*names)[i], (*names)[j]))
+                return failure("%s and %s would both be written to %s", items->path[j],
+                               items->path[i], (*names)[i]);
     }
-    if (o->montage && mkdir_p(o->montage) != 0) {
-        free(names);
-        list_free(&items);
-        return failure("cannot create directory %s: %s", o->montage, strerror(errno));
-    }
+    return 0;
+}
+
+/* Per item: restore, save to a temporary, montage, append the "ok" row, rename into place.  A
+ * process killed anywhere leaves either no output (the item is redone; a row written before the
+ * kill is not written twice) or the output and its row. */
+static int run_batch(stsl_context *ctx, ru_models *m, const options *o, const item_list *items,
+                     char (*names)[NAME_MAX + 8])
+{
     char csv[PATH_MAX];
     snprintf(csv, sizeof csv, "%s/results.csv", o->output);
-    int mine = 0, done = 0, skipped = 0, failed = 0;
-    for (int i = 0; i < items.n; i++)
+    char *has_row = calloc((size_t)items->n, 1);
+    if (!has_row) return failure("out of memory");
+    if (csv_read_done(csv, items, has_row) != 0) {
+        free(has_row);
+        return RU_EXIT_FAIL;
+    }
+    remove_stale_temps(o->output, items, names, o);
+    int mine = 0, done = 0, skipped = 0, failed = 0, rc = RU_EXIT_OK;
+    for (int i = 0; i < items->n; i++)
         if (i % o->shard_n == o->shard_i) mine++;
     int k = 0;
-    rc = RU_EXIT_OK;
-    for (int i = 0; i < items.n && !g_interrupted; i++) {
+    for (int i = 0; i < items->n && !g_interrupted; i++) {
         if (i % o->shard_n != o->shard_i) continue;
         k++;
         char out[PATH_MAX + NAME_MAX + 16], tmp[PATH_MAX + NAME_MAX + 32];
@@ -567,26 +732,30 @@ static int run_batch(stsl_context *ctx, ru_models *m, const options *o, int inpu
         stsl_image *in = NULL;
         ru_result r;
         memset(&r, 0, sizeof r);
-        char err[RU_ERR_LEN];
-        stsl_status lst = stsl_image_load(ctx, items.path[i], m->image.channels, &in);
+        char err[RU_ERR_LEN + PATH_MAX];
+        stsl_status lst = stsl_image_load(ctx, items->path[i], m->image.channels, &in);
         int ok;
         if (lst != STSL_OK) {
-            snprintf(err, sizeof err, "cannot read: %s",
-                     *stsl_context_last_error(ctx) ? stsl_context_last_error(ctx) : stsl_strerror(lst));
+            io_message(ctx, lst, "read", items->path[i], err, sizeof err);
             ok = 0;
         } else {
             ru_job job;
             job_from(o, &job);
             ok = ru_restore(ctx, m, &job, in, &r, err) == 0;
         }
+        snprintf(tmp, sizeof tmp, "%s/.%s.%d.tmp", o->output, names[i], (int)getpid());
         if (ok) {
-            /* write under a temporary name, then rename: an interrupted run never leaves a
-             * partial output that a resumed run would skip */
-            snprintf(tmp, sizeof tmp, "%s/.%s.%d.tmp", o->output, names[i], (int)getpid());
-            if (stsl_image_save(ctx, r.restored, tmp, STSL_FORMAT_PNG, 8, 0) != STSL_OK ||
-                rename(tmp, out) != 0) {
-                snprintf(err, sizeof err, "cannot write %.200s: %.200s", out, stsl_context_last_error(ctx));
-                unlink(tmp);
+            stsl_status sst = stsl_image_save(ctx, r.restored, tmp, STSL_FORMAT_PNG, 8, 0);
+            if (sst == STSL_OK && g_kill_image > 0 && --g_kill_image == 0) {
+                /* as if killed inside the save: a partial library temporary, no output */
+                char part[sizeof tmp + 32];
+                snprintf(part, sizeof part, "%s/..%s.%d.tmp.0badf00d.tmp", o->output, names[i],
+                         (int)getpid());
+                if (link(tmp, part) == 0 && stat(part, &st) == 0 && truncate(part, st.st_size / 2)) {}
+                raise(SIGKILL);
+            }
+            if (sst != STSL_OK) {
+                io_message(ctx, sst, "write", out, err, sizeof err);
                 ok = 0;
             }
         }
@@ -596,32 +765,77 @@ static int run_batch(stsl_context *ctx, ru_models *m, const options *o, int inpu
             if (write_montage(ctx, o, o->measured ? NULL : in, &r, mp) != 0) ok = 0, err[0] = 0;
         }
         if (g_interrupted && !ok) {
+            unlink(tmp);
             stsl_image_destroy(in);
             ru_result_free(&r);
             break;
         }
         if (ok) {
+            if (!has_row[i] && append_csv(csv, items->path[i], "ok", &r) != 0) {
+                ok = 0, err[0] = 0;
+            } else if (rename(tmp, out) != 0) {
+                snprintf(err, sizeof err, "cannot write %s: %s", out, strerror(errno));
+                ok = 0;
+            }
+            if (ok) has_row[i] = 1;
+        }
+        if (!ok) unlink(tmp);
+        if (ok) {
             done++;
             if (!o->quiet) {
                 printf("[%d/%d] ", k, mine);
-                print_summary(o, items.path[i], out, &r);
+                print_summary(o, items->path[i], out, &r);
             }
         } else {
             failed++;
-            if (err[0]) fprintf(stderr, "stsl-restore: %s: %s\n", items.path[i], err);
+            if (err[0]) fprintf(stderr, "stsl-restore: %s: %s\n", items->path[i], err);
+            if (append_csv(csv, items->path[i], "failed", &r) != 0) rc = RU_EXIT_FAIL;
         }
-        if (append_csv(csv, items.path[i], ok ? "ok" : "failed", &r) != 0) rc = RU_EXIT_FAIL;
         ru_result_free(&r);
         stsl_image_destroy(in);
     }
-    free(names);
-    list_free(&items);
+    free(has_row);
     if (g_interrupted) return failure("interrupted; run the same command again to resume");
     if (!o->quiet)
         printf("shard %d/%d: %d item(s): %d restored, %d skipped (already done), %d failed; see %s\n",
                o->shard_i, o->shard_n, mine, done, skipped, failed, csv);
     if (failed) return failure("%d of %d item(s) failed (see %s)", failed, mine, csv);
     return rc;
+}
+
+/* The directory a file would be written into ("." for a bare name). */
+static void dir_of(const char *path, char *buf, size_t n)
+{
+    const char *slash = strrchr(path, '/');
+    if (!slash) snprintf(buf, n, ".");
+    else if (slash == path) snprintf(buf, n, "/");
+    else snprintf(buf, n, "%.*s", (int)(slash - path), path);
+}
+
+/* Single mode: the output file can be created (its directory exists and is writable, it is not
+ * a directory itself) -- checked before any model is loaded. */
+static int check_output_file(const char *path, const char *what)
+{
+    char dir[PATH_MAX];
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        return failure("cannot write %s %s: it is a directory", what, path);
+    dir_of(path, dir, sizeof dir);
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        return failure("cannot write %s %s: directory %s does not exist", what, path, dir);
+    if (access(dir, W_OK) != 0)
+        return failure("cannot write %s %s: directory %s is not writable", what, path, dir);
+    return 0;
+}
+
+/* Batch mode: create the output directory and check it is writable. */
+static int prepare_output_dir(const char *path, const char *what)
+{
+    if (is_image_name(path))
+        return usage_error("batch mode: %s '%s' names an image file; give a directory", what, path);
+    if (mkdir_p(path) != 0) return failure("cannot create %s directory %s: %s", what, path, strerror(errno));
+    if (access(path, W_OK) != 0) return failure("cannot write %s directory %s: %s", what, path, strerror(errno));
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -639,8 +853,10 @@ int main(int argc, char **argv)
     options o;
     int rc = parse_args(argc, argv, &o);
     if (rc) return rc;
+    kill_hook_init();
 
-    /* mode: directory or manifest (batch), image file (single) */
+    /* mode: a directory or a manifest (batch); a file whose name or first bytes say PNG/JPEG is
+     * an image (single), and must decode as one */
     struct stat st;
     if (stat(o.input, &st) != 0) return failure("cannot read %s: %s", o.input, strerror(errno));
     int batch = 0, is_dir = 0;
@@ -649,37 +865,54 @@ int main(int argc, char **argv)
     } else {
         int s = sniff_image(o.input);
         if (s < 0) return failure("cannot read %s: %s", o.input, strerror(errno));
-        batch = s == 0;
+        batch = s == 0 && !is_image_name(o.input);
     }
+    item_list items = {0};
+    char (*names)[NAME_MAX + 8] = NULL;
     if (!batch) {
         if (o.shard_n > 1) return usage_error("--shard applies to a directory or manifest INPUT");
-        const char *e = ext_of(o.output);
-        if (strcasecmp(e, ".png") && strcasecmp(e, ".jpg") && strcasecmp(e, ".jpeg"))
+        if (!is_image_name(o.output))
             return usage_error("OUTPUT '%s' must end in .png, .jpg or .jpeg", o.output);
-        if (o.montage) {
-            e = ext_of(o.montage);
-            if (strcasecmp(e, ".png") && strcasecmp(e, ".jpg") && strcasecmp(e, ".jpeg"))
-                return usage_error("--montage '%s' must end in .png, .jpg or .jpeg", o.montage);
+        if (o.montage && !is_image_name(o.montage))
+            return usage_error("--montage '%s' must end in .png, .jpg or .jpeg", o.montage);
+        /* a bad image fails now, not after the models have loaded */
+        stsl_context *probe = NULL;
+        stsl_image *img = NULL;
+        if (stsl_context_create(&probe) != STSL_OK) return failure("cannot create a context");
+        rc = load_input(probe, o.input, 0, &img);
+        stsl_image_destroy(img);
+        stsl_context_destroy(probe);
+        if (rc) return RU_EXIT_FAIL;
+        if (check_output_file(o.output, "output")) return RU_EXIT_FAIL;
+        if (o.montage && check_output_file(o.montage, "montage")) return RU_EXIT_FAIL;
+    } else {
+        if (stat(o.output, &st) == 0 && !S_ISDIR(st.st_mode))
+            return usage_error("batch mode: OUTPUT '%s' must be a directory", o.output);
+        if (is_dir) {
+            char ri[PATH_MAX], ro[PATH_MAX];
+            if (realpath(o.input, ri) && realpath(o.output, ro) && !strcmp(ri, ro))
+                return usage_error("batch mode: OUTPUT must not be the input directory");
         }
-    } else if (stat(o.output, &st) == 0 && !S_ISDIR(st.st_mode)) {
-        return usage_error("batch mode: OUTPUT '%s' must be a directory", o.output);
-    } else if (is_dir) {
-        char ri[PATH_MAX], ro[PATH_MAX];
-        if (realpath(o.input, ri) && realpath(o.output, ro) && !strcmp(ri, ro))
-            return usage_error("batch mode: OUTPUT must not be the input directory");
+        rc = list_items(&o, is_dir, &items, &names);
+        if (!rc) rc = prepare_output_dir(o.output, "OUTPUT");
+        if (!rc && o.montage) rc = prepare_output_dir(o.montage, "--montage");
+        if (rc) {
+            free(names);
+            list_free(&items);
+            return rc;
+        }
     }
 
     stsl_context *ctx = NULL;
-    if (stsl_context_create(&ctx) != STSL_OK) return failure("cannot create a context");
-    rc = check_applicable(ctx, &o);
+    if (stsl_context_create(&ctx) != STSL_OK) rc = failure("cannot create a context");
+    if (!rc) rc = check_applicable(ctx, &o);
+    if (!rc) stsl_context_set_threads(ctx, o.threads);
+    if (!rc && stsl_context_set_device(ctx, o.device) != STSL_OK)
+        rc = usage_error("--device %s: %s", o.device, stsl_context_last_error(ctx));
     if (rc) {
         stsl_context_destroy(ctx);
-        return rc;
-    }
-    stsl_context_set_threads(ctx, o.threads);
-    if (stsl_context_set_device(ctx, o.device) != STSL_OK) {
-        rc = usage_error("--device %s: %s", o.device, stsl_context_last_error(ctx));
-        stsl_context_destroy(ctx);
+        free(names);
+        list_free(&items);
         return rc;
     }
     if (o.verbose) stsl_context_set_log(ctx, log_sink, NULL, STSL_LOG_INFO);
@@ -689,6 +922,8 @@ int main(int argc, char **argv)
     char err[RU_ERR_LEN];
     if (ru_load_models(ctx, o.solver, o.model, o.vae, &m, err) != 0) {
         stsl_context_destroy(ctx);
+        free(names);
+        list_free(&items);
         return failure("%s", err);
     }
     if (o.verbose)
@@ -706,14 +941,11 @@ int main(int argc, char **argv)
     stsl_operator *probe = NULL;
     rc = cli_make_operator(ctx, o.task, m.image, &o.task_opts, o.seed, o.noise, &probe, err);
     stsl_operator_destroy(probe);
-    if (rc != CLI_EXIT_OK) {
-        ru_models_free(&m);
-        stsl_context_destroy(ctx);
-        if (rc == CLI_EXIT_USAGE) return usage_error("%s", err);
-        return failure("%s", err);
-    }
-    rc = batch ? run_batch(ctx, &m, &o, is_dir) : run_single(ctx, &m, &o);
+    if (rc != CLI_EXIT_OK) rc = rc == CLI_EXIT_USAGE ? usage_error("%s", err) : failure("%s", err);
+    else rc = batch ? run_batch(ctx, &m, &o, &items, names) : run_single(ctx, &m, &o);
     ru_models_free(&m);
     stsl_context_destroy(ctx);
+    free(names);
+    list_free(&items);
     return rc;
 }

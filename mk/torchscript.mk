@@ -2,7 +2,8 @@
 #
 #   make bench-torchscript   library vs direct-Python timings of one forward and one VJP for a
 #                            small and a mid-size UNet; writes docs/torchscript-bench.md
-#   make torchscript-fixtures  regenerate tests/scores/fixtures/ (Debian's python3-torch)
+#   make torchscript-fixtures  regenerate tests/scores/fixtures/ (Debian's python3-torch), the
+#                            hostile model files of tests/scores/test_hostile_models.c included
 
 TORCH_PYTHON ?= /usr/bin/python3
 
@@ -11,6 +12,7 @@ TORCH_PYTHON ?= /usr/bin/python3
 
 torchscript-fixtures:
 	$(TORCH_PYTHON) tests/scores/make_fixtures.py tests/scores/fixtures
+	$(TORCH_PYTHON) tests/scores/make_hostile_fixtures.py tests/scores/fixtures
 
 BENCH_TS_DIR ?= $(BUILD)/bench-torchscript
 BENCH_TS_THREADS ?= 1

@@ -47,7 +47,7 @@ static int bi_usage(const char *fmt, ...)
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
-    fprintf(stderr, " (see stsl-bench --task x --help)\n");
+    fprintf(stderr, " (see stsl-bench --help)\n");
     return RU_EXIT_USAGE;
 }
 
@@ -62,15 +62,15 @@ static int bi_fail(const char *fmt, ...)
     return RU_EXIT_FAIL;
 }
 
-static void bi_help(void)
+void stsl_bench_images_help(void)
 {
     printf("usage: stsl-bench --task TASK --solver SOLVER --n N [options]      (image mode)\n"
-           "       stsl-bench --prior gmm ...                                  (GMM testbed)\n"
            "\n"
            "Restores the first N images of the fixed Fashion-MNIST test list and prints PSNR,\n"
            "SSIM, NFEs and wall time per image (table on stdout, CSV with --csv).\n"
            "\n"
            "tasks:   %s\n"
+           "%s"
            "solvers: %s\n"
            "\n"
            "  --n N              images (1..%d, at most the list's length; default 20)\n"
@@ -94,7 +94,7 @@ static void bi_help(void)
            "  --quiet            no table\n"
            "\n"
            "solver options:\n",
-           stsl_operator_names(), stsl_solver_names(), BI_MAX_N);
+           stsl_operator_names(), CLI_SR_NOTE, stsl_solver_names(), BI_MAX_N);
     ru_print_flags(RU_SOLVER_FLAGS, stdout);
     printf("\n");
     cli_print_task_help(stdout);
@@ -262,7 +262,7 @@ int stsl_bench_images_main(int argc, char **argv)
 {
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            bi_help();
+            stsl_bench_images_help();
             return 0;
         }
     bi_opts o;

@@ -13,5 +13,7 @@
 
 /* main() of the image mode: argv as given to stsl-bench.  Returns the exit status. */
 int stsl_bench_images_main(int argc, char **argv);
+/* The image mode's options, for --help (stdout). */
+void stsl_bench_images_help(void);
 
 #endif

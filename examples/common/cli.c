@@ -172,8 +172,8 @@ int cli_take_task_option(int argc, char **argv, int *i, cli_task_opts *o, char *
 
 void cli_print_task_help(FILE *f)
 {
-    fprintf(f, "Tasks: %s\n\nTask options (a task ignores none: an option it does not use is an error):\n",
-            stsl_operator_names());
+    fprintf(f, "Tasks: %s\n%s\nTask options (a task ignores none: an option it does not use is an error):\n",
+            stsl_operator_names(), CLI_SR_NOTE);
     for (const task_flag *t = FLAGS; t->flag; t++)
         if (t->help) fprintf(f, "  %s %s\n", t->flag, t->help);
     fprintf(f, "  --kernel FILE.png    motion-blur: use this kernel (grey, square, odd size) instead of a random one\n"

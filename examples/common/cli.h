@@ -52,6 +52,10 @@ typedef struct cli_task_opts {
  * --huber-delta D --oversampling S --fft-threshold N, plus the long spellings --sr-filter
  * --box-height --box-width --box-top --box-left --impulse --hdr-alpha. */
 int cli_take_task_option(int argc, char **argv, int *i, cli_task_opts *o, char *err);
+/* Said wherever the tasks are listed: super-resolution needs sizes divisible by its factor. */
+#define CLI_SR_NOTE                                                                              \
+    "  (sr2, sr4, sr8 need height and width divisible by 2, 4, 8: the bundled 28x28 models\n"   \
+    "   take sr2 and sr4; sr8 fails on them, 28 is not divisible by 8)\n"
 /* Help text for the task options and the list of tasks. */
 void cli_print_task_help(FILE *f);
 

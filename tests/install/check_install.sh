@@ -44,6 +44,17 @@ fi
 sed -n '/<!-- example:begin -->/,/<!-- example:end -->/p' README.md | sed '1,2d;$d' | sed '$d' > "$root/readme.c"
 if [ -s "$root/readme.c" ] && cc -std=c11 -Wall -Wextra -Werror "$root/readme.c" -o "$root/readme" $(pkg-config --cflags --libs stsl) 2>"$root/cc2.log"; then
   ok "README example compiles ($(wc -l < "$root/readme.c") lines)"
+  # A failing run prints the detail after "error: <status>: " (issue 17: an 8x8 input with the
+  # 28x28 model failed in the solver and the example printed the context's empty message).
+  if [ -f models/fmnist-ddpm.pt ]; then
+    LD_LIBRARY_PATH="$root/usr/lib" "$root/readme" tests/fuzz/corpus/png/adam7.png "$root/out.png" \
+        >/dev/null 2>"$root/readme.err"
+    if grep -Eq '^error: [^:]+: .*[a-z]' "$root/readme.err"; then
+      ok "README example prints the error detail: $(head -1 "$root/readme.err")"
+    else
+      bad "README example prints no detail: '$(head -1 "$root/readme.err")'"
+    fi
+  fi
 else
   bad "README example does not compile"; cat "$root/cc2.log" 2>/dev/null | head -20
 fi

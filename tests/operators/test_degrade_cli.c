@@ -92,6 +92,52 @@ static void test_help(void)
               strstr(buf, "--noise"));
 }
 
+static void read_stdout(char *buf, size_t n)
+{
+    buf[0] = 0;
+    FILE *f = fopen(path("stdout.txt"), "r");
+    if (!f) return;
+    size_t k = fread(buf, 1, n - 1, f);
+    buf[k] = 0;
+    fclose(f);
+}
+
+/* issue 17: --version was refused; the task list did not say sr8 needs sizes divisible by 8 */
+static void test_version_and_sr_note(void)
+{
+    if (!have_tool()) return;
+    char buf[16384];
+    CU_ASSERT_EQUAL(run("--version"), 0);
+    read_stdout(buf, sizeof buf);
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, stsl_version()));
+    CU_ASSERT_EQUAL(run("--help"), 0);
+    read_stdout(buf, sizeof buf);
+    CU_ASSERT_PTR_NOT_NULL(strstr(buf, "divisible by 2, 4, 8"));
+}
+
+/* issue 17: stsl-bench --help printed a three-line usage; the option help came only with --task */
+static void test_bench_help(void)
+{
+    if (!have_tool()) return;
+    char bench[1100], cmd[4096];
+    snprintf(bench, sizeof bench, "%.1000s", tool);
+    char *slash = strrchr(bench, '/');
+    snprintf(slash ? slash + 1 : bench, 64, "stsl-bench");
+    if (access(bench, X_OK) != 0) return;
+    snprintf(cmd, sizeof cmd, "'%s' --help >'%s' 2>&1", bench, path("stdout.txt"));
+    int st = system(cmd);
+    CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    char buf[32768];
+    read_stdout(buf, sizeof buf);
+    /* both modes' options, each with its description */
+    const char *want[] = {"--dx LIST", "signal dimensions", "--solvers LIST", "--samples K",
+                          "--indices FILE", "--zeta", "--kernel-size", "divisible by 2, 4, 8"};
+    for (size_t k = 0; k < sizeof want / sizeof want[0]; k++) {
+        if (!strstr(buf, want[k])) fprintf(stderr, "\n  stsl-bench --help lacks '%s'\n", want[k]);
+        CU_ASSERT_PTR_NOT_NULL(strstr(buf, want[k]));
+    }
+}
+
 static void test_tasks_and_sizes(void)
 {
     if (!have_tool()) return;
@@ -214,6 +260,8 @@ int main(void)
         {"every task writes an output of the right size", test_tasks_and_sizes},
         {"seeded output is reproducible", test_reproducible},
         {"bad usage exits 2, other failures 1, one line on stderr", test_failures},
+        {"--version works; the task list says what sr8 needs", test_version_and_sr_note},
+        {"stsl-bench --help describes every option", test_bench_help},
         {NULL, NULL},
     };
     return stsl_test_main("stsl-degrade", tests);

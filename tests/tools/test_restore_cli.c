@@ -335,6 +335,126 @@ static void test_shard(void)
     CU_ASSERT_EQUAL(csv_rows(p), 4);
 }
 
+static int file_contains(const char *s, const char *what)
+{
+    int n = 0;
+    for (const char *p = s; (p = strstr(p, what)); p += strlen(what)) n++;
+    return n;
+}
+
+static void write_file(const char *path, const char *bytes, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    fwrite(bytes, 1, n, f);
+    fclose(f);
+}
+
+/* A 2-step psld restoration of `in` into `out` with the fixture prior; exit status, stderr in
+ * err_buf. */
+static int restore_tiny(const char *in, const char *out)
+{
+    char args[16384];
+    snprintf(args, sizeof args, "'%s' '%s' --task sr2 --solver psld --steps 2 --model '%s'", in, out,
+             g_model);
+    return run(args, out_buf, sizeof out_buf, err_buf, sizeof err_buf);
+}
+
+/* issue 17: an image-named input that is not an image was taken for an (empty) manifest: exit 0,
+ * nothing restored, and OUTPUT out.png created as a directory.  These fail before any model. */
+static void test_bad_image_input(void)
+{
+    if (!tool_present()) return;
+    char in[1100], out[1100], good[1100];
+    struct {
+        const char *name;
+        const char *bytes;
+        size_t n;
+    } cases[] = {
+        {"empty.png", "", 0},                                 /* name says image, empty */
+        {"text.jpg", "not an image\n", 13},                  /* name says image, text */
+        {"magic.dat", "\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR", 16}, /* bytes say PNG, truncated */
+        {"magic2.txt", "\xff\xd8\xff\xe0\0\x10JFIF", 10},     /* bytes say JPEG, truncated */
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        snprintf(in, sizeof in, "%s/%s", g_dir, cases[k].name);
+        snprintf(out, sizeof out, "%s/bad-out-%zu.png", g_dir, k);
+        write_file(in, cases[k].bytes, cases[k].n);
+        int rc = restore_tiny(in, out);
+        if (rc != 1 || count_lines(err_buf) != 1 || exists(out))
+            fprintf(stderr, "\n  %s: exit %d, stderr '%s'\n", cases[k].name, rc, err_buf);
+        CU_ASSERT_EQUAL(rc, 1);
+        CU_ASSERT_EQUAL(count_lines(err_buf), 1);
+        CU_ASSERT_PTR_NOT_NULL(strstr(err_buf, cases[k].name));
+        CU_ASSERT(!exists(out));
+    }
+    /* a manifest whose OUTPUT names an image file: usage error, no directory created */
+    snprintf(good, sizeof good, "%s/good.png", g_dir);
+    make_image(good, 5);
+    snprintf(in, sizeof in, "%s/one.txt", g_dir);
+    char line[1200];
+    snprintf(line, sizeof line, "%s\n", good);
+    write_file(in, line, strlen(line));
+    snprintf(out, sizeof out, "%s/batch-as-image.png", g_dir);
+    CU_ASSERT_EQUAL(restore_tiny(in, out), 2);
+    CU_ASSERT_EQUAL(count_lines(err_buf), 1);
+    CU_ASSERT(!exists(out));
+}
+
+/* issue 17: a manifest (or directory) with no item is an error, not a successful empty run */
+static void test_empty_batch(void)
+{
+    if (!tool_present()) return;
+    char in[1100], out[1100];
+    snprintf(in, sizeof in, "%s/empty-manifest.txt", g_dir);
+    write_file(in, "# only a comment\n\n", 18);
+    snprintf(out, sizeof out, "%s/empty-out", g_dir);
+    CU_ASSERT_EQUAL(restore_tiny(in, out), 1);
+    CU_ASSERT_EQUAL(count_lines(err_buf), 1);
+    CU_ASSERT(!exists(out));
+    snprintf(in, sizeof in, "%s/empty-dir", g_dir);
+    CU_ASSERT_EQUAL(mkdir(in, 0777), 0);
+    CU_ASSERT_EQUAL(restore_tiny(in, out), 1);
+    CU_ASSERT_EQUAL(count_lines(err_buf), 1);
+}
+
+/* issue 17: a missing output directory was found only after the restoration, and the message
+ * said "cannot write" twice.  The output is checked before the model is even looked at (the
+ * model named here does not exist: the output's error must come first). */
+static void test_output_checked_first(void)
+{
+    if (!tool_present()) return;
+    char in[1100], args[16384];
+    snprintf(in, sizeof in, "%s/outcheck.png", g_dir);
+    make_image(in, 9);
+    snprintf(args, sizeof args,
+             "'%s' '%s/no-such-dir/o.png' --task sr2 --solver dps --steps 2 --model '%s/none.pt'",
+             in, g_dir, g_dir);
+    int rc = run(args, NULL, 0, err_buf, sizeof err_buf);
+    CU_ASSERT_EQUAL(rc, 1);
+    CU_ASSERT_EQUAL(count_lines(err_buf), 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err_buf, "no-such-dir"));
+    CU_ASSERT_PTR_NULL(strstr(err_buf, "none.pt"));
+    CU_ASSERT(file_contains(err_buf, "cannot write") <= 1);
+    /* --montage likewise */
+    snprintf(args, sizeof args,
+             "'%s' '%s/o.png' --task sr2 --solver dps --steps 2 --model '%s/none.pt' "
+             "--montage '%s/no-such-dir/m.png'",
+             in, g_dir, g_dir, g_dir);
+    rc = run(args, NULL, 0, err_buf, sizeof err_buf);
+    CU_ASSERT_EQUAL(rc, 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err_buf, "no-such-dir"));
+    CU_ASSERT_PTR_NULL(strstr(err_buf, "none.pt"));
+}
+
+/* issue 17: the task list says sr8 needs sizes divisible by 8 */
+static void test_help_sr_note(void)
+{
+    if (!tool_present()) return;
+    CU_ASSERT_EQUAL(run("--help", out_buf, sizeof out_buf, NULL, 0), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out_buf, "divisible by 2, 4, 8"));
+}
+
 int main(void)
 {
     static const stsl_test tests[] = {
@@ -345,6 +465,10 @@ int main(void)
         {"tiny restoration writes the right size", test_single_run},
         {"batch mode resumes and writes results.csv", test_batch_resume},
         {"--shard splits the items", test_shard},
+        {"an input that says image but is not one fails as a bad image", test_bad_image_input},
+        {"an empty manifest or directory is an error", test_empty_batch},
+        {"the output is checked before any work", test_output_checked_first},
+        {"--help says what sr8 needs", test_help_sr_note},
         {NULL, NULL},
     };
     return stsl_test_main("tools/restore_cli", tests);
