@@ -59,6 +59,9 @@ TORCH_CUDA_LIBS := $(if $(filter 1,$(TORCH_CUDA)),-Wl$(comma)--no-as-needed -lto
 TORCH_LIBS := -L$(TORCH_LIBDIR) -Wl,-rpath,$(TORCH_LIBDIR) $(TORCH_CUDA_LIBS) -ltorch_cpu -lc10 \
               $(TORCH_EXTRA_LIBS)
 TORCH_ABI_FLAG := $(if $(TORCH_CXX11_ABI),-D_GLIBCXX_USE_CXX11_ABI=$(TORCH_CXX11_ABI))
+# The tools link libstsl.so only; the linker still walks libtorch's dependencies, so they get
+# TORCH_EXTRA_LIBS's linker flags too (rpath-link to CUDA's libraries, for instance).
+TOOL_TORCH_FLAGS := $(if $(filter 1,$(WITH_TORCH)),$(TORCH_EXTRA_LIBS))
 
 # ---- Other dependencies from a prefix of their own (e.g. unpacked .deb files, see
 # scripts/check-cuda.sh): DEPS_PREFIX=DIR adds DIR/usr/include and DIR/usr/lib/<multiarch> (and
@@ -149,7 +152,8 @@ $(BUILD)/tests/%: tests/%.c $(STATIC) $(TEST_COMMON) $(wildcard tests/common/*.h
 $(BINOUT)/%: examples/%.c $(SHARED) $(TOOL_COMMON) $(wildcard examples/common/*.h)
 	@mkdir -p $(BINOUT)
 	$(CC) $(CFLAGS_ALL) -Iexamples -o $@ $< $(TOOL_COMMON) -L$(LIBOUT) -lstsl \
-	    -Wl,-rpath,'$$ORIGIN/$(shell realpath -m --relative-to=$(BINOUT) $(LIBOUT))' $(DEPS_LDFLAGS) -lz -lm -lpthread $(SAN_FLAGS)
+	    -Wl,-rpath,'$$ORIGIN/$(shell realpath -m --relative-to=$(BINOUT) $(LIBOUT))' $(DEPS_LDFLAGS) \
+	    $(TOOL_TORCH_FLAGS) -lz -lm -lpthread $(SAN_FLAGS)
 
 # The CI test command: unit suites, ABI and install checks, then the hardening passes of
 # mk/hardening.mk (allocation-failure sweep under ASan, ThreadSanitizer, a short fuzz pass).
