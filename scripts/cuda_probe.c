@@ -10,7 +10,7 @@
  *   cuda_probe time MODEL DEVICE HALF [REPEATS] [STEPS]
  *       median milliseconds of one forward and one VJP (batch 1), and of one reverse step of DPS
  *       and of STSL (defaults: K 5, its default probes) over STEPS steps after the first, with
- *       each solver's NFE ledger per step.
+ *       each solver's NFE ledger per step (STEPS 0: no solver runs).
  */
 #include <math.h>
 #include <stdio.h>
@@ -267,7 +267,7 @@ static int cmd_time(const char *model, const char *device, int half, int repeats
     printf("vjp_ms %.3f\n", median(ms + warmup, repeats));
     if (stsl_score_is_latent(l.s)) {
         printf("solvers skipped (latent prior)\n");
-    } else {
+    } else if (steps > 0) {
         problem p;
         if (make_problem(l.ctx, l.sh, &p)) return 1;
         int64_t ks = 0;

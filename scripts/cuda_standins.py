@@ -139,7 +139,8 @@ CONFIGS = {
 def build(name, device="cpu", seed=0):
     kw, shape = CONFIGS[name]
     torch.manual_seed(seed)
-    with torch.no_grad():
+    # torch >= 2.0: parameters created (and initialised) on the device directly, not on the host
+    with torch.no_grad(), (torch.device(device) if hasattr(torch.device, "__enter__") else _nullctx()):
         m = UNet(**kw).to(device).eval()
     for p in m.parameters():
         p.requires_grad_(False)
@@ -150,12 +151,12 @@ def nparams(m):
     return sum(p.numel() for p in m.parameters())
 
 
-def export(name, out, device="cpu"):
+def export(name, out, device="cpu", tol=1e-4):
     """Trace on `device` (a traced graph keeps the device of constants it creates; x.device
     above keeps the timestep table on the input's device) and save with the metadata record."""
     import export_torchscript as ets
     m, shape = build(name, device)
-    ets.export_unet(m, out, sample_shape=shape, name=f"standin-{name}", how="trace")
+    ets.export_unet(m, out, sample_shape=shape, name=f"standin-{name}", how="trace", rtol=tol, atol=tol)
     return m, shape
 
 
