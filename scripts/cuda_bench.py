@@ -261,6 +261,41 @@ def write(outdir, results):
         if "error" in e:
             lines.append(f"| {name} | | | FAILED: {e['error']} | | | |")
     lines.append("")
+    lines.append("Where a library step's time goes (network time estimated from the batch-1 forward and VJP "
+                 "times above x the calls of the NFE ledger; for STSL's batched VJP calls an upper bound; the "
+                 "rest is the operator on the CPU, host-device copies and the solver's own arithmetic):")
+    lines.append("")
+    for name, e in results.items():
+        lib = e.get("lib", {})
+        for sv in ("dps", "stsl"):
+            st = lib.get(f"{sv}_step_ms")
+            if not st or "forward_ms" not in lib:
+                continue
+            fw, vj = lib.get(f"{sv}_fwd_per_step", 0), lib.get(f"{sv}_vjp_per_step", 0)
+            calls = lib.get(f"{sv}_calls_per_step", 0)
+            vjp_calls = max(calls - fw, 0) if sv == "stsl" else vj
+            net = fw * lib["forward_ms"] + vjp_calls * lib["vjp_ms"] * (vj / vjp_calls if vjp_calls else 0)
+            lines.append(f"- {name} {sv.upper()}: step {st:.1f} ms = {fw:.0f} forwards + {vj:.0f} VJP samples "
+                         f"in {vjp_calls:.0f} calls (≈ {net:.1f} ms) + other {st - net:.1f} ms")
+    lines.append("")
+    tgt = []
+    for name in ("adm256", "sd512"):
+        e = results.get(name, {})
+        lib, eg = e.get("lib", {}), e.get("eager", {})
+        for sv in ("dps", "stsl"):
+            lv, ev = lib.get(f"{sv}_step_ms"), eg.get(f"{sv}_step_ms")
+            if lv and ev:
+                tgt.append(f"- {name} {sv.upper()}: library / eager = {lv / ev:.2f} "
+                           f"({'meets' if lv / ev <= 1.0 else 'misses'} the target ≤ 1.0)")
+    e = results.get("sd512", {})
+    if e.get("lib", {}).get("stsl_step_ms"):
+        tgt.append(f"- STSL on the SD-sized stand-in, 50 steps x K {e['lib'].get('stsl_K', 5):.0f}: "
+                   f"{50 * e['lib']['stsl_step_ms'] / 1e3:.1f} s per restoration (library; eager "
+                   f"{50 * e.get('eager', {}).get('stsl_step_ms', float('nan')) / 1e3:.1f} s) on this GPU, beside "
+                   "the STSL paper's 45 s on an A100 (Table 2; that figure includes SD's VAE and text encoder, "
+                   "the stand-in is the UNet alone)")
+    if tgt:
+        lines += ["Targets (issue 16):", ""] + tgt + [""]
     for name, e in results.items():
         lib, eg = e.get("lib", {}), e.get("eager", {})
         if "stsl_step_ms" in lib:

@@ -7,6 +7,8 @@
  *       float16; then DPS and STSL restorations (STEPS reverse steps, gaussian-blur, same seed) on
  *       both devices.  Keys: <what>_rel (max |a - b| / (1 + max |b|)), <solver>_rmse (RMSE of
  *       the two restorations, [-1, 1] scale), <solver>_psnr_cpu / _dev against the clean image.
+ *       Tolerances (docs/cuda.md): eps and VJP 2e-3 in float32, 2e-2 in float16; restorations
+ *       RMSE 0.05.  A line "FAIL key value > tolerance" and exit status 1 when one is exceeded.
  *   cuda_probe time MODEL DEVICE HALF [REPEATS] [STEPS]
  *       median milliseconds of one forward and one VJP (batch 1), and of one reverse step of DPS
  *       and of STSL (defaults: K 5, its default probes) over STEPS steps after the first, with
@@ -56,6 +58,17 @@ static double rmse(const float *a, const float *b, size_t n)
     double s = 0;
     for (size_t i = 0; i < n; i++) s += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
     return sqrt(s / (double)n);
+}
+
+static int n_over;   /* comparisons over their tolerance */
+
+static void check(const char *key, double value, double tol)
+{
+    printf("%s %.4g\n", key, value);
+    if (!(value <= tol)) {
+        printf("FAIL %s %.4g > %g\n", key, value, tol);
+        n_over++;
+    }
 }
 
 static int fail(const char *what, const char *msg)
@@ -209,8 +222,8 @@ static int cmd_compare(const char *model, const char *device, int steps)
     for (int half = 0; half <= 1; half++) {
         if (load(&dev, model, device, half)) return 1;
         if (net_eval(&dev, x, t, v, e1, g1)) return 1;
-        printf("eps%s_rel %.4g\n", half ? "_half" : "", rel_err(e1, e0, n));
-        printf("vjp%s_rel %.4g\n", half ? "_half" : "", rel_err(g1, g0, n));
+        check(half ? "eps_half_rel" : "eps_rel", rel_err(e1, e0, n), half ? 2e-2 : 2e-3);
+        check(half ? "vjp_half_rel" : "vjp_rel", rel_err(g1, g0, n), half ? 2e-2 : 2e-3);
         unload(&dev);
     }
     /* restorations with the same seed */
@@ -225,9 +238,12 @@ static int cmd_compare(const char *model, const char *device, int steps)
         for (int k = 0; k < 2; k++) {
             if (restore(&cpu, &p, solvers[k], steps, r0, NULL, NULL)) return 1;
             if (restore(&dev, &p, solvers[k], steps, r1, NULL, NULL)) return 1;
-            printf("%s_steps %d\n%s_rmse %.4g\n%s_psnr_cpu %.2f\n%s_psnr_dev %.2f\n", solvers[k], steps,
-                   solvers[k], rmse(r1, r0, cpu.d), solvers[k], psnr(r0, p.clean, cpu.d), solvers[k],
-                   psnr(r1, p.clean, cpu.d));
+            char key[32];
+            snprintf(key, sizeof key, "%s_rmse", solvers[k]);
+            printf("%s_steps %d\n", solvers[k], steps);
+            check(key, rmse(r1, r0, cpu.d), 0.05);
+            printf("%s_psnr_cpu %.2f\n%s_psnr_dev %.2f\n", solvers[k], psnr(r0, p.clean, cpu.d),
+                   solvers[k], psnr(r1, p.clean, cpu.d));
         }
         free(r0), free(r1);
         free_problem(&p);
@@ -235,7 +251,7 @@ static int cmd_compare(const char *model, const char *device, int steps)
     }
     free(x), free(v), free(e0), free(g0), free(e1), free(g1);
     unload(&cpu);
-    return 0;
+    return n_over ? 1 : 0;
 }
 
 static int cmd_time(const char *model, const char *device, int half, int repeats, int steps)
