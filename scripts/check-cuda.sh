@@ -60,6 +60,8 @@ fi
 REPORT=$OUTDIR/report.md
 LOG=$OUTDIR/check-cuda.log
 T0=$(date +%s)
+# nothing of an earlier run in the same folder is reported
+rm -rf "$OUTDIR"/*.log "$OUTDIR"/compare-*.txt "$OUTDIR"/bench "$OUTDIR"/restore "$OUTDIR"/suites "$REPORT"
 : >"$LOG"
 
 say() { echo "[$(date -u +%H:%M:%S) +$(( $(date +%s) - T0 ))s] $*" | tee -a "$LOG"; }
@@ -93,16 +95,56 @@ stage() {
     STAGES+=("$name|PASS|$secs|")
     say "PASS $name (${secs}s)"
   else
-    note=$(grep -m1 -iE 'error|fail|assert|cannot|not found|undefined|killed' "$OUTDIR/$name.log" | cut -c1-300)
-    [ -z "$note" ] && note=$(tail -n 1 "$OUTDIR/$name.log" | cut -c1-300)
+    note=$(first_error "$OUTDIR/$name.log")
     [ $rc -ge 124 ] && [ $secs -ge "$max" ] && note="time limit ${max}s reached; $note"
     STAGES+=("$name|FAIL|$secs|rc $rc: $note")
     say "FAIL $name (${secs}s, rc $rc): $note"
   fi
+  write_report   # a partial report survives a kill of the whole run
   return 0
 }
 
+# The first line of a log that says what went wrong: an "error:" line, else a failure or
+# exception line, else the last line; command lines echoed by make are not candidates.
+first_error() {
+  local body line
+  body=$(grep -vE '^(make|cc|gcc|g\+\+|c\+\+|ar|ln|mkdir|rm) ' "$1" 2>/dev/null)
+  line=$(grep -m1 -E '[Ee]rror:|Error\b' <<<"$body")
+  # (CUnit prints a bare "FAILED" after the message of the failing test: take that message)
+  [ -z "$line" ] && line=$(grep -m1 -B1 -iE 'FAIL|assert|cannot|not found|not available|undefined reference|killed|Traceback' <<<"$body" |
+      awk 'NR == 1 { prev = $0 } END { if (NR > 0) print ($0 ~ /^FAILED$/ && NR > 1) ? prev : $0 }')
+  [ -z "$line" ] && line=$(grep -v '^ *$' <<<"$body" | tail -n 1)
+  echo "$line" | sed 's/^ *//' | cut -c1-300
+}
+
+summ() { grep -hE "$2" "$OUTDIR/$1.log" 2>/dev/null | sed 's/^/    /' | head -n "${3:-60}"; }
+# the report's sections, from the stage logs written so far
+collect_sections() {
+SECTION[env]="## Machine
+\`\`\`
+$(cat "$OUTDIR/env.log" 2>/dev/null)
+\`\`\`"
+SECTION[tests]="## TorchScript suites on $DEVICE (float32, then float16)
+
+Measured errors and tolerances as the suites print them:
+
+$(summ tests '^=== |CUDA vs CPU|on (cuda|cpu)|sample [01]: fd|float16: finite|^FAIL suite|asserts|tests ' 80)"
+SECTION[suites]="## Every other suite (wheel build, default device)
+
+$(summ suites '^=== |FAIL|asserts' 60)"
+SECTION[compare]="## CPU vs $DEVICE on the same seeds (cuda_probe compare; tolerances in docs/cuda.md)
+
+$(for f in "$OUTDIR"/compare-*.txt; do [ -f "$f" ] && { echo "- $(basename "$f" .txt | sed 's/^compare-//'): $(tr '\n' ' ' <"$f")"; }; done)"
+SECTION[restore]="## Bundled samples restored on $DEVICE (stsl-restore; images under restore/)
+
+$(summ restore '^restore |FAIL' 30)"
+SECTION[bench]="## Library vs PyTorch eager on $DEVICE (scripts/cuda_bench.py)
+
+$(cat "$OUTDIR/bench/bench.md" 2>/dev/null || echo '(no bench output)')"
+}
+
 write_report() {
+  collect_sections
   {
     echo "# libstsl CUDA check ($([ $DRY = 1 ] && echo "DRY RUN on the CPU" || echo "device $DEVICE"))"
     echo
@@ -118,7 +160,7 @@ write_report() {
       echo "| $n | $r | $t | ${note//|//} |"
     done
     for k in env tests suites compare restore bench; do
-      [ -n "${SECTION[$k]:-}" ] || continue
+      [ -f "$OUTDIR/$k.log" ] || continue   # stages that ran
       echo
       echo "${SECTION[$k]}"
     done
@@ -127,6 +169,7 @@ write_report() {
   } >"$REPORT"
 }
 trap 'write_report; say "report: $REPORT"' EXIT
+trap 'exit 143' TERM INT
 
 # ---------------------------------------------------------------------------------------------
 st_env() {
@@ -182,6 +225,7 @@ st_build() {
   tdir=$(torch_dir); abi=$(torch_abi)
   [ -n "$tdir" ] || { echo "error: no torch found by $PY (env stage)"; return 1; }
   [ -f "$tdir/include/torch/script.h" ] || { echo "error: $tdir/include/torch/script.h not found"; return 1; }
+  rm -f $B/cuda_probe
   # CUDA runtime libraries of the wheel (nvidia-* packages) for the linker's rpath-link
   for d in "$tdir"/../nvidia/*/lib; do [ -d "$d" ] && extra+=("-Wl,-rpath-link,$(cd "$d" && pwd)"); done
   # libtorch_cuda's own dependencies (CUDA runtime, cuDNN, NCCL, the driver) are found when it is
@@ -288,7 +332,7 @@ st_restore() {
 }
 
 st_bench() {
-  "$PY" scripts/cuda_bench.py --probe $B/cuda_probe --device "$DEVICE" --out "$OUTDIR/bench" \
+  "$PY" scripts/cuda_bench.py --probe $B/cuda_probe --device "$DEVICE" --out "$OUTDIR/bench" --workdir $B/standins \
       --models "$MODELS" --steps "$BENCH_STEPS" --repeats "$BENCH_REPEATS" --timeout $(( STAGE_TIMEOUT - 10 )) \
       --deadline $(( STAGE_TIMEOUT - 5 ))
 }
@@ -296,38 +340,16 @@ st_bench() {
 # ---------------------------------------------------------------------------------------------
 say "check-cuda: device $DEVICE, output $OUTDIR, budget ${BUDGET}s, make -j$JOBS, python $PY"
 stage env 5 60 st_env
-SECTION[env]="## Machine
-\`\`\`
-$(cat "$OUTDIR/env.log")
-\`\`\`"
 stage deps 10 60 st_deps
 stage build 60 240 st_build
-if [ -x $B/cuda_probe ]; then
+if [[ " ${STAGES[*]} " == *" build|PASS|"* ]]; then
   stage tests 20 90 st_tests
   stage compare 15 45 st_compare
   stage bench 60 200 st_bench
   stage restore 30 120 st_restore
   stage suites 20 90 st_suites
 else
-  for s in tests compare restore bench suites; do STAGES+=("$s|SKIP|0|no build"); done
+  for s in tests compare bench restore suites; do STAGES+=("$s|SKIP|0|no build"); done
 fi
 
-summ() { grep -hE "$2" "$OUTDIR/$1.log" 2>/dev/null | sed 's/^/    /' | head -n "${3:-60}"; }
-SECTION[tests]="## TorchScript suites on $DEVICE (float32, then float16)
-
-Measured errors and tolerances as the suites print them:
-
-$(summ tests '^=== |CUDA vs CPU|on (cuda|cpu)|sample [01]: fd|float16: finite|FAIL|Run Summary|asserts|tests ' 80)"
-SECTION[suites]="## Every other suite (wheel build, default device)
-
-$(summ suites '^=== |FAIL|asserts' 60)"
-SECTION[compare]="## CPU vs $DEVICE on the same seeds (cuda_probe compare; tolerances in docs/cuda.md)
-
-$(for f in "$OUTDIR"/compare-*.txt; do [ -f "$f" ] && { echo "- $(basename "$f" .txt | sed 's/^compare-//'): $(tr '\n' ' ' <"$f")"; }; done)"
-SECTION[restore]="## Bundled samples restored on $DEVICE (stsl-restore; images under restore/)
-
-$(summ restore '^restore |FAIL' 30)"
-SECTION[bench]="## Library vs PyTorch eager on $DEVICE (scripts/cuda_bench.py)
-
-$(cat "$OUTDIR/bench/bench.md" 2>/dev/null || echo '(no bench output)')"
 say "done in $(( $(date +%s) - T0 ))s"

@@ -165,6 +165,7 @@ def main():
     ap.add_argument("--probe", required=True)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--workdir", default=None, help="where the stand-ins are exported (default: --out)")
     ap.add_argument("--models", default="prior,adm256,sd512")
     ap.add_argument("--prior", default=os.path.join(HERE, "..", "models", "fmnist-ddpm.pt"))
     ap.add_argument("--steps", type=int, default=3)
@@ -175,6 +176,8 @@ def main():
     a = ap.parse_args()
     start = time.perf_counter()
     os.makedirs(a.out, exist_ok=True)
+    work = a.workdir or a.out
+    os.makedirs(work, exist_ok=True)
     dev = torch.device(a.device)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = False   # as libtorch's default in the library
@@ -196,7 +199,7 @@ def main():
                 shape, entry["eager_kind"] = (1, 28, 28), "TorchScript from Python"
                 entry["params"] = sum(q.numel() for q in net.parameters())
             else:
-                path = os.path.join(a.out, f"standin-{name}.pt")
+                path = os.path.join(work, f"standin-{name}.pt")
                 t0 = time.perf_counter()
                 log(f"{name}: building and exporting (torch {torch.__version__}, {a.device})")
                 net, shape = cuda_standins.export(name, path, a.device,
@@ -223,10 +226,10 @@ def main():
             entry["error"] = (str(e).strip().splitlines() or [type(e).__name__])[0]
             log(f"{name}: FAILED: {entry['error']}")
         finally:
-            if path.startswith(a.out) and os.path.exists(path) and name == "sd512":
-                os.remove(path)   # 3 GB; nothing reads it afterwards
+            if name != "prior" and path and os.path.exists(path):
+                os.remove(path)   # up to 3.4 GB; nothing reads it afterwards
             net = None
-            if dev.type == "cuda":
+            if dev.type == "cuda" and torch.cuda.is_available():
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats(dev)
         write(a.out, results)
