@@ -250,7 +250,7 @@ st_build() {
   ldd $B/lib/libstsl.so | grep -E 'torch|c10|png|jpeg|fftw|cunit' || true
   if [ $DRY = 0 ]; then
     ldd $B/lib/libstsl.so | grep -q torch_cuda || { echo "error: libstsl.so does not load libtorch_cuda"; return 1; }
-    $B/cuda_probe compare tests/scores/fixtures/unet_eps.pt "$DEVICE" 1 >/dev/null \
+    $B/cuda_probe time tests/scores/fixtures/unet_eps.pt "$DEVICE" 0 1 0 >/dev/null \
       || { echo "error: the build cannot run a model on $DEVICE"; return 1; }
   fi
 }
