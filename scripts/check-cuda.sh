@@ -14,7 +14,7 @@
 # Stages (each one timed; a failing stage is recorded FAIL with its first error line and the
 # script goes on; the report is written whatever happens; the whole run stays under 8 minutes):
 #   env       GPU, driver, torch/CUDA/cuDNN versions, the wheel's C++ ABI flag
-#   deps      unpack build/cuda-debs/*.deb into build/cuda-deps (dpkg-deb -x, or ar + tar)
+#   deps      unpack build/cuda-debs/*.deb into build/cuda-deps (dpkg-deb -x, or scripts/cuda_deb_extract.py)
 #   build     make TORCH_PREFIX=<wheel's torch> TORCH_CXX11_ABI=<wheel's> DEPS_PREFIX=build/cuda-deps
 #   tests     the TorchScript suites with STSL_TEST_DEVICE=$DEVICE, then with STSL_TEST_HALF=1
 #   suites    every other suite of the wheel build (default device; 1.13-saved files on torch 2.x)
@@ -148,7 +148,7 @@ write_report() {
   {
     echo "# libstsl CUDA check ($([ $DRY = 1 ] && echo "DRY RUN on the CPU" || echo "device $DEVICE"))"
     echo
-    echo "Written by \`scripts/check-cuda.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC'), $(hostname), in $(( $(date +%s) - T0 )) s."
+    echo "Written by \`scripts/check-cuda.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC'), ${HOSTNAME:-?}, in $(( $(date +%s) - T0 )) s."
     echo "Commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo ' (with local changes)')."
     echo
     echo "## Stages"
@@ -200,11 +200,8 @@ st_deps() {
   for d in "${debs[@]}"; do
     if command -v dpkg-deb >/dev/null; then
       dpkg-deb -x "$d" "$DEPS" || return 1
-    else   # a .deb is an ar archive holding data.tar.{xz,zst,gz}
-      local tmp; tmp=$(mktemp -d)
-      (cd "$tmp" && ar x "$ROOT/$d") || return 1
-      tar -xf "$tmp"/data.tar.* -C "$DEPS" || return 1
-      rm -rf "$tmp"
+    else   # a .deb is an ar archive holding data.tar.{xz,gz}: Python reads both
+      "$PY" scripts/cuda_deb_extract.py "$d" "$DEPS" || return 1
     fi
     echo "unpacked $(basename "$d")"
   done
