@@ -45,7 +45,7 @@ if [ "$DEVICE" = cpu ]; then
   DRY=1; SLOW=3                   # a shared 2-core machine
   PY=${CHECK_CUDA_PYTHON:-/usr/bin/python3}
   MODELS=${CHECK_CUDA_MODELS:-prior,tiny-adm,tiny-sd}
-  STEPS_COMPARE=3; BENCH_STEPS=1; BENCH_REPEATS=2; RESTORE_STEPS=2
+  STEPS_COMPARE=3; BENCH_STEPS=1; BENCH_REPEATS=2; RESTORE_STEPS=2; RESTORE_JOBS=1
   [ "$JOBS" -gt 2 ] && JOBS=2
 else
   # the first python that imports torch (the GPU machine's own; not necessarily python3 on PATH)
@@ -55,7 +55,7 @@ else
   done
   PY=${PY:-python3}
   MODELS=${CHECK_CUDA_MODELS:-prior,adm256,sd512}
-  STEPS_COMPARE=10; BENCH_STEPS=3; BENCH_REPEATS=10; RESTORE_STEPS=
+  STEPS_COMPARE=10; BENCH_STEPS=3; BENCH_REPEATS=10; RESTORE_STEPS=; RESTORE_JOBS=4
 fi
 REPORT=$OUTDIR/report.md
 LOG=$OUTDIR/check-cuda.log
@@ -307,24 +307,33 @@ RESTORE_RUNS=(
   "box-inpaint|psld|--steps 100"
   "random-inpaint|stsl|--steps 20 --K 5 --model models/fmnist-ddpm.pt"
 )
-st_restore() {
-  local rc=0 r task solver opts n=0
-  for r in "${RESTORE_RUNS[@]}"; do
-    IFS='|' read -r task solver opts <<<"$r"
-    n=$((n + 1))
-    [ -n "$RESTORE_STEPS" ] && opts=$(echo "$opts" | sed "s/--steps [0-9]*/--steps $RESTORE_STEPS/")
-    local dir=$OUTDIR/restore/$n-$task-$solver
+restore_one() {   # "N|task|solver|options": one stsl-restore run, its output in restore/N.log
+  local n task solver opts dir a
+  IFS='|' read -r n task solver opts <<<"$1"
+  [ -n "$RESTORE_STEPS" ] && opts=$(echo "$opts" | sed "s/--steps [0-9]*/--steps $RESTORE_STEPS/")
+  dir=$OUTDIR/restore/$n-$task-$solver
+  a=$(date +%s.%N)
+  {
     echo "=== $task $solver $opts"
-    local a; a=$(date +%s.%N)
     # shellcheck disable=SC2086
-    if STSL_MODEL_DIR=$ROOT/models $B/bin/stsl-restore data/samples "$dir" --task "$task" --solver "$solver" $opts \
-         --device "$DEVICE" --seed 0 --quiet --montage "$dir/montage" --montage-scale 2; then
+    if STSL_MODEL_DIR=$ROOT/models $B/bin/stsl-restore data/samples "$dir" --task "$task" --solver "$solver" \
+         $opts --device "$DEVICE" --seed 0 --quiet --montage "$dir/montage" --montage-scale 2; then
       echo "restore $task $solver ($opts): $(awk "BEGIN{printf \"%.1f\", $(date +%s.%N) - $a}") s for $(ls data/samples | wc -l) images"
       [ -f "$dir/results.csv" ] && head -n 2 "$dir/results.csv"
     else
-      echo "FAIL restore $task $solver"; rc=1
+      echo "FAIL restore $task $solver"
+      return 1
     fi
-  done
+  } >"$OUTDIR/restore/$n.log" 2>&1
+}
+st_restore() {   # RESTORE_JOBS runs at a time (the bundled 28x28 models leave the GPU mostly idle)
+  local n=${#RESTORE_RUNS[@]} i r rc=0
+  mkdir -p "$OUTDIR/restore"
+  export -f restore_one
+  export OUTDIR ROOT B DEVICE RESTORE_STEPS
+  for ((i = 0; i < n; i++)); do echo "$((i + 1))|${RESTORE_RUNS[i]}"; done |
+    xargs -P "$RESTORE_JOBS" -I{} bash -c 'restore_one "$1"' _ {} || rc=1
+  for ((i = 1; i <= n; i++)); do cat "$OUTDIR/restore/$i.log" 2>/dev/null; done
   return $rc
 }
 
