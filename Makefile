@@ -32,30 +32,65 @@ BINOUT ?= bin
 SAN_FLAGS ?=
 OPT ?= -O2
 
+comma := ,
+
 # ---- TorchScript backend: on when libtorch's headers are found ----
+# Default: Debian's libtorch (headers in /usr/include, libraries in the multiarch directory).
+# TORCH_PREFIX=DIR takes a libtorch laid out as the PyTorch wheel's torch/ folder or the libtorch
+# zip: DIR/include (+ include/torch/csrc/api/include), DIR/lib, DIR/share/cmake/Torch.  Then
+#   TORCH_CXX11_ABI  0 or 1, the -D_GLIBCXX_USE_CXX11_ABI that libtorch was built with (read from
+#                    DIR/share/cmake/Torch/TorchConfig.cmake unless given; wheels before 2.7 use 0)
+#   TORCH_CUDA       1 links libtorch_cuda and libc10_cuda (default: 1 when DIR/lib has them)
+# TORCH_EXTRA_LIBS is appended to the link line (e.g. -Wl,-rpath-link,DIR for CUDA's libraries).
+ifneq ($(TORCH_PREFIX),)
+TORCH_INCLUDE ?= $(TORCH_PREFIX)/include
+TORCH_LIBDIR ?= $(TORCH_PREFIX)/lib
+TORCH_CXX11_ABI ?= $(shell sed -n 's/.*-D_GLIBCXX_USE_CXX11_ABI=\([01]\).*/\1/p' \
+                     $(TORCH_PREFIX)/share/cmake/Torch/TorchConfig.cmake 2>/dev/null | head -n 1)
+endif
 TORCH_INCLUDE ?= /usr/include
 TORCH_LIBDIR ?= /usr/lib/$(shell $(CC) -print-multiarch 2>/dev/null)
 ifeq ($(origin WITH_TORCH),undefined)
 WITH_TORCH := $(if $(wildcard $(TORCH_INCLUDE)/torch/script.h),1,0)
 endif
-TORCH_LIBS := -L$(TORCH_LIBDIR) -Wl,-rpath,$(TORCH_LIBDIR) -ltorch_cpu -lc10 $(TORCH_EXTRA_LIBS)
+TORCH_CUDA ?= $(if $(wildcard $(TORCH_LIBDIR)/libtorch_cuda.so),1,0)
+# libtorch_cuda registers the CUDA kernels from its static initialisers; nothing references it
+# by symbol, so --as-needed (Debian/Ubuntu's default) would drop it without --no-as-needed.
+TORCH_CUDA_LIBS := $(if $(filter 1,$(TORCH_CUDA)),-Wl$(comma)--no-as-needed -ltorch_cuda -lc10_cuda -Wl$(comma)--as-needed)
+TORCH_LIBS := -L$(TORCH_LIBDIR) -Wl,-rpath,$(TORCH_LIBDIR) $(TORCH_CUDA_LIBS) -ltorch_cpu -lc10 \
+              $(TORCH_EXTRA_LIBS)
+TORCH_ABI_FLAG := $(if $(TORCH_CXX11_ABI),-D_GLIBCXX_USE_CXX11_ABI=$(TORCH_CXX11_ABI))
+# The tools link libstsl.so only; the linker still walks libtorch's dependencies, so they get
+# TORCH_EXTRA_LIBS's linker flags too (rpath-link to CUDA's libraries, for instance).
+TOOL_TORCH_FLAGS := $(if $(filter 1,$(WITH_TORCH)),$(TORCH_EXTRA_LIBS))
+
+# ---- Other dependencies from a prefix of their own (e.g. unpacked .deb files, see
+# scripts/check-cuda.sh): DEPS_PREFIX=DIR adds DIR/usr/include and DIR/usr/lib/<multiarch> (and
+# DIR/include, DIR/lib) to the search paths, with an rpath, for libpng, libjpeg, FFTW and CUnit.
+ifneq ($(DEPS_PREFIX),)
+DEPS_MULTIARCH := $(shell $(CC) -print-multiarch 2>/dev/null)
+DEPS_INCDIRS := $(wildcard $(DEPS_PREFIX)/usr/include $(DEPS_PREFIX)/usr/include/$(DEPS_MULTIARCH) $(DEPS_PREFIX)/include)
+DEPS_LIBDIRS := $(wildcard $(DEPS_PREFIX)/usr/lib/$(DEPS_MULTIARCH) $(DEPS_PREFIX)/lib/$(DEPS_MULTIARCH) $(DEPS_PREFIX)/usr/lib $(DEPS_PREFIX)/lib)
+DEPS_CFLAGS := $(addprefix -isystem ,$(DEPS_INCDIRS))
+DEPS_LDFLAGS := $(foreach d,$(DEPS_LIBDIRS),-L$(d) -Wl,-rpath,$(d))
+endif
 
 WARN := -Wall -Wextra -Werror
 CFLAGS_ALL := -std=c11 $(OPT) -g $(WARN) -fPIC -fvisibility=hidden -D_GNU_SOURCE \
-              -Iinclude -Isrc $(SAN_FLAGS) $(CFLAGS)
+              -Iinclude -Isrc $(DEPS_CFLAGS) $(SAN_FLAGS) $(CFLAGS)
 # "-isystem /usr/include" would reorder the system search path and break libstdc++'s
 # #include_next <stdlib.h>, so the torch include root is added only when it is elsewhere.
 TORCH_ROOT_FLAG := $(if $(filter /usr/include,$(patsubst %/,%,$(TORCH_INCLUDE))),,-isystem $(TORCH_INCLUDE))
 CXXFLAGS_ALL := -std=c++17 $(OPT) -g $(WARN) -Wno-unused-parameter -fPIC -fvisibility=hidden \
                 -fvisibility-inlines-hidden -Iinclude -Isrc $(TORCH_ROOT_FLAG) \
-                -isystem $(TORCH_INCLUDE)/torch/csrc/api/include $(SAN_FLAGS) $(CXXFLAGS)
-DEPLIBS := -lpng -ljpeg -lfftw3f -lm -lpthread
+                -isystem $(TORCH_INCLUDE)/torch/csrc/api/include $(TORCH_ABI_FLAG) $(SAN_FLAGS) $(CXXFLAGS)
+DEPLIBS := $(DEPS_LDFLAGS) -lpng -ljpeg -lfftw3f -lm -lpthread
 ifeq ($(WITH_TORCH),1)
 CFLAGS_ALL += -DSTSL_WITH_TORCH=1
 CXXFLAGS_ALL += -DSTSL_WITH_TORCH=1
 LINK_LIBS := $(DEPLIBS) $(TORCH_LIBS) -lstdc++
 SHIM_SRC := $(wildcard shim/*.cpp)
-PC_PRIVATE := -ltorch_cpu -lc10 -lstdc++
+PC_PRIVATE := $(if $(filter 1,$(TORCH_CUDA)),-ltorch_cuda -lc10_cuda) -ltorch_cpu -lc10 -lstdc++
 else
 LINK_LIBS := $(DEPLIBS)
 SHIM_SRC :=
@@ -118,7 +153,8 @@ $(BUILD)/tests/%: tests/%.c $(STATIC) $(TEST_COMMON) $(wildcard tests/common/*.h
 $(BINOUT)/%: examples/%.c $(SHARED) $(TOOL_COMMON) $(wildcard examples/common/*.h)
 	@mkdir -p $(BINOUT)
 	$(CC) $(CFLAGS_ALL) -Iexamples -o $@ $< $(TOOL_COMMON) -L$(LIBOUT) -lstsl \
-	    -Wl,-rpath,'$$ORIGIN/$(shell realpath -m --relative-to=$(BINOUT) $(LIBOUT))' -lz -lm -lpthread $(SAN_FLAGS)
+	    -Wl,-rpath,'$$ORIGIN/$(shell realpath -m --relative-to=$(BINOUT) $(LIBOUT))' $(DEPS_LDFLAGS) \
+	    $(TOOL_TORCH_FLAGS) -lz -lm -lpthread $(SAN_FLAGS)
 
 # The CI test command: unit suites, ABI and install checks, then the hardening passes of
 # mk/hardening.mk (allocation-failure sweep under ASan, ThreadSanitizer, a short fuzz pass).

@@ -73,3 +73,45 @@ const char *tu_tmpdir(void)
     }
     return buf;
 }
+
+const char *tu_device(void)
+{
+    const char *d = getenv("STSL_TEST_DEVICE");
+    return d && *d ? d : "cpu";
+}
+
+int tu_half(void)
+{
+    const char *h = getenv("STSL_TEST_HALF");
+    return h && *h && strcmp(h, "0") != 0;
+}
+
+int tu_on_cuda(void)
+{
+    const char *d = tu_device();
+    if (strcmp(d, "cpu") == 0 || !stsl_cuda_available()) return 0;
+    return strcmp(d, "auto") == 0 || strncmp(d, "cuda", 4) == 0;
+}
+
+stsl_context *tu_context(void)
+{
+    stsl_context *ctx = NULL;
+    if (stsl_context_create(&ctx) != STSL_OK) {
+        fprintf(stderr, "\n  stsl_context_create failed\n");
+        return NULL;
+    }
+    if (stsl_context_set_device(ctx, tu_device()) != STSL_OK ||
+        stsl_context_set_half(ctx, tu_half()) != STSL_OK) {
+        fprintf(stderr, "\n  device %s (half %d): %s\n", tu_device(), tu_half(),
+                stsl_context_last_error(ctx));
+        stsl_context_destroy(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
+double tu_tol(double cpu, double cuda, double half)
+{
+    if (!tu_on_cuda()) return cpu;
+    return tu_half() ? half : cuda;
+}

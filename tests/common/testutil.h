@@ -32,6 +32,20 @@ const char *tu_path(const char *rel);
 /* A fresh temporary directory (removed by the OS, not by the test). */
 const char *tu_tmpdir(void);
 
+/* The device and precision the TorchScript suites run their models on: STSL_TEST_DEVICE
+ * ("cpu" when unset; "cuda", "cuda:N", "auto") and STSL_TEST_HALF=1 (float16 on CUDA).  `make check`
+ * leaves both unset; scripts/check-cuda.sh sets them on a GPU machine. */
+const char *tu_device(void);
+int tu_half(void);
+/* 1 when the suites' models run on a CUDA device (STSL_TEST_DEVICE names one and it is usable). */
+int tu_on_cuda(void);
+/* A context on tu_device() and tu_half(); NULL (and a message) on failure. */
+stsl_context *tu_context(void);
+/* The tolerance of a comparison for the device in use: `cpu` on CPU, `cuda` on CUDA in float32
+ * (cuDNN may run convolutions in TF32, a 10-bit mantissa), `half` on CUDA in float16.  The values
+ * each suite uses are listed in docs/cuda.md. */
+double tu_tol(double cpu, double cuda, double half);
+
 /* Assert a call returns the given status; on mismatch print the handle's message. */
 #define TU_ASSERT_STATUS(expr, expected)                                                  \
     do {                                                                                   \

@@ -35,8 +35,8 @@ static void check_unet(const char *file, stsl_shape want, int latent)
         fprintf(stderr, " [built without torch: %s not loaded]", file);
         return;
     }
-    stsl_context *ctx = NULL;
-    TU_ASSERT_OK(stsl_context_create(&ctx));
+    stsl_context *ctx = tu_context();   /* STSL_TEST_DEVICE / STSL_TEST_HALF, CPU by default */
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ctx);
     stsl_score *s = NULL;
     stsl_status st = stsl_score_load(ctx, model(file), &s);
     if (st != STSL_OK) fprintf(stderr, "\n  %s: %s\n", model_path, stsl_context_last_error(ctx));
@@ -78,8 +78,8 @@ static void test_latent_prior(void) { check_unet("fmnist-ldm.pt", (stsl_shape){4
 static void test_vae(void)
 {
     if (!stsl_has_torch()) return;
-    stsl_context *ctx = NULL;
-    TU_ASSERT_OK(stsl_context_create(&ctx));
+    stsl_context *ctx = tu_context();   /* STSL_TEST_DEVICE / STSL_TEST_HALF, CPU by default */
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ctx);
     stsl_autoencoder *ae = NULL;
     stsl_status st = stsl_autoencoder_load(ctx, model("fmnist-vae.pt"), NULL, &ae);
     if (st != STSL_OK) fprintf(stderr, "\n  %s: %s\n", model_path, stsl_context_last_error(ctx));
@@ -121,7 +121,8 @@ static void test_classifier(void)
 #ifdef STSL_WITH_TORCH
     stsl_shim_module *m = NULL;
     char err[STSL_ERRMSG_SIZE] = "";
-    stsl_status st = stsl_shim_load(model("fmnist-classifier.pt"), "cpu", 0, &m, err, sizeof err);
+    stsl_status st = stsl_shim_load(model("fmnist-classifier.pt"), tu_device(), tu_half(), &m, err,
+                                   sizeof err);
     if (st != STSL_OK) fprintf(stderr, "\n  %s: %s\n", model_path, err);
     TU_ASSERT_OK(st);
     if (m) {

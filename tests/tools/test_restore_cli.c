@@ -56,7 +56,12 @@ static int run(const char *args, char *out, size_t outn, char *err, size_t errn)
     char cmd[20000], po[1200], pe[1200];
     snprintf(po, sizeof po, "%s/stdout.txt", g_dir);
     snprintf(pe, sizeof pe, "%s/stderr.txt", g_dir);
-    snprintf(cmd, sizeof cmd, "%s'%s' %s >'%s' 2>'%s' </dev/null", g_env, g_bin, args, po, pe);
+    /* runs that load a model do so on STSL_TEST_DEVICE when it is set (the tool's default: auto) */
+    char devarg[128] = "";
+    const char *dev = getenv("STSL_TEST_DEVICE");
+    if (dev && *dev && strlen(dev) < 64 && !strchr(dev, '\'') && strstr(args, "--model "))
+        snprintf(devarg, sizeof devarg, " --device '%s'", dev);
+    snprintf(cmd, sizeof cmd, "%s'%s' %s%s >'%s' 2>'%s' </dev/null", g_env, g_bin, args, devarg, po, pe);
     int st = system(cmd);
     const char *paths[2] = {po, pe};
     char *bufs[2] = {out, err};
