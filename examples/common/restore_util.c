@@ -56,6 +56,10 @@ const ru_flag RU_SOLVER_FLAGS[] = {
     {"--inner-inclusive", STSL_PARAM_INNER_INCLUSIVE, "STSL K+1 inner passes (1) or K (0)"},
     {"--adam-persist", STSL_PARAM_ADAM_PERSIST, "STSL keeps Adam moments across steps (1)"},
     {"--batch-limit", STSL_PARAM_BATCH_LIMIT, "max samples per network call"},
+    {"--step-rule", STSL_PARAM_STEP_RULE, "STSL inner update: adam | scaled"},
+    {"--step-noise", STSL_PARAM_STEP_NOISE, "STSL line-14 noise (0 as written, 1 DDPM)"},
+    {"--likelihood-variance", STSL_PARAM_LIKELIHOOD_VARIANCE, "RMP v_k: flat | tweedie"},
+    {"--renoise-level", STSL_PARAM_RENOISE_LEVEL, "DPS-MO re-noise to the current (0) or next (1) level"},
     {NULL, 0, NULL},
 };
 
@@ -78,6 +82,10 @@ static const named_value NAMED[] = {
     {STSL_PARAM_INIT, "fresh-noise", STSL_INIT_FRESH_NOISE},
     {STSL_PARAM_INIT, "ddim-inversion", STSL_INIT_DDIM_INVERSION},
     {STSL_PARAM_INIT, "prior", STSL_INIT_PRIOR},
+    {STSL_PARAM_STEP_RULE, "adam", STSL_STEP_ADAM},
+    {STSL_PARAM_STEP_RULE, "scaled", STSL_STEP_SCALED},
+    {STSL_PARAM_LIKELIHOOD_VARIANCE, "flat", STSL_LIKVAR_FLAT},
+    {STSL_PARAM_LIKELIHOOD_VARIANCE, "tweedie", STSL_LIKVAR_TWEEDIE},
     {STSL_PARAM_VARIANT, "default", STSL_VARIANT_DEFAULT},
     {STSL_PARAM_VARIANT, "rmp-vp", STSL_VARIANT_RMP_VP},
     {STSL_PARAM_VARIANT, "rmp-ve", STSL_VARIANT_RMP_VE},

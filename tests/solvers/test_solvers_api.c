@@ -73,11 +73,13 @@ static void test_names_and_params(void)
     TU_ASSERT_STATUS(stsl_solver_create(ctx, (stsl_solver_kind)99, &s), STSL_ERR_INVALID_ARG);
     stsl_solver_destroy(NULL);
 
-    /* STSL defaults (App. B.1) */
+    /* STSL defaults (App. B.1, except the inner step: the scaled step's lr 0.2 and DDPM line 14;
+     * Adam's lr 1e-2 applies when STEP_RULE = ADAM and the lr is unset, docs/algorithms.md) */
     stsl_param_bounds b;
     struct { stsl_param k; double v; } stsl_def[] = {
         {STSL_PARAM_STEPS, 50}, {STSL_PARAM_INNER_STEPS, 5}, {STSL_PARAM_PROBES, 2},
-        {STSL_PARAM_ETA, 0.02}, {STSL_PARAM_LAMBDA, 1}, {STSL_PARAM_LEARNING_RATE, 1e-2},
+        {STSL_PARAM_ETA, 0.02}, {STSL_PARAM_LAMBDA, 1}, {STSL_PARAM_LEARNING_RATE, 0.2},
+        {STSL_PARAM_STEP_RULE, STSL_STEP_SCALED}, {STSL_PARAM_STEP_NOISE, 1},
         {STSL_PARAM_LR_DECAY, 0.998}, {STSL_PARAM_SQUARED_LOSS, 1}, {STSL_PARAM_INNER_INCLUSIVE, 0},
         {STSL_PARAM_INIT, STSL_INIT_FRESH_NOISE}, {STSL_PARAM_ADAM_PERSIST, 0}};
     for (size_t i = 0; i < sizeof stsl_def / sizeof stsl_def[0]; i++) {
