@@ -78,10 +78,11 @@ static double level_weight(const stsl__run *R, double sigma_y, double lambda, do
  *     u_n = J_D^T A^T w_n, w_n ~ N(0, I_{d_y}),
  * clamped to [0, lambda r^2] (the flat-prior value bounds it: a prior only tightens the posterior
  * of x0 on average).  ONE batched kept evaluation: point b is z_b (the data cotangent), points
- * B + b N + n are copies of z_b (the probes): 1 + N VJPs per sample.  cov (B doubles) receives c_b. */
+ * B + b N + n are copies of z_b (the probes): 1 + N VJPs per sample.  wb (B doubles) receives the
+ * weight 1/(2 v_b) (the noise model's, stsl__nll_weight). */
 static stsl_status tweedie_var_grad(stsl__run *R, const float *z, double t, double sy, double lambda,
                                     double r2, int N, uint64_t step, uint64_t it, float *eps,
-                                    float *x0, float *g, double *cov)
+                                    float *x0, float *g, double *wb)
 {
     const int B = R->batch, np = B * (1 + N);
     const size_t dz = R->dz, dx = R->dx, dy = R->dy;
@@ -126,8 +127,8 @@ static stsl_status tweedie_var_grad(stsl__run *R, const float *z, double t, doub
             double c = f * q / (double)N / (double)dy;
             if (!(c > 0)) c = 0;   /* also NaN */
             if (c > cmax) c = cmax;
-            cov[b] = c;
             const double wgt = stsl__nll_weight(R, sy * sy + c);
+            wb[b] = wgt;
             for (size_t i = 0; i < dz; i++) {
                 const size_t o = (size_t)b * dz + i;
                 g[o] = (float)(wgt * gp[o]);
@@ -148,6 +149,21 @@ static stsl_status tweedie_var_grad(stsl__run *R, const float *z, double t, doub
     return st;
 }
 
+/* The likelihood step h g (h = (1 - a)/a on VP, Delta on VE) is explicit: on a coarse ladder
+ * h zeta kappa w ||A||^2 exceeds 1 near the clean end and the mean oscillates out of range (NaN at
+ * 20 steps on the image prior).  Each sample's g is divided by 1 + h zeta kappa w_b ||A||^2: the
+ * exact posterior-mean step of a Gaussian likelihood along A's top singular direction (with the
+ * Tweedie Jacobian ~ I of the low-noise end, where the step is large); ~1 on fine ladders.
+ * hk = h zeta kappa ||A||^2, w: per-sample weights. */
+static void damp(const stsl__run *R, float *g, const double *w, double hk)
+{
+    for (int b = 0; b < R->batch; b++) {
+        const double f = 1.0 / (1.0 + hk * w[b]);
+        float *gb = g + (size_t)b * R->dz;
+        for (size_t i = 0; i < R->dz; i++) gb[i] = (float)(gb[i] * f);
+    }
+}
+
 stsl_status stsl__solve_rmp(stsl__run *R, float *x_out)
 {
     stsl_solver *sv = R->sv;
@@ -166,7 +182,9 @@ stsl_status stsl__solve_rmp(stsl__run *R, float *x_out)
     /* the noise variance: sigma_y^2, or HUBER_DELTA^2 for the impulse-noise losses (docs) */
     double sy = sqrt(stsl__noise_var(R));
     if (!(sy > 0)) sy = 1.0;
-    double lambda = 1.0;
+    double lambda = 1.0, L2 = 1.0;
+    /* curvature of the data loss per unit weight and ||A||^2: 2 (squared), 1 (Huber), 0 (L1) */
+    const double kappa_l = R->loss_kind == STSL_LOSS_L1 ? 0.0 : R->loss_kind == STSL_LOSS_HUBER ? 1.0 : 2.0;
     const size_t m = (size_t)R->batch * R->dz;
     int *seq = NULL;
     double *lev = NULL;   /* VE: time of each sigma */
@@ -183,6 +201,7 @@ stsl_status stsl__solve_rmp(stsl__run *R, float *x_out)
     memset(mu, 0, m * sizeof(float));
     R->est = mu;
     if ((st = operator_gain(R, &lambda)) != STSL_OK) goto done;
+    if ((st = stsl__op_norm2(R, &L2)) != STSL_OK) goto done;
     if (variant == 1) {
         if ((st = stsl__ddim_seq(R, T, &seq)) != STSL_OK) goto done;
         for (int k = T - 1; k >= 0; k--) {         /* from level seq[k] down to seq[k-1] (or clean) */
@@ -201,6 +220,9 @@ stsl_status stsl__solve_rmp(stsl__run *R, float *x_out)
                          : stsl__chain_grad(R, mu, tnet, level_weight(R, sy, lambda, (1 - abl) / abl), 1,
                                             eps, x0, NULL, g);
                 if (st != STSL_OK) goto done;
+                if (likvar != STSL_LIKVAR_TWEEDIE)
+                    for (int b = 0; b < R->batch; b++) cov[b] = level_weight(R, sy, lambda, (1 - abl) / abl);
+                damp(R, g, cov, (1 - a) / a * zeta * kappa_l * L2);
                 for (size_t i = 0; i < m; i++) {
                     double br = sqrt(a) * ((double)mup[i] - sqrt(a) * mu[i]) / (1 - a)
                                 - (double)eps[i] / sl1 - zeta * (double)g[i];
@@ -252,6 +274,9 @@ stsl_status stsl__solve_rmp(stsl__run *R, float *x_out)
                          : stsl__chain_grad(R, xv, t, level_weight(R, sy, lambda, sig[i] * sig[i]), 1, eps,
                                             x0, NULL, g);
                 if (st != STSL_OK) goto done;
+                if (likvar != STSL_LIKVAR_TWEEDIE)
+                    for (int b = 0; b < R->batch; b++) cov[b] = level_weight(R, sy, lambda, sig[i] * sig[i]);
+                damp(R, g, cov, delta * zeta * kappa_l * L2);
                 for (size_t k = 0; k < m; k++) {
                     double br = sab * (-(double)eps[k] / sl1 - zeta * (double)g[k]);
                     mu[k] = (float)(mu[k] + s1 * (((double)mup[k] - mu[k]) + delta * br));
