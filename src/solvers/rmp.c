@@ -38,6 +38,9 @@
 #include <stdio.h>
 #include <string.h>
 
+/* ZETA unless set, for the impulse-noise losses (L1, Huber): chosen on validation images */
+#define RMP_IMPULSE_ZETA 10.0
+
 /* lambda = tr(A^T A)/d_y = E||A u||^2 / d_y for u ~ N(0, I), Hutchinson with 4 probes around 0.
  * The probes come from a fixed seed, not the run's: sample i of seed s must stay the single run with
  * seed s + i.  1 when the estimate is unusable (e.g. a nonlinear operator that maps 0 to 0 flatly). */
@@ -176,7 +179,12 @@ stsl_status stsl__solve_rmp(stsl__run *R, float *x_out)
     const double s1 = stsl__sp_isset(sv, STSL_PARAM_LEARNING_RATE)
                           ? stsl__sp(sv, STSL_PARAM_LEARNING_RATE)
                           : (variant == 2 ? 0.1 : 1.0);
-    const double zeta = stsl__sp(sv, STSL_PARAM_ZETA);
+    /* zeta: 1 (the likelihood itself) for Gaussian noise; RMP_IMPULSE_ZETA for the impulse-noise
+     * losses, whose bounded gradient (Huber: delta per pixel) starves the guidance while the
+     * residuals of x0hat are large (docs/algorithms.md) */
+    const double zeta = stsl__sp_isset(sv, STSL_PARAM_ZETA) ? stsl__sp(sv, STSL_PARAM_ZETA)
+                        : R->loss_kind != STSL_LOSS_SQUARED ? RMP_IMPULSE_ZETA
+                                                             : stsl__sp(sv, STSL_PARAM_ZETA);
     const int likvar = stsl__sp_int(sv, STSL_PARAM_LIKELIHOOD_VARIANCE);
     const int probes = stsl__sp_int(sv, STSL_PARAM_PROBES);
     /* the noise variance: sigma_y^2, or HUBER_DELTA^2 for the impulse-noise losses (docs) */

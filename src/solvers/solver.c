@@ -85,7 +85,7 @@ static int kind_bounds(stsl_solver_kind kind, stsl_param key, stsl_param_bounds 
         return 0;
     case STSL_PARAM_ZETA:
         if (kind == STSL_SOLVER_DPS) B(0, BIG, 0.3, 0);  /* 0.5 inpainting, 1.0 phase retrieval */
-        if (kind == STSL_SOLVER_RMP) B(0, BIG, 1.0, 0);
+        if (kind == STSL_SOLVER_RMP) B(0, BIG, 1.0, 0);   /* 10 for impulse-noise losses unless set */
         if (kind == STSL_SOLVER_DPS_MO) B(0, BIG, 0.3, 0);
         return 0;
     case STSL_PARAM_OMEGA:
