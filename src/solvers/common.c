@@ -213,6 +213,24 @@ stsl_status stsl__enc(stsl__run *R, const float *x, float *z, int n)
     return STSL_OK;
 }
 
+stsl_status stsl__enc_vjp(stsl__run *R, const float *x, const float *v, float *out, int n)
+{
+    if (R->ae_identity) {
+        if (out != v) memmove(out, v, (size_t)n * R->dx * sizeof(float));
+        return STSL_OK;
+    }
+    for (int i = 0; i < n; i += R->limit) {
+        int c = n - i < R->limit ? n - i : R->limit;
+        stsl_status st = stsl__check_cancel(R);
+        if (st != STSL_OK) return st;
+        st = stsl__ae_encode_vjp(R->ae, x + (size_t)i * R->dx, v + (size_t)i * R->dz,
+                                 out + (size_t)i * R->dx, c, R->err);
+        R->sv->nfe.encoder_forward += (uint64_t)c;
+        if (st != STSL_OK) return st;
+    }
+    return STSL_OK;
+}
+
 /* ---- Tweedie ---- */
 
 void stsl__tweedie(double ab, const float *z, const float *eps, float *x0, size_t n)

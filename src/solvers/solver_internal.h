@@ -91,6 +91,9 @@ stsl_status stsl__net_eps_t(stsl__run *R, const float *z, double t, float *eps, 
 stsl_status stsl__dec(stsl__run *R, const float *z, float *x, int n);
 stsl_status stsl__dec_vjp(stsl__run *R, const float *z, const float *u, float *x, float *out, int n);
 stsl_status stsl__enc(stsl__run *R, const float *x, float *z, int n);
+/* out = J_E(x)^T v (n images); counted as n encoder forwards in the ledger (stsl_nfe has no
+ * encoder-VJP field; one encoder pass each).  STSL_ERR_UNSUPPORTED when the autoencoder has none. */
+stsl_status stsl__enc_vjp(stsl__run *R, const float *x, const float *v, float *out, int n);
 /* cancel flag -> STSL_CANCELLED with a message */
 stsl_status stsl__check_cancel(stsl__run *R);
 

@@ -95,11 +95,11 @@ stsl_status stsl__solve_stsl(stsl__run *R, float *x_out)
     const size_t npts = (size_t)B * (size_t)(N + 1);
     const int one_pass = stsl__net_can_keep(R, (int)npts);
 
-    double *loss = stsl__alloc_doubles((size_t)B);
     int *seq = NULL;
     stsl__adam adam = {0};
     stsl_status st = stsl__ddim_seq(R, T, &seq);
     if (st != STSL_OK) return st;
+    double *loss = stsl__alloc_doubles((size_t)B);
     /* zf levels are kept only when the proximal term needs them */
     const size_t nzf = kappa > 0 ? (size_t)T + 1 : 1;
     float *zf = stsl__run_floats(R, nzf * m);

@@ -337,7 +337,23 @@ static stsl_status t_vjp(stsl_autoencoder *ae, const float *z, const float *u, f
 }
 static void t_destroy(stsl_autoencoder *ae) { (void)ae; }
 /* no kept evaluations: exercises the two-pass decoder path */
-static const stsl__ae_ops t_ops = {"test-linear", t_enc, t_dec, t_vjp, t_destroy, NULL, NULL, NULL};
+static const stsl__ae_ops t_ops = {"test-linear", t_enc, t_dec, t_vjp, t_destroy, NULL, NULL, NULL,
+                                   NULL};
+/* the same with an encoder VJP: J_E^T v = M v / 2 (PSLD's gluing term goes through it) */
+static stsl_status t_enc_vjp(stsl_autoencoder *ae, const float *x, const float *v, float *o, int b,
+                             char *err)
+{
+    (void)ae, (void)x, (void)err;
+    for (int n = 0; n < b; n++)
+        for (int i = 0; i < DX; i++) {
+            float s = 0;
+            for (int j = 0; j < DZ; j++) s += AEM[i * DZ + j] * v[n * DZ + j];
+            o[n * DX + i] = 0.5f * s;
+        }
+    return STSL_OK;
+}
+static const stsl__ae_ops t_ops_evjp = {"test-linear-evjp", t_enc, t_dec, t_vjp, t_destroy,
+                                        NULL,  NULL,  NULL,  t_enc_vjp};
 
 static void test_nfe_latent(void)
 {
@@ -368,6 +384,39 @@ static void test_nfe_latent(void)
               (expect){0, (uint64_t)T * B, (uint64_t)(T + 1) * B, (uint64_t)T * B, (uint64_t)T * B, 0},
               "psld latent");
     stsl_solver_destroy(s);
+    /* psld with an encoder VJP: the gluing term goes through E (the reference's autograd):
+     * + 1 encoder VJP (counted as an encoder forward) and + 1 decoder VJP per step, and the
+     * restoration differs from the stop-gradient one */
+    {
+        stsl_autoencoder *ae2 = NULL;
+        TU_ASSERT_OK(stsl__ae_new(ctx, &t_ops_evjp, (stsl_shape){1, 1, DX}, (stsl_shape){1, 1, DZ}, 1.0, &ae2));
+        s = make("psld", T);
+        check_nfe(s, lat, ae2, B,
+                  (expect){0, (uint64_t)T * B, (uint64_t)(T + 1) * B, (uint64_t)2 * T * B,
+                           (uint64_t)2 * T * B, 0},
+                  "psld latent, encoder VJP");
+        float y[2 * DX], xa[2 * DX], xb[2 * DX];
+        for (int i = 0; i < 2 * DX; i++) y[i] = (float)(0.3 * ((i % 3) - 1));
+        stsl_operator *op = NULL;
+        /* inpainting: I - A^T A != 0, so the glued image depends on D(z0hat) */
+        TU_ASSERT_OK(stsl_operator_create_by_name(ctx, "random-inpaint", (stsl_shape){1, 1, DX}, &op));
+        if (op) TU_ASSERT_OK(stsl_operator_set_float(op, STSL_PARAM_DROP_RATE, 0.5));
+        stsl_shape ys = {0, 0, 0};
+        if (op) TU_ASSERT_OK(stsl_operator_output_shape(op, &ys));
+        CU_ASSERT(ys.channels * ys.height * ys.width == DX);
+        stsl_solver *s1 = make("psld", T);
+        stsl_solver_set_float(s1, STSL_PARAM_GAMMA, 1.0);
+        stsl_solver_set_float(s, STSL_PARAM_GAMMA, 1.0);
+        if (op) {
+            TU_ASSERT_OK(stsl_solver_run(s, lat, op, ae2, y, xa, 2));
+            TU_ASSERT_OK(stsl_solver_run(s1, lat, op, ae, y, xb, 2));
+            CU_ASSERT(memcmp(xa, xb, sizeof xa) != 0);
+        }
+        stsl_operator_destroy(op);
+        stsl_solver_destroy(s1);
+        stsl_solver_destroy(s);
+        stsl_autoencoder_destroy(ae2);
+    }
     s = make("ddim", T);
     check_nfe(s, lat, ae, B, (expect){(uint64_t)T * B, 0, (uint64_t)B, 0, 0, 0}, "ddim latent");
     stsl_solver_destroy(s);
