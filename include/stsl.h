@@ -250,7 +250,7 @@ typedef enum stsl_param {
     STSL_PARAM_PROBES = 102,         /* int: STSL / RMP Hutchinson probes N */
     STSL_PARAM_ETA = 103,            /* float: STSL second-order step eta; DDIM eta */
     STSL_PARAM_LAMBDA = 104,         /* float: STSL likelihood strength */
-    STSL_PARAM_LEARNING_RATE = 105,  /* float: STSL Adam lr; MO SGLD step; RMP s1 */
+    STSL_PARAM_LEARNING_RATE = 105,  /* float: STSL step (STEP_RULE); MO SGLD step; RMP s1 */
     STSL_PARAM_LR_DECAY = 106,       /* float: STSL lr multiplier per reverse step */
     STSL_PARAM_KAPPA = 107,          /* float >= 0: STSL proximal weight */
     STSL_PARAM_ZETA = 108,           /* float >= 0: DPS / RMP / DPS-MO guidance scale */

@@ -38,10 +38,10 @@ double ru_now(void)
 const ru_flag RU_SOLVER_FLAGS[] = {
     {"--K", STSL_PARAM_INNER_STEPS, "inner steps: STSL K, RMP T_in, DPS-MO SGLD steps"},
     {"--inner-steps", STSL_PARAM_INNER_STEPS, NULL},
-    {"--probes", STSL_PARAM_PROBES, "STSL Hutchinson probes N"},
+    {"--probes", STSL_PARAM_PROBES, "STSL / RMP (tweedie) Hutchinson probes N"},
     {"--eta", STSL_PARAM_ETA, "STSL second-order weight; DDIM eta"},
     {"--lambda", STSL_PARAM_LAMBDA, "STSL likelihood strength"},
-    {"--lr", STSL_PARAM_LEARNING_RATE, "STSL Adam lr; DPS-MO SGLD step; RMP s1"},
+    {"--lr", STSL_PARAM_LEARNING_RATE, "STSL step fraction (scaled) or Adam lr; DPS-MO SGLD step; RMP s1"},
     {"--lr-decay", STSL_PARAM_LR_DECAY, "STSL lr multiplier per reverse step"},
     {"--kappa", STSL_PARAM_KAPPA, "STSL proximal weight"},
     {"--zeta", STSL_PARAM_ZETA, "DPS / RMP / DPS-MO guidance scale"},
