@@ -4,7 +4,8 @@
  *   stsl-bench --prior gmm [--dx 8,80,800] [--dy 1,2,4] [--seeds N | --seed S] [--n SAMPLES]
  *              [--solvers a,b,...] [--threads N] [--dump DIR] [--markdown FILE] [--quiet]
  *   a solver may carry options: "stsl:init=1:steps=100" (steps k probes eta lambda lr decay kappa
- *   zeta omega gamma temp sigma_min sigma_max variant init squared inclusive persist)
+ *   zeta omega gamma temp sigma_min sigma_max variant init squared inclusive persist rule
+ *   stepnoise likvar renoise)
  *
  * GMM mode: the exact-posterior testbed (MCGdiff benchmark, src/solvers/testbed.h).  For every
  * d_x, d_y and seed, every solver draws --n samples (one batch run per instance) and is compared
@@ -154,7 +155,9 @@ static const struct { const char *name; stsl_param key; } param_names[] = {
     {"temp", STSL_PARAM_TEMPERATURE}, {"sigma_min", STSL_PARAM_SIGMA_MIN},
     {"sigma_max", STSL_PARAM_SIGMA_MAX}, {"variant", STSL_PARAM_VARIANT}, {"init", STSL_PARAM_INIT},
     {"squared", STSL_PARAM_SQUARED_LOSS}, {"inclusive", STSL_PARAM_INNER_INCLUSIVE},
-    {"persist", STSL_PARAM_ADAM_PERSIST}};
+    {"persist", STSL_PARAM_ADAM_PERSIST}, {"rule", STSL_PARAM_STEP_RULE},
+    {"stepnoise", STSL_PARAM_STEP_NOISE}, {"likvar", STSL_PARAM_LIKELIHOOD_VARIANCE},
+    {"renoise", STSL_PARAM_RENOISE_LEVEL}};
 
 static stsl_status apply_spec(stsl_solver *sv, const char *spec, char *err, size_t errsz)
 {

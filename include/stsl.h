@@ -247,10 +247,10 @@ typedef enum stsl_param {
     /* solvers (100..) */
     STSL_PARAM_STEPS = 100,          /* int: reverse (outer) steps T */
     STSL_PARAM_INNER_STEPS = 101,    /* int: STSL K, RMP T_in, MO SGLD steps N */
-    STSL_PARAM_PROBES = 102,         /* int: STSL Hutchinson probes N */
+    STSL_PARAM_PROBES = 102,         /* int: STSL / RMP Hutchinson probes N */
     STSL_PARAM_ETA = 103,            /* float: STSL second-order step eta; DDIM eta */
     STSL_PARAM_LAMBDA = 104,         /* float: STSL likelihood strength */
-    STSL_PARAM_LEARNING_RATE = 105,  /* float: STSL Adam lr; MO SGLD step; RMP s1 */
+    STSL_PARAM_LEARNING_RATE = 105,  /* float: STSL step (STEP_RULE); MO SGLD step; RMP s1 */
     STSL_PARAM_LR_DECAY = 106,       /* float: STSL lr multiplier per reverse step */
     STSL_PARAM_KAPPA = 107,          /* float >= 0: STSL proximal weight */
     STSL_PARAM_ZETA = 108,           /* float >= 0: DPS / RMP / DPS-MO guidance scale */
@@ -265,8 +265,27 @@ typedef enum stsl_param {
     STSL_PARAM_INNER_INCLUSIVE = 117,/* int 0/1: STSL "for k = 0 to K" read as K+1 passes */
     STSL_PARAM_ADAM_PERSIST = 118,   /* int 0/1: keep Adam moments across reverse steps */
     STSL_PARAM_PROGRESS_ESTIMATE = 119, /* int 0/1: pass the current x0 estimate to progress */
-    STSL_PARAM_BATCH_LIMIT = 120     /* int >= 1: max samples per network call (memory bound) */
+    STSL_PARAM_BATCH_LIMIT = 120,    /* int >= 1: max samples per network call (memory bound) */
+    STSL_PARAM_STEP_RULE = 121,      /* int: stsl_step_rule, STSL's inner update (lines 10-11) */
+    STSL_PARAM_STEP_NOISE = 122,     /* float in [0, 1]: STSL line-14 noise, sigma = value *
+                                      * sqrt(beta~_k) (1 = DDPM ancestral, 0 = as written) */
+    STSL_PARAM_LIKELIHOOD_VARIANCE = 123, /* int: stsl_likelihood_variance, RMP's v_k */
+    STSL_PARAM_RENOISE_LEVEL = 124   /* int 0/1: DPS-MO re-noises the MO result to the current
+                                      * level (0) or to the next level (1, then no Euler step) */
 } stsl_param;
+
+typedef enum stsl_step_rule {
+    STSL_STEP_ADAM = 0,              /* Adam, lr LEARNING_RATE (App. B.1 as written) */
+    STSL_STEP_SCALED = 1             /* gradient step LEARNING_RATE * abar_k / (2 lambda ||A||_2^2):
+                                      * a fraction of the step that the data term's curvature
+                                      * allows (docs/algorithms.md) */
+} stsl_step_rule;
+
+typedef enum stsl_likelihood_variance {
+    STSL_LIKVAR_FLAT = 0,            /* RMP v_k = sigma_y^2 + tr(A A^T)/d_y r_k^2 (flat prior) */
+    STSL_LIKVAR_TWEEDIE = 1          /* RMP v_k = sigma_y^2 + tr(A Cov[x0|x_k] A^T)/d_y, the Tweedie
+                                      * covariance by Hutchinson with PROBES probes */
+} stsl_likelihood_variance;
 
 typedef enum stsl_boundary {
     STSL_BOUNDARY_REFLECT = 0,       /* symmetric reflection without edge repeat ("reflect") */

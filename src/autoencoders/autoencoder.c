@@ -104,6 +104,29 @@ stsl_status stsl__ae_decode(stsl_autoencoder *ae, const float *z, float *x, int 
     return check_finite(x, per * (size_t)batch, per, "decoding", err);
 }
 
+int stsl__ae_can_encode_vjp(const stsl_autoencoder *ae)
+{
+    return ae && ae->ops && ae->ops->encode_vjp != NULL;
+}
+
+stsl_status stsl__ae_encode_vjp(stsl_autoencoder *ae, const float *x, const float *v, float *out,
+                                int batch, char *err)
+{
+    stsl_status st = check_batch(batch, err);
+    if (st != STSL_OK) return st;
+    if (!x || !v || !out) return stsl__fail(err, STSL_ERR_INVALID_ARG, "autoencoder: x, v or out is NULL");
+    if (!stsl__ae_can_encode_vjp(ae))
+        return stsl__fail(err, STSL_ERR_UNSUPPORTED, "autoencoder: no encoder vector-Jacobian product");
+    pthread_mutex_lock(&ae->lock);
+    st = ae->ops->encode_vjp(ae, x, v, out, batch, err);
+    pthread_mutex_unlock(&ae->lock);
+    if (st != STSL_OK) return st;
+    size_t per = stsl__shape_size(ae->image), n = per * (size_t)batch;
+    if (ae->latent_scale != 1.0)
+        for (size_t i = 0; i < n; i++) out[i] = (float)(out[i] * ae->latent_scale);
+    return check_finite(out, n, per, "encoder vector-Jacobian product", err);
+}
+
 stsl_status stsl__ae_decode_vjp(stsl_autoencoder *ae, const float *z, const float *u, float *x,
                                 float *out, int batch, char *err)
 {

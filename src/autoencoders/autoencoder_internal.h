@@ -22,6 +22,9 @@ typedef struct stsl__ae_ops {
     stsl_status (*keep_vjp)(stsl_autoencoder *ae, void *state, const float *u, float *out,
                             char *err);
     void (*keep_free)(void *state);
+    /* Optional (NULL: not supported): out = J_encode(x)^T v (x: images, v: latents, out: images) */
+    stsl_status (*encode_vjp)(stsl_autoencoder *ae, const float *x, const float *v, float *out,
+                              int batch, char *err);
 } stsl__ae_ops;
 
 struct stsl_autoencoder {
@@ -45,6 +48,12 @@ stsl_status stsl__ae_encode(stsl_autoencoder *ae, const float *x, float *z, int 
 stsl_status stsl__ae_decode(stsl_autoencoder *ae, const float *z, float *x, int batch, char *err);
 stsl_status stsl__ae_decode_vjp(stsl_autoencoder *ae, const float *z, const float *u, float *x,
                                 float *out, int batch, char *err);
+
+/* 1 when the autoencoder has an encoder VJP; out = J_E(x)^T v = scale J_encode(x)^T v (images),
+ * STSL_ERR_UNSUPPORTED when it has none. */
+int stsl__ae_can_encode_vjp(const stsl_autoencoder *ae);
+stsl_status stsl__ae_encode_vjp(stsl_autoencoder *ae, const float *x, const float *v, float *out,
+                                int batch, char *err);
 
 /* A decoder evaluation kept for its VJP (stsl__ae_decode_keep). */
 typedef struct stsl__ae_pass stsl__ae_pass;

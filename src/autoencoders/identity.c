@@ -38,7 +38,8 @@ static stsl_status id_decode_vjp(stsl_autoencoder *ae, const float *z, const flo
 static void id_destroy(stsl_autoencoder *ae) { (void)ae; }
 
 static const stsl__ae_ops identity_ops = {"identity", id_encode, id_decode, id_decode_vjp,
-                                          id_destroy,  NULL,      NULL,      NULL};
+                                          id_destroy,  NULL,      NULL,      NULL,
+                                          NULL};
 
 STSL_API stsl_status stsl_autoencoder_create_identity(stsl_context *ctx, stsl_shape shape,
                                                       stsl_autoencoder **out)

@@ -93,6 +93,18 @@ static stsl_status ts_keep_vjp(stsl_autoencoder *ae, void *state, const float *u
                                STSL_ERRMSG_SIZE);
 }
 
+/* out = J_encode(x)^T v by autograd through the encoder method */
+static stsl_status ts_encode_vjp(stsl_autoencoder *ae, const float *x, const float *v, float *out,
+                                 int batch, char *err)
+{
+    ts_ae *t = ae->impl;
+    int64_t xd[4], zd[4];
+    dims_of(ae->image, batch, xd);
+    dims_of(ae->latent, batch, zd);
+    return stsl_shim_vjp(t->enc, t->enc_method, x, xd, NULL, v, zd, NULL, out,
+                         stsl__ctx_threads(ae->ctx), err, STSL_ERRMSG_SIZE);
+}
+
 static void ts_keep_free(void *state) { stsl_shim_graph_free((stsl_shim_graph *)state); }
 
 static void ts_destroy(stsl_autoencoder *ae)
@@ -106,7 +118,8 @@ static void ts_destroy(stsl_autoencoder *ae)
 }
 
 static const stsl__ae_ops ts_ae_ops = {"torchscript", ts_encode,   ts_decode,    ts_decode_vjp,
-                                       ts_destroy,    ts_decode_keep, ts_keep_vjp, ts_keep_free};
+                                       ts_destroy,    ts_decode_keep, ts_keep_vjp, ts_keep_free,
+                                       ts_encode_vjp};
 
 static bool same_shape(stsl_shape a, stsl_shape b)
 {

@@ -213,6 +213,24 @@ stsl_status stsl__enc(stsl__run *R, const float *x, float *z, int n)
     return STSL_OK;
 }
 
+stsl_status stsl__enc_vjp(stsl__run *R, const float *x, const float *v, float *out, int n)
+{
+    if (R->ae_identity) {
+        if (out != v) memmove(out, v, (size_t)n * R->dx * sizeof(float));
+        return STSL_OK;
+    }
+    for (int i = 0; i < n; i += R->limit) {
+        int c = n - i < R->limit ? n - i : R->limit;
+        stsl_status st = stsl__check_cancel(R);
+        if (st != STSL_OK) return st;
+        st = stsl__ae_encode_vjp(R->ae, x + (size_t)i * R->dx, v + (size_t)i * R->dz,
+                                 out + (size_t)i * R->dx, c, R->err);
+        R->sv->nfe.encoder_forward += (uint64_t)c;
+        if (st != STSL_OK) return st;
+    }
+    return STSL_OK;
+}
+
 /* ---- Tweedie ---- */
 
 void stsl__tweedie(double ab, const float *z, const float *eps, float *x0, size_t n)
@@ -351,6 +369,45 @@ stsl_status stsl__chain_grad(stsl__run *R, const float *z, double t, double weig
     return st;
 }
 
+/* ---- operator gain ---- */
+
+stsl_status stsl__op_norm2(stsl__run *R, double *L2)
+{
+    enum { ITERS = 30 };
+    *L2 = 1.0;
+    float *u = stsl__run_floats(R, R->dx), *au = stsl__run_floats(R, R->dy), *w = stsl__run_floats(R, R->dx);
+    stsl_status st = (u && au && w) ? STSL_OK : STSL_ERR_NOMEM;
+    double est = 0;
+    if (st == STSL_OK)
+        stsl__rng_normal(0x4f504e32u, stsl__stream(STSL_TAG_PROBE, 0, 0, 1), 0, u, R->dx);
+    for (int it = 0; it < ITERS && st == STSL_OK; it++) {
+        double nu = 0;
+        for (size_t i = 0; i < R->dx; i++) nu += (double)u[i] * u[i];
+        nu = sqrt(nu);
+        if (!(nu > 0) || !isfinite(nu)) break;
+        for (size_t i = 0; i < R->dx; i++) u[i] = (float)(u[i] / nu);
+        st = stsl_operator_forward(R->op, u, au, 1);
+        if (st != STSL_OK) {
+            st = op_fail(R, st, "forward");
+            break;
+        }
+        if ((st = stsl_operator_vjp(R->op, u, au, w, 1)) != STSL_OK) {
+            st = op_fail(R, st, "vjp");
+            break;
+        }
+        /* Rayleigh quotient u^T A^T A u = ||A u||^2 with ||u|| = 1 */
+        double q = 0;
+        for (size_t i = 0; i < R->dy; i++) q += (double)au[i] * au[i];
+        est = q;
+        memcpy(u, w, R->dx * sizeof(float));
+    }
+    if (st == STSL_OK && isfinite(est) && est > 0) *L2 = est;
+    stsl__free(u);
+    stsl__free(au);
+    stsl__free(w);
+    return st;
+}
+
 /* ---- Adam ---- */
 
 stsl_status stsl__adam_init(stsl__run *R, stsl__adam *a, size_t n)
@@ -483,4 +540,23 @@ double stsl__time_of_sigma(const stsl__run *R, double sigma)
             hi = mid;
     }
     return 0.5 * (lo + hi);
+}
+
+double stsl__noise_var(const stsl__run *R)
+{
+    const double sy = stsl__noise_sigma(R);
+    if (sy > 0 || R->loss_kind == STSL_LOSS_SQUARED) return sy * sy;
+    double delta = 0;
+    if (stsl_operator_get_float(R->op, STSL_PARAM_HUBER_DELTA, &delta) != STSL_OK || !(delta > 0)) return 0.0;
+    return delta * delta;
+}
+
+double stsl__nll_weight(const stsl__run *R, double v)
+{
+    if (!(v > 0)) return 0.0;
+    switch (R->loss_kind) {
+    case STSL_LOSS_HUBER: return 1.0 / v;           /* huber = r^2/2 inside delta */
+    case STSL_LOSS_L1: return sqrt(2.0 / v);        /* Laplace of variance v: |r| / b, b = sqrt(v/2) */
+    default: return 1.0 / (2.0 * v);                /* ||r||^2 / (2 v) */
+    }
 }

@@ -33,18 +33,24 @@
 #include <math.h>
 #include <string.h>
 
+/* SGLD step when LEARNING_RATE is unset: this fraction of 1/||A||_2^2 */
+#define STSL__MO_STEP_FRACTION 0.25
+
 stsl_status stsl__solve_dps_mo(stsl__run *R, float *x_out)
 {
     stsl_solver *sv = R->sv;
     const int n = stsl__sp_int(sv, STSL_PARAM_STEPS);
     const int NS = stsl__sp_int(sv, STSL_PARAM_INNER_STEPS);
-    const double step = stsl__sp(sv, STSL_PARAM_LEARNING_RATE);
+    const int renoise_next = stsl__sp_int(sv, STSL_PARAM_RENOISE_LEVEL);
+    double step = stsl__sp(sv, STSL_PARAM_LEARNING_RATE);
     double temp = stsl__sp(sv, STSL_PARAM_TEMPERATURE);
     const double zeta = stsl__sp(sv, STSL_PARAM_ZETA);
     double smin = stsl__sp(sv, STSL_PARAM_SIGMA_MIN), smax = stsl__sp(sv, STSL_PARAM_SIGMA_MAX);
     if (!stsl__sp_isset(sv, STSL_PARAM_TEMPERATURE)) {
-        const double sy = stsl__noise_sigma(R);
-        temp = 2.0 * sy * sy;
+        /* SGLD on the data loss at temperature 1/w targets exp(-w loss), the likelihood:
+         * 2 sigma_y^2 for the squared loss, HUBER_DELTA^2 for salt-pepper's Huber loss */
+        const double w = stsl__nll_weight(R, stsl__noise_var(R));
+        temp = w > 0 ? 1.0 / w : 0.0;
     }
     const size_t m = (size_t)R->batch * R->dz;
     stsl_status st = STSL_OK;
@@ -73,6 +79,13 @@ stsl_status stsl__solve_dps_mo(stsl__run *R, float *x_out)
         }
         sig[n] = 0.0;
     }
+    if (!stsl__sp_isset(sv, STSL_PARAM_LEARNING_RATE)) {
+        /* the SGLD step scaled to the operator: 0.25 / ||A||_2^2 (the gradient of
+         * ||y - A x||^2 is 2 ||A||^2-Lipschitz, so the step is a quarter of the stable range) */
+        double L2 = 1.0;
+        if ((st = stsl__op_norm2(R, &L2)) != STSL_OK) goto done;
+        step = STSL__MO_STEP_FRACTION / L2;
+    }
     R->total = n;
     R->step = 0;
     stsl__noise(R, STSL_TAG_INIT_NOISE, 0, 0, x, R->dz);
@@ -85,7 +98,14 @@ stsl_status stsl__solve_dps_mo(stsl__run *R, float *x_out)
         /* 1. denoise + DPS step (gradient w.r.t. x = sqrt(ab) * gradient w.r.t. x_vp) */
         for (size_t k = 0; k < m; k++) xv[k] = (float)(sab * x[k]);
         if ((st = stsl__chain_grad(R, xv, t, 1.0, 0, eps, x0, NULL, g)) != STSL_OK) goto done;
-        for (size_t k = 0; k < m; k++) x[k] = (float)(x[k] - zeta * g[k] / sab);
+        for (size_t k = 0; k < m; k++) {
+            const double d = -zeta * g[k] / sab;
+            x[k] = (float)(x[k] + d);
+            /* RENOISE_LEVEL 1: the MO starts from the clean estimate moved by the DPS step
+             * (the denoiser's Jacobian is ~I at small sigma, ~0 at large: the step moves x0
+             * by at most d) */
+            if (renoise_next) x0[k] = (float)(x0[k] + d / (1.0 + sig[i] * sig[i]));
+        }
         /* 2. MO: SGLD on ||y - A D(z0)||^2 from x0 */
         for (int s = 0; s < NS; s++) {
             if ((st = stsl__data_cotangent(R, x0, 1.0, 1, NULL, NULL, c)) != STSL_OK) goto done;
@@ -94,14 +114,20 @@ stsl_status stsl__solve_dps_mo(stsl__run *R, float *x_out)
             for (size_t k = 0; k < m; k++)
                 x0[k] = (float)(x0[k] - step * c[k] + (sd > 0 ? sd * xi[k] : 0.0));
         }
-        /* 3. re-noise to sigma_i and denoise */
         stsl__noise(R, STSL_TAG_RENOISE, (uint64_t)i, 0, xi, R->dz);
-        for (size_t k = 0; k < m; k++) xv[k] = (float)(sab * (x0[k] + sig[i] * xi[k]));
-        if ((st = stsl__net_eps_t(R, xv, t, eps, R->batch)) != STSL_OK) goto done;
-        stsl__tweedie(ab, xv, eps, x0, m);
-        /* 4. Euler step */
-        const double r = sig[i + 1] / sig[i];
-        for (size_t k = 0; k < m; k++) x[k] = (float)(x0[k] + r * (x[k] - x0[k]));
+        if (renoise_next) {
+            /* 3'. the MO result re-noised to the NEXT level: x_{i+1} ~ N(x0, sigma_{i+1}^2 I)
+             * (no Euler step, no forward: the next level's denoiser sees all of the MO) */
+            for (size_t k = 0; k < m; k++) x[k] = (float)(x0[k] + sig[i + 1] * xi[k]);
+        } else {
+            /* 3. re-noise to sigma_i and denoise */
+            for (size_t k = 0; k < m; k++) xv[k] = (float)(sab * (x0[k] + sig[i] * xi[k]));
+            if ((st = stsl__net_eps_t(R, xv, t, eps, R->batch)) != STSL_OK) goto done;
+            stsl__tweedie(ab, xv, eps, x0, m);
+            /* 4. Euler step */
+            const double r = sig[i + 1] / sig[i];
+            for (size_t k = 0; k < m; k++) x[k] = (float)(x0[k] + r * (x[k] - x0[k]));
+        }
         if ((st = stsl__check_finite(R, x, m, "the DPS-MO iterate")) != STSL_OK) goto done;
         if ((st = stsl__progress(R, R->step, x0)) != STSL_OK) goto done;
     }

@@ -53,9 +53,10 @@ static stsl_status gluing(stsl__run *R, const float *zbar, const float *x, doubl
                 for (size_t i = 0; i < dx; i++) c[b * dx + i] -= (float)(gamma * w[b * dx + i] / f);
         }
     } else {
-        /* glued image A^T y + (I - A^T A) x = x + A^T (y - A x) = x + u; encode; stop-gradient */
+        /* glued image A^T y + (I - A^T A) x = x + A^T (y - A x) = x + u; encode */
         for (size_t k = 0; k < (size_t)B * dx; k++) u[k] += x[k];
         if ((st = stsl__enc(R, u, e, B)) != STSL_OK) goto done;
+        /* e <- (E(u) - zbar)/||E(u) - zbar||, the unit cotangent of the norm on E(u) */
         for (int b = 0; b < B; b++) {
             double f = 0;
             for (size_t i = 0; i < dz; i++) {
@@ -63,9 +64,30 @@ static stsl_status gluing(stsl__run *R, const float *zbar, const float *x, doubl
                 f += di * di;
             }
             f = sqrt(f);
-            if (f > 0)
-                for (size_t i = 0; i < dz; i++)
-                    c[b * dz + i] -= (float)(gamma * ((double)e[b * dz + i] - zbar[b * dz + i]) / f);
+            for (size_t i = 0; i < dz; i++)
+                e[b * dz + i] = f > 0 ? (float)(((double)e[b * dz + i] - zbar[b * dz + i]) / f) : 0.0f;
+        }
+        /* d/dzbar ||E(u(zbar)) - zbar|| = J_D^T (I - A^T A) J_E(u)^T e - e: through the encoder when
+         * the autoencoder has its VJP (as the reference code); otherwise E(u) is a constant target */
+        for (size_t k = 0; k < (size_t)B * dz; k++) c[k] -= (float)(gamma * e[k]);
+        if (stsl__ae_can_encode_vjp(R->ae)) {
+            float *q = stsl__run_floats(R, (size_t)B * dz);
+            if (!q) {
+                st = STSL_ERR_NOMEM;
+                goto done;
+            }
+            st = stsl__enc_vjp(R, u, e, w, B);                      /* w = J_E(u)^T e */
+            if (st == STSL_OK && (st = stsl_operator_forward(R->op, w, r, B)) == STSL_OK &&
+                (st = stsl_operator_adjoint(R->op, r, u, B)) == STSL_OK) {
+                for (size_t k = 0; k < (size_t)B * dx; k++) w[k] -= u[k];   /* (I - A^T A) w */
+                st = stsl__dec_vjp(R, zbar, w, NULL, q, B);
+                if (st == STSL_OK)
+                    for (size_t k = 0; k < (size_t)B * dz; k++) c[k] += (float)(gamma * q[k]);
+            } else if (st != STSL_OK && st != STSL_CANCELLED && R->err[0] == 0) {
+                st = stsl__fail(R->err, st, "solver psld: operator failed: %s",
+                                stsl_operator_last_error(R->op));
+            }
+            stsl__free(q);
         }
     }
     goto done;

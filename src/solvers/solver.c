@@ -62,6 +62,7 @@ static int kind_bounds(stsl_solver_kind kind, stsl_param key, stsl_param_bounds 
         return 0;
     case STSL_PARAM_PROBES:
         if (stsl_like) B(1, 256, 2, 1);
+        if (kind == STSL_SOLVER_RMP) B(1, 256, 1, 1);
         return 0;
     case STSL_PARAM_ETA:
         if (kind == STSL_SOLVER_STSL) B(0, BIG, 0.02, 0);
@@ -72,7 +73,7 @@ static int kind_bounds(stsl_solver_kind kind, stsl_param key, stsl_param_bounds 
         if (stsl_like) B(0, BIG, 1.0, 0);
         return 0;
     case STSL_PARAM_LEARNING_RATE:
-        if (stsl_like) B(1e-12, BIG, 1e-2, 0);
+        if (stsl_like) B(1e-12, BIG, 0.2, 0);   /* Adam (STEP_RULE 0): 1e-2 unless set */
         if (kind == STSL_SOLVER_RMP) B(1e-12, 2.0, 1.0, 0);   /* VE: 0.1 unless set */
         if (kind == STSL_SOLVER_DPS_MO) B(1e-12, BIG, 0.05, 0);
         return 0;
@@ -84,7 +85,7 @@ static int kind_bounds(stsl_solver_kind kind, stsl_param key, stsl_param_bounds 
         return 0;
     case STSL_PARAM_ZETA:
         if (kind == STSL_SOLVER_DPS) B(0, BIG, 0.3, 0);  /* 0.5 inpainting, 1.0 phase retrieval */
-        if (kind == STSL_SOLVER_RMP) B(0, BIG, 1.0, 0);
+        if (kind == STSL_SOLVER_RMP) B(0, BIG, 1.0, 0);   /* 10 for impulse-noise losses unless set */
         if (kind == STSL_SOLVER_DPS_MO) B(0, BIG, 0.3, 0);
         return 0;
     case STSL_PARAM_OMEGA:
@@ -117,6 +118,18 @@ static int kind_bounds(stsl_solver_kind kind, stsl_param key, stsl_param_bounds 
         return 0;
     case STSL_PARAM_ADAM_PERSIST:
         if (stsl_like) B(0, 1, 0, 1);
+        return 0;
+    case STSL_PARAM_STEP_RULE:
+        if (stsl_like) B(0, 1, STSL_STEP_SCALED, 1);
+        return 0;
+    case STSL_PARAM_STEP_NOISE:
+        if (stsl_like) B(0, 1, 1.0, 0);
+        return 0;
+    case STSL_PARAM_LIKELIHOOD_VARIANCE:
+        if (kind == STSL_SOLVER_RMP) B(0, 1, STSL_LIKVAR_FLAT, 1);
+        return 0;
+    case STSL_PARAM_RENOISE_LEVEL:
+        if (kind == STSL_SOLVER_DPS_MO) B(0, 1, 0, 1);
         return 0;
     default:
         return 0;

@@ -20,9 +20,9 @@
 
 #include <stdatomic.h>
 
-/* parameter slots: SEED and the solver keys 100..120 */
+/* parameter slots: SEED and the solver keys 100..124 */
 #define STSL__SP_FIRST 100
-#define STSL__SP_LAST 120
+#define STSL__SP_LAST 124
 #define STSL__SP_COUNT (STSL__SP_LAST - STSL__SP_FIRST + 2)
 
 struct stsl_solver {
@@ -91,6 +91,9 @@ stsl_status stsl__net_eps_t(stsl__run *R, const float *z, double t, float *eps, 
 stsl_status stsl__dec(stsl__run *R, const float *z, float *x, int n);
 stsl_status stsl__dec_vjp(stsl__run *R, const float *z, const float *u, float *x, float *out, int n);
 stsl_status stsl__enc(stsl__run *R, const float *x, float *z, int n);
+/* out = J_E(x)^T v (n images); counted as n encoder forwards in the ledger (stsl_nfe has no
+ * encoder-VJP field; one encoder pass each).  STSL_ERR_UNSUPPORTED when the autoencoder has none. */
+stsl_status stsl__enc_vjp(stsl__run *R, const float *x, const float *v, float *out, int n);
 /* cancel flag -> STSL_CANCELLED with a message */
 stsl_status stsl__check_cancel(stsl__run *R);
 
@@ -147,6 +150,11 @@ stsl_status stsl__data_cotangent(stsl__run *R, const float *zbar, double weight,
 stsl_status stsl__chain_grad(stsl__run *R, const float *z, double t, double weight, int squared,
                              float *eps, float *zbar, double *loss, float *grad);
 
+/* ---- operator gain ---- */
+/* L2 = ||A||_2^2 by 30 power iterations on A^T A (forward + VJP, a fixed seed, no network call);
+ * for a nonlinear operator the VJP at the iterate stands for A^T.  1 when the estimate is unusable. */
+stsl_status stsl__op_norm2(stsl__run *R, double *L2);
+
 /* ---- Adam (beta1 0.9, beta2 0.999, eps 1e-8), per-coordinate state ---- */
 typedef struct stsl__adam {
     double *m, *v;
@@ -185,5 +193,13 @@ stsl_status stsl__end_run(stsl__run *R, stsl_status st, float *x_out);
 
 /* The operator's Gaussian measurement noise sigma_y (STSL_PARAM_NOISE_SIGMA); 0 when it has none. */
 double stsl__noise_sigma(const stsl__run *R);
+/* The noise variance of the operator's noise model: NOISE_SIGMA^2; for the impulse-noise losses
+ * (L1, Huber) without a NOISE_SIGMA, HUBER_DELTA^2 (the residual scale the loss still treats as
+ * Gaussian).  0 when there is none. */
+double stsl__noise_var(const stsl__run *R);
+/* The factor w that makes w * (the solver's data loss) the negative log-likelihood of noise of
+ * variance v: 1/(2v) for ||y - A x||^2, 1/v for Huber (r^2/2 inside delta), sqrt(2/v) for L1
+ * (Laplace).  0 when v <= 0. */
+double stsl__nll_weight(const stsl__run *R, double v);
 
 #endif

@@ -18,7 +18,7 @@
  *   7      for pass = 1 .. K  (K + 1 passes with STSL_PARAM_INNER_INCLUSIVE = 1)
  *   8          e_1..e_N ~ N(0, I)                                          (fresh probes per pass)
  *   9          zbar = (Z + (1 - abar_k) s(Z, t_k)) / sqrt(abar_k)          ('+': Tweedie, Prop. 4.1)
- *  10-11       Z <- Adam step on L(Z) = lambda ||y - A D(zbar)||^2                (eq. 5; or the
+ *  10-11       Z <- step on L(Z) = lambda ||y - A D(zbar)||^2                     (eq. 5; or the
  *                                         plain norm of line 10 with STSL_PARAM_SQUARED_LOSS = 0)
  *                     + (eta/d) mean_n [e_n^T s(Z + e_n) - e_n^T s(Z)]   (Hutchinson, App. A.4)
  *                     [+ kappa ||Z - zf_k||^2]                            (proximal term, §3.2)
@@ -31,11 +31,20 @@
  *              9's eps at Z: evaluated once, kept, differentiated once the cotangent exists.
  *  13      zbar = (Z + (1 - abar_k) s(Z, t_k)) / sqrt(abar_k)
  *  14      Z <- sqrt(alpha_k)(1 - abar_{k-1})/(1 - abar_k) Z + sqrt(abar_{k-1})(1 - alpha_k)/(1 - abar_k) zbar
- *          lr <- lr * decay
+ *               + s14 sqrt(beta~_k) xi,   beta~_k = (1 - alpha_k)(1 - abar_{k-1})/(1 - abar_k)
+ *          (STSL_PARAM_STEP_NOISE s14: 1 = DDPM ancestral, default; 0 = as written, noise-free)
+ *          lr <- lr * decay  (Adam only)
  *  16  return D(Z)
- * Adam (beta 0.9/0.999, eps 1e-8): lr 1e-2, x0.998 per reverse step (App. B.1); its moments are
- * reset at every reverse step unless STSL_PARAM_ADAM_PERSIST = 1.  With eta = 0 the probe VJPs are
- * skipped (they would be multiplied by 0).
+ * The step of lines 10-11 (STSL_PARAM_STEP_RULE, docs/algorithms.md has the evidence):
+ *   SCALED (default): per sample a Polyak step towards the noise level,
+ *       Z <- Z - lr (L_data(Z) - L*)_+ / ||grad L||^2 grad L,  L* = lambda d_y sigma_y^2
+ *     (the data term at the truth; lambda sqrt(d_y) sigma_y for the plain norm, 0 for the impulse
+ *     losses): the first-order model of the data term drops by the fraction lr (0.2) of its excess
+ *     over the noise level.  Scale-free: lambda, ||A||, d_x and the Tweedie Jacobian drop out.
+ *   ADAM (App. B.1 as written; beta 0.9/0.999, eps 1e-8): lr 1e-2 unless set, x0.998 per reverse
+ *     step; moments reset at every reverse step unless STSL_PARAM_ADAM_PERSIST = 1.  Each update
+ *     moves every coordinate by ~lr whatever lambda: the per-step budget is K lr.
+ * With eta = 0 the probe VJPs are skipped (they would be multiplied by 0).
  *
  * NFE (P = K, or K + 1 inclusive; N' = N, or 0 when eta = 0; identity autoencoder):
  *   UNet VJPs     = T P (1 + N')  (line 9's eps at Z is kept from the same pass: the probes are
@@ -52,6 +61,10 @@
 #include <math.h>
 #include <string.h>
 
+/* Adam's LEARNING_RATE (App. B.1) when the caller did not set it; the table's default (0.2) is
+ * the scaled step's (docs/algorithms.md) */
+#define STSL__ADAM_LR_DEFAULT 1e-2
+
 stsl_status stsl__solve_stsl(stsl__run *R, float *x_out)
 {
     stsl_solver *sv = R->sv;
@@ -66,7 +79,17 @@ stsl_status stsl__solve_stsl(stsl__run *R, float *x_out)
     const int init = stsl__sp_int(sv, STSL_PARAM_INIT);
     const int squared = stsl__sp_int(sv, STSL_PARAM_SQUARED_LOSS);
     const int persist = stsl__sp_int(sv, STSL_PARAM_ADAM_PERSIST);
-    double lr = stsl__sp(sv, STSL_PARAM_LEARNING_RATE);
+    const int rule = stsl__sp_int(sv, STSL_PARAM_STEP_RULE);
+    const double noise14 = stsl__sp(sv, STSL_PARAM_STEP_NOISE);
+    double lr = rule == STSL_STEP_ADAM && !stsl__sp_isset(sv, STSL_PARAM_LEARNING_RATE)
+                    ? STSL__ADAM_LR_DEFAULT
+                    : stsl__sp(sv, STSL_PARAM_LEARNING_RATE);
+    const double sy = stsl__noise_sigma(R);
+    /* the data term at the truth: lambda d_y sigma_y^2 (squared), lambda sqrt(d_y) sigma_y (norm);
+     * 0 for the impulse-noise losses */
+    const double lstar = R->loss_kind != STSL_LOSS_SQUARED ? 0.0
+                         : squared ? lambda * (double)R->dy * sy * sy
+                                   : lambda * sqrt((double)R->dy) * sy;
     const int B = R->batch;
     const size_t dz = R->dz, m = (size_t)B * dz;
     const size_t npts = (size_t)B * (size_t)(N + 1);
@@ -76,6 +99,7 @@ stsl_status stsl__solve_stsl(stsl__run *R, float *x_out)
     stsl__adam adam = {0};
     stsl_status st = stsl__ddim_seq(R, T, &seq);
     if (st != STSL_OK) return st;
+    double *loss = stsl__alloc_doubles((size_t)B);
     /* zf levels are kept only when the proximal term needs them */
     const size_t nzf = kappa > 0 ? (size_t)T + 1 : 1;
     float *zf = stsl__run_floats(R, nzf * m);
@@ -86,7 +110,7 @@ stsl_status stsl__solve_stsl(stsl__run *R, float *x_out)
           *vjp = stsl__run_floats(R, npts * dz), *tt = stsl__run_floats(R, npts),
           *probe = stsl__run_floats(R, (size_t)B * (size_t)(N > 0 ? N : 1) * dz);
     if (!zf || !Z || !eps || !zbar || !c || !grad || !xb || !tmp || !pts || !cot || !vjp || !tt ||
-        !probe) {
+        !probe || !loss) {
         st = STSL_ERR_NOMEM;
         goto done;
     }
@@ -171,7 +195,7 @@ stsl_status stsl__solve_stsl(stsl__run *R, float *x_out)
                 stsl__tweedie(ab, Z, eps, zbar, m);
                 R->est = zbar;   /* the clean estimate a cancel returns */
                 /* line 10: c = lambda J_D^T grad_x l(y, A D(zbar)) */
-                st = stsl__data_cotangent(R, zbar, lambda, squared, NULL, NULL, c);
+                st = stsl__data_cotangent(R, zbar, lambda, squared, loss, NULL, c);
             }
             if (st != STSL_OK) {
                 stsl__kept_free(&kept);
@@ -207,7 +231,21 @@ stsl_status stsl__solve_stsl(stsl__run *R, float *x_out)
                 }
             }
             if ((st = stsl__check_finite(R, grad, m, "the STSL gradient")) != STSL_OK) goto done;
-            stsl__adam_step(&adam, Z, grad, lr);                            /* lines 10-11 */
+            if (rule == STSL_STEP_SCALED) {                                 /* lines 10-11 */
+                /* Polyak step towards the noise level: the first-order model of L drops by
+                 * lr (L - L*), L* = lambda d_y sigma_y^2 (squared) the loss at the truth */
+                for (int b = 0; b < B; b++) {
+                    float *zb = Z + (size_t)b * dz;
+                    const float *gb = grad + (size_t)b * dz;
+                    double g2 = 0;
+                    for (size_t i = 0; i < dz; i++) g2 += (double)gb[i] * gb[i];
+                    const double excess = loss[b] - lstar;
+                    const double gam = (excess > 0 && g2 > 0) ? lr * excess / g2 : 0.0;
+                    for (size_t i = 0; i < dz; i++) zb[i] = (float)((double)zb[i] - gam * (double)gb[i]);
+                }
+            } else {
+                stsl__adam_step(&adam, Z, grad, lr);
+            }
         }
         /* line 13 */
         if ((st = stsl__net_eps_t(R, Z, t, eps, B)) != STSL_OK) goto done;
@@ -215,8 +253,14 @@ stsl_status stsl__solve_stsl(stsl__run *R, float *x_out)
         /* line 14 */
         const double cz = sqrt(alpha) * (1 - abp) / (1 - ab), cb = sqrt(abp) * (1 - alpha) / (1 - ab);
         for (size_t i = 0; i < m; i++) Z[i] = (float)(cz * Z[i] + cb * zbar[i]);
+        if (noise14 > 0 && k > 1) {
+            /* DDPM ancestral noise, beta~_k = (1 - alpha_k)(1 - abar_{k-1})/(1 - abar_k) */
+            const double sig = noise14 * sqrt((1 - alpha) * (1 - abp) / (1 - ab));
+            stsl__noise(R, STSL_TAG_STEP_NOISE, (uint64_t)k, 0, tmp, dz);
+            for (size_t i = 0; i < m; i++) Z[i] = (float)(Z[i] + sig * tmp[i]);
+        }
         if ((st = stsl__check_finite(R, Z, m, "the STSL iterate")) != STSL_OK) goto done;
-        lr *= decay;
+        if (rule != STSL_STEP_SCALED) lr *= decay;
         R->est = zbar;
         if ((st = stsl__progress(R, R->step, zbar)) != STSL_OK) goto done;
     }
@@ -240,5 +284,6 @@ done:
     stsl__free(vjp);
     stsl__free(tt);
     stsl__free(probe);
+    stsl__free(loss);
     return st;
 }

@@ -73,11 +73,13 @@ static void test_names_and_params(void)
     TU_ASSERT_STATUS(stsl_solver_create(ctx, (stsl_solver_kind)99, &s), STSL_ERR_INVALID_ARG);
     stsl_solver_destroy(NULL);
 
-    /* STSL defaults (App. B.1) */
+    /* STSL defaults (App. B.1, except the inner step: the scaled step's lr 0.2 and DDPM line 14;
+     * Adam's lr 1e-2 applies when STEP_RULE = ADAM and the lr is unset, docs/algorithms.md) */
     stsl_param_bounds b;
     struct { stsl_param k; double v; } stsl_def[] = {
         {STSL_PARAM_STEPS, 50}, {STSL_PARAM_INNER_STEPS, 5}, {STSL_PARAM_PROBES, 2},
-        {STSL_PARAM_ETA, 0.02}, {STSL_PARAM_LAMBDA, 1}, {STSL_PARAM_LEARNING_RATE, 1e-2},
+        {STSL_PARAM_ETA, 0.02}, {STSL_PARAM_LAMBDA, 1}, {STSL_PARAM_LEARNING_RATE, 0.2},
+        {STSL_PARAM_STEP_RULE, STSL_STEP_SCALED}, {STSL_PARAM_STEP_NOISE, 1},
         {STSL_PARAM_LR_DECAY, 0.998}, {STSL_PARAM_SQUARED_LOSS, 1}, {STSL_PARAM_INNER_INCLUSIVE, 0},
         {STSL_PARAM_INIT, STSL_INIT_FRESH_NOISE}, {STSL_PARAM_ADAM_PERSIST, 0}};
     for (size_t i = 0; i < sizeof stsl_def / sizeof stsl_def[0]; i++) {
@@ -335,7 +337,23 @@ static stsl_status t_vjp(stsl_autoencoder *ae, const float *z, const float *u, f
 }
 static void t_destroy(stsl_autoencoder *ae) { (void)ae; }
 /* no kept evaluations: exercises the two-pass decoder path */
-static const stsl__ae_ops t_ops = {"test-linear", t_enc, t_dec, t_vjp, t_destroy, NULL, NULL, NULL};
+static const stsl__ae_ops t_ops = {"test-linear", t_enc, t_dec, t_vjp, t_destroy, NULL, NULL, NULL,
+                                   NULL};
+/* the same with an encoder VJP: J_E^T v = M v / 2 (PSLD's gluing term goes through it) */
+static stsl_status t_enc_vjp(stsl_autoencoder *ae, const float *x, const float *v, float *o, int b,
+                             char *err)
+{
+    (void)ae, (void)x, (void)err;
+    for (int n = 0; n < b; n++)
+        for (int i = 0; i < DX; i++) {
+            float s = 0;
+            for (int j = 0; j < DZ; j++) s += AEM[i * DZ + j] * v[n * DZ + j];
+            o[n * DX + i] = 0.5f * s;
+        }
+    return STSL_OK;
+}
+static const stsl__ae_ops t_ops_evjp = {"test-linear-evjp", t_enc, t_dec, t_vjp, t_destroy,
+                                        NULL,  NULL,  NULL,  t_enc_vjp};
 
 static void test_nfe_latent(void)
 {
@@ -366,6 +384,39 @@ static void test_nfe_latent(void)
               (expect){0, (uint64_t)T * B, (uint64_t)(T + 1) * B, (uint64_t)T * B, (uint64_t)T * B, 0},
               "psld latent");
     stsl_solver_destroy(s);
+    /* psld with an encoder VJP: the gluing term goes through E (the reference's autograd):
+     * + 1 encoder VJP (counted as an encoder forward) and + 1 decoder VJP per step, and the
+     * restoration differs from the stop-gradient one */
+    {
+        stsl_autoencoder *ae2 = NULL;
+        TU_ASSERT_OK(stsl__ae_new(ctx, &t_ops_evjp, (stsl_shape){1, 1, DX}, (stsl_shape){1, 1, DZ}, 1.0, &ae2));
+        s = make("psld", T);
+        check_nfe(s, lat, ae2, B,
+                  (expect){0, (uint64_t)T * B, (uint64_t)(T + 1) * B, (uint64_t)2 * T * B,
+                           (uint64_t)2 * T * B, 0},
+                  "psld latent, encoder VJP");
+        float y[2 * DX], xa[2 * DX], xb[2 * DX];
+        for (int i = 0; i < 2 * DX; i++) y[i] = (float)(0.3 * ((i % 3) - 1));
+        stsl_operator *op = NULL;
+        /* inpainting: I - A^T A != 0, so the glued image depends on D(z0hat) */
+        TU_ASSERT_OK(stsl_operator_create_by_name(ctx, "random-inpaint", (stsl_shape){1, 1, DX}, &op));
+        if (op) TU_ASSERT_OK(stsl_operator_set_float(op, STSL_PARAM_DROP_RATE, 0.5));
+        stsl_shape ys = {0, 0, 0};
+        if (op) TU_ASSERT_OK(stsl_operator_output_shape(op, &ys));
+        CU_ASSERT(ys.channels * ys.height * ys.width == DX);
+        stsl_solver *s1 = make("psld", T);
+        stsl_solver_set_float(s1, STSL_PARAM_GAMMA, 1.0);
+        stsl_solver_set_float(s, STSL_PARAM_GAMMA, 1.0);
+        if (op) {
+            TU_ASSERT_OK(stsl_solver_run(s, lat, op, ae2, y, xa, 2));
+            TU_ASSERT_OK(stsl_solver_run(s1, lat, op, ae, y, xb, 2));
+            CU_ASSERT(memcmp(xa, xb, sizeof xa) != 0);
+        }
+        stsl_operator_destroy(op);
+        stsl_solver_destroy(s1);
+        stsl_solver_destroy(s);
+        stsl_autoencoder_destroy(ae2);
+    }
     s = make("ddim", T);
     check_nfe(s, lat, ae, B, (expect){(uint64_t)T * B, 0, (uint64_t)B, 0, 0, 0}, "ddim latent");
     stsl_solver_destroy(s);
