@@ -36,6 +36,7 @@ typedef struct options {
     uint64_t seed;
     double noise;
     int measured, quiet, verbose;
+    ru_fit fit;                 /* --resize / --crop: fit an input of another size to the model */
     int shard_i, shard_n;
     cli_task_opts task_opts;
     ru_settings solver_opts;
@@ -104,6 +105,10 @@ static void print_help(void)
            "  --noise SIGMA        measurement noise std on the [-1,1] scale (default: the task's)\n"
            "  --measured           INPUT is already the measurement y (e.g. from stsl-degrade: give the\n"
            "                       same --seed and task options, they fix masks and kernels)\n"
+           "  --resize             scale an INPUT whose size differs from the model's to that size\n"
+           "                       (aspect ratio not kept; off by default: a mismatch is an error)\n"
+           "  --crop               cut the centre of such an INPUT to the model's aspect ratio, then\n"
+           "                       scale it (the output has the model's size)\n"
            "  --montage FILE       also write clean | measurement | restoration side by side\n"
            "                       (batch mode: a directory)\n"
            "  --montage-scale N    enlarge the montage N times (nearest; default 1)\n"
@@ -171,6 +176,13 @@ static int parse_args(int argc, char **argv, options *o)
         if (r < 0) return usage_error("%s", err);
         if (r > 0) continue;
         if (!strcmp(a, "--measured")) { o->measured = 1; i++; continue; }
+        if (!strcmp(a, "--resize") || !strcmp(a, "--crop")) {
+            ru_fit f = a[2] == 'r' ? RU_FIT_RESIZE : RU_FIT_CROP;
+            if (o->fit && o->fit != f) return usage_error("--resize and --crop exclude each other");
+            o->fit = f;
+            i++;
+            continue;
+        }
         if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) { o->quiet = 1; i++; continue; }
         if (!strcmp(a, "--verbose") || !strcmp(a, "-v")) { o->verbose = 1; i++; continue; }
         /* options with a value: "--opt V" or "--opt=V" */
@@ -232,6 +244,8 @@ static int parse_args(int argc, char **argv, options *o)
         }
     }
     if (npos < 2) return usage_error("INPUT and OUTPUT are required");
+    if (o->fit && o->measured)
+        return usage_error("--resize/--crop apply to a clean INPUT, not to a --measured one");
     if (!o->task) return usage_error("--task is required");
     if (!o->solver) return usage_error("--solver is required");
     if (!name_in_list(o->task, stsl_operator_names()))
@@ -343,23 +357,14 @@ static void job_from(const options *o, ru_job *job)
     job->running = (stsl_solver **)&g_running;
 }
 
-static int load_input(stsl_context *ctx, const char *path, int channels, stsl_image **img)
-{
-    stsl_status st = stsl_image_load(ctx, path, channels, img);
-    if (st != STSL_OK)
-        return failure("cannot read %s: %s", path,
-                       *stsl_context_last_error(ctx) ? stsl_context_last_error(ctx) : stsl_strerror(st));
-    return 0;
-}
-
 static int run_single(stsl_context *ctx, ru_models *m, const options *o)
 {
     stsl_image *in = NULL;
-    if (load_input(ctx, o->input, m->image.channels, &in)) return RU_EXIT_FAIL;
+    char err[RU_ERR_LEN];
+    if (ru_load_input(ctx, o->input, m, o->fit, o->measured, &in, err)) return failure("%s", err);
     ru_job job;
     job_from(o, &job);
     ru_result r;
-    char err[RU_ERR_LEN];
     int rc = ru_restore(ctx, m, &job, in, &r, err);
     if (rc != 0) {
         stsl_image_destroy(in);
@@ -568,11 +573,8 @@ static int run_batch(stsl_context *ctx, ru_models *m, const options *o, int inpu
         ru_result r;
         memset(&r, 0, sizeof r);
         char err[RU_ERR_LEN];
-        stsl_status lst = stsl_image_load(ctx, items.path[i], m->image.channels, &in);
         int ok;
-        if (lst != STSL_OK) {
-            snprintf(err, sizeof err, "cannot read: %s",
-                     *stsl_context_last_error(ctx) ? stsl_context_last_error(ctx) : stsl_strerror(lst));
+        if (ru_load_input(ctx, items.path[i], m, o->fit, o->measured, &in, err) != 0) {
             ok = 0;
         } else {
             ru_job job;

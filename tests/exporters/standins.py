@@ -286,6 +286,9 @@ def verify(d):
             maxdiff = max(maxdiff, diff)
             exact = exact and diff == 0.0
         worst[name] = maxdiff
+        if name == "adm_cond":  # run with STSL_PARAM_BATCH_LIMIT 2
+            check(max(c["b"] for c in calls) == 2, "adm_cond: STSL's batched points come in "
+                  f"chunks of at most 2 (largest {max(c['b'] for c in calls)})")
         if name == "sdv_unet":  # v -> eps conversion is float64 arithmetic in the library
             check(maxdiff <= 1e-5, f"{name}: library = eager through v->eps (max diff {maxdiff:.3g})")
         else:
