@@ -451,7 +451,7 @@ done:
 /* Fitting an input image to the model                                                         */
 /* ------------------------------------------------------------------------------------------ */
 
-/* Resample rows [0, n_in) of a strided 1-D signal to n_out samples over the window
+/* Resample a strided 1-D signal of n_in samples to n_out samples over the window
  * [off, off + len) of the input with a triangle (linear) filter widened by the scale factor when
  * shrinking, so that downscaling averages instead of aliasing. */
 static void resample_1d(const float *in, size_t in_stride, int n_in, double off, double len,
@@ -459,6 +459,10 @@ static void resample_1d(const float *in, size_t in_stride, int n_in, double off,
 {
     const double scale = len / n_out;
     const double support = scale > 1.0 ? scale : 1.0;
+    /* samples outside the window (a crop) are not used: the edge of the window repeats */
+    int first = (int)floor(off + 1e-9), last = (int)ceil(off + len - 1e-9) - 1;
+    if (first < 0) first = 0;
+    if (last > n_in - 1) last = n_in - 1;
     for (int i = 0; i < n_out; i++) {
         double centre = off + (i + 0.5) * scale - 0.5;
         int lo = (int)floor(centre - support), hi = (int)ceil(centre + support);
@@ -466,7 +470,7 @@ static void resample_1d(const float *in, size_t in_stride, int n_in, double off,
         for (int k = lo; k <= hi; k++) {
             double w = 1.0 - fabs((k - centre) / support);
             if (w <= 0.0) continue;
-            int kk = k < 0 ? 0 : k >= n_in ? n_in - 1 : k;
+            int kk = k < first ? first : k > last ? last : k;
             acc += w * in[(size_t)kk * in_stride];
             wsum += w;
         }
