@@ -601,6 +601,10 @@ def _frontend(a) -> int:
     it, save it with its record, and compare the file with the eager module."""
     torch.manual_seed(0)
     check = not a.no_check
+    # upstream asserts on shapes and a batch>=64 branch (diffusers' upsampler) make the tracer
+    # warn; the export is checked at batch 2 and 1 against the eager module instead
+    import warnings
+    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
     if a.cmd == "adm":
         sets = {}
         for kv in a.set:
