@@ -122,8 +122,9 @@ static void print_help(void)
     ru_print_flags(RU_SOLVER_FLAGS, stdout);
     printf("\n");
     cli_print_task_help(stdout);
-    printf("\nModels are found in $STSL_MODEL_DIR, <bin>/../models, <bin>/../share/stsl/models,\n"
-           "/usr/local/share/stsl/models or /usr/share/stsl/models.\n"
+    printf("\nModels: --model/--vae, else the bundled ones from $STSL_MODEL_DIR, <bin>/../models,\n"
+           "<bin>/../share/stsl/models, /usr/local/share/stsl/models or /usr/share/stsl/models.\n"
+           "Your own guided-diffusion / Stable Diffusion checkpoints: docs/real-models.md.\n"
            "Exit status: 0 success, 2 bad usage, 1 any other failure.\n");
 }
 
