@@ -239,10 +239,17 @@ def render(rows):
                          if k not in ("model", "part", "what", "peak_gib", "date", "command"))
         lines.append(f"| {r['model']} | {r['part']} | {r['what']} | {nums} | "
                      f"{r.get('peak_gib', '')} | {r['date']} |")
-    lines += ["", "Commands:", ""]
+    lines += ["", "Commands (`GD` = the guided-diffusion repository, `DIFFUSERS` = diffusers "
+              "0.19.0's src/, files under build/real-models/):", ""]
+    seen = set()
     for r in rows:
-        if r.get("command"):
-            lines.append(f"- {r['model']} {r['part']}: `{r['command']}`")
+        cmd = r.get("command")
+        if cmd and cmd not in seen:
+            seen.add(cmd)
+            cmd = cmd.replace(OUT + "/", "")
+            cmd = re.sub(r"--code \S*guided-diffusion\S*", "--code GD", cmd)
+            cmd = re.sub(r"--code \S*diffusers\S*", "--code DIFFUSERS", cmd)
+            lines.append(f"- {r['model']} {r['part']}: `{cmd}`")
     table = "\n".join(lines) + "\n"
     text = open(DOC).read()
     b, e = "<!-- measured:begin -->\n", "<!-- measured:end -->"

@@ -211,8 +211,9 @@ def build_adm(code: Optional[str], config: Dict[str, object], checkpoint: Option
     cfg = {k: v for k, v in config.items() if k in ADM_KEYS}
     accepted = inspect.signature(create).parameters
     cfg = {k: v for k, v in cfg.items() if k in accepted}
-    cfg["use_fp16"] = False          # weights converted to float32 below
-    cfg["use_checkpoint"] = False
+    for k in ("use_fp16", "use_checkpoint"):   # float32 weights below; no training memory saving
+        if k in accepted:
+            cfg[k] = False
     if "image_size" not in cfg or "num_channels" not in cfg or "num_res_blocks" not in cfg:
         raise FrontendError("the config needs at least image_size, num_channels and "
                             "num_res_blocks (DPS's configs/model_config.yaml has them)")
