@@ -101,6 +101,7 @@ def load_results():
 
 def record(rows, **row):
     row["date"] = datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M UTC")
+    row["load"] = round(os.getloadavg()[1], 1)   # 5-minute load average (shared machine)
     rows.append(row)
     os.makedirs(OUT, exist_ok=True)
     with open(RESULTS, "w") as f:
@@ -207,22 +208,24 @@ def solve(a, model, rows):
     f = files(model)
     img = os.path.join(ROOT, "data", "samples", "fmnist-test-0.png")
     for solver in a.solver_list:
+        steps = max(a.steps, 2) if solver == "dps-mo" else a.steps   # dps-mo needs 2 levels
         cmd = [os.path.join(ROOT, "bin", "stsl-restore"), img, os.path.join(OUT, f"{model}-{solver}.png"),
-               "--task", "gaussian-blur", "--solver", solver, "--steps", str(a.steps), "--threads",
-               str(a.solve_threads), "--model", f["unet"], "--resize", "--quiet", "--verbose"]
+               "--task", "gaussian-blur", "--solver", solver, "--steps", str(steps), "--threads",
+               str(a.solve_threads), "--model", f["unet"], "--resize", "--verbose"]
         if "vae" in f:
             cmd += ["--vae", f["vae"]]
         if a.batch_limit:
             cmd += ["--batch-limit", str(a.batch_limit)]
         out, err, wall, rss, rc = measured(cmd)
         if rc:
+            lines = [ln for ln in err.splitlines() if ln.startswith("stsl-restore:")]
             record(rows, model=model, part=solver, what="solver run FAILED",
-                   error=err.strip().splitlines()[-1][:300], peak_gib=round(rss, 2))
+                   error=(lines[-1] if lines else err.strip()[-300:])[:300], peak_gib=round(rss, 2))
             continue
         m = re.search(r"(\d+) forward \+ (\d+) vjp, decoder (\d+) forward \+ (\d+) vjp; ([\d.]+) s",
                       out + err)
         record(rows, model=model, part=solver,
-               what=f"{a.steps} step(s), {a.solve_threads} thread(s)",
+               what=f"{steps} step(s), {a.solve_threads} thread(s)",
                solve_s=float(m.group(5)) if m else None,
                nfe=m.group(0).rsplit(";", 1)[0] if m else None,
                wall_s=round(wall, 1), peak_gib=round(rss, 2),
@@ -232,13 +235,17 @@ def solve(a, model, rows):
 def render(rows):
     lines = [f"Measured with `scripts/real_models_bench.py` on {machine()}; random-initialised "
              "weights (timings do not depend on them). Each row: what was run, its numbers, "
-             "its date. Peak = peak resident memory of the process.", "",
-             "| model | part | measurement | numbers | peak GiB | date |", "|---|---|---|---|---|---|"]
+             "its date. Peak = peak resident memory of the process; load = the machine's 5-minute load "
+             "average when the row was written (2 cores shared by 5 engineers: with load above 2 "
+             "every time is inflated accordingly; rows without it were written before it was "
+             "recorded).", "",
+             "| model | part | measurement | numbers | peak GiB | load | date |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         nums = ", ".join(f"{k} {v}" for k, v in r.items()
-                         if k not in ("model", "part", "what", "peak_gib", "date", "command"))
+                         if k not in ("model", "part", "what", "peak_gib", "date", "command", "load"))
         lines.append(f"| {r['model']} | {r['part']} | {r['what']} | {nums} | "
-                     f"{r.get('peak_gib', '')} | {r['date']} |")
+                     f"{r.get('peak_gib', '')} | {r.get('load', '?')} | {r['date']} |")
     lines += ["", "Commands (`GD` = the guided-diffusion repository, `DIFFUSERS` = diffusers "
               "0.19.0's src/, files under build/real-models/):", ""]
     seen = set()
