@@ -131,10 +131,11 @@ def export(a, model, rows):
             name = "scheduler_config.json" if sub == "scheduler" else "config.json"
             with open(os.path.join(pipe, sub, name), "w") as fh:
                 json.dump(cfg, fh)
-        jobs = [("vae", ["sd-vae", "--code", a.diffusers, "--pipeline", pipe, "--random-init",
+        jobs = [j for j in [("vae", ["sd-vae", "--code", a.diffusers, "--pipeline", pipe, "--random-init",
                          "--out", f["vae"]]),
                 ("unet", ["sd-unet", "--code", a.diffusers, "--pipeline", pipe, "--random-init",
                           "--pairs-with", os.path.basename(f["vae"]), "--out", f["unet"]])]
+                if j[0] in a.sd_parts.split(",")]
     for part, args in jobs:
         out, err, wall, rss, rc = measured([sys.executable, EXPORTER] + args)
         if rc:
@@ -276,6 +277,7 @@ def main():
     ap.add_argument("--steps", type=int, default=1)
     ap.add_argument("--solve-threads", type=int, default=1)
     ap.add_argument("--only", default="export,call,solve")
+    ap.add_argument("--sd-parts", default="vae,unet", help="which SD files to export")
     ap.add_argument("--batch-limit", type=int, help="stsl-restore --batch-limit (memory bound)")
     ap.add_argument("--render", action="store_true", help="only rewrite the table")
     a = ap.parse_args()
