@@ -196,6 +196,7 @@ abi-baseline: $(SHARED)
 $(BUILD)/stsl.pc: pkgconfig/stsl.pc.in include/stsl.h FORCE
 	@mkdir -p $(BUILD)
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
+	    -e 's|@DATADIR@|$(DATADIR)|' \
 	    -e 's|@VERSION@|$(VERSION)|' -e 's|@PRIVATE@|$(PC_PRIVATE)|' $< > $@
 
 FORCE:

@@ -43,6 +43,7 @@ typedef struct options {
     uint64_t seed;
     double noise;
     int measured, quiet, verbose;
+    ru_fit fit;                 /* --resize / --crop: fit an input of another size to the model */
     int shard_i, shard_n;
     cli_task_opts task_opts;
     ru_settings solver_opts;
@@ -113,6 +114,10 @@ static void print_help(void)
            "  --noise SIGMA        measurement noise std on the [-1,1] scale (default: the task's)\n"
            "  --measured           INPUT is already the measurement y (e.g. from stsl-degrade: give the\n"
            "                       same --seed and task options, they fix masks and kernels)\n"
+           "  --resize             scale an INPUT whose size differs from the model's to that size\n"
+           "                       (aspect ratio not kept; off by default: a mismatch is an error)\n"
+           "  --crop               cut the centre of such an INPUT to the model's aspect ratio, then\n"
+           "                       scale it (the output has the model's size)\n"
            "  --montage FILE       also write clean | measurement | restoration side by side\n"
            "                       (batch mode: a directory)\n"
            "  --montage-scale N    enlarge the montage N times (nearest; default 1)\n"
@@ -126,8 +131,9 @@ static void print_help(void)
     ru_print_flags(RU_SOLVER_FLAGS, stdout);
     printf("\n");
     cli_print_task_help(stdout);
-    printf("\nModels are found in $STSL_MODEL_DIR, <bin>/../models, <bin>/../share/stsl/models,\n"
-           "/usr/local/share/stsl/models or /usr/share/stsl/models.\n"
+    printf("\nModels: --model/--vae, else the bundled ones from $STSL_MODEL_DIR, <bin>/../models,\n"
+           "<bin>/../share/stsl/models, /usr/local/share/stsl/models or /usr/share/stsl/models.\n"
+           "Your own guided-diffusion / Stable Diffusion checkpoints: docs/real-models.md.\n"
            "Exit status: 0 success, 2 bad usage, 1 any other failure.\n");
 }
 
@@ -180,6 +186,13 @@ static int parse_args(int argc, char **argv, options *o)
         if (r < 0) return usage_error("%s", err);
         if (r > 0) continue;
         if (!strcmp(a, "--measured")) { o->measured = 1; i++; continue; }
+        if (!strcmp(a, "--resize") || !strcmp(a, "--crop")) {
+            ru_fit f = a[2] == 'r' ? RU_FIT_RESIZE : RU_FIT_CROP;
+            if (o->fit && o->fit != f) return usage_error("--resize and --crop exclude each other");
+            o->fit = f;
+            i++;
+            continue;
+        }
         if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) { o->quiet = 1; i++; continue; }
         if (!strcmp(a, "--verbose") || !strcmp(a, "-v")) { o->verbose = 1; i++; continue; }
         /* options with a value: "--opt V" or "--opt=V" */
@@ -241,6 +254,8 @@ static int parse_args(int argc, char **argv, options *o)
         }
     }
     if (npos < 2) return usage_error("INPUT and OUTPUT are required");
+    if (o->fit && o->measured)
+        return usage_error("--resize/--crop apply to a clean INPUT, not to a --measured one");
     if (!o->task) return usage_error("--task is required");
     if (!o->solver) return usage_error("--solver is required");
     if (!name_in_list(o->task, stsl_operator_names()))
@@ -307,21 +322,13 @@ static int sniff_image(const char *path)
 
 /* One line for a failed load or save: the library's message when it names the path already
  * ("cannot write 'x': No such file or directory"), else "cannot VERB PATH: detail". */
-static void io_message(stsl_context *ctx, stsl_status st, const char *verb, const char *path,
-                       char *buf, size_t n)
-{
-    const char *d = ctx ? stsl_context_last_error(ctx) : "";
-    if (*d && strstr(d, path)) snprintf(buf, n, "%s", d);
-    else snprintf(buf, n, "cannot %s %s: %s", verb, path, *d ? d : stsl_strerror(st));
-}
-
 static int save_image(stsl_context *ctx, const stsl_image *img, const char *path,
                       stsl_image_format fmt)
 {
     stsl_status st = stsl_image_save(ctx, img, path, fmt, 8, 0);
     if (st != STSL_OK) {
         char msg[RU_ERR_LEN + PATH_MAX];
-        io_message(ctx, st, "write", path, msg, sizeof msg);
+        ru_io_message(ctx, st, "write", path, msg, sizeof msg);
         return failure("%s", msg);
     }
     return 0;
@@ -369,7 +376,7 @@ static int load_input(stsl_context *ctx, const char *path, int channels, stsl_im
     stsl_status st = stsl_image_load(ctx, path, channels, img);
     if (st != STSL_OK) {
         char msg[RU_ERR_LEN + PATH_MAX];
-        io_message(ctx, st, "read", path, msg, sizeof msg);
+        ru_io_message(ctx, st, "read", path, msg, sizeof msg);
         return failure("%s", msg);
     }
     return 0;
@@ -378,11 +385,11 @@ static int load_input(stsl_context *ctx, const char *path, int channels, stsl_im
 static int run_single(stsl_context *ctx, ru_models *m, const options *o)
 {
     stsl_image *in = NULL;
-    if (load_input(ctx, o->input, m->image.channels, &in)) return RU_EXIT_FAIL;
+    char err[RU_ERR_LEN];
+    if (ru_load_input(ctx, o->input, m, o->fit, o->measured, &in, err)) return failure("%s", err);
     ru_job job;
     job_from(o, &job);
     ru_result r;
-    char err[RU_ERR_LEN];
     int rc = ru_restore(ctx, m, &job, in, &r, err);
     if (rc != 0) {
         stsl_image_destroy(in);
@@ -733,10 +740,8 @@ static int run_batch(stsl_context *ctx, ru_models *m, const options *o, const it
         ru_result r;
         memset(&r, 0, sizeof r);
         char err[RU_ERR_LEN + PATH_MAX];
-        stsl_status lst = stsl_image_load(ctx, items->path[i], m->image.channels, &in);
         int ok;
-        if (lst != STSL_OK) {
-            io_message(ctx, lst, "read", items->path[i], err, sizeof err);
+        if (ru_load_input(ctx, items->path[i], m, o->fit, o->measured, &in, err) != 0) {
             ok = 0;
         } else {
             ru_job job;
@@ -755,7 +760,7 @@ static int run_batch(stsl_context *ctx, ru_models *m, const options *o, const it
                 raise(SIGKILL);
             }
             if (sst != STSL_OK) {
-                io_message(ctx, sst, "write", out, err, sizeof err);
+                ru_io_message(ctx, sst, "write", out, err, sizeof err);
                 ok = 0;
             }
         }

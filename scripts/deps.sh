@@ -18,6 +18,12 @@ pkgs=(
 if [ "${STSL_DEPS_EXTRA:-}" = bench ]; then
   pkgs+=(python3-matplotlib python3-pil)
 fi
+# Extras for exporting Stable Diffusion through the user's copy of diffusers 0.19 and
+# huggingface_hub 0.17 (docs/real-models.md): STSL_DEPS_EXTRA=real-models
+if [ "${STSL_DEPS_EXTRA:-}" = real-models ]; then
+  pkgs+=(python3-filelock python3-regex python3-importlib-metadata python3-fsspec python3-pil
+         python3-tqdm python3-packaging python3-requests python3-yaml)
+fi
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -456,6 +456,121 @@ done:
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* Fitting an input image to the model                                                         */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Resample a strided 1-D signal of n_in samples to n_out samples over the window
+ * [off, off + len) of the input with a triangle (linear) filter widened by the scale factor when
+ * shrinking, so that downscaling averages instead of aliasing. */
+static void resample_1d(const float *in, size_t in_stride, int n_in, double off, double len,
+                        float *out, size_t out_stride, int n_out)
+{
+    const double scale = len / n_out;
+    const double support = scale > 1.0 ? scale : 1.0;
+    /* samples outside the window (a crop) are not used: the edge of the window repeats */
+    int first = (int)floor(off + 1e-9), last = (int)ceil(off + len - 1e-9) - 1;
+    if (first < 0) first = 0;
+    if (last > n_in - 1) last = n_in - 1;
+    for (int i = 0; i < n_out; i++) {
+        double centre = off + (i + 0.5) * scale - 0.5;
+        int lo = (int)floor(centre - support), hi = (int)ceil(centre + support);
+        double acc = 0.0, wsum = 0.0;
+        for (int k = lo; k <= hi; k++) {
+            double w = 1.0 - fabs((k - centre) / support);
+            if (w <= 0.0) continue;
+            int kk = k < first ? first : k > last ? last : k;
+            acc += w * in[(size_t)kk * in_stride];
+            wsum += w;
+        }
+        out[(size_t)i * out_stride] = (float)(wsum > 0.0 ? acc / wsum : 0.0);
+    }
+}
+
+int ru_fit_image(const stsl_image *in, ru_fit mode, int height, int width, stsl_image **out,
+                 char *err)
+{
+    *out = NULL;
+    if (mode != RU_FIT_RESIZE && mode != RU_FIT_CROP) return fail(err, "unknown fit mode");
+    double x0 = 0, y0 = 0, w = in->width, h = in->height;
+    if (mode == RU_FIT_CROP) {   /* the centred window of the model's aspect ratio */
+        double aspect = (double)width / height;
+        if (w / h > aspect) {
+            x0 = (w - h * aspect) / 2;
+            w = h * aspect;
+        } else {
+            y0 = (h - w / aspect) / 2;
+            h = w / aspect;
+        }
+    }
+    float *tmp = malloc(sizeof(float) * (size_t)in->channels * in->height * width);
+    if (!tmp || stsl_image_create(in->channels, height, width, out) != STSL_OK) {
+        free(tmp);
+        return fail(err, "out of memory");
+    }
+    for (int c = 0; c < in->channels; c++) {
+        const float *src = in->data + (size_t)c * in->height * in->width;
+        float *t = tmp + (size_t)c * in->height * width;
+        for (int r = 0; r < in->height; r++)   /* rows: width */
+            resample_1d(src + (size_t)r * in->width, 1, in->width, x0, w, t + (size_t)r * width, 1,
+                        width);
+        float *dst = (*out)->data + (size_t)c * height * width;
+        for (int q = 0; q < width; q++)        /* columns: height */
+            resample_1d(t + q, (size_t)width, in->height, y0, h, dst + q, (size_t)width, height);
+    }
+    free(tmp);
+    return 0;
+}
+
+void ru_io_message(stsl_context *ctx, stsl_status st, const char *verb, const char *path,
+                   char *buf, size_t n)
+{
+    const char *d = ctx ? stsl_context_last_error(ctx) : "";
+    if (*d && strstr(d, path)) snprintf(buf, n, "%s", d);
+    else snprintf(buf, n, "cannot %s %s: %s", verb, path, *d ? d : stsl_strerror(st));
+}
+
+static int read_failure(stsl_context *ctx, stsl_status st, const char *path, char *err)
+{
+    ru_io_message(ctx, st, "read", path, err, RU_ERR_LEN);
+    return -1;
+}
+
+int ru_load_input(stsl_context *ctx, const char *path, const ru_models *m, ru_fit fit,
+                  int measured, stsl_image **out, char *err)
+{
+    *out = NULL;
+    stsl_image *img = NULL;
+    /* the file's own channels first (for the message), then the model's (the library converts) */
+    stsl_status st = stsl_image_load(ctx, path, 0, &img);
+    if (st != STSL_OK) return read_failure(ctx, st, path, err);
+    const int file_ch = img->channels;
+    if (file_ch != m->image.channels) {
+        stsl_image_destroy(img);
+        img = NULL;
+        if ((st = stsl_image_load(ctx, path, m->image.channels, &img)) != STSL_OK)
+            return read_failure(ctx, st, path, err);
+    }
+    if (measured || (img->height == m->image.height && img->width == m->image.width)) {
+        *out = img;
+        return 0;
+    }
+    if (fit == RU_FIT_NONE) {
+        fail(err,
+             "the input is %dx%d with %d channel(s); the model %s restores %dx%d images with %d "
+             "channel(s) (channels are converted, sizes are not): pass --resize to scale it to "
+             "%dx%d, or --crop to cut its centre to the model's aspect ratio and scale that, or "
+             "--model a prior trained at %dx%d (docs/real-models.md)",
+             img->width, img->height, file_ch, m->model_path, m->image.width, m->image.height,
+             m->image.channels, m->image.width, m->image.height, img->width, img->height);
+        stsl_image_destroy(img);
+        return -1;
+    }
+    int rc = ru_fit_image(img, fit, m->image.height, m->image.width, out, err);
+    stsl_image_destroy(img);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* Montage                                                                                     */
 /* ------------------------------------------------------------------------------------------ */
 

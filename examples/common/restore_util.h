@@ -15,7 +15,7 @@
 #include "common/cli.h"
 #include "stsl.h"
 
-#define RU_ERR_LEN 512
+#define RU_ERR_LEN 1024
 #define RU_MAX_SETTINGS 64
 
 /* Exit statuses of the tools (DESIGN.md section 5). */
@@ -109,6 +109,29 @@ typedef struct ru_result {
 int ru_restore(stsl_context *ctx, ru_models *m, const ru_job *job, const stsl_image *input,
                ru_result *res, char *err);
 void ru_result_free(ru_result *res);
+
+/* ---- fitting an input to the model -------------------------------------------------------- */
+
+typedef enum ru_fit {
+    RU_FIT_NONE = 0,    /* a size mismatch is an error that says what to do */
+    RU_FIT_RESIZE = 1,  /* scale to the model's size (aspect ratio not kept) */
+    RU_FIT_CROP = 2     /* cut the centred window of the model's aspect ratio, then scale */
+} ru_fit;
+
+/* "cannot VERB PATH: why" into buf (n bytes), or the library's last message alone when it
+ * already names PATH (so the path is never said twice). */
+void ru_io_message(stsl_context *ctx, stsl_status st, const char *verb, const char *path,
+                   char *buf, size_t n);
+
+/* Resample `in` to height x width (separable linear filter, widened when shrinking so that it
+ * averages); RU_FIT_CROP first restricts it to the centred window of that aspect ratio. */
+int ru_fit_image(const stsl_image *in, ru_fit mode, int height, int width, stsl_image **out,
+                 char *err);
+/* Load an input for the model `m`: channels converted to the model's; a size that differs is
+ * fitted with `fit`, or (RU_FIT_NONE) an error naming the file's size and channels, the model's,
+ * and the options that fit it.  A measurement (measured = 1) is returned as read. */
+int ru_load_input(stsl_context *ctx, const char *path, const ru_models *m, ru_fit fit,
+                  int measured, stsl_image **out, char *err);
 
 /* Side-by-side montage of 1..4 images of equal channels and height (NULL entries skipped), with a
  * 2-pixel white gutter, each scaled by `scale` (nearest). */

@@ -42,7 +42,12 @@ else
 fi
 # The README's example: the code block between the 'example:begin' / 'example:end' markers.
 sed -n '/<!-- example:begin -->/,/<!-- example:end -->/p' README.md | sed '1,2d;$d' | sed '$d' > "$root/readme.c"
-if [ -s "$root/readme.c" ] && cc -std=c11 -Wall -Wextra -Werror "$root/readme.c" -o "$root/readme" $(pkg-config --cflags --libs stsl) 2>"$root/cc2.log"; then
+# compiled as the README says, with the installed model directory from pkg-config (some
+# pkg-config versions prefix variables with the sysroot, some do not)
+modeldir=$(pkg-config --variable=modeldir stsl)
+case "$modeldir" in "$root"/*) ;; *) modeldir="$root$modeldir" ;; esac
+if [ -s "$root/readme.c" ] && cc -std=c11 -Wall -Wextra -Werror "$root/readme.c" -o "$root/readme" \
+     -DSTSL_MODEL_DIR="\"$modeldir\"" $(pkg-config --cflags --libs stsl) 2>"$root/cc2.log"; then
   ok "README example compiles ($(wc -l < "$root/readme.c") lines)"
   # A failing run prints the detail after "error: <status>: " (issue 17: an 8x8 input with the
   # 28x28 model failed in the solver and the example printed the context's empty message).
@@ -57,6 +62,32 @@ if [ -s "$root/readme.c" ] && cc -std=c11 -Wall -Wextra -Werror "$root/readme.c"
   fi
 else
   bad "README example does not compile"; cat "$root/cc2.log" 2>/dev/null | head -20
+fi
+# Installed use, away from the source tree: the example finds the installed prior, and the
+# installed stsl-restore finds its library (<bin>/../lib) and models (<bin>/../share/stsl/models).
+sample="$PWD/data/samples/fmnist-test-0.png"
+if [ -e models/fmnist-ddpm.pt ] && [ -e "$modeldir/fmnist-ddpm.pt" ] && [ -x "$root/readme" ] && \
+   [ "$modeldir" = "$root/usr/share/stsl/models" ]; then
+  ok "pkg-config modeldir is the installed data directory"
+  if (cd "$root" && env -u STSL_MODEL_DIR LD_LIBRARY_PATH="$root/usr/lib" ./readme "$sample" r.png) >"$root/run.log" 2>&1 && [ -s "$root/r.png" ]; then
+    ok "README example restores an image from another directory with the installed prior"
+  else
+    bad "README example run"; head -5 "$root/run.log"
+  fi
+  if (cd "$root" && STSL_MODEL_DIR="$root/nowhere" LD_LIBRARY_PATH="$root/usr/lib" ./readme "$sample" r2.png) >"$root/run2.log" 2>&1; then
+    bad "README example ignores \$STSL_MODEL_DIR"
+  else
+    ok "README example looks in \$STSL_MODEL_DIR first"
+  fi
+  if [ -x "$root/usr/bin/stsl-restore" ] && (cd "$root" && env -u STSL_MODEL_DIR "$root/usr/bin/stsl-restore" "$sample" t.png \
+       --task gaussian-blur --solver dps --steps 2 --quiet --verbose) >"$root/tool.log" 2>&1 && \
+     grep -q "prior $root/usr/share/stsl/models/fmnist-ddpm.pt" "$root/tool.log"; then
+    ok "installed stsl-restore finds its library and the installed models"
+  else
+    bad "installed stsl-restore"; head -5 "$root/tool.log"
+  fi
+else
+  echo "  skipped: installed-use runs (no bundled models or no example)"
 fi
 if make --no-print-directory uninstall DESTDIR="$root" PREFIX=/usr >/dev/null 2>&1 && [ ! -e "$root/usr/include/stsl.h" ]; then
   ok "make uninstall removes the files"

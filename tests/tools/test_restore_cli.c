@@ -238,6 +238,60 @@ static void test_single_run(void)
     CU_ASSERT_EQUAL(count_lines(err_buf), 1);
 }
 
+/* A 12-wide, 10-high RGB input for the 1x8x8 fixture model: white in its centred 10x10 square,
+ * black in the two 1-pixel side bands.  Without --resize/--crop it is refused with advice and the
+ * file's real channel count; --crop keeps only the white square, --resize keeps some black. */
+static void test_fit_input(void)
+{
+    if (!model_present()) return;
+    char in[1100], args[16384], mont[1100];
+    snprintf(in, sizeof in, "%s/wide-rgb.png", g_dir);
+    snprintf(mont, sizeof mont, "%s/fit-montage.png", g_dir);
+    stsl_image *w = NULL;
+    TU_ASSERT_OK(stsl_image_create(3, 10, 12, &w));
+    if (!w) return;
+    for (int c = 0; c < 3; c++)
+        for (int r = 0; r < 10; r++)
+            for (int q = 0; q < 12; q++) w->data[(c * 10 + r) * 12 + q] = q == 0 || q == 11 ? -1.f : 1.f;
+    TU_ASSERT_OK(stsl_image_save(NULL, w, in, STSL_FORMAT_PNG, 8, 0));
+    stsl_image_destroy(w);
+    const char *common = "--task sr2 --solver psld --steps 2 --threads 1 --quiet";
+    snprintf(args, sizeof args, "'%s' '%s/fit.png' %s --model '%s'", in, g_dir, common, g_model);
+    int rc = run(args, NULL, 0, err_buf, sizeof err_buf);
+    CU_ASSERT_EQUAL(rc, 1);
+    CU_ASSERT_EQUAL(count_lines(err_buf), 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err_buf, "12x10 with 3 channel(s)"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err_buf, "8x8 images with 1 channel(s)"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err_buf, "--resize"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err_buf, "--crop"));
+    /* the fitted clean input is the montage's first 8x8 tile */
+    float mins[2] = {0, 0};
+    const char *modes[2] = {"--crop", "--resize"};
+    for (int k = 0; k < 2; k++) {
+        snprintf(args, sizeof args, "'%s' '%s/fit.png' %s --model '%s' %s --montage '%s'", in, g_dir,
+                 common, g_model, modes[k], mont);
+        rc = run(args, NULL, 0, err_buf, sizeof err_buf);
+        if (rc != 0) fprintf(stderr, "\n  %s: exit %d: %s", modes[k], rc, err_buf);
+        CU_ASSERT_EQUAL(rc, 0);
+        stsl_image *m = NULL;
+        TU_ASSERT_OK(stsl_image_load(NULL, mont, 0, &m));
+        if (!m) continue;
+        CU_ASSERT_EQUAL(m->height, 8);
+        mins[k] = 1.f;
+        for (int r = 0; r < 8; r++)
+            for (int q = 0; q < 8; q++)
+                if (m->data[r * m->width + q] < mins[k]) mins[k] = m->data[r * m->width + q];
+        stsl_image_destroy(m);
+    }
+    CU_ASSERT_EQUAL(mins[0], 1.f);   /* crop: only white */
+    CU_ASSERT(mins[1] < 0.5f);      /* resize: the black bands are squeezed in */
+    /* usage errors: both modes, or fitting a measurement */
+    snprintf(args, sizeof args, "'%s' '%s/fit.png' %s --model '%s' --resize --crop", in, g_dir, common, g_model);
+    CU_ASSERT_EQUAL(run(args, NULL, 0, err_buf, sizeof err_buf), 2);
+    snprintf(args, sizeof args, "'%s' '%s/fit.png' %s --model '%s' --resize --measured", in, g_dir, common, g_model);
+    CU_ASSERT_EQUAL(run(args, NULL, 0, err_buf, sizeof err_buf), 2);
+}
+
 static int csv_rows(const char *path)
 {
     FILE *f = fopen(path, "r");
@@ -474,6 +528,7 @@ int main(void)
         {"an empty manifest or directory is an error", test_empty_batch},
         {"the output is checked before any work", test_output_checked_first},
         {"--help says what sr8 needs", test_help_sr_note},
+        {"a size mismatch gets advice; --resize / --crop fit the input", test_fit_input},
         {NULL, NULL},
     };
     return stsl_test_main("tools/restore_cli", tests);

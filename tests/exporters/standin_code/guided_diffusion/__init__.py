@@ -1,0 +1,1 @@
+"""libstsl test stand-in for guided-diffusion's interfaces (see ../README.md)."""
