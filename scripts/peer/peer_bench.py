@@ -30,6 +30,11 @@ import subprocess
 import sys
 import time
 
+# The eager STSL is Algorithm 1 as written (Adam reset per reverse step, noise-free line 14); the
+# library's default since issue 14 is the scaled step with DDPM noise at line 14, which makes the
+# same network passes.  Time the library on the reading the eager side implements.
+LIB_OPTS = {"dps": [], "stsl": ["--step-rule", "adam", "--step-noise", "0"]}
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
@@ -94,7 +99,7 @@ def run_side(side, cfg, p, a, run_env):
     if side == "library":
         cmd = [os.path.join(a["binout"], "stsl-bench"), "--task", task, "--solver", solver,
                "--n", str(n), "--batch", str(batch), "--steps", str(steps), "--threads",
-               str(threads), "--seed", str(a["seed"]), "--csv", out, "--quiet"]
+               str(threads), "--seed", str(a["seed"]), "--csv", out, "--quiet"] + LIB_OPTS[solver]
     else:
         cmd = [PY, os.path.join(HERE, "peer_eager.py"), "run", "--prep",
                os.path.join(a["dir"], "prep", task), "--solver", solver, "--steps", str(steps),
@@ -197,7 +202,7 @@ def main():
             run_env = dict(os.environ, OMP_NUM_THREADS="1")
             r = subprocess.run([os.path.join(a["binout"], "stsl-bench"), "--task", task, "--solver",
                                 solver, "--n", str(vb), "--batch", str(vb), "--steps", str(vsteps),
-                                "--seed", str(a["seed"]), "--out", vdir, "--quiet"],
+                                "--seed", str(a["seed"]), "--out", vdir, "--quiet"] + LIB_OPTS[solver],
                                cwd=ROOT, env=run_env, capture_output=True, text=True)
             if r.returncode != 0:
                 sys.exit("bench-peer: verification run of the library failed:\n%s" % r.stderr[-2000:])

@@ -346,6 +346,9 @@ def cmd_prepare(a):
         {"steps": P_STEPS, "K": P_INNER, "N": P_PROBES, "init": P_INIT, "squared": P_SQUARED,
          "inclusive": P_INCLUSIVE, "persist": P_PERSIST},
         {"eta": P_ETA, "lambda": P_LAMBDA, "lr": P_LR, "decay": P_DECAY, "kappa": P_KAPPA})
+    # bench-peer runs the library with --step-rule adam: Adam's learning rate when unset is the
+    # paper's 1e-2 (src/solvers/stsl.c), not the LEARNING_RATE table default of the scaled rule
+    prep["stsl"]["lr"] = 1e-2
     L.stsl_operator_destroy(op)
     L.stsl_context_destroy(ctx)
     os.makedirs(a.out, exist_ok=True)
