@@ -242,24 +242,9 @@ def wrap_diffusers_unet(unet: nn.Module) -> nn.Module:
     return DiffusersUNet(unet)
 
 
-class _DiffusersVAE(nn.Module):
-    def __init__(self, vae):
-        super().__init__()
-        self.vae = vae
-
-    def encode(self, x):
-        return self.vae.encode(x).latent_dist.mean
-
-    def decode(self, z):
-        return self.vae.decode(z).sample
-
-    def forward(self, x):
-        return self.decode(self.encode(x))
-
-
 def wrap_diffusers_vae(vae: nn.Module) -> nn.Module:
     """A diffusers AutoencoderKL with deterministic encode (posterior mean) and decode."""
-    return _DiffusersVAE(vae)
+    return frontends.DiffusersVAE(vae)
 
 
 class _Encoder(nn.Module):

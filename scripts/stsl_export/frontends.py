@@ -402,7 +402,9 @@ def build_sd_unet(code: Optional[str], pipeline: str, cond: Optional[str],
     return _CondUNet(unet, c, u, guidance_scale).eval(), kw, extra
 
 
-class _Vae(nn.Module):
+class DiffusersVAE(nn.Module):
+    """AutoencoderKL as the library's autoencoder contract: encode (the posterior mean), decode."""
+
     def __init__(self, vae: nn.Module):
         super().__init__()
         self.vae = vae
@@ -431,4 +433,4 @@ def build_sd_vae(code: Optional[str], pipeline: str, image_size: Optional[int] =
           "latent_scale": float(config.get("scaling_factor", 0.18215))}
     extra = {"source": "diffusers AutoencoderKL",
              "weights": os.path.basename(weights) if weights else "random-init (measurement only)"}
-    return _Vae(vae).eval(), kw, extra
+    return DiffusersVAE(vae).eval(), kw, extra
