@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "common/cli.h"
+#include "common/timing.h"
 #include "stsl.h"
 
 /* With one thread the operators run on the calling thread, so its CPU time is the cost itself,
@@ -20,21 +21,7 @@ static int use_cpu_clock = 1;
 
 static double now(void)
 {
-    struct timespec t;
-    clock_gettime(use_cpu_clock ? CLOCK_THREAD_CPUTIME_ID : CLOCK_MONOTONIC, &t);
-    return t.tv_sec + 1e-9 * t.tv_nsec;
-}
-
-static int cmp(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+    return ex_clock_s(use_cpu_clock ? CLOCK_THREAD_CPUTIME_ID : CLOCK_MONOTONIC);
 }
 
 typedef struct bench_case {
@@ -179,8 +166,8 @@ int main(int argc, char **argv)
                 fprintf(stderr, "bench-operators: %s: %s\n", bc->label, stsl_operator_last_error(op));
                 rc = 1;
             } else {
-                double mf = median(tf, (int)repeats), ma = median(ta, (int)repeats), mt = median(tt, (int)repeats);
-                /* tt is sorted by median(): tt[0] is the fastest round (least disturbed by other load) */
+                double mf = ex_median(tf, (int)repeats), ma = ex_median(ta, (int)repeats), mt = ex_median(tt, (int)repeats);
+                /* tt is sorted by ex_median(): tt[0] is the fastest round (least disturbed by other load) */
                 fprintf(out, "| %s | %dx%dx3 | %.2f | %.2f | %.2f | %.2f | %s |\n", bc->label, n, n, mf, ma, mt, tt[0],
                         bc->note);
                 fflush(out);

@@ -14,25 +14,7 @@
 #include <time.h>
 
 #include "stsl.h"
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-static int cmp(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
+#include "common/timing.h"
 
 /* Deterministic inputs without the library's RNG calls in the timed region. */
 static void fill(float *x, size_t n, unsigned seed)
@@ -72,9 +54,9 @@ int main(int argc, char **argv)
     stsl_score *s = NULL;
     if (stsl_context_create(&ctx) != STSL_OK || stsl_context_set_threads(ctx, threads) != STSL_OK)
         return 1;
-    double t0 = now_ms();
+    double t0 = ex_now_ms();
     stsl_status st = stsl_score_load(ctx, path, &s);
-    double t_load = now_ms() - t0;
+    double t_load = ex_now_ms() - t0;
     if (st != STSL_OK) {
         fprintf(stderr, "load: %s\n", stsl_context_last_error(ctx));
         stsl_context_destroy(ctx);
@@ -97,29 +79,29 @@ int main(int argc, char **argv)
     int rc = 0;
     /* forward */
     for (int i = 0; i < warmup + repeats; i++) {
-        double a = now_ms();
+        double a = ex_now_ms();
         if (stsl_score_eps(s, x, t, eps, batch) != STSL_OK) {
             fprintf(stderr, "eps: %s\n", stsl_score_last_error(s));
             rc = 1;
             goto out;
         }
-        ms[i] = now_ms() - a;
+        ms[i] = ex_now_ms() - a;
         if (i < 3) printf("forward_call%d_ms %.3f\n", i + 1, ms[i]);
     }
-    printf("forward_median_ms %.4f\n", median(ms + warmup, repeats));
+    printf("forward_median_ms %.4f\n", ex_median(ms + warmup, repeats));
     printf("forward_min_ms %.4f\n", ms[warmup]);
     /* VJP (with the eps of the same evaluation, as solvers ask for it) */
     for (int i = 0; i < warmup + repeats; i++) {
-        double a = now_ms();
+        double a = ex_now_ms();
         if (stsl_score_eps_vjp(s, x, t, v, eps, vjp, batch) != STSL_OK) {
             fprintf(stderr, "vjp: %s\n", stsl_score_last_error(s));
             rc = 1;
             goto out;
         }
-        ms[i] = now_ms() - a;
+        ms[i] = ex_now_ms() - a;
         if (i < 3) printf("vjp_call%d_ms %.3f\n", i + 1, ms[i]);
     }
-    printf("vjp_median_ms %.4f\n", median(ms + warmup, repeats));
+    printf("vjp_median_ms %.4f\n", ex_median(ms + warmup, repeats));
     printf("vjp_min_ms %.4f\n", ms[warmup]);
 out:
     free(x), free(v), free(eps), free(vjp), free(t), free(ms);

@@ -22,6 +22,7 @@
  */
 #include "stsl.h"
 #include "solvers/testbed.h"
+#include "common/timing.h"
 #include "common/bench_images.h"   /* image mode (--task): examples/common/bench_images.c */
 
 #include <errno.h>
@@ -110,13 +111,6 @@ static int parse_str_list(char *s, const char **out, int max)
         out[n++] = tok;
     }
     return n;
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 static int write_matrix(const char *dir, const char *name, const double *d, const float *f,
@@ -215,7 +209,7 @@ static stsl_status run_solver(stsl_context *ctx, const char *name, const stsl__t
     }
     for (int i = 0; i < n; i++) stsl__testbed_y(tb, y + (size_t)i * tb->dy);
     memset(nfe, 0, sizeof *nfe);
-    double t0 = now_s();
+    double t0 = ex_clock_s(CLOCK_MONOTONIC);
     for (int i = 0; i < n && st == STSL_OK; i += STSL_MAX_BATCH) {
         int b = n - i < STSL_MAX_BATCH ? n - i : STSL_MAX_BATCH;
         stsl_solver_set_int(sv, STSL_PARAM_SEED, (int64_t)(seed + (uint64_t)i));
@@ -225,7 +219,7 @@ static stsl_status run_solver(stsl_context *ctx, const char *name, const stsl__t
         nfe->unet_forward += part.unet_forward;
         nfe->unet_vjp += part.unet_vjp;
     }
-    nfe->seconds = now_s() - t0;
+    nfe->seconds = ex_clock_s(CLOCK_MONOTONIC) - t0;
     if (st != STSL_OK) snprintf(err, errsz, "%s", stsl_solver_last_error(sv));
     free(y);
     stsl_solver_destroy(sv);

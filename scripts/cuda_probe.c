@@ -21,26 +21,7 @@
 #include <time.h>
 
 #include "stsl.h"
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-static int cmp(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    if (n <= 0) return NAN;
-    qsort(v, (size_t)n, sizeof *v, cmp);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
+#include "common/timing.h"   /* examples/common */
 
 static double rel_err(const float *a, const float *b, size_t n)
 {
@@ -170,7 +151,7 @@ static int on_step(void *user, int step, int total, const float *x0, int batch)
 {
     (void)step, (void)total, (void)x0, (void)batch;
     step_timer *st = user;
-    double t = now_ms();
+    double t = ex_now_ms();
     if (st->n < st->cap) st->ms[st->n++] = t - st->last;
     st->last = t;
     return 0;
@@ -188,7 +169,7 @@ static int restore(loaded *l, const problem *p, const char *solver, int steps, f
     stsl_solver_set_int(sv, STSL_PARAM_SEED, 5);
     if (tm) {
         tm->n = 0;
-        tm->last = now_ms();
+        tm->last = ex_now_ms();
         stsl_solver_set_progress(sv, on_step, tm);
     }
     if (stsl_solver_run(sv, l->s, p->op, NULL, p->y, out, 1) != STSL_OK) {
@@ -257,9 +238,9 @@ static int cmd_compare(const char *model, const char *device, int steps)
 static int cmd_time(const char *model, const char *device, int half, int repeats, int steps)
 {
     loaded l;
-    double t0 = now_ms();
+    double t0 = ex_now_ms();
     if (load(&l, model, device, half)) return 1;
-    printf("load_ms %.1f\nshape %d,%d,%d\n", now_ms() - t0, l.sh.channels, l.sh.height, l.sh.width);
+    printf("load_ms %.1f\nshape %d,%d,%d\n", ex_now_ms() - t0, l.sh.channels, l.sh.height, l.sh.width);
     size_t d = l.d;
     float *x = malloc(d * 4), *v = malloc(d * 4), *e = malloc(d * 4), *g = malloc(d * 4);
     double *ms = malloc((size_t)(repeats + steps + 8) * sizeof *ms);
@@ -269,18 +250,18 @@ static int cmd_time(const char *model, const char *device, int half, int repeats
     float t = 500.0f;
     const int warmup = 3;
     for (int i = 0; i < warmup + repeats; i++) {
-        double a = now_ms();
+        double a = ex_now_ms();
         if (stsl_score_eps(l.s, x, &t, e, 1) != STSL_OK) return fail("eps", stsl_score_last_error(l.s));
-        ms[i] = now_ms() - a;
+        ms[i] = ex_now_ms() - a;
     }
-    printf("forward_ms %.3f\n", median(ms + warmup, repeats));
+    printf("forward_ms %.3f\n", ex_median(ms + warmup, repeats));
     for (int i = 0; i < warmup + repeats; i++) {
-        double a = now_ms();
+        double a = ex_now_ms();
         if (stsl_score_eps_vjp(l.s, x, &t, v, e, g, 1) != STSL_OK)
             return fail("vjp", stsl_score_last_error(l.s));
-        ms[i] = now_ms() - a;
+        ms[i] = ex_now_ms() - a;
     }
-    printf("vjp_ms %.3f\n", median(ms + warmup, repeats));
+    printf("vjp_ms %.3f\n", ex_median(ms + warmup, repeats));
     if (stsl_score_is_latent(l.s)) {
         printf("solvers skipped (latent prior)\n");
     } else if (steps > 0) {
@@ -316,7 +297,7 @@ static int cmd_time(const char *model, const char *device, int half, int repeats
             }
             printf("%s_step_ms %.3f\n%s_run_s %.3f\n%s_fwd_per_step %.2f\n%s_vjp_per_step %.2f\n"
                    "%s_calls_per_step %.2f\n",
-                   solvers[k], median(ms + 1, tm.n - 1), solvers[k], nfe.seconds, solvers[k],
+                   solvers[k], ex_median(ms + 1, tm.n - 1), solvers[k], nfe.seconds, solvers[k],
                    nfe.unet_forward / per, solvers[k], nfe.unet_vjp / per, solvers[k],
                    nfe.unet_calls / per);
         }

@@ -2,6 +2,7 @@
  * restore_util.c -- shared by stsl-restore and the image benchmark; see restore_util.h.
  */
 #include "common/restore_util.h"
+#include "common/timing.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -24,12 +25,7 @@ static int fail(char *err, const char *fmt, ...)
     return -1;
 }
 
-double ru_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+double ru_now(void) { return ex_clock_s(CLOCK_MONOTONIC); }
 
 /* ------------------------------------------------------------------------------------------ */
 /* Flags                                                                                       */
