@@ -904,6 +904,22 @@ static void test_png_crc_checked(void)
     stsl_context_destroy(ctx);
 }
 
+/* fuzz_png (2026-12-01): 42 bytes declaring a 1 GiB sPLT chunk made libpng allocate 1 GiB before
+ * it found the file truncated; png_set_chunk_malloc_max did not stop it.  Refused now, small. */
+static void test_png_huge_chunk(void)
+{
+    static const unsigned char file[] = {
+        0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48,
+        0x44, 0x52, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, 0x03, 0x08, 0x03, 0x00, 0x00,
+        0x00, 0x61, 0xf6, 0x45, 0x8d, 0x40, 0x2e, 0x60, 0x64, 0x73, 0x50, 0x4c, 0x54, 0x82};
+    stsl_context *ctx = new_ctx();
+    stsl_image *img = NULL;
+    TU_ASSERT_STATUS(stsl_image_decode(ctx, file, sizeof file, 0, &img), STSL_ERR_FORMAT);
+    CU_ASSERT_PTR_NULL(img);
+    CU_ASSERT_PTR_NOT_NULL(strstr(stsl_context_last_error(ctx), "over the 16 MiB limit"));
+    stsl_context_destroy(ctx);
+}
+
 static void test_png_bomb_and_sizes(void)
 {
     stsl_context *ctx = new_ctx();
@@ -1274,6 +1290,7 @@ int main(void)
         {"corrupt_bytes", test_corrupt_bytes},
         {"png_crc_checked", test_png_crc_checked},
         {"png_bomb_and_sizes", test_png_bomb_and_sizes},
+        {"png_huge_chunk", test_png_huge_chunk},
         {"jpeg_sizes", test_jpeg_sizes},
         {"null_and_bad_args", test_null_and_bad_args},
         {"jpeg_refuses_alpha", test_jpeg_refuses_alpha},
