@@ -42,7 +42,7 @@ extern "C" {
 /* ------------------------------------------------------------------------------------------ */
 
 #define STSL_VERSION_MAJOR 1
-#define STSL_VERSION_MINOR 0
+#define STSL_VERSION_MINOR 1
 #define STSL_VERSION_PATCH 0
 #define STSL_VERSION_NUMBER (STSL_VERSION_MAJOR * 10000 + STSL_VERSION_MINOR * 100 + STSL_VERSION_PATCH)
 
@@ -270,8 +270,13 @@ typedef enum stsl_param {
     STSL_PARAM_STEP_NOISE = 122,     /* float in [0, 1]: STSL line-14 noise, sigma = value *
                                       * sqrt(beta~_k) (1 = DDPM ancestral, 0 = as written) */
     STSL_PARAM_LIKELIHOOD_VARIANCE = 123, /* int: stsl_likelihood_variance, RMP's v_k */
-    STSL_PARAM_RENOISE_LEVEL = 124   /* int 0/1: DPS-MO re-noises the MO result to the current
+    STSL_PARAM_RENOISE_LEVEL = 124,  /* int 0/1: DPS-MO re-noises the MO result to the current
                                       * level (0) or to the next level (1, then no Euler step) */
+    STSL_PARAM_PAD_BATCH = 125       /* int >= 0: 0 off; P: every network and autoencoder call
+                                      * carries as many points as in a run of P samples (at most
+                                      * BATCH_LIMIT), short calls padded, so that a sample's result
+                                      * does not depend on the batch it ran in (see
+                                      * stsl_solver_run_seeded) */
 } stsl_param;
 
 typedef enum stsl_step_rule {
@@ -583,6 +588,19 @@ STSL_API stsl_status stsl_solver_set_progress(stsl_solver *solver, stsl_progress
 STSL_API stsl_status stsl_solver_run(stsl_solver *solver, stsl_score *score, stsl_operator *op,
                                      stsl_autoencoder *ae, const float *y, float *x_out,
                                      int batch);
+/* stsl_solver_run with each sample's randomness chosen by the caller: sample i draws exactly as a
+ * single run with STSL_PARAM_SEED seeds[i] (seeds: `batch` values, borrowed for the call; NULL
+ * gives stsl_solver_run's rule, seed s + i).  Key the seed by the item's identity (say, a hash of
+ * its name) and an item restores the same whichever batch, shard or neighbours it runs with.
+ * Bit for bit, that also needs the same call shapes: libtorch's kernels (oneDNN convolutions,
+ * BLAS GEMMs) round differently for different batch sizes, so set STSL_PARAM_PAD_BATCH to the
+ * same P in every run (and keep the thread count and the build); without it results agree only
+ * to float rounding.  The padded points cost compute but are not counted in the NFE ledger.
+ * Added in 1.1 (symbol version STSL_1.1). */
+STSL_API stsl_status stsl_solver_run_seeded(stsl_solver *solver, stsl_score *score,
+                                            stsl_operator *op, stsl_autoencoder *ae,
+                                            const float *y, float *x_out, int batch,
+                                            const uint64_t *seeds);
 /* Stop a run in progress; safe from any thread (and from the progress callback). */
 STSL_API void stsl_solver_cancel(stsl_solver *solver);
 /* NFE ledger of the last run (also after a failed or cancelled run). */

@@ -50,29 +50,175 @@ stsl_status stsl__check_cancel(stsl__run *R)
 
 /* ---- network calls ---- */
 
-stsl_status stsl__net_eps_vjp(stsl__run *R, const float *z, const float *t, const float *v,
-                              float *eps, float *vjp, int n)
+/* One place for the six kinds of network call: their row sizes, their backend call, their line
+ * in the ledger, and the chunking (and, with STSL_PARAM_PAD_BATCH, the padding) around them. */
+typedef enum net_kind { NET_EPS, NET_EPS_VJP, NET_DEC, NET_DEC_VJP, NET_ENC, NET_ENC_VJP } net_kind;
+
+/* in: the points; t: their times (UNet); v: the cotangent (VJPs); out: the value (eps, D(z),
+ * E(x)), NULL when a VJP's caller does not want it; out2: the VJP. */
+typedef struct net_io {
+    const float *in, *t, *v;
+    float *out, *out2;
+} net_io;
+
+typedef struct net_rows {
+    size_t in, v, out, out2;   /* floats per point of each buffer (0: the kind has none) */
+} net_rows;
+
+static net_rows rows_of(const stsl__run *R, net_kind kind)
 {
-    const size_t d = R->dz;
-    for (int i = 0; i < n; i += R->limit) {
-        int c = n - i < R->limit ? n - i : R->limit;
-        stsl_status st = stsl__check_cancel(R);
-        if (st != STSL_OK) return st;
-        if (v)
-            st = stsl__score_eps_vjp(R->score, z + (size_t)i * d, t + i, v + (size_t)i * d,
-                                     eps ? eps + (size_t)i * d : NULL, vjp + (size_t)i * d, c,
-                                     R->err);
-        else
-            st = stsl__score_eps(R->score, z + (size_t)i * d, t + i, eps + (size_t)i * d, c,
-                                 R->err);
-        R->sv->nfe.unet_calls++;
-        if (v)
-            R->sv->nfe.unet_vjp += (uint64_t)c;
-        else
-            R->sv->nfe.unet_forward += (uint64_t)c;
+    switch (kind) {
+    case NET_EPS: return (net_rows){R->dz, 0, R->dz, 0};
+    case NET_EPS_VJP: return (net_rows){R->dz, R->dz, R->dz, R->dz};
+    case NET_DEC: return (net_rows){R->dz, 0, R->dx, 0};
+    case NET_DEC_VJP: return (net_rows){R->dz, R->dx, R->dx, R->dz};
+    case NET_ENC: return (net_rows){R->dx, 0, R->dz, 0};
+    case NET_ENC_VJP: return (net_rows){R->dx, R->dz, 0, R->dx};
+    }
+    return (net_rows){0, 0, 0, 0};
+}
+
+static net_io io_at(const net_io *io, net_rows r, int t_used, size_t i)
+{
+    net_io o;
+    o.in = io->in + i * r.in;
+    o.t = t_used ? io->t + i : NULL;
+    o.v = io->v ? io->v + i * r.v : NULL;
+    o.out = io->out ? io->out + i * r.out : NULL;
+    o.out2 = io->out2 ? io->out2 + i * r.out2 : NULL;
+    return o;
+}
+
+/* One backend call of c points; `real` of them count in the ledger (the rest are padding).
+ * `cancellable` 0: the call runs whatever the cancel flag (the final decode writes the estimate). */
+static stsl_status net_call(stsl__run *R, net_kind kind, const net_io *io, int c, int real,
+                            int cancellable)
+{
+    stsl_status st = cancellable ? stsl__check_cancel(R) : STSL_OK;
+    if (st != STSL_OK) return st;
+    stsl_nfe *nfe = &R->sv->nfe;
+    switch (kind) {
+    case NET_EPS:
+        st = stsl__score_eps(R->score, io->in, io->t, io->out, c, R->err);
+        nfe->unet_calls++;
+        nfe->unet_forward += (uint64_t)real;
+        break;
+    case NET_EPS_VJP:
+        st = stsl__score_eps_vjp(R->score, io->in, io->t, io->v, io->out, io->out2, c, R->err);
+        nfe->unet_calls++;
+        nfe->unet_vjp += (uint64_t)real;
+        break;
+    case NET_DEC:
+        st = stsl__ae_decode(R->ae, io->in, io->out, c, R->err);
+        nfe->decoder_forward += (uint64_t)real;
+        break;
+    case NET_DEC_VJP:
+        st = stsl__ae_decode_vjp(R->ae, io->in, io->v, io->out, io->out2, c, R->err);
+        nfe->decoder_vjp += (uint64_t)real;
+        break;
+    case NET_ENC:
+        st = stsl__ae_encode(R->ae, io->in, io->out, c, R->err);
+        nfe->encoder_forward += (uint64_t)real;
+        break;
+    case NET_ENC_VJP:
+        st = stsl__ae_encode_vjp(R->ae, io->in, io->v, io->out2, c, R->err);
+        nfe->encoder_forward += (uint64_t)real;   /* the ledger has no encoder-VJP field */
+        break;
+    }
+    return st;
+}
+
+/* Points per backend call for n points: the limit, or with STSL_PARAM_PAD_BATCH P the points a
+ * run of P samples would give this call (n / batch per sample), capped by the limit.  It depends
+ * on P, not on the real batch, so every point is computed in calls of one size. */
+static int call_size(const stsl__run *R, int n)
+{
+    if (R->pad_batch <= 0) return R->limit;
+    long long per_sample = (n + R->batch - 1) / R->batch;
+    long long c = per_sample * R->pad_batch;
+    return c < R->limit ? (int)c : R->limit;
+}
+
+/* Padded copies of c points as `size` points: inputs and times repeat the last point (a valid
+ * input), cotangents are 0, outputs are scratch; net_unpad copies the c real outputs back. */
+typedef struct net_pad {
+    float *buf;
+    net_io io;
+} net_pad;
+
+static stsl_status net_pad_make(stsl__run *R, net_kind kind, const net_io *io, int c, int size,
+                                net_pad *p)
+{
+    const net_rows r = rows_of(R, kind);
+    const int has_t = kind == NET_EPS || kind == NET_EPS_VJP;
+    const size_t S = (size_t)size;
+    size_t total = S * (r.in + (has_t ? 1 : 0) + (io->v ? r.v : 0) + (io->out ? r.out : 0) +
+                        (io->out2 ? r.out2 : 0));
+    memset(p, 0, sizeof *p);
+    p->buf = stsl__run_floats(R, total);
+    if (!p->buf) return STSL_ERR_NOMEM;
+    memset(p->buf, 0, total * sizeof(float));
+    float *q = p->buf;
+    float *in = q;
+    q += S * r.in;
+    memcpy(in, io->in, (size_t)c * r.in * sizeof(float));
+    for (int i = c; i < size; i++)
+        memcpy(in + (size_t)i * r.in, io->in + (size_t)(c - 1) * r.in, r.in * sizeof(float));
+    p->io.in = in;
+    if (has_t) {
+        float *t = q;
+        q += S;
+        memcpy(t, io->t, (size_t)c * sizeof(float));
+        for (int i = c; i < size; i++) t[i] = io->t[c - 1];
+        p->io.t = t;
+    }
+    if (io->v) {
+        float *v = q;
+        q += S * r.v;
+        memcpy(v, io->v, (size_t)c * r.v * sizeof(float));
+        p->io.v = v;
+    }
+    if (io->out) p->io.out = q, q += S * r.out;
+    if (io->out2) p->io.out2 = q;
+    return STSL_OK;
+}
+
+static void net_unpad(const stsl__run *R, net_kind kind, const net_pad *p, const net_io *io, int c)
+{
+    const net_rows r = rows_of(R, kind);
+    if (io->out) memcpy(io->out, p->io.out, (size_t)c * r.out * sizeof(float));
+    if (io->out2) memcpy(io->out2, p->io.out2, (size_t)c * r.out2 * sizeof(float));
+}
+
+/* n points in calls of call_size(R, n); with PAD_BATCH a short last call is padded. */
+static stsl_status net_chunked(stsl__run *R, net_kind kind, const net_io *io, int n, int cancellable)
+{
+    const net_rows r = rows_of(R, kind);
+    const int has_t = kind == NET_EPS || kind == NET_EPS_VJP;
+    const int size = call_size(R, n);
+    for (int i = 0; i < n; i += size) {
+        int c = n - i < size ? n - i : size;
+        net_io part = io_at(io, r, has_t, (size_t)i);
+        if (R->pad_batch <= 0 || c == size) {
+            stsl_status st = net_call(R, kind, &part, c, c, cancellable);
+            if (st != STSL_OK) return st;
+            continue;
+        }
+        net_pad p;
+        stsl_status st = net_pad_make(R, kind, &part, c, size, &p);
+        if (st == STSL_OK) st = net_call(R, kind, &p.io, size, c, cancellable);
+        if (st == STSL_OK) net_unpad(R, kind, &p, &part, c);
+        stsl__free(p.buf);
         if (st != STSL_OK) return st;
     }
     return STSL_OK;
+}
+
+stsl_status stsl__net_eps_vjp(stsl__run *R, const float *z, const float *t, const float *v,
+                              float *eps, float *vjp, int n)
+{
+    net_io io = {z, t, v, eps, vjp};
+    return net_chunked(R, v ? NET_EPS_VJP : NET_EPS, &io, n, 1);
 }
 
 stsl_status stsl__net_eps(stsl__run *R, const float *z, const float *t, float *eps, int n)
@@ -99,9 +245,60 @@ stsl_status stsl__net_eps_t(stsl__run *R, const float *z, double t, float *eps, 
 
 /* ---- kept evaluations: one pass for an output and its VJP ---- */
 
+/* n points fit one kept call.  With PAD_BATCH the answer must not depend on the real batch
+ * either (a kept call and a forward-only call may round differently: libtorch picks its kernels
+ * for inference or for training), so it is the answer for a run of P samples. */
+static int fits_one_call(const stsl__run *R, int n)
+{
+    if (R->pad_batch <= 0) return n <= R->limit;
+    long long per_sample = (n + R->batch - 1) / R->batch;
+    return per_sample * (R->batch > R->pad_batch ? R->batch : R->pad_batch) <= R->limit;
+}
+
 int stsl__net_can_keep(const stsl__run *R, int n)
 {
-    return stsl__score_can_keep(R->score) && n <= R->limit;
+    return stsl__score_can_keep(R->score) && fits_one_call(R, n);
+}
+
+/* The kept call of k->n points, padded to call_size when PAD_BATCH asks for it: the value now;
+ * the backend copies its inputs, so the padded buffer goes at once. */
+static stsl_status keep_call(stsl__run *R, net_kind kind, const net_io *io, stsl__kept *k)
+{
+    int size = R->pad_batch > 0 ? call_size(R, k->n) : k->n;
+    net_pad p = {NULL, *io};
+    stsl_status st = STSL_OK;
+    if (size > k->n) st = net_pad_make(R, kind, io, k->n, size, &p);
+    if (st == STSL_OK) st = stsl__check_cancel(R);
+    if (st == STSL_OK) {
+        if (kind == NET_EPS) {
+            st = stsl__score_eps_keep(R->score, p.io.in, p.io.t, p.io.out, size, &k->unet, R->err);
+            R->sv->nfe.unet_calls++;
+            R->sv->nfe.unet_vjp += (uint64_t)k->n;   /* the forward of a VJP is part of the VJP */
+        } else {
+            st = stsl__ae_decode_keep(R->ae, p.io.in, p.io.out, size, &k->dec, R->err);
+            R->sv->nfe.decoder_vjp += (uint64_t)k->n;
+        }
+    }
+    if (st == STSL_OK && size > k->n) net_unpad(R, kind, &p, io, k->n);
+    stsl__free(p.buf);
+    k->rows = size;
+    return st;
+}
+
+/* J^T v at a kept call: the cotangent padded with zeros to the call's points when it was padded. */
+static stsl_status kept_vjp(stsl__run *R, net_kind kind, stsl__kept *k, const float *v, float *out)
+{
+    net_io io = {k->z, k->t, v, NULL, out};
+    net_pad p = {NULL, io};
+    stsl_status st = STSL_OK;
+    if (k->rows > k->n) st = net_pad_make(R, kind, &io, k->n, k->rows, &p);
+    if (st == STSL_OK) st = stsl__check_cancel(R);
+    if (st == STSL_OK)
+        st = kind == NET_EPS_VJP ? stsl__score_pass_vjp(k->unet, p.io.v, p.io.out2, R->err)
+                                 : stsl__ae_pass_vjp(k->dec, p.io.v, p.io.out2, R->err);
+    if (st == STSL_OK && k->rows > k->n) net_unpad(R, kind, &p, &io, k->n);
+    stsl__free(p.buf);
+    return st;
 }
 
 stsl_status stsl__net_eps_keep(stsl__run *R, const float *z, const float *t, float *eps, int n,
@@ -111,19 +308,14 @@ stsl_status stsl__net_eps_keep(stsl__run *R, const float *z, const float *t, flo
     k->t = t;
     k->n = n;
     if (!stsl__net_can_keep(R, n)) return stsl__net_eps(R, z, t, eps, n);
-    stsl_status st = stsl__check_cancel(R);
-    if (st != STSL_OK) return st;
-    st = stsl__score_eps_keep(R->score, z, t, eps, n, &k->unet, R->err);
-    R->sv->nfe.unet_calls++;
-    R->sv->nfe.unet_vjp += (uint64_t)n;   /* the forward of a VJP is part of the VJP */
-    return st;
+    net_io io = {z, t, NULL, eps, NULL};
+    return keep_call(R, NET_EPS, &io, k);
 }
 
 stsl_status stsl__net_kept_vjp(stsl__run *R, stsl__kept *k, const float *v, float *vjp)
 {
     if (!k->unet) return stsl__net_eps_vjp(R, k->z, k->t, v, NULL, vjp, k->n);
-    stsl_status st = stsl__check_cancel(R);
-    if (st == STSL_OK) st = stsl__score_pass_vjp(k->unet, v, vjp, R->err);
+    stsl_status st = kept_vjp(R, NET_EPS_VJP, k, v, vjp);
     stsl__score_pass_free(k->unet);
     k->unet = NULL;
     return st;
@@ -133,19 +325,16 @@ stsl_status stsl__dec_keep(stsl__run *R, const float *z, float *x, int n, stsl__
 {
     k->z = z;
     k->n = n;
-    if (R->ae_identity || !stsl__ae_can_keep(R->ae) || n > R->limit) return stsl__dec(R, z, x, n);
-    stsl_status st = stsl__check_cancel(R);
-    if (st != STSL_OK) return st;
-    st = stsl__ae_decode_keep(R->ae, z, x, n, &k->dec, R->err);
-    R->sv->nfe.decoder_vjp += (uint64_t)n;
-    return st;
+    if (R->ae_identity || !stsl__ae_can_keep(R->ae) || !fits_one_call(R, n))
+        return stsl__dec(R, z, x, n);
+    net_io io = {z, NULL, NULL, x, NULL};
+    return keep_call(R, NET_DEC, &io, k);
 }
 
 stsl_status stsl__dec_kept_vjp(stsl__run *R, stsl__kept *k, const float *u, float *out)
 {
     if (!k->dec) return stsl__dec_vjp(R, k->z, u, NULL, out, k->n);
-    stsl_status st = stsl__check_cancel(R);
-    if (st == STSL_OK) st = stsl__ae_pass_vjp(k->dec, u, out, R->err);
+    stsl_status st = kept_vjp(R, NET_DEC_VJP, k, u, out);
     stsl__ae_pass_free(k->dec);
     k->dec = NULL;
     return st;
@@ -165,15 +354,8 @@ stsl_status stsl__dec(stsl__run *R, const float *z, float *x, int n)
         if (x != z) memmove(x, z, (size_t)n * R->dz * sizeof(float));
         return STSL_OK;
     }
-    for (int i = 0; i < n; i += R->limit) {
-        int c = n - i < R->limit ? n - i : R->limit;
-        stsl_status st = stsl__check_cancel(R);
-        if (st != STSL_OK) return st;
-        st = stsl__ae_decode(R->ae, z + (size_t)i * R->dz, x + (size_t)i * R->dx, c, R->err);
-        R->sv->nfe.decoder_forward += (uint64_t)c;
-        if (st != STSL_OK) return st;
-    }
-    return STSL_OK;
+    net_io io = {z, NULL, NULL, x, NULL};
+    return net_chunked(R, NET_DEC, &io, n, 1);
 }
 
 stsl_status stsl__dec_vjp(stsl__run *R, const float *z, const float *u, float *x, float *out, int n)
@@ -183,17 +365,8 @@ stsl_status stsl__dec_vjp(stsl__run *R, const float *z, const float *u, float *x
         if (out != u) memmove(out, u, (size_t)n * R->dz * sizeof(float));
         return STSL_OK;
     }
-    for (int i = 0; i < n; i += R->limit) {
-        int c = n - i < R->limit ? n - i : R->limit;
-        stsl_status st = stsl__check_cancel(R);
-        if (st != STSL_OK) return st;
-        st = stsl__ae_decode_vjp(R->ae, z + (size_t)i * R->dz, u + (size_t)i * R->dx,
-                                 x ? x + (size_t)i * R->dx : NULL, out + (size_t)i * R->dz, c,
-                                 R->err);
-        R->sv->nfe.decoder_vjp += (uint64_t)c;
-        if (st != STSL_OK) return st;
-    }
-    return STSL_OK;
+    net_io io = {z, NULL, u, x, out};
+    return net_chunked(R, NET_DEC_VJP, &io, n, 1);
 }
 
 stsl_status stsl__enc(stsl__run *R, const float *x, float *z, int n)
@@ -202,15 +375,8 @@ stsl_status stsl__enc(stsl__run *R, const float *x, float *z, int n)
         if (x != z) memmove(z, x, (size_t)n * R->dz * sizeof(float));
         return STSL_OK;
     }
-    for (int i = 0; i < n; i += R->limit) {
-        int c = n - i < R->limit ? n - i : R->limit;
-        stsl_status st = stsl__check_cancel(R);
-        if (st != STSL_OK) return st;
-        st = stsl__ae_encode(R->ae, x + (size_t)i * R->dx, z + (size_t)i * R->dz, c, R->err);
-        R->sv->nfe.encoder_forward += (uint64_t)c;
-        if (st != STSL_OK) return st;
-    }
-    return STSL_OK;
+    net_io io = {x, NULL, NULL, z, NULL};
+    return net_chunked(R, NET_ENC, &io, n, 1);
 }
 
 stsl_status stsl__enc_vjp(stsl__run *R, const float *x, const float *v, float *out, int n)
@@ -219,16 +385,8 @@ stsl_status stsl__enc_vjp(stsl__run *R, const float *x, const float *v, float *o
         if (out != v) memmove(out, v, (size_t)n * R->dx * sizeof(float));
         return STSL_OK;
     }
-    for (int i = 0; i < n; i += R->limit) {
-        int c = n - i < R->limit ? n - i : R->limit;
-        stsl_status st = stsl__check_cancel(R);
-        if (st != STSL_OK) return st;
-        st = stsl__ae_encode_vjp(R->ae, x + (size_t)i * R->dx, v + (size_t)i * R->dz,
-                                 out + (size_t)i * R->dx, c, R->err);
-        R->sv->nfe.encoder_forward += (uint64_t)c;
-        if (st != STSL_OK) return st;
-    }
-    return STSL_OK;
+    net_io io = {x, NULL, v, NULL, out};
+    return net_chunked(R, NET_ENC_VJP, &io, n, 1);
 }
 
 /* ---- Tweedie ---- */
@@ -515,14 +673,8 @@ stsl_status stsl__finish(stsl__run *R, const float *z, float *x_out)
         return STSL_OK;
     }
     /* the final decode is not subject to the cancel flag (it writes the estimate) */
-    for (int i = 0; i < R->batch; i += R->limit) {
-        int c = R->batch - i < R->limit ? R->batch - i : R->limit;
-        stsl_status st =
-            stsl__ae_decode(R->ae, z + (size_t)i * R->dz, x_out + (size_t)i * R->dx, c, R->err);
-        R->sv->nfe.decoder_forward += (uint64_t)c;
-        if (st != STSL_OK) return st;
-    }
-    return STSL_OK;
+    net_io io = {z, NULL, NULL, x_out, NULL};
+    return net_chunked(R, NET_DEC, &io, R->batch, 0);
 }
 
 /* continuous VP time with (1 - abar)/abar = sigma^2 (bisection on the interpolated table) */

@@ -41,6 +41,7 @@ static int kind_bounds(stsl_solver_kind kind, stsl_param key, stsl_param_bounds 
     switch (key) {
     case STSL_PARAM_SEED: B(0, 9007199254740992.0, 0, 1);
     case STSL_PARAM_BATCH_LIMIT: B(1, STSL_MAX_BATCH, 64, 1);
+    case STSL_PARAM_PAD_BATCH: B(0, STSL_MAX_BATCH, 0, 1);
     case STSL_PARAM_PROGRESS_ESTIMATE: B(0, 1, 0, 1);
     case STSL_PARAM_STEPS:
         switch (kind) {
@@ -320,6 +321,14 @@ STSL_API stsl_status stsl_solver_run(stsl_solver *solver, stsl_score *score, sts
                                      stsl_autoencoder *ae, const float *y, float *x_out,
                                      int batch)
 {
+    return stsl_solver_run_seeded(solver, score, op, ae, y, x_out, batch, NULL);
+}
+
+STSL_API stsl_status stsl_solver_run_seeded(stsl_solver *solver, stsl_score *score,
+                                            stsl_operator *op, stsl_autoencoder *ae,
+                                            const float *y, float *x_out, int batch,
+                                            const uint64_t *seeds)
+{
     if (!solver) return STSL_ERR_INVALID_ARG;
     stsl_solver *sv = solver;
     char *err = sv->err;
@@ -388,7 +397,9 @@ STSL_API stsl_status stsl_solver_run(stsl_solver *solver, stsl_score *score, sts
     R.dy = stsl__shape_size(yshape);
     R.y = y;
     R.seed = (uint64_t)stsl__sp(sv, STSL_PARAM_SEED);
+    R.seeds = seeds;
     R.limit = stsl__sp_int(sv, STSL_PARAM_BATCH_LIMIT);
+    R.pad_batch = stsl__sp_int(sv, STSL_PARAM_PAD_BATCH);
     R.op_linear = linear;
     R.err = err;
     int64_t lk = STSL_LOSS_SQUARED;

@@ -4,12 +4,15 @@
  * A run (stsl__run) bundles the borrowed handles, the shapes, the ledger and the per-run state.
  * Every network call of a solver goes through stsl__net_* / stsl__dec_* / stsl__enc_*, which
  *   - check the cancel flag BEFORE the call (so a cancel ends the run within one evaluation),
- *   - split the points into calls of at most STSL_PARAM_BATCH_LIMIT points,
+ *   - split the points into calls of at most STSL_PARAM_BATCH_LIMIT points, and with
+ *     STSL_PARAM_PAD_BATCH P into calls of exactly min(P * points per sample, limit) points, the
+ *     last one padded (repeating its last point; padded outputs dropped, padded cotangents 0),
+ *     so that every point is computed in a call of the same size whatever the real batch,
  *   - count per-sample evaluations and batched calls in the NFE ledger (a VJP counts as a VJP
  *     only; identity-autoencoder calls are copies and are not counted).
- * Randomness: sample i of a run with seed s draws from seed s + i (stsl__sample_seed) with
- * streams stsl__stream(tag, 0, step, inner), so a batch equals the same samples run one by one
- * with seeds s, s+1, ...
+ * Randomness: sample i of a run with seed s draws from seed s + i, or from the caller's seeds[i]
+ * (stsl__sample_seed) with streams stsl__stream(tag, 0, step, inner), so a batch equals the same
+ * samples run one by one with seeds s, s+1, ... (or seeds[0], seeds[1], ...)
  */
 #ifndef STSL_SOLVER_INTERNAL_H
 #define STSL_SOLVER_INTERNAL_H
@@ -22,7 +25,7 @@
 
 /* parameter slots: SEED and the solver keys 100..124 */
 #define STSL__SP_FIRST 100
-#define STSL__SP_LAST 124
+#define STSL__SP_LAST 125
 #define STSL__SP_COUNT (STSL__SP_LAST - STSL__SP_FIRST + 2)
 
 struct stsl_solver {
@@ -57,7 +60,9 @@ typedef struct stsl__run {
     size_t dz, dx, dy;          /* latent, image, measurement sizes of one sample */
     const float *y;             /* batch * dy */
     uint64_t seed;
+    const uint64_t *seeds;      /* per-sample seeds (stsl_solver_run_seeded), or NULL: seed + i */
     int limit;                  /* points per network call */
+    int pad_batch;              /* STSL_PARAM_PAD_BATCH: 0, or calls shaped as for this batch */
     int loss_kind;              /* stsl_loss of the operator (squared when it has none) */
     int op_linear;
     int step, total;            /* current progress step (0 = initialisation) and total */
@@ -77,8 +82,11 @@ double stsl__time_of_sigma(const stsl__run *R, double sigma);
 stsl_status stsl__ddim_seq(stsl__run *R, int n, int **out);
 
 /* ---- RNG ---- */
-static inline uint64_t stsl__sample_seed(const stsl__run *R, int i) { return R->seed + (uint64_t)i; }
-/* Standard normals for every sample: out[i*n ..) from (seed+i, stream(tag, 0, a, b)). */
+static inline uint64_t stsl__sample_seed(const stsl__run *R, int i)
+{
+    return R->seeds ? R->seeds[i] : R->seed + (uint64_t)i;
+}
+/* Standard normals for every sample: out[i*n ..) from (sample seed i, stream(tag, 0, a, b)). */
 void stsl__noise(const stsl__run *R, uint32_t tag, uint64_t a, uint64_t b, float *out, size_t n);
 
 /* ---- network calls (cancel check, chunking, ledger) ---- */
@@ -110,6 +118,7 @@ typedef struct stsl__kept {
     float *own_t;              /* t when the Tweedie helpers made it */
     double t_value;            /* the Tweedie helpers' common time */
     int n;
+    int rows;                  /* points of the one-pass call (n, or more when padded) */
 } stsl__kept;
 /* 1 when stsl__net_eps_keep on n points is one pass */
 int stsl__net_can_keep(const stsl__run *R, int n);

@@ -141,6 +141,90 @@ static void test_classifier(void)
 #endif
 }
 
+/* Issue 19: sample i of a seeded run restores bit for bit the same whether it runs alone, in a
+ * batch of 7 or of 16 (at another position, among other images), when the calls are shaped for
+ * one batch size (STSL_PARAM_PAD_BATCH): libtorch's kernels round differently for other batch
+ * sizes, so without it the bits would depend on the company. */
+static int restore_in_batches(stsl_context *ctx, const char *solver, stsl_score *score,
+                              stsl_autoencoder *ae, stsl_operator *op, const float *y, size_t dy,
+                              const uint64_t *seeds, int n, int batch, float *x, size_t dx)
+{
+    stsl_solver *sv = NULL;
+    if (stsl_solver_create_by_name(ctx, solver, &sv) != STSL_OK) return -1;
+    stsl_status st = stsl_solver_set_int(sv, STSL_PARAM_STEPS, 3);
+    if (st == STSL_OK && !strcmp(solver, "stsl")) st = stsl_solver_set_int(sv, STSL_PARAM_INNER_STEPS, 1);
+    if (st == STSL_OK) st = stsl_solver_set_int(sv, STSL_PARAM_PAD_BATCH, 16);
+    /* a limit below the padded call: the chunking must not depend on the batch either */
+    if (st == STSL_OK) st = stsl_solver_set_int(sv, STSL_PARAM_BATCH_LIMIT, 24);
+    for (int i = 0; i < n && st == STSL_OK; i += batch) {
+        int b = n - i < batch ? n - i : batch;
+        st = stsl_solver_run_seeded(sv, score, op, ae, y + (size_t)i * dy, x + (size_t)i * dx, b,
+                                    seeds + i);
+        if (st != STSL_OK) fprintf(stderr, "\n  %s: %s\n", solver, stsl_solver_last_error(sv));
+    }
+    stsl_solver_destroy(sv);
+    return st == STSL_OK ? 0 : -1;
+}
+
+static void check_batch_invariance(const char *solver, const char *unet, const char *vae)
+{
+    if (!stsl_has_torch()) {
+        fprintf(stderr, " [built without torch]");
+        return;
+    }
+    stsl_context *ctx = tu_context();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ctx);
+    stsl_score *score = NULL;
+    stsl_autoencoder *ae = NULL;
+    stsl_operator *op = NULL;
+    TU_ASSERT_OK(stsl_score_load(ctx, model(unet), &score));
+    if (vae) TU_ASSERT_OK(stsl_autoencoder_load(ctx, model(vae), NULL, &ae));
+    stsl_shape img = {1, 28, 28}, ys;
+    TU_ASSERT_OK(stsl_operator_create_by_name(ctx, "gaussian-blur", img, &op));
+    if (!score || (vae && !ae) || !op) goto done;
+    TU_ASSERT_OK(stsl_operator_output_shape(op, &ys));
+    enum { N = 16 };
+    const size_t dx = 28 * 28, dy = (size_t)ys.channels * ys.height * ys.width;
+    float *clean = malloc(N * dx * sizeof(float)), *y = malloc(N * dy * sizeof(float));
+    float *x1 = malloc(N * dx * sizeof(float)), *x7 = malloc(N * dx * sizeof(float));
+    float *x16 = malloc(N * dx * sizeof(float));
+    uint64_t seeds[N];
+    for (int i = 0; i < N; i++) seeds[i] = 0x9e3779b97f4a7c15ull * (uint64_t)(i + 1) >> 11;
+    tu_fill_normal(clean, N * dx, 5);
+    for (size_t i = 0; i < N * dx; i++) clean[i] = tanhf(clean[i]);
+    TU_ASSERT_OK(stsl_operator_measure(op, clean, y, N, 3));
+    CU_ASSERT_EQUAL(restore_in_batches(ctx, solver, score, ae, op, y, dy, seeds, N, 1, x1, dx), 0);
+    CU_ASSERT_EQUAL(restore_in_batches(ctx, solver, score, ae, op, y, dy, seeds, N, 7, x7, dx), 0);
+    CU_ASSERT_EQUAL(restore_in_batches(ctx, solver, score, ae, op, y, dy, seeds, N, 16, x16, dx), 0);
+    int same7 = 0, same16 = 0;
+    for (int i = 0; i < N; i++) {
+        same7 += !memcmp(x1 + i * dx, x7 + i * dx, dx * sizeof(float));
+        same16 += !memcmp(x1 + i * dx, x16 + i * dx, dx * sizeof(float));
+    }
+    if (same7 != N || same16 != N) {
+        double d7 = 0, d16 = 0;
+        for (size_t i = 0; i < N * dx; i++) {
+            d7 = fmax(d7, fabs((double)x1[i] - x7[i]));
+            d16 = fmax(d16, fabs((double)x1[i] - x16[i]));
+        }
+        fprintf(stderr, "\n  %s: %d/%d samples equal at batch 7 (max |diff| %.3g), %d/%d at batch 16 (%.3g)\n",
+                solver, same7, N, d7, same16, N, d16);
+    }
+    CU_ASSERT_EQUAL(same7, N);
+    CU_ASSERT_EQUAL(same16, N);
+    free(clean), free(y), free(x1), free(x7), free(x16);
+done:
+    stsl_operator_destroy(op);
+    stsl_autoencoder_destroy(ae);
+    stsl_score_destroy(score);
+}
+
+static void test_batch_invariance_dps(void) { check_batch_invariance("dps", "fmnist-ddpm.pt", NULL); }
+static void test_batch_invariance_stsl(void)
+{
+    check_batch_invariance("stsl", "fmnist-ldm.pt", "fmnist-vae.pt");
+}
+
 int main(void)
 {
     static const stsl_test tests[] = {
@@ -148,6 +232,10 @@ int main(void)
         {"latent prior fmnist-ldm.pt: metadata, forward, VJP", test_latent_prior},
         {"autoencoder fmnist-vae.pt: shapes, encode/decode, decoder VJP", test_vae},
         {"classifier fmnist-classifier.pt: metadata and methods", test_classifier},
+        {"dps, pixel prior: each sample bit-identical at batch 1, 7 and 16 (seeded, padded calls)",
+         test_batch_invariance_dps},
+        {"stsl, latent prior: each sample bit-identical at batch 1, 7 and 16 (seeded, padded calls)",
+         test_batch_invariance_stsl},
         {NULL, NULL},
     };
     return stsl_test_main("shipped models", tests);
