@@ -10,8 +10,9 @@
  * comments; an empty list is an error) and OUTPUT a directory (never a name ending in an image
  * extension); outputs that exist are skipped (resume), OUTPUT/results.csv gets one "ok" row per
  * restored image (and a "failed" row per failed attempt), --shard I/N keeps the items whose index
- * in sorted order is I modulo N.  Outputs are checked (directory exists, writable) before any
- * model is loaded.  Crash safety: each image is written to a temporary, its row appended (one
+ * in sorted order is I modulo N, --batch B restores B images per solver run (each from its own
+ * seed, calls shaped for B: the same bits in any batch or shard).  Outputs are checked
+ * (directory exists, writable) before any model is loaded.  Crash safety: each image is written to a temporary, its row appended (one
  * write under an exclusive lock, after cutting any torn row a killed writer left), then renamed;
  * a run killed at any point and run again ends with each image once and each row once
  * (tests/tools/kill_batch.sh).  Run with --help for every option.
@@ -35,6 +36,9 @@
 #include "common/restore_util.h"
 #include "stsl.h"
 
+/* Batch mode's images per solver run: docs/scaling.md measures images per second against it. */
+#define DEFAULT_BATCH 16
+
 typedef struct options {
     const char *input, *output;
     const char *task, *solver;
@@ -45,6 +49,7 @@ typedef struct options {
     int measured, quiet, verbose;
     ru_fit fit;                 /* --resize / --crop: fit an input of another size to the model */
     int shard_i, shard_n;
+    int batch;                  /* batch mode: images per solver run */
     cli_task_opts task_opts;
     ru_settings solver_opts;
 } options;
@@ -122,12 +127,17 @@ static void print_help(void)
            "                       (batch mode: a directory)\n"
            "  --montage-scale N    enlarge the montage N times (nearest; default 1)\n"
            "  --shard I/N          batch mode: only items whose index %% N == I (sorted order)\n"
+           "  --batch B            batch mode: images per solver run (default %d); each image\n"
+           "                       draws from its own seed (of --seed and its name) and the\n"
+           "                       network calls are shaped for B (--pad-batch), so an image\n"
+           "                       restores bit for bit the same in any batch or shard of one B;\n"
+           "                       give --pad-batch P with any B for the same bits across B\n"
            "  --quiet              no progress bar, no summary\n"
            "  --verbose            models, settings and library messages on stderr\n"
            "  --help, --version\n"
            "\n"
            "solver options (each applies to the solvers named):\n",
-           stsl_operator_names(), CLI_SR_NOTE, stsl_solver_names());
+           stsl_operator_names(), CLI_SR_NOTE, stsl_solver_names(), DEFAULT_BATCH);
     ru_print_flags(RU_SOLVER_FLAGS, stdout);
     printf("\n");
     cli_print_task_help(stdout);
@@ -169,6 +179,7 @@ static int parse_args(int argc, char **argv, options *o)
     o->montage_scale = 1;
     o->device = "auto";
     o->shard_n = 1;
+    o->batch = DEFAULT_BATCH;
     int npos = 0;
     char err[RU_ERR_LEN];
     for (int i = 1; i < argc;) {
@@ -198,7 +209,8 @@ static int parse_args(int argc, char **argv, options *o)
         /* options with a value: "--opt V" or "--opt=V" */
         static const char *const valued[] = {"--task", "--solver", "--steps", "--model", "--vae",
                                              "--device", "--threads", "--seed", "--noise",
-                                             "--montage", "--montage-scale", "--shard", NULL};
+                                             "--montage", "--montage-scale", "--shard", "--batch",
+                                             NULL};
         const char *val = NULL;
         const char *name = NULL;
         for (int k = 0; valued[k]; k++) {
@@ -244,6 +256,10 @@ static int parse_args(int argc, char **argv, options *o)
             if (!*val || *end || errno || !(d >= 0.0 && d <= 100.0))
                 return usage_error("--noise: '%s' is not a noise level in [0, 100]", val);
             o->noise = d;
+        } else if (!strcmp(name, "--batch")) {
+            if (parse_long(val, 1, STSL_MAX_BATCH, &v))
+                return usage_error("--batch: '%s' is not in 1..%d", val, STSL_MAX_BATCH);
+            o->batch = (int)v;
         } else if (!strcmp(name, "--shard")) {
             int si = -1, sn = 0;
             char tail;
@@ -565,7 +581,8 @@ static void kill_hook_init(void)
 
 /* Append one row to OUTPUT/results.csv under an exclusive lock (shards share the file) as a
  * single write: a reader never sees half a row once the next writer has repaired the tail. */
-static int append_csv(const char *csv, const char *file, const char *status, const ru_result *r)
+static int append_csv(const char *csv, const char *file, const char *status, const ru_result *r,
+                      uint64_t seed)
 {
     int fd = csv_lock(csv);
     if (fd < 0) return failure("cannot write %s: %s", csv, strerror(errno));
@@ -574,17 +591,19 @@ static int append_csv(const char *csv, const char *file, const char *status, con
     struct stat st;
     if (fstat(fd, &st) == 0 && st.st_size == 0)
         len += snprintf(row + len, sizeof row - (size_t)len,
-                        "file,status,unet_forward,unet_vjp,decoder_forward,decoder_vjp,seconds\n");
+                        "file,status,unet_forward,unet_vjp,decoder_forward,decoder_vjp,seconds,batch,"
+                        "seed\n");
     /* quote the file name (CSV: double any '"') */
     row[len++] = '"';
     for (const char *p = file; *p && len < (int)sizeof row - 200; p++) {
         if (*p == '"') row[len++] = '"';
         row[len++] = *p;
     }
-    len += snprintf(row + len, sizeof row - (size_t)len, "\",%s,%llu,%llu,%llu,%llu,%.3f\n", status,
-                    (unsigned long long)r->nfe.unet_forward, (unsigned long long)r->nfe.unet_vjp,
-                    (unsigned long long)r->nfe.decoder_forward,
-                    (unsigned long long)r->nfe.decoder_vjp, r->seconds);
+    len += snprintf(row + len, sizeof row - (size_t)len, "\",%s,%llu,%llu,%llu,%llu,%.3f,%d,%llu\n",
+                    status, (unsigned long long)r->nfe.unet_forward,
+                    (unsigned long long)r->nfe.unet_vjp, (unsigned long long)r->nfe.decoder_forward,
+                    (unsigned long long)r->nfe.decoder_vjp, r->seconds, r->batch,
+                    (unsigned long long)seed);
     if (g_kill_csv > 0 && --g_kill_csv == 0) {
         if (write(fd, row, (size_t)len / 2) < 0) { /* killed anyway */ }
         raise(SIGKILL);
@@ -706,106 +725,173 @@ static int list_items(const options *o, int input_is_dir, item_list *items,
     return 0;
 }
 
-/* Per item: restore, save to a temporary, montage, append the "ok" row, rename into place.  A
- * process killed anywhere leaves either no output (the item is redone; a row written before the
- * kill is not written twice) or the output and its row. */
+/* What the batch loop keeps across images. */
+typedef struct batch_state {
+    const options *o;
+    const item_list *items;
+    char (*names)[NAME_MAX + 8];
+    char csv[PATH_MAX];
+    char *has_row;             /* item i already has its "ok" row */
+    int mine, k, done, skipped, failed, rc;
+} batch_state;
+
+/* Finish item i: save to a temporary, montage, append the "ok" row, rename into place; or, when
+ * it failed (ok = 0, reason in err), report it and append a "failed" row.  A process killed
+ * anywhere leaves either no output (the item is redone; a row written before the kill is not
+ * written twice) or the output and its row.  Returns -1 when interrupted (nothing written). */
+static int finish_item(stsl_context *ctx, batch_state *b, int i, const stsl_image *in,
+                       const ru_result *r, int ok, char *err, size_t errn)
+{
+    const options *o = b->o;
+    char out[PATH_MAX + NAME_MAX + 16], tmp[PATH_MAX + NAME_MAX + 32];
+    snprintf(out, sizeof out, "%s/%s", o->output, b->names[i]);
+    snprintf(tmp, sizeof tmp, "%s/.%s.%d.tmp", o->output, b->names[i], (int)getpid());
+    b->k++;
+    if (ok) {
+        stsl_status sst = stsl_image_save(ctx, r->restored, tmp, STSL_FORMAT_PNG, 8, 0);
+        if (sst == STSL_OK && g_kill_image > 0 && --g_kill_image == 0) {
+            /* as if killed inside the save: a partial library temporary, no output */
+            char part[sizeof tmp + 32];
+            struct stat st;
+            snprintf(part, sizeof part, "%s/..%s.%d.tmp.0badf00d.tmp", o->output, b->names[i],
+                     (int)getpid());
+            if (link(tmp, part) == 0 && stat(part, &st) == 0 && truncate(part, st.st_size / 2)) {}
+            raise(SIGKILL);
+        }
+        if (sst != STSL_OK) {
+            ru_io_message(ctx, sst, "write", out, err, errn);
+            ok = 0;
+        }
+    }
+    if (ok && o->montage) {
+        char mp[PATH_MAX + NAME_MAX + 16];
+        snprintf(mp, sizeof mp, "%s/%s", o->montage, b->names[i]);
+        if (write_montage(ctx, o, o->measured ? NULL : in, r, mp) != 0) ok = 0, err[0] = 0;
+    }
+    if (g_interrupted && !ok) {
+        unlink(tmp);
+        return -1;
+    }
+    const char *path = b->items->path[i];
+    if (ok) {
+        if (!b->has_row[i] && append_csv(b->csv, path, "ok", r, ru_image_seed(o->seed, b->names[i])) != 0) {
+            ok = 0, err[0] = 0;
+        } else if (rename(tmp, out) != 0) {
+            snprintf(err, errn, "cannot write %s: %s", out, strerror(errno));
+            ok = 0;
+        }
+        if (ok) b->has_row[i] = 1;
+    }
+    if (!ok) unlink(tmp);
+    if (ok) {
+        b->done++;
+        if (!o->quiet) {
+            printf("[%d/%d] ", b->k, b->mine);
+            print_summary(o, path, out, r);
+        }
+    } else {
+        b->failed++;
+        if (err[0]) fprintf(stderr, "stsl-restore: %s: %s\n", path, err);
+        if (append_csv(b->csv, path, "failed", r, ru_image_seed(o->seed, b->names[i])) != 0)
+            b->rc = RU_EXIT_FAIL;
+    }
+    return 0;
+}
+
+/* Restore up to --batch images per solver run.  Each image draws from its own seed
+ * (ru_image_seed of its output name) and, with the calls shaped for --pad-batch (default:
+ * --batch), restores bit for bit as it would in any other batch, shard or company.  A run that
+ * fails is retried image by image, so one bad image never costs the others of its batch. */
 static int run_batch(stsl_context *ctx, ru_models *m, const options *o, const item_list *items,
                      char (*names)[NAME_MAX + 8])
 {
-    char csv[PATH_MAX];
-    snprintf(csv, sizeof csv, "%s/results.csv", o->output);
-    char *has_row = calloc((size_t)items->n, 1);
-    if (!has_row) return failure("out of memory");
-    if (csv_read_done(csv, items, has_row) != 0) {
-        free(has_row);
-        return RU_EXIT_FAIL;
+    batch_state b;
+    memset(&b, 0, sizeof b);
+    b.o = o;
+    b.items = items;
+    b.names = names;
+    snprintf(b.csv, sizeof b.csv, "%s/results.csv", o->output);
+    b.has_row = calloc((size_t)items->n, 1);
+    int B = o->batch;
+    int *idx = calloc((size_t)B, sizeof *idx);
+    stsl_image **in = calloc((size_t)B, sizeof *in);
+    uint64_t *seeds = calloc((size_t)B, sizeof *seeds);
+    ru_result *res = calloc((size_t)B, sizeof *res);
+    if (!b.has_row || !idx || !in || !seeds || !res) {
+        free(b.has_row), free(idx), free(in), free(seeds), free(res);
+        return failure("out of memory");
     }
-    remove_stale_temps(o->output, items, names, o);
-    int mine = 0, done = 0, skipped = 0, failed = 0, rc = RU_EXIT_OK;
+    int rc = csv_read_done(b.csv, items, b.has_row) != 0 ? RU_EXIT_FAIL : RU_EXIT_OK;
+    if (rc == RU_EXIT_OK) remove_stale_temps(o->output, items, names, o);
     for (int i = 0; i < items->n; i++)
-        if (i % o->shard_n == o->shard_i) mine++;
-    int k = 0;
-    for (int i = 0; i < items->n && !g_interrupted; i++) {
-        if (i % o->shard_n != o->shard_i) continue;
-        k++;
-        char out[PATH_MAX + NAME_MAX + 16], tmp[PATH_MAX + NAME_MAX + 32];
-        snprintf(out, sizeof out, "%s/%s", o->output, names[i]);
-        struct stat st;
-        if (stat(out, &st) == 0 && st.st_size > 0) {
-            skipped++;
-            if (o->verbose) fprintf(stderr, "stsl-restore: [%d/%d] %s exists, skipped\n", k, mine, out);
-            continue;
+        if (i % o->shard_n == o->shard_i) b.mine++;
+    ru_job job;
+    job_from(o, &job);
+    job.pad_batch = o->batch;   /* --pad-batch (a solver flag) overrides it */
+    char err[RU_ERR_LEN + PATH_MAX];
+    int next = 0, interrupted = 0;
+    while (rc == RU_EXIT_OK && !interrupted && !g_interrupted) {
+        /* gather up to B loaded inputs; a skipped or unreadable item does not take a place */
+        int n = 0;
+        for (; next < items->n && n < B && !g_interrupted; next++) {
+            if (next % o->shard_n != o->shard_i) continue;
+            char out[PATH_MAX + NAME_MAX + 16];
+            snprintf(out, sizeof out, "%s/%s", o->output, names[next]);
+            struct stat st;
+            if (stat(out, &st) == 0 && st.st_size > 0) {
+                b.skipped++;
+                b.k++;
+                if (o->verbose) fprintf(stderr, "stsl-restore: [%d/%d] %s exists, skipped\n", b.k, b.mine, out);
+                continue;
+            }
+            if (ru_load_input(ctx, items->path[next], m, o->fit, o->measured, &in[n], err) != 0) {
+                ru_result none;
+                memset(&none, 0, sizeof none);
+                finish_item(ctx, &b, next, NULL, &none, 0, err, sizeof err);
+                continue;
+            }
+            idx[n] = next;
+            seeds[n] = ru_image_seed(o->seed, names[next]);
+            n++;
         }
-        stsl_image *in = NULL;
-        ru_result r;
-        memset(&r, 0, sizeof r);
-        char err[RU_ERR_LEN + PATH_MAX];
-        int ok;
-        if (ru_load_input(ctx, items->path[i], m, o->fit, o->measured, &in, err) != 0) {
-            ok = 0;
+        if (n == 0) break;
+        int r = ru_restore_batch(ctx, m, &job, (const stsl_image *const *)in, seeds, n, res, err);
+        if (r == RU_EXIT_USAGE) {
+            rc = usage_error("%s", err);
+        } else if (r == 0) {
+            for (int j = 0; j < n && !interrupted; j++)
+                interrupted = finish_item(ctx, &b, idx[j], in[j], &res[j], 1, err, sizeof err) < 0;
+        } else if (g_interrupted) {
+            interrupted = 1;
+        } else if (n == 1) {
+            finish_item(ctx, &b, idx[0], in[0], &res[0], 0, err, sizeof err);
         } else {
-            ru_job job;
-            job_from(o, &job);
-            ok = ru_restore(ctx, m, &job, in, &r, err) == 0;
-        }
-        snprintf(tmp, sizeof tmp, "%s/.%s.%d.tmp", o->output, names[i], (int)getpid());
-        if (ok) {
-            stsl_status sst = stsl_image_save(ctx, r.restored, tmp, STSL_FORMAT_PNG, 8, 0);
-            if (sst == STSL_OK && g_kill_image > 0 && --g_kill_image == 0) {
-                /* as if killed inside the save: a partial library temporary, no output */
-                char part[sizeof tmp + 32];
-                snprintf(part, sizeof part, "%s/..%s.%d.tmp.0badf00d.tmp", o->output, names[i],
-                         (int)getpid());
-                if (link(tmp, part) == 0 && stat(part, &st) == 0 && truncate(part, st.st_size / 2)) {}
-                raise(SIGKILL);
-            }
-            if (sst != STSL_OK) {
-                ru_io_message(ctx, sst, "write", out, err, sizeof err);
-                ok = 0;
+            /* one image may have failed the run: each alone, so the others are not lost */
+            if (o->verbose)
+                fprintf(stderr, "stsl-restore: a run of %d images failed (%s); retrying them one by one\n", n, err);
+            for (int j = 0; j < n && !interrupted && !g_interrupted; j++) {
+                ru_result one;
+                int ok = ru_restore_batch(ctx, m, &job, (const stsl_image *const *)&in[j], &seeds[j], 1,
+                                          &one, err) == 0;
+                if (!ok && g_interrupted) interrupted = 1;
+                else interrupted = finish_item(ctx, &b, idx[j], in[j], &one, ok, err, sizeof err) < 0;
+                ru_result_free(&one);
             }
         }
-        if (ok && o->montage) {
-            char mp[PATH_MAX + NAME_MAX + 16];
-            snprintf(mp, sizeof mp, "%s/%s", o->montage, names[i]);
-            if (write_montage(ctx, o, o->measured ? NULL : in, &r, mp) != 0) ok = 0, err[0] = 0;
+        for (int j = 0; j < n; j++) {
+            ru_result_free(&res[j]);
+            stsl_image_destroy(in[j]);
+            in[j] = NULL;
         }
-        if (g_interrupted && !ok) {
-            unlink(tmp);
-            stsl_image_destroy(in);
-            ru_result_free(&r);
-            break;
-        }
-        if (ok) {
-            if (!has_row[i] && append_csv(csv, items->path[i], "ok", &r) != 0) {
-                ok = 0, err[0] = 0;
-            } else if (rename(tmp, out) != 0) {
-                snprintf(err, sizeof err, "cannot write %s: %s", out, strerror(errno));
-                ok = 0;
-            }
-            if (ok) has_row[i] = 1;
-        }
-        if (!ok) unlink(tmp);
-        if (ok) {
-            done++;
-            if (!o->quiet) {
-                printf("[%d/%d] ", k, mine);
-                print_summary(o, items->path[i], out, &r);
-            }
-        } else {
-            failed++;
-            if (err[0]) fprintf(stderr, "stsl-restore: %s: %s\n", items->path[i], err);
-            if (append_csv(csv, items->path[i], "failed", &r) != 0) rc = RU_EXIT_FAIL;
-        }
-        ru_result_free(&r);
-        stsl_image_destroy(in);
     }
-    free(has_row);
-    if (g_interrupted) return failure("interrupted; run the same command again to resume");
+    free(b.has_row), free(idx), free(in), free(seeds), free(res);
+    if (rc != RU_EXIT_OK) return rc;
+    if (interrupted || g_interrupted) return failure("interrupted; run the same command again to resume");
     if (!o->quiet)
         printf("shard %d/%d: %d item(s): %d restored, %d skipped (already done), %d failed; see %s\n",
-               o->shard_i, o->shard_n, mine, done, skipped, failed, csv);
-    if (failed) return failure("%d of %d item(s) failed (see %s)", failed, mine, csv);
-    return rc;
+               o->shard_i, o->shard_n, b.mine, b.done, b.skipped, b.failed, b.csv);
+    if (b.failed) return failure("%d of %d item(s) failed (see %s)", b.failed, b.mine, b.csv);
+    return b.rc;
 }
 
 /* The directory a file would be written into ("." for a bare name). */

@@ -51,7 +51,8 @@ const ru_flag RU_SOLVER_FLAGS[] = {
     {"--squared-loss", STSL_PARAM_SQUARED_LOSS, "STSL data term squared (1, eq. 5) or not (0)"},
     {"--inner-inclusive", STSL_PARAM_INNER_INCLUSIVE, "STSL K+1 inner passes (1) or K (0)"},
     {"--adam-persist", STSL_PARAM_ADAM_PERSIST, "STSL keeps Adam moments across steps (1)"},
-    {"--batch-limit", STSL_PARAM_BATCH_LIMIT, "max samples per network call"},
+    {"--batch-limit", STSL_PARAM_BATCH_LIMIT, "max points per network call (memory bound)"},
+    {"--pad-batch", STSL_PARAM_PAD_BATCH, "shape network calls as for a batch of P (same bits at any batch)"},
     {"--step-rule", STSL_PARAM_STEP_RULE, "STSL inner update: adam | scaled"},
     {"--step-noise", STSL_PARAM_STEP_NOISE, "STSL line-14 noise (0 as written, 1 DDPM)"},
     {"--likelihood-variance", STSL_PARAM_LIKELIHOOD_VARIANCE, "RMP v_k: flat | tweedie"},
@@ -350,17 +351,63 @@ static int make_view(stsl_operator *op, stsl_shape img, stsl_shape ys, const flo
     return 0;
 }
 
+uint64_t ru_image_seed(uint64_t seed, const char *name)
+{
+    uint64_t h = 0xcbf29ce484222325ull;   /* FNV-1a 64 of the name */
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++) h = (h ^ *p) * 0x100000001b3ull;
+    uint64_t x = seed ^ h;                /* then splitmix64's finaliser */
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return (x ^ (x >> 31)) & ((1ull << 53) - 1);
+}
+
+int ru_check_input(const ru_models *m, const ru_job *job, stsl_shape ys, const stsl_image *input,
+                   char *err)
+{
+    if (job->measured) {
+        if (input->channels != ys.channels || input->height != ys.height || input->width != ys.width)
+            return fail(err,
+                        "the measurement is %dx%d with %d channel(s); task %s on %dx%d images "
+                        "measures %dx%d with %d channel(s)",
+                        input->width, input->height, input->channels, job->task, m->image.width,
+                        m->image.height, ys.width, ys.height, ys.channels);
+        return 0;
+    }
+    if (input->channels != m->image.channels || input->height != m->image.height ||
+        input->width != m->image.width)
+        return fail(err,
+                    "the input is %dx%d with %d channel(s); the model restores %dx%d images with %d "
+                    "channel(s)",
+                    input->width, input->height, input->channels, m->image.width, m->image.height,
+                    m->image.channels);
+    return 0;
+}
+
 int ru_restore(stsl_context *ctx, ru_models *m, const ru_job *job, const stsl_image *input,
                ru_result *res, char *err)
 {
-    memset(res, 0, sizeof *res);
-    res->nfe.struct_size = sizeof res->nfe;
+    const uint64_t seed = job->seed;
+    return ru_restore_batch(ctx, m, job, &input, &seed, 1, res, err);
+}
+
+int ru_restore_batch(stsl_context *ctx, ru_models *m, const ru_job *job,
+                     const stsl_image *const *inputs, const uint64_t *seeds, int n,
+                     ru_result *res, char *err)
+{
+    for (int i = 0; i < n; i++) {
+        memset(&res[i], 0, sizeof res[i]);
+        res[i].nfe.struct_size = sizeof res[i].nfe;
+    }
     double t0 = ru_now();
     stsl_operator *op = NULL;
     stsl_solver *solver = NULL;
-    float *y = NULL;
+    float *y = NULL, *x = NULL;
+    stsl_nfe nfe;
+    memset(&nfe, 0, sizeof nfe);
+    nfe.struct_size = sizeof nfe;
     int rc = RU_EXIT_FAIL;
     stsl_status st;
+    /* one operator for the batch: its own randomness (masks, kernels) is the task's, from --seed */
     int code = cli_make_operator(ctx, job->task, m->image, job->task_opts, job->seed, job->noise, &op, err);
     if (code != CLI_EXIT_OK) {
         rc = code == CLI_EXIT_USAGE ? RU_EXIT_USAGE : RU_EXIT_FAIL;
@@ -371,37 +418,24 @@ int ru_restore(stsl_context *ctx, ru_models *m, const ru_job *job, const stsl_im
         fail(err, "task %s: %s", job->task, stsl_operator_last_error(op));
         goto done;
     }
-    size_t ny = shape_size(ys);
-    y = malloc(ny * sizeof(float));
-    if (!y || stsl_image_create(m->image.channels, m->image.height, m->image.width,
-                                &res->restored) != STSL_OK) {
+    const size_t ny = shape_size(ys), nx = shape_size(m->image);
+    y = malloc((size_t)n * ny * sizeof(float));
+    x = malloc((size_t)n * nx * sizeof(float));
+    if (!y || !x) {
         fail(err, "out of memory");
         goto done;
     }
-    if (job->measured) {
-        if (input->channels != ys.channels || input->height != ys.height || input->width != ys.width) {
-            fail(err, "the measurement is %dx%d with %d channel(s); task %s on %dx%d images measures "
-                      "%dx%d with %d channel(s)",
-                 input->width, input->height, input->channels, job->task, m->image.width,
-                 m->image.height, ys.width, ys.height, ys.channels);
-            goto done;
-        }
-        memcpy(y, input->data, ny * sizeof(float));
-    } else {
-        if (input->channels != m->image.channels || input->height != m->image.height ||
-            input->width != m->image.width) {
-            fail(err, "the input is %dx%d with %d channel(s); the model restores %dx%d images with %d "
-                      "channel(s)",
-                 input->width, input->height, input->channels, m->image.width, m->image.height,
-                 m->image.channels);
-            goto done;
-        }
-        if ((st = stsl_operator_measure(op, input->data, y, 1, job->seed)) != STSL_OK) {
+    for (int i = 0; i < n; i++) {
+        float *yi = y + (size_t)i * ny;
+        if (ru_check_input(m, job, ys, inputs[i], err) != 0) goto done;
+        if (job->measured) {
+            memcpy(yi, inputs[i]->data, ny * sizeof(float));
+        } else if ((st = stsl_operator_measure(op, inputs[i]->data, yi, 1, seeds[i])) != STSL_OK) {
             fail(err, "degrading the input: %s", stsl_operator_last_error(op));
             goto done;
         }
+        if (make_view(op, m->image, ys, yi, &res[i], err) != 0) goto done;
     }
-    if (make_view(op, m->image, ys, y, res, err) != 0) goto done;
 
     if ((st = stsl_solver_create_by_name(ctx, job->solver, &solver)) != STSL_OK) {
         fail(err, "%s", stsl_context_last_error(ctx));
@@ -417,6 +451,11 @@ int ru_restore(stsl_context *ctx, ru_models *m, const ru_job *job, const stsl_im
         fail(err, "--steps %d: %s", job->steps, stsl_solver_last_error(solver));
         goto done;
     }
+    if (job->pad_batch > 0 &&
+        (st = stsl_solver_set_int(solver, STSL_PARAM_PAD_BATCH, job->pad_batch)) != STSL_OK) {
+        fail(err, "--batch %d: %s", job->pad_batch, stsl_solver_last_error(solver));
+        goto done;
+    }
     if (job->solver_opts && ru_apply_solver(solver, job->solver_opts, err) != 0) {
         rc = RU_EXIT_USAGE;
         goto done;
@@ -424,10 +463,10 @@ int ru_restore(stsl_context *ctx, ru_models *m, const ru_job *job, const stsl_im
     progress_state ps = {ru_now(), 0.0, 0};
     if (job->progress) stsl_solver_set_progress(solver, progress_cb, &ps);
     if (job->running) *job->running = solver;
-    st = stsl_solver_run(solver, m->score, op, m->ae, y, res->restored->data, 1);
+    st = stsl_solver_run_seeded(solver, m->score, op, m->ae, y, x, n, seeds);
     if (job->running) *job->running = NULL;
     if (ps.drawn) fprintf(stderr, "\r%*s\r", 78, "");
-    stsl_solver_get_nfe(solver, &res->nfe);
+    stsl_solver_get_nfe(solver, &nfe);
     if (st != STSL_OK) {
         if (st == STSL_CANCELLED) fail(err, "interrupted");
         else
@@ -435,19 +474,34 @@ int ru_restore(stsl_context *ctx, ru_models *m, const ru_job *job, const stsl_im
                  *stsl_solver_last_error(solver) ? stsl_solver_last_error(solver) : stsl_strerror(st));
         goto done;
     }
+    for (int i = 0; i < n; i++) {
+        if (stsl_image_create(m->image.channels, m->image.height, m->image.width,
+                              &res[i].restored) != STSL_OK) {
+            fail(err, "out of memory");
+            goto done;
+        }
+        memcpy(res[i].restored->data, x + (size_t)i * nx, nx * sizeof(float));
+    }
     rc = 0;
-done:
-    res->seconds = ru_now() - t0;
+done:;
+    /* the run's cost, shared equally: every sample of a run makes the same evaluations */
+    double secs = (ru_now() - t0) / n;
+    for (int i = 0; i < n; i++) {
+        if (rc != 0) ru_result_free(&res[i]);
+        res[i].nfe = nfe;
+        res[i].nfe.unet_forward /= (uint64_t)n;
+        res[i].nfe.unet_vjp /= (uint64_t)n;
+        res[i].nfe.unet_calls = (nfe.unet_calls + (uint64_t)n - 1) / (uint64_t)n;
+        res[i].nfe.decoder_forward /= (uint64_t)n;
+        res[i].nfe.decoder_vjp /= (uint64_t)n;
+        res[i].nfe.encoder_forward /= (uint64_t)n;
+        res[i].seconds = secs;
+        res[i].batch = n;
+    }
     stsl_solver_destroy(solver);
     stsl_operator_destroy(op);
     free(y);
-    if (rc != 0) {
-        stsl_nfe keep = res->nfe;
-        double secs = res->seconds;
-        ru_result_free(res);
-        res->nfe = keep;
-        res->seconds = secs;
-    }
+    free(x);
     return rc;
 }
 

@@ -92,6 +92,8 @@ typedef struct ru_job {
     uint64_t seed;
     double noise;              /* < 0: the operator's default */
     int measured;              /* the input is already y */
+    int pad_batch;             /* > 0: STSL_PARAM_PAD_BATCH (network calls shaped as for this
+                                * batch, so an image's result does not depend on its batch) */
     int progress;              /* draw a progress bar on stderr */
     stsl_solver **running;     /* if non-NULL, set to the solver while it runs (for cancel) */
 } ru_job;
@@ -101,13 +103,30 @@ typedef struct ru_result {
     stsl_image *measurement_view; /* y shown at image size (nearest upsampling or B y) */
     stsl_image *restored;
     stsl_nfe nfe;
-    double seconds;            /* degrade + solve */
+    double seconds;            /* degrade + solve (a batch's time shared equally) */
+    int batch;                 /* images in the solver run (the ledger above is per image) */
 } ru_result;
 
 /* Restore `input` (clean image of m->image shape, or with job->measured the measurement).
  * Returns 0, RU_EXIT_USAGE (an option the task or solver refuses) or RU_EXIT_FAIL, err set. */
 int ru_restore(stsl_context *ctx, ru_models *m, const ru_job *job, const stsl_image *input,
                ru_result *res, char *err);
+/* Restore n inputs in one solver run: image i is degraded with and restored from seeds[i]
+ * (stsl_solver_run_seeded), the task's operator (masks, kernels) comes from job->seed.  res: n
+ * results, each with the run's ledger and seconds divided by n.  On failure no result holds an
+ * image (the caller may retry the inputs one by one: with job->pad_batch set, a retried image
+ * restores exactly as it would have in the batch). */
+int ru_restore_batch(stsl_context *ctx, ru_models *m, const ru_job *job,
+                     const stsl_image *const *inputs, const uint64_t *seeds, int n,
+                     ru_result *res, char *err);
+/* 0 when `input` has the shape a restoration of m needs (image, or measurement of shape ys with
+ * job->measured), else an error saying both shapes. */
+int ru_check_input(const ru_models *m, const ru_job *job, stsl_shape ys, const stsl_image *input,
+                   char *err);
+/* The seed of an image in batch mode: a hash of (seed, name), so that an image draws the same
+ * noise whatever batch, shard or neighbours it comes with, and different images draw
+ * independent noise.  < 2^53 (fits STSL_PARAM_SEED). */
+uint64_t ru_image_seed(uint64_t seed, const char *name);
 void ru_result_free(ru_result *res);
 
 /* ---- fitting an input to the model -------------------------------------------------------- */

@@ -31,6 +31,8 @@ double tu_norm(const float *a, size_t n);
 const char *tu_path(const char *rel);
 /* A fresh temporary directory (removed by the OS, not by the test). */
 const char *tu_tmpdir(void);
+/* 1 when both files exist and are byte for byte equal */
+int tu_same_file(const char *a, const char *b);
 
 /* The device and precision the TorchScript suites run their models on: STSL_TEST_DEVICE
  * ("cpu" when unset; "cuda", "cuda:N", "auto") and STSL_TEST_HALF=1 (float16 on CUDA).  `make check`

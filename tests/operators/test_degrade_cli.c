@@ -177,20 +177,6 @@ static void test_tasks_and_sizes(void)
     expect_size("o.png", 3, 32, 48);
 }
 
-static int same_file(const char *a, const char *b)
-{
-    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
-    int same = fa && fb;
-    while (same) {
-        int ca = fgetc(fa), cb = fgetc(fb);
-        if (ca != cb) same = 0;
-        if (ca == EOF || cb == EOF) break;
-    }
-    if (fa) fclose(fa);
-    if (fb) fclose(fb);
-    return same;
-}
-
 static void test_reproducible(void)
 {
     if (!have_tool()) return;
@@ -203,8 +189,8 @@ static void test_reproducible(void)
                  path(outs[i]), seeds[i]);
         CU_ASSERT_EQUAL(run(args), 0);
     }
-    CU_ASSERT(same_file(path("r1.png"), path("r2.png")));
-    CU_ASSERT(!same_file(path("r1.png"), path("r3.png")));
+    CU_ASSERT(tu_same_file(path("r1.png"), path("r2.png")));
+    CU_ASSERT(!tu_same_file(path("r1.png"), path("r3.png")));
 }
 
 static void test_failures(void)

@@ -10,7 +10,7 @@
 # until every shard exits 0, and checks:
 #   - every input has exactly one output, and it is a valid 8x8 PNG (chunk CRCs, inflated size);
 #   - no temporary file is left in the output directory;
-#   - results.csv: one header, every row complete (7 fields, numbers, status ok), and exactly one
+#   - results.csv: one header, every row complete (9 fields, numbers, status ok), and exactly one
 #     "ok" row per input (none torn, none duplicated, none missing).
 # Prints the counts (inputs, processes started, killed by the timer, killed inside a save,
 # killed inside a CSV append, resumed rounds) and exits non-zero on any violation.
@@ -24,6 +24,7 @@ bin=${STSL_RESTORE_BIN:-${BUILD:-build}/bin/stsl-restore}
 model=tests/scores/fixtures/unet_latent.pt
 py=/usr/bin/python3; [ -x "$py" ] || py=python3
 steps=${KILL_STEPS:-12}
+batch=${KILL_BATCH:-3}   # images per solver run: a kill can land with a whole batch in flight
 
 if ! "$bin" --version >/dev/null 2>&1; then echo "kill-batch: $bin not built"; exit 1; fi
 work=$(mktemp -d)
@@ -59,7 +60,7 @@ run_round() {   # $1 = 1: with kills
     if [ "$1" = 1 ] && [ $mode -eq 1 ]; then env=(STSL_RESTORE_KILL=image:$((1 + RANDOM % 3)))
     elif [ "$1" = 1 ] && [ $mode -eq 2 ]; then env=(STSL_RESTORE_KILL=csv:$((1 + RANDOM % 3))); fi
     env "${env[@]}" "$bin" "$work/in" "$work/out" --task sr2 --solver psld --steps "$steps" \
-        --model "$model" --threads 1 --quiet --shard "$i/$shards" >/dev/null 2>>"$work/err.log" &
+        --model "$model" --threads 1 --batch "$batch" --quiet --shard "$i/$shards" >/dev/null 2>>"$work/err.log" &
     pids+=($!); modes+=($mode); started=$((started + 1))
     if [ "$1" = 1 ] && [ $mode -eq 3 ]; then   # killed by the timer, somewhere
       local victim=$! delay=$((RANDOM % 1500))
@@ -147,11 +148,11 @@ if extra: errors.append('unexpected outputs: %s' % extra[:5])
 text = open(os.path.join(outd, 'results.csv'), newline='').read()
 if not text.endswith('\n'): errors.append('results.csv ends inside a row')
 lines = text.split('\n')[:-1]
-header = 'file,status,unet_forward,unet_vjp,decoder_forward,decoder_vjp,seconds'
+header = 'file,status,unet_forward,unet_vjp,decoder_forward,decoder_vjp,seconds,batch,seed'
 if not lines or lines[0] != header: errors.append('results.csv header: %r' % (lines[:1],))
 ok = {}
 for k, row in enumerate(csv.reader(lines[1:]), 2):
-    if len(row) != 7 or row[1] not in ('ok', 'failed') or not all(x.replace('.', '', 1).isdigit() for x in row[2:]):
+    if len(row) != 9 or row[1] not in ('ok', 'failed') or not all(x.replace('.', '', 1).isdigit() for x in row[2:]):
         errors.append('results.csv line %d torn or malformed: %r' % (k, row)); continue
     if row[1] == 'ok': ok[os.path.basename(row[0])] = ok.get(os.path.basename(row[0]), 0) + 1
     else: errors.append('results.csv line %d: %s failed' % (k, row[0]))
@@ -161,6 +162,6 @@ for e in errors[:20]: print('kill-batch: FAIL:', e)
 print('kill-batch: checked %d outputs (PNG structure), %d csv rows, %d temporaries' % (len(inputs), len(lines) - 1, len(temps)))
 sys.exit(1 if errors else 0)
 PY
-echo "kill-batch: $images inputs, $shards shards, $rounds killing rounds + $resumes resume round(s): $started processes, $kills killed with SIGKILL ($timer_kills at a random moment, $hook_image inside an image save, $hook_csv inside a results.csv append; seed $seed); left between rounds: $torn torn row(s), $stale partial temporaries"
+echo "kill-batch: $images inputs, $shards shards, batches of $batch, $rounds killing rounds + $resumes resume round(s): $started processes, $kills killed with SIGKILL ($timer_kills at a random moment, $hook_image inside an image save, $hook_csv inside a results.csv append; seed $seed); left between rounds: $torn torn row(s), $stale partial temporaries"
 if [ $bad -ne 0 ]; then echo "kill-batch: FAILED"; sed 's/^/  stderr: /' "$work/err.log" | grep -v interrupted | tail -5; exit 1; fi
 echo "kill-batch: 1 passed, 0 failed"

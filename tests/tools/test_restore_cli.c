@@ -10,6 +10,7 @@
  * message, when the library has no TorchScript backend or the fixtures are missing.
  */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -514,6 +515,83 @@ static void test_help_sr_note(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(out_buf, "divisible by 2, 4, 8"));
 }
 
+/* issue 19: batch mode restores each image the same whatever batch, shard or neighbours */
+static void test_batch_same_result(void)
+{
+    if (!model_present()) return;
+    enum { N = 16 };
+    char in[1100], p[1300], q[1300], args[16384];
+    snprintf(in, sizeof in, "%s/same-in", g_dir);
+    CU_ASSERT_EQUAL(mkdir(in, 0777), 0);
+    for (int k = 0; k < N; k++) {
+        snprintf(p, sizeof p, "%s/im%02d.png", in, k);
+        make_image(p, 40 + (uint64_t)k);
+    }
+    /* --batch 1, 7, 16 with calls shaped for 16; then 16 in three shards (default shape: 16) */
+    const char *runs[][2] = {{"b1", "--batch 1 --pad-batch 16"},
+                             {"b7", "--batch 7 --pad-batch 16"},
+                             {"b16", "--batch 16"},
+                             {"s", "--batch 16 --shard 0/3"},
+                             {"s", "--batch 16 --shard 1/3"},
+                             {"s", "--batch 16 --shard 2/3"}};
+    for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {
+        snprintf(args, sizeof args,
+                 "'%s' '%s/same-%s' --task sr2 --solver psld --steps 3 --model '%s' --threads 1 "
+                 "--quiet %s",
+                 in, g_dir, runs[r][0], g_model, runs[r][1]);
+        int rc = run(args, NULL, 0, err_buf, sizeof err_buf);
+        if (rc != 0) fprintf(stderr, "\n  %s: exit %d: %s", runs[r][1], rc, err_buf);
+        CU_ASSERT_EQUAL(rc, 0);
+    }
+    int same[4] = {0, 0, 0, 0};
+    const char *other[4] = {"b1", "b7", "s", "b16"};
+    for (int k = 0; k < N; k++)
+        for (int r = 0; r < 3; r++) {
+            snprintf(p, sizeof p, "%s/same-b16/im%02d.png", g_dir, k);
+            snprintf(q, sizeof q, "%s/same-%s/im%02d.png", g_dir, other[r], k);
+            same[r] += tu_same_file(p, q);
+        }
+    CU_ASSERT_EQUAL(same[0], N);
+    CU_ASSERT_EQUAL(same[1], N);
+    CU_ASSERT_EQUAL(same[2], N);
+    snprintf(p, sizeof p, "%s/same-b16/results.csv", g_dir);
+    CU_ASSERT_EQUAL(csv_rows(p), N);
+}
+
+/* issue 19: one image that fails its batch's run (a measurement of the wrong size) is reported
+ * alone; the others of the batch are restored */
+static void test_batch_failure_isolated(void)
+{
+    if (!model_present()) return;
+    char in[1100], out[1100], p[1300], args[16384];
+    snprintf(in, sizeof in, "%s/fail-in", g_dir);
+    snprintf(out, sizeof out, "%s/fail-out", g_dir);
+    CU_ASSERT_EQUAL(mkdir(in, 0777), 0);
+    for (int k = 0; k < 4; k++) {
+        stsl_image *img = NULL;
+        int size = k == 2 ? 8 : 4;   /* sr2 of an 8x8 model measures 4x4: im2 is wrong */
+        TU_ASSERT_OK(stsl_image_create(1, size, size, &img));
+        if (!img) return;
+        tu_fill_normal(img->data, (size_t)size * size, 60 + (uint64_t)k);
+        for (int i = 0; i < size * size; i++) img->data[i] = tanhf(img->data[i]);
+        snprintf(p, sizeof p, "%s/im%d.png", in, k);
+        TU_ASSERT_OK(stsl_image_save(NULL, img, p, STSL_FORMAT_PNG, 8, 0));
+        stsl_image_destroy(img);
+    }
+    snprintf(args, sizeof args,
+             "'%s' '%s' --measured --task sr2 --solver psld --steps 2 --model '%s' --threads 1 "
+             "--quiet --batch 4",
+             in, out, g_model);
+    int rc = run(args, NULL, 0, err_buf, sizeof err_buf);
+    CU_ASSERT_EQUAL(rc, 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err_buf, "im2.png"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err_buf, "1 of 4 item(s) failed"));
+    for (int k = 0; k < 4; k++) {
+        snprintf(p, sizeof p, "%s/im%d.png", out, k);
+        CU_ASSERT_EQUAL(exists(p), k != 2);
+    }
+}
+
 int main(void)
 {
     static const stsl_test tests[] = {
@@ -524,6 +602,8 @@ int main(void)
         {"tiny restoration writes the right size", test_single_run},
         {"batch mode resumes and writes results.csv", test_batch_resume},
         {"--shard splits the items", test_shard},
+        {"batch mode: the same bits at --batch 1, 7, 16 and across shards", test_batch_same_result},
+        {"batch mode: an image that fails its batch fails alone", test_batch_failure_isolated},
         {"an input that says image but is not one fails as a bad image", test_bad_image_input},
         {"an empty manifest or directory is an error", test_empty_batch},
         {"the output is checked before any work", test_output_checked_first},
