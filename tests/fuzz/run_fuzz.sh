@@ -23,18 +23,21 @@ for t in "$@"; do
   done
   # argv vectors and operator settings need no more than this; shorter inputs run faster
   case "$name" in cli) maxlen=512 ;; operator) maxlen=128 ;; *) maxlen=4096 ;; esac
-  log="build/fuzz/$t.log"
+  # one log per process: a `make check` pass beside a long campaign must not share (and
+  # truncate) the campaign's log
+  log="build/fuzz/$t.$$.log"
   start=$(date +%s.%N)
   build/fuzz/targets/$t -max_total_time="$secs" -max_len=$maxlen -rss_limit_mb=2048 -timeout=20 \
       -artifact_prefix=build/fuzz/artifacts/$t- "$work" >"$log" 2>&1
   rc=$?
   el=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN{printf "%.0f", b - a}')
-  runs=$(grep -o 'Done [0-9]* runs' "$log" | awk '{print $2}' | tail -1)
+  runs=$(grep -ao 'Done [0-9]* runs' "$log" | awk '{print $2}' | tail -1)
   runs=${runs:-0}; total_runs=$((total_runs + runs))
   rate=$(awk -v r="$runs" -v s="$secs" 'BEGIN{printf "%.0f", r / (s > 0 ? s : 1)}')
   if [ $rc -eq 0 ]; then
     echo "fuzz $t: $runs executions in ${secs}s ($rate/s), no crash"
     [ -n "${FUZZ_SUMMARY:-}" ] && echo "$t $runs $secs $rate ok" >>"$FUZZ_SUMMARY"
+    rm -f "$log"
   else
     echo "fuzz $t: FAILED (rc=$rc) after $runs executions; see $log"; tail -30 "$log"; status=1
     [ -n "${FUZZ_SUMMARY:-}" ] && echo "$t $runs $el $rate CRASH" >>"$FUZZ_SUMMARY"
