@@ -6,6 +6,8 @@
 #                           docs/bench/*.png; resumable (results kept in $(BENCH_DIR))
 #   make bench-plan         cost first: time every configuration at 1/50 of its steps and print
 #                           the projected duration of bench-images (a few minutes)
+#   make bench-batch        stsl-restore's batch mode: images per second against --batch and
+#                           --threads, one solver of each kind -> docs/scaling.md (about 10 min)
 #
 # Knobs: BENCH_N (images per configuration, default 20), BENCH_TASKS, BENCH_CONFIGS (labels, see
 # scripts/bench_run.sh), BENCH_STEP_DIV (divide every step count: a smoke test, not the papers'
@@ -28,7 +30,11 @@ BENCH_REPORT ?= docs/benchmarks.md
 BENCH_TASKS ?= gaussian-blur motion-blur sr4 random-inpaint box-inpaint salt-pepper
 BENCH_CONFIGS ?=
 
-.PHONY: bench-images bench-plan
+.PHONY: bench-images bench-plan bench-batch
+
+BATCH_BENCH_ARGS ?=
+bench-batch: tools
+	@/usr/bin/python3 scripts/batch_bench.py --bin $(BINOUT)/stsl-restore $(BATCH_BENCH_ARGS)
 
 BENCH_ENV = BINOUT=$(BINOUT) BENCH_N=$(BENCH_N) BENCH_DIR=$(BENCH_DIR) BENCH_STEP_DIV=$(BENCH_STEP_DIV) \
             BENCH_THREADS=$(BENCH_THREADS) BENCH_JOBS=$(BENCH_JOBS) BENCH_BATCH=$(BENCH_BATCH) BENCH_REPORT=$(BENCH_REPORT) \
@@ -39,7 +45,7 @@ BENCH_ENV = BINOUT=$(BINOUT) BENCH_N=$(BENCH_N) BENCH_DIR=$(BENCH_DIR) BENCH_STE
 # distort each other's timings.
 BENCH_PARTS := $(if $(wildcard mk/operators.mk),bench-operators) \
                $(if $(wildcard mk/torchscript.mk),bench-torchscript) \
-               $(if $(wildcard mk/solvers.mk),bench-gmm)
+               $(if $(wildcard mk/solvers.mk),bench-gmm) bench-batch
 
 # the report's plots need python3-matplotlib: deps installs it for this target (and only this one)
 bench: export STSL_DEPS_EXTRA := bench

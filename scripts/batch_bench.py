@@ -1,0 +1,209 @@
+#!/usr/bin/python3
+"""Batch-mode throughput of stsl-restore (issue 19): images per second against --batch and
+--threads, for one solver of each kind on the shipped Fashion-MNIST priors.
+
+  /usr/bin/python3 scripts/batch_bench.py [--bin bin/stsl-restore] [--out docs/scaling.md]
+        [--batches 1,4,16,64] [--threads 1,2] [--solvers dps:50,...] [--task sr4] [--work DIR]
+
+Inputs: the first max(batches) images of data/bench_indices.txt, read from Debian's
+dataset-fashion-mnist and written as 8-bit PNGs into the work directory (no third-party Python
+module: gzip, struct and zlib only).  Each configuration runs stsl-restore over max(16, B) of them
+into a fresh output directory, in one process; images per second = images / (sum of the
+`seconds` column of results.csv), i.e. degrade + solve, without the process start and the model
+load (reported apart as the process's wall time).  Configurations are interleaved (every solver
+at every batch size for one thread count, then the next) so that a change in the machine's load
+spreads over all of them; the machine and its load are printed with the table.
+
+Also measured: how far the restorations of one image at another batch size are from batch 1's
+(the calls then have other shapes, so libtorch's kernels round differently: see docs/scaling.md),
+as the share of pixels whose 8-bit value differs and the largest difference in levels.
+
+The table replaces the block between `<!-- batch-bench -->` and `<!-- /batch-bench -->` in --out.
+"""
+import argparse
+import csv
+import gzip
+import os
+import platform
+import shutil
+import struct
+import subprocess
+import sys
+import time
+import zlib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FMNIST = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"
+# one solver of each kind: pixel first-order, measurement optimisation, mean propagation,
+# latent first-order, latent second-order.  Step counts are cut so that the whole table takes
+# minutes (dps keeps the 200 steps of the issue-19 measurement): the per-image overhead (degrade,
+# operator and solver set-up) weighs more at fewer steps, so the other rows understate the gain.
+SOLVERS = "dps:200,dps-mo:20,rmp:50,psld:50,stsl:5"
+
+
+def png_bytes(pixels, h, w):
+    def chunk(tag, body):
+        return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body) & 0xFFFFFFFF)
+    raw = b"".join(b"\0" + pixels[r * w:(r + 1) * w] for r in range(h))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def png_pixels(path):
+    b = open(path, "rb").read()
+    p, idat, w, h = 8, b"", 0, 0
+    while p < len(b):
+        n, t = struct.unpack(">I", b[p:p + 4])[0], b[p + 4:p + 8]
+        body = b[p + 8:p + 8 + n]
+        if t == b"IHDR":
+            w, h, depth, ctype = struct.unpack(">IIBB", body[:10])
+            if depth != 8 or ctype != 0:
+                raise ValueError("%s: not an 8-bit grey PNG" % path)
+        if t == b"IDAT":
+            idat += body
+        p += 12 + n
+    raw = zlib.decompress(idat)
+    out, prev = bytearray(), bytearray(w)
+    for r in range(h):   # undo the PNG filters (libpng may choose any)
+        f, line = raw[r * (w + 1)], bytearray(raw[r * (w + 1) + 1:(r + 1) * (w + 1)])
+        for i in range(w):
+            a = line[i - 1] if i else 0
+            up, c = prev[i], prev[i - 1] if i else 0
+            if f == 1: line[i] = (line[i] + a) & 255
+            elif f == 2: line[i] = (line[i] + up) & 255
+            elif f == 3: line[i] = (line[i] + (a + up) // 2) & 255
+            elif f == 4:
+                pa, pb, pc = abs(up - c), abs(a - c), abs(a + up - 2 * c)
+                pr = a if pa <= pb and pa <= pc else (up if pb <= pc else c)
+                line[i] = (line[i] + pr) & 255
+        out += line
+        prev = line
+    return bytes(out)
+
+
+def write_inputs(work, n):
+    idx = [int(l) for l in open(os.path.join(REPO, "data", "bench_indices.txt"))
+           if l.strip() and not l.startswith("#")][:n]
+    with gzip.open(FMNIST, "rb") as f:
+        data = f.read()
+    magic, count, h, w = struct.unpack(">IIII", data[:16])
+    if magic != 2051:
+        sys.exit("batch_bench: %s is not an idx3 image file" % FMNIST)
+    d = os.path.join(work, "in")
+    os.makedirs(d, exist_ok=True)
+    names = []
+    for i in idx:
+        name = "fmnist-test-%05d.png" % i
+        with open(os.path.join(d, name), "wb") as f:
+            f.write(png_bytes(data[16 + i * h * w:16 + (i + 1) * h * w], h, w))
+        names.append(name)
+    return d, names
+
+
+def run_config(args, indir, names, solver, steps, batch, threads, work):
+    n = max(16, batch)
+    sub = os.path.join(work, "in-%d" % n)
+    if not os.path.isdir(sub):
+        os.makedirs(sub)
+        for name in names[:n]:
+            os.symlink(os.path.join(indir, name), os.path.join(sub, name))
+    out = os.path.join(work, "out-%s-b%d-t%d" % (solver, batch, threads))
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [args.bin, sub, out, "--task", args.task, "--solver", solver, "--steps", str(steps),
+           "--batch", str(batch), "--threads", str(threads), "--quiet"]
+    t0 = time.monotonic()
+    r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wall = time.monotonic() - t0
+    if r.returncode != 0:
+        sys.exit("batch_bench: %s failed (%d): %s" % (" ".join(cmd), r.returncode, r.stderr.strip()[-400:]))
+    with open(os.path.join(out, "results.csv"), newline="") as f:
+        rows = [row for row in csv.DictReader(f) if row["status"] == "ok"]
+    solve = sum(float(row["seconds"]) for row in rows)
+    return {"images": len(rows), "solve": solve, "wall": wall, "out": out}
+
+
+def compare(a_dir, b_dir, names):
+    differ = total = worst = 0
+    for name in names:
+        pa, pb = os.path.join(a_dir, name), os.path.join(b_dir, name)
+        if not (os.path.exists(pa) and os.path.exists(pb)):
+            continue
+        a, b = png_pixels(pa), png_pixels(pb)
+        total += len(a)
+        for x, y in zip(a, b):
+            if x != y:
+                differ += 1
+                worst = max(worst, abs(x - y))
+    return differ, total, worst
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bin", default=os.path.join(REPO, "bin", "stsl-restore"))
+    ap.add_argument("--out", default=os.path.join(REPO, "docs", "scaling.md"))
+    ap.add_argument("--batches", default="1,4,16,64")
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--solvers", default=SOLVERS)
+    ap.add_argument("--task", default="sr4")
+    ap.add_argument("--work", default=os.path.join(REPO, "build", "batch-bench"))
+    args = ap.parse_args()
+    batches = [int(b) for b in args.batches.split(",")]
+    threads = [int(t) for t in args.threads.split(",")]
+    solvers = [(s.split(":")[0], int(s.split(":")[1])) for s in args.solvers.split(",")]
+    shutil.rmtree(args.work, ignore_errors=True)
+    os.makedirs(args.work)
+    indir, names = write_inputs(args.work, max(max(batches), 16))
+    load = lambda: " ".join(open("/proc/loadavg").read().split()[:3])
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    load_before = load()
+    res = {}
+    for t in threads:
+        for b in batches:
+            for solver, steps in solvers:
+                r = run_config(args, indir, names, solver, steps, b, t, args.work)
+                res[(solver, b, t)] = r
+                print("batch_bench: %-7s steps %3d  batch %3d  threads %d: %3d images, %.2f img/s "
+                      "(solve %.1f s, process %.1f s)" % (solver, steps, b, t, r["images"],
+                                                         r["images"] / r["solve"], r["solve"], r["wall"]),
+                      flush=True)
+    load_after = load()
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")),
+               platform.machine())
+    lines = ["", "Measured %s by `make bench-batch` (`scripts/batch_bench.py`) on %s, %d cores, load "
+             "%s before and %s after; task %s; images from `data/bench_indices.txt`; each cell one "
+             "stsl-restore process over max(16, B) images." % (started, cpu, os.cpu_count(),
+                                                                 load_before, load_after, args.task), ""]
+    head = "| solver (steps) | threads | " + " | ".join("B = %d" % b for b in batches) + \
+           " | best / B = 1 |"
+    lines += ["Images per second (degrade + solve; process start and model load not counted):", "",
+              head, "|" + "---|" * (len(batches) + 3)]
+    for t in threads:
+        for solver, steps in solvers:
+            rates = [res[(solver, b, t)]["images"] / res[(solver, b, t)]["solve"] for b in batches]
+            lines.append("| %s (%d) | %d | " % (solver, steps, t) + " | ".join("%.2f" % r for r in rates) +
+                         " | %.2fx |" % (max(rates) / rates[0]))
+    lines += ["", "The same images at B > 1 against B = 1 (default `--pad-batch` = B, so the calls "
+              "differ in shape): pixels whose 8-bit value differs, largest difference in levels.", "",
+              "| solver | threads | " + " | ".join("B = %d" % b for b in batches[1:]) + " |",
+              "|" + "---|" * (len(batches) + 1)]
+    for t in threads:
+        for solver, _ in solvers:
+            cells = []
+            for b in batches[1:]:
+                d, n, w = compare(res[(solver, batches[0], t)]["out"], res[(solver, b, t)]["out"],
+                                  names[:max(16, batches[0])])
+                cells.append("%d of %d (max %d)" % (d, n, w))
+            lines.append("| %s | %d | " % (solver, t) + " | ".join(cells) + " |")
+    block = "\n".join(lines) + "\n"
+    text = open(args.out).read() if os.path.exists(args.out) else ""
+    a, b = "<!-- batch-bench -->", "<!-- /batch-bench -->"
+    if a in text and b in text:
+        text = text[:text.index(a) + len(a)] + "\n" + block + text[text.index(b):]
+    else:
+        text += "\n%s\n%s%s\n" % (a, block, b)
+    open(args.out, "w").write(text)
+    print(block)
+
+
+if __name__ == "__main__":
+    main()
