@@ -20,6 +20,7 @@
  * Exit status: 0 success, 2 bad usage, 1 any other failure (one line on stderr saying why).
  */
 #include <dirent.h>
+#include <pthread.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -50,6 +51,7 @@ typedef struct options {
     ru_fit fit;                 /* --resize / --crop: fit an input of another size to the model */
     int shard_i, shard_n;
     int batch;                  /* batch mode: images per solver run */
+    int jobs;                   /* batch mode: workers, each with --threads threads */
     cli_task_opts task_opts;
     ru_settings solver_opts;
 } options;
@@ -57,12 +59,15 @@ typedef struct options {
 static volatile sig_atomic_t g_interrupted = 0;
 static stsl_solver *volatile g_running = NULL;
 
+static void cancel_workers(void);
+
 static void on_signal(int sig)
 {
     (void)sig;
     g_interrupted = 1;
     stsl_solver *s = g_running;
     if (s) stsl_solver_cancel(s);
+    cancel_workers();
 }
 
 static int usage_error(const char *fmt, ...)
@@ -132,6 +137,9 @@ static void print_help(void)
            "                       network calls are shaped for B (--pad-batch), so an image\n"
            "                       restores bit for bit the same in any batch or shard of one B;\n"
            "                       give --pad-batch P with any B for the same bits across B\n"
+           "  --jobs J             batch mode: J workers side by side, each with its own models\n"
+           "                       and --threads threads (default 1; on a small model two 1-thread\n"
+           "                       workers beat one 2-thread worker, see docs/scaling.md)\n"
            "  --quiet              no progress bar, no summary\n"
            "  --verbose            models, settings and library messages on stderr\n"
            "  --help, --version\n"
@@ -180,6 +188,7 @@ static int parse_args(int argc, char **argv, options *o)
     o->device = "auto";
     o->shard_n = 1;
     o->batch = DEFAULT_BATCH;
+    o->jobs = 1;
     int npos = 0;
     char err[RU_ERR_LEN];
     for (int i = 1; i < argc;) {
@@ -210,7 +219,7 @@ static int parse_args(int argc, char **argv, options *o)
         static const char *const valued[] = {"--task", "--solver", "--steps", "--model", "--vae",
                                              "--device", "--threads", "--seed", "--noise",
                                              "--montage", "--montage-scale", "--shard", "--batch",
-                                             NULL};
+                                             "--jobs", NULL};
         const char *val = NULL;
         const char *name = NULL;
         for (int k = 0; valued[k]; k++) {
@@ -260,6 +269,9 @@ static int parse_args(int argc, char **argv, options *o)
             if (parse_long(val, 1, STSL_MAX_BATCH, &v))
                 return usage_error("--batch: '%s' is not in 1..%d", val, STSL_MAX_BATCH);
             o->batch = (int)v;
+        } else if (!strcmp(name, "--jobs")) {
+            if (parse_long(val, 1, 64, &v)) return usage_error("--jobs: '%s' is not in 1..64", val);
+            o->jobs = (int)v;
         } else if (!strcmp(name, "--shard")) {
             int si = -1, sn = 0;
             char tail;
@@ -309,6 +321,18 @@ static void log_sink(void *user, stsl_log_level level, const char *msg)
 }
 
 /* ------------------------------------------------------------------------------------------ */
+
+/* A context with the options' threads, device and log level (each batch worker has one). */
+static int make_context(const options *o, stsl_context **out)
+{
+    *out = NULL;
+    if (stsl_context_create(out) != STSL_OK) return failure("cannot create a context");
+    stsl_context_set_threads(*out, o->threads);
+    if (stsl_context_set_device(*out, o->device) != STSL_OK)
+        return usage_error("--device %s: %s", o->device, stsl_context_last_error(*out));
+    stsl_context_set_log(*out, log_sink, NULL, o->verbose ? STSL_LOG_INFO : STSL_LOG_WARN);
+    return 0;
+}
 
 static const char *ext_of(const char *path)
 {
@@ -725,7 +749,8 @@ static int list_items(const options *o, int input_is_dir, item_list *items,
     return 0;
 }
 
-/* What the batch loop keeps across images. */
+/* What the batch workers share: the item cursor, the counters, the CSV state; all under `lock`
+ * (finishing an image is cheap next to restoring it). */
 typedef struct batch_state {
     const options *o;
     const item_list *items;
@@ -733,17 +758,43 @@ typedef struct batch_state {
     char csv[PATH_MAX];
     char *has_row;             /* item i already has its "ok" row */
     int mine, k, done, skipped, failed, rc;
+    int next;                  /* the next item index to look at */
+    int stop;                  /* a worker hit a usage error or was interrupted */
+    pthread_mutex_t lock;
 } batch_state;
+
+/* One batch worker: its own context and models (a score handle serialises its calls), and the
+ * solver it is running, for the signal handler to cancel. */
+typedef struct worker {
+    pthread_t thread;
+    stsl_context *ctx;
+    ru_models *m;
+    ru_models own;
+    batch_state *b;
+    stsl_solver *volatile running;
+} worker;
+
+static worker *g_workers;
+static int g_nworkers;
+
+static void cancel_workers(void)
+{
+    for (int i = 0; i < g_nworkers; i++) {
+        stsl_solver *s = g_workers[i].running;
+        if (s) stsl_solver_cancel(s);
+    }
+}
 
 /* Finish item i: save to a temporary, montage, append the "ok" row, rename into place; or, when
  * it failed (ok = 0, reason in err), report it and append a "failed" row.  A process killed
  * anywhere leaves either no output (the item is redone; a row written before the kill is not
- * written twice) or the output and its row.  Returns -1 when interrupted (nothing written). */
+ * written twice) or the output and its row.  Returns -1 when interrupted (nothing written).
+ * Called with b->lock held. */
 static int finish_item(stsl_context *ctx, batch_state *b, int i, const stsl_image *in,
                        const ru_result *r, int ok, char *err, size_t errn)
 {
     const options *o = b->o;
-    char out[PATH_MAX + NAME_MAX + 16], tmp[PATH_MAX + NAME_MAX + 32];
+    char out[PATH_MAX + NAME_MAX + 16], tmp[PATH_MAX + NAME_MAX + 48];
     snprintf(out, sizeof out, "%s/%s", o->output, b->names[i]);
     snprintf(tmp, sizeof tmp, "%s/.%s.%d.tmp", o->output, b->names[i], (int)getpid());
     b->k++;
@@ -773,8 +824,9 @@ static int finish_item(stsl_context *ctx, batch_state *b, int i, const stsl_imag
         return -1;
     }
     const char *path = b->items->path[i];
+    const uint64_t seed = ru_image_seed(o->seed, b->names[i]);
     if (ok) {
-        if (!b->has_row[i] && append_csv(b->csv, path, "ok", r, ru_image_seed(o->seed, b->names[i])) != 0) {
+        if (!b->has_row[i] && append_csv(b->csv, path, "ok", r, seed) != 0) {
             ok = 0, err[0] = 0;
         } else if (rename(tmp, out) != 0) {
             snprintf(err, errn, "cannot write %s: %s", out, strerror(errno));
@@ -788,20 +840,118 @@ static int finish_item(stsl_context *ctx, batch_state *b, int i, const stsl_imag
         if (!o->quiet) {
             printf("[%d/%d] ", b->k, b->mine);
             print_summary(o, path, out, r);
+            fflush(stdout);
         }
     } else {
         b->failed++;
         if (err[0]) fprintf(stderr, "stsl-restore: %s: %s\n", path, err);
-        if (append_csv(b->csv, path, "failed", r, ru_image_seed(o->seed, b->names[i])) != 0)
-            b->rc = RU_EXIT_FAIL;
+        if (append_csv(b->csv, path, "failed", r, seed) != 0) b->rc = RU_EXIT_FAIL;
     }
     return 0;
 }
 
-/* Restore up to --batch images per solver run.  Each image draws from its own seed
- * (ru_image_seed of its output name) and, with the calls shaped for --pad-batch (default:
- * --batch), restores bit for bit as it would in any other batch, shard or company.  A run that
- * fails is retried image by image, so one bad image never costs the others of its batch. */
+/* Take up to B loaded inputs of this shard (under the lock); a skipped or unreadable item does
+ * not take a place.  Returns how many. */
+static int gather(worker *w, int B, int *idx, stsl_image **in, uint64_t *seeds, char *err,
+                  size_t errn)
+{
+    batch_state *b = w->b;
+    const options *o = b->o;
+    int n = 0;
+    for (; b->next < b->items->n && n < B && !g_interrupted; b->next++) {
+        const int i = b->next;
+        if (i % o->shard_n != o->shard_i) continue;
+        char out[PATH_MAX + NAME_MAX + 16];
+        snprintf(out, sizeof out, "%s/%s", o->output, b->names[i]);
+        struct stat st;
+        if (stat(out, &st) == 0 && st.st_size > 0) {
+            b->skipped++;
+            b->k++;
+            if (o->verbose) fprintf(stderr, "stsl-restore: [%d/%d] %s exists, skipped\n", b->k, b->mine, out);
+            continue;
+        }
+        if (ru_load_input(w->ctx, b->items->path[i], w->m, o->fit, o->measured, &in[n], err) != 0) {
+            ru_result none;
+            memset(&none, 0, sizeof none);
+            finish_item(w->ctx, b, i, NULL, &none, 0, err, errn);
+            continue;
+        }
+        idx[n] = i;
+        seeds[n] = ru_image_seed(o->seed, b->names[i]);
+        n++;
+    }
+    return n;
+}
+
+/* A worker: take a batch, restore it in one solver run, finish its images; a run that fails is
+ * retried image by image, so one bad image never costs the others of its batch. */
+static void *worker_main(void *arg)
+{
+    worker *w = arg;
+    batch_state *b = w->b;
+    const options *o = b->o;
+    const int B = o->batch;
+    int *idx = calloc((size_t)B, sizeof *idx);
+    stsl_image **in = calloc((size_t)B, sizeof *in);
+    uint64_t *seeds = calloc((size_t)B, sizeof *seeds);
+    ru_result *res = calloc((size_t)B, sizeof *res);
+    char err[RU_ERR_LEN + PATH_MAX];
+    ru_job job;
+    job_from(o, &job);
+    job.pad_batch = o->batch;   /* --pad-batch (a solver flag) overrides it */
+    job.running = (stsl_solver **)&w->running;
+    if (o->jobs > 1) job.progress = 0;   /* bars of several workers would overwrite each other */
+    pthread_mutex_lock(&b->lock);
+    if (!idx || !in || !seeds || !res) {
+        b->rc = failure("out of memory");
+        b->stop = 1;
+    }
+    while (!b->stop && !g_interrupted) {
+        int n = gather(w, B, idx, in, seeds, err, sizeof err);
+        if (n == 0) break;
+        pthread_mutex_unlock(&b->lock);
+        int r = ru_restore_batch(w->ctx, w->m, &job, (const stsl_image *const *)in, seeds, n, res, err);
+        if (r != 0 && r != RU_EXIT_USAGE && !g_interrupted && n > 1 && o->verbose)
+            fprintf(stderr, "stsl-restore: a run of %d images failed (%s); retrying them one by one\n", n, err);
+        pthread_mutex_lock(&b->lock);
+        if (r == RU_EXIT_USAGE) {
+            b->rc = usage_error("%s", err);
+            b->stop = 1;
+        } else if (r == 0) {
+            for (int j = 0; j < n && !b->stop; j++)
+                if (finish_item(w->ctx, b, idx[j], in[j], &res[j], 1, err, sizeof err) < 0) b->stop = 1;
+        } else if (g_interrupted) {
+            b->stop = 1;
+        } else if (n == 1) {
+            finish_item(w->ctx, b, idx[0], in[0], &res[0], 0, err, sizeof err);
+        } else {
+            /* one image may have failed the run: each alone, so the others are not lost */
+            for (int j = 0; j < n && !b->stop && !g_interrupted; j++) {
+                ru_result one;
+                pthread_mutex_unlock(&b->lock);
+                int ok = ru_restore_batch(w->ctx, w->m, &job, (const stsl_image *const *)&in[j],
+                                          &seeds[j], 1, &one, err) == 0;
+                pthread_mutex_lock(&b->lock);
+                if (!ok && g_interrupted) b->stop = 1;
+                else if (finish_item(w->ctx, b, idx[j], in[j], &one, ok, err, sizeof err) < 0) b->stop = 1;
+                ru_result_free(&one);
+            }
+        }
+        for (int j = 0; j < n; j++) {
+            ru_result_free(&res[j]);
+            stsl_image_destroy(in[j]);
+            in[j] = NULL;
+        }
+    }
+    pthread_mutex_unlock(&b->lock);
+    free(idx), free(in), free(seeds), free(res);
+    return NULL;
+}
+
+/* Restore up to --batch images per solver run, in --jobs workers.  Each image draws from its own
+ * seed (ru_image_seed of its output name) and, with the calls shaped for --pad-batch (default:
+ * --batch), restores bit for bit as it would in any other batch, shard, worker or company (at
+ * one --threads). */
 static int run_batch(stsl_context *ctx, ru_models *m, const options *o, const item_list *items,
                      char (*names)[NAME_MAX + 8])
 {
@@ -812,86 +962,58 @@ static int run_batch(stsl_context *ctx, ru_models *m, const options *o, const it
     b.names = names;
     snprintf(b.csv, sizeof b.csv, "%s/results.csv", o->output);
     b.has_row = calloc((size_t)items->n, 1);
-    int B = o->batch;
-    int *idx = calloc((size_t)B, sizeof *idx);
-    stsl_image **in = calloc((size_t)B, sizeof *in);
-    uint64_t *seeds = calloc((size_t)B, sizeof *seeds);
-    ru_result *res = calloc((size_t)B, sizeof *res);
-    if (!b.has_row || !idx || !in || !seeds || !res) {
-        free(b.has_row), free(idx), free(in), free(seeds), free(res);
+    worker *w = calloc((size_t)o->jobs, sizeof *w);
+    if (!b.has_row || !w) {
+        free(b.has_row), free(w);
         return failure("out of memory");
     }
+    pthread_mutex_init(&b.lock, NULL);
     int rc = csv_read_done(b.csv, items, b.has_row) != 0 ? RU_EXIT_FAIL : RU_EXIT_OK;
     if (rc == RU_EXIT_OK) remove_stale_temps(o->output, items, names, o);
     for (int i = 0; i < items->n; i++)
         if (i % o->shard_n == o->shard_i) b.mine++;
-    ru_job job;
-    job_from(o, &job);
-    job.pad_batch = o->batch;   /* --pad-batch (a solver flag) overrides it */
-    char err[RU_ERR_LEN + PATH_MAX];
-    int next = 0, interrupted = 0;
-    while (rc == RU_EXIT_OK && !interrupted && !g_interrupted) {
-        /* gather up to B loaded inputs; a skipped or unreadable item does not take a place */
-        int n = 0;
-        for (; next < items->n && n < B && !g_interrupted; next++) {
-            if (next % o->shard_n != o->shard_i) continue;
-            char out[PATH_MAX + NAME_MAX + 16];
-            snprintf(out, sizeof out, "%s/%s", o->output, names[next]);
-            struct stat st;
-            if (stat(out, &st) == 0 && st.st_size > 0) {
-                b.skipped++;
-                b.k++;
-                if (o->verbose) fprintf(stderr, "stsl-restore: [%d/%d] %s exists, skipped\n", b.k, b.mine, out);
-                continue;
-            }
-            if (ru_load_input(ctx, items->path[next], m, o->fit, o->measured, &in[n], err) != 0) {
-                ru_result none;
-                memset(&none, 0, sizeof none);
-                finish_item(ctx, &b, next, NULL, &none, 0, err, sizeof err);
-                continue;
-            }
-            idx[n] = next;
-            seeds[n] = ru_image_seed(o->seed, names[next]);
-            n++;
-        }
-        if (n == 0) break;
-        int r = ru_restore_batch(ctx, m, &job, (const stsl_image *const *)in, seeds, n, res, err);
-        if (r == RU_EXIT_USAGE) {
-            rc = usage_error("%s", err);
-        } else if (r == 0) {
-            for (int j = 0; j < n && !interrupted; j++)
-                interrupted = finish_item(ctx, &b, idx[j], in[j], &res[j], 1, err, sizeof err) < 0;
-        } else if (g_interrupted) {
-            interrupted = 1;
-        } else if (n == 1) {
-            finish_item(ctx, &b, idx[0], in[0], &res[0], 0, err, sizeof err);
+    /* worker 0 uses the models loaded already; the others load their own */
+    for (int j = 0; j < o->jobs && rc == RU_EXIT_OK; j++) {
+        w[j].b = &b;
+        if (j == 0) {
+            w[j].ctx = ctx;
+            w[j].m = m;
         } else {
-            /* one image may have failed the run: each alone, so the others are not lost */
-            if (o->verbose)
-                fprintf(stderr, "stsl-restore: a run of %d images failed (%s); retrying them one by one\n", n, err);
-            for (int j = 0; j < n && !interrupted && !g_interrupted; j++) {
-                ru_result one;
-                int ok = ru_restore_batch(ctx, m, &job, (const stsl_image *const *)&in[j], &seeds[j], 1,
-                                          &one, err) == 0;
-                if (!ok && g_interrupted) interrupted = 1;
-                else interrupted = finish_item(ctx, &b, idx[j], in[j], &one, ok, err, sizeof err) < 0;
-                ru_result_free(&one);
+            char err[RU_ERR_LEN];
+            if ((rc = make_context(o, &w[j].ctx)) != 0) break;
+            if (ru_load_models(w[j].ctx, o->solver, o->model, o->vae, &w[j].own, err) != 0) {
+                rc = failure("%s", err);
+                break;
             }
-        }
-        for (int j = 0; j < n; j++) {
-            ru_result_free(&res[j]);
-            stsl_image_destroy(in[j]);
-            in[j] = NULL;
+            w[j].m = &w[j].own;
         }
     }
-    free(b.has_row), free(idx), free(in), free(seeds), free(res);
+    if (rc == RU_EXIT_OK) {
+        g_workers = w;
+        g_nworkers = o->jobs;
+        int spawned = 0;
+        for (; spawned < o->jobs; spawned++)
+            if (pthread_create(&w[spawned].thread, NULL, worker_main, &w[spawned]) != 0) break;
+        if (spawned == 0) rc = failure("cannot start a worker thread");
+        for (int j = 0; j < spawned; j++) pthread_join(w[j].thread, NULL);
+        g_nworkers = 0;
+        g_workers = NULL;
+        if (b.rc) rc = b.rc;
+    }
+    for (int j = 1; j < o->jobs; j++) {
+        if (w[j].m == &w[j].own) ru_models_free(&w[j].own);
+        stsl_context_destroy(w[j].ctx);   /* NULL for workers never set up */
+    }
+    free(w);
+    free(b.has_row);
+    pthread_mutex_destroy(&b.lock);
     if (rc != RU_EXIT_OK) return rc;
-    if (interrupted || g_interrupted) return failure("interrupted; run the same command again to resume");
+    if (b.stop || g_interrupted) return failure("interrupted; run the same command again to resume");
     if (!o->quiet)
         printf("shard %d/%d: %d item(s): %d restored, %d skipped (already done), %d failed; see %s\n",
                o->shard_i, o->shard_n, b.mine, b.done, b.skipped, b.failed, b.csv);
     if (b.failed) return failure("%d of %d item(s) failed (see %s)", b.failed, b.mine, b.csv);
-    return b.rc;
+    return RU_EXIT_OK;
 }
 
 /* The directory a file would be written into ("." for a bare name). */
@@ -995,19 +1117,14 @@ int main(int argc, char **argv)
     }
 
     stsl_context *ctx = NULL;
-    if (stsl_context_create(&ctx) != STSL_OK) rc = failure("cannot create a context");
+    rc = make_context(&o, &ctx);
     if (!rc) rc = check_applicable(ctx, &o);
-    if (!rc) stsl_context_set_threads(ctx, o.threads);
-    if (!rc && stsl_context_set_device(ctx, o.device) != STSL_OK)
-        rc = usage_error("--device %s: %s", o.device, stsl_context_last_error(ctx));
     if (rc) {
         stsl_context_destroy(ctx);
         free(names);
         list_free(&items);
         return rc;
     }
-    if (o.verbose) stsl_context_set_log(ctx, log_sink, NULL, STSL_LOG_INFO);
-    else stsl_context_set_log(ctx, log_sink, NULL, STSL_LOG_WARN);
 
     ru_models m;
     char err[RU_ERR_LEN];

@@ -10,7 +10,10 @@ dataset-fashion-mnist and written as 8-bit PNGs into the work directory (no thir
 module: gzip, struct and zlib only).  Each configuration runs stsl-restore over max(16, B) of them
 into a fresh output directory, in one process; images per second = images / (sum of the
 `seconds` column of results.csv), i.e. degrade + solve, without the process start and the model
-load (reported apart as the process's wall time).  Configurations are interleaved (every solver
+load (reported apart as the process's wall time).  For T > 1 threads the table also has T
+one-thread workers in one process (`--jobs T --threads 1`, over T x max(16, B) images): their
+runs overlap, so their rate is images / (wall time - the start-up, timed by running the same
+command again once everything is done).  Configurations are interleaved (every solver
 at every batch size for one thread count, then the next) so that a change in the machine's load
 spreads over all of them; the machine and its load are printed with the table.
 
@@ -83,7 +86,7 @@ def png_pixels(path):
 
 def write_inputs(work, n):
     idx = [int(l) for l in open(os.path.join(REPO, "data", "bench_indices.txt"))
-           if l.strip() and not l.startswith("#")][:n]
+           if l.strip() and not l.startswith("#")]
     with gzip.open(FMNIST, "rb") as f:
         data = f.read()
     magic, count, h, w = struct.unpack(">IIII", data[:16])
@@ -92,34 +95,40 @@ def write_inputs(work, n):
     d = os.path.join(work, "in")
     os.makedirs(d, exist_ok=True)
     names = []
-    for i in idx:
-        name = "fmnist-test-%05d.png" % i
+    for k in range(n):   # past the list's end, the images again under other names (other seeds)
+        i = idx[k % len(idx)]
+        name = "fmnist-test-%05d%s.png" % (i, "" if k < len(idx) else "-%d" % (k // len(idx)))
         with open(os.path.join(d, name), "wb") as f:
             f.write(png_bytes(data[16 + i * h * w:16 + (i + 1) * h * w], h, w))
         names.append(name)
     return d, names
 
 
-def run_config(args, indir, names, solver, steps, batch, threads, work):
-    n = max(16, batch)
+def run_config(args, indir, names, solver, steps, batch, threads, work, jobs=1):
+    n = max(16, batch) * jobs   # every worker gets at least one full batch
     sub = os.path.join(work, "in-%d" % n)
     if not os.path.isdir(sub):
         os.makedirs(sub)
         for name in names[:n]:
             os.symlink(os.path.join(indir, name), os.path.join(sub, name))
-    out = os.path.join(work, "out-%s-b%d-t%d" % (solver, batch, threads))
+    out = os.path.join(work, "out-%s-b%d-t%d-j%d" % (solver, batch, threads, jobs))
     shutil.rmtree(out, ignore_errors=True)
     cmd = [args.bin, sub, out, "--task", args.task, "--solver", solver, "--steps", str(steps),
-           "--batch", str(batch), "--threads", str(threads), "--quiet"]
-    t0 = time.monotonic()
-    r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    wall = time.monotonic() - t0
-    if r.returncode != 0:
-        sys.exit("batch_bench: %s failed (%d): %s" % (" ".join(cmd), r.returncode, r.stderr.strip()[-400:]))
+           "--batch", str(batch), "--threads", str(threads), "--jobs", str(jobs), "--quiet"]
+    def timed():
+        t0 = time.monotonic()
+        r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if r.returncode != 0:
+            sys.exit("batch_bench: %s failed (%d): %s" % (" ".join(cmd), r.returncode, r.stderr.strip()[-400:]))
+        return time.monotonic() - t0
+    wall = timed()
+    # the same command again finds every output done: its time is the start-up (library, models
+    # for every worker, listing), taken off the first
+    startup = timed()
     with open(os.path.join(out, "results.csv"), newline="") as f:
         rows = [row for row in csv.DictReader(f) if row["status"] == "ok"]
     solve = sum(float(row["seconds"]) for row in rows)
-    return {"images": len(rows), "solve": solve, "wall": wall, "out": out}
+    return {"images": len(rows), "solve": solve, "wall": wall, "startup": startup, "out": out}
 
 
 def compare(a_dir, b_dir, names):
@@ -142,46 +151,54 @@ def main():
     ap.add_argument("--bin", default=os.path.join(REPO, "bin", "stsl-restore"))
     ap.add_argument("--out", default=os.path.join(REPO, "docs", "scaling.md"))
     ap.add_argument("--batches", default="1,4,16,64")
-    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--threads", default="1,2",
+                    help="threads per process; for each T > 1 also T workers of 1 thread (--jobs T)")
     ap.add_argument("--solvers", default=SOLVERS)
     ap.add_argument("--task", default="sr4")
     ap.add_argument("--work", default=os.path.join(REPO, "build", "batch-bench"))
     args = ap.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
     threads = [int(t) for t in args.threads.split(",")]
+    # (jobs, threads per job): every thread count in one worker, and T > 1 as T 1-thread workers
+    setups = [(1, t) for t in threads] + [(t, 1) for t in threads if t > 1]
+    label = lambda j, t: "%d" % t if j == 1 else "%d = %d jobs x 1" % (j * t, j)
     solvers = [(s.split(":")[0], int(s.split(":")[1])) for s in args.solvers.split(",")]
     shutil.rmtree(args.work, ignore_errors=True)
     os.makedirs(args.work)
-    indir, names = write_inputs(args.work, max(max(batches), 16))
+    indir, names = write_inputs(args.work, max(max(batches), 16) * max(threads))
     load = lambda: " ".join(open("/proc/loadavg").read().split()[:3])
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     load_before = load()
     res = {}
-    for t in threads:
+    for j, t in setups:
         for b in batches:
             for solver, steps in solvers:
-                r = run_config(args, indir, names, solver, steps, b, t, args.work)
-                res[(solver, b, t)] = r
-                print("batch_bench: %-7s steps %3d  batch %3d  threads %d: %3d images, %.2f img/s "
-                      "(solve %.1f s, process %.1f s)" % (solver, steps, b, t, r["images"],
-                                                         r["images"] / r["solve"], r["solve"], r["wall"]),
+                r = run_config(args, indir, names, solver, steps, b, t, args.work, j)
+                res[(solver, b, j, t)] = r
+                # one worker: images / the CSV's seconds (degrade + solve); several: their runs
+                # overlap, so images / (wall time - start-up)
+                r["rate"] = r["images"] / (r["solve"] if j == 1 else r["wall"] - r["startup"])
+                print("batch_bench: %-7s steps %3d  batch %3d  threads %-14s: %3d images, %.2f img/s "
+                      "(solve %.1f s, process %.1f s)" % (solver, steps, b, label(j, t), r["images"],
+                                                         r["rate"], r["solve"], r["wall"]),
                       flush=True)
     load_after = load()
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")),
                platform.machine())
     lines = ["", "Measured %s by `make bench-batch` (`scripts/batch_bench.py`) on %s, %d cores, load "
              "%s before and %s after; task %s; images from `data/bench_indices.txt`; each cell one "
-             "stsl-restore process over max(16, B) images." % (started, cpu, os.cpu_count(),
+             "stsl-restore process over max(16, B) images (J x that with J jobs)." % (started, cpu, os.cpu_count(),
                                                                  load_before, load_after, args.task), ""]
     head = "| solver (steps) | threads | " + " | ".join("B = %d" % b for b in batches) + \
-           " | best / B = 1 |"
+           " | best / (B = 1, one worker) |"
     lines += ["Images per second (degrade + solve; process start and model load not counted):", "",
               head, "|" + "---|" * (len(batches) + 3)]
-    for t in threads:
+    for j, t in setups:
         for solver, steps in solvers:
-            rates = [res[(solver, b, t)]["images"] / res[(solver, b, t)]["solve"] for b in batches]
-            lines.append("| %s (%d) | %d | " % (solver, steps, t) + " | ".join("%.2f" % r for r in rates) +
-                         " | %.2fx |" % (max(rates) / rates[0]))
+            rates = [res[(solver, b, j, t)]["rate"] for b in batches]
+            base = res[(solver, batches[0], 1, j * t)]["rate"]   # one worker, same threads, B = 1
+            lines.append("| %s (%d) | %s | " % (solver, steps, label(j, t)) +
+                         " | ".join("%.2f" % r for r in rates) + " | %.2fx |" % (max(rates) / base))
     lines += ["", "The same images at B > 1 against B = 1 (default `--pad-batch` = B, so the calls "
               "differ in shape): pixels whose 8-bit value differs, largest difference in levels.", "",
               "| solver | threads | " + " | ".join("B = %d" % b for b in batches[1:]) + " |",
@@ -190,7 +207,7 @@ def main():
         for solver, _ in solvers:
             cells = []
             for b in batches[1:]:
-                d, n, w = compare(res[(solver, batches[0], t)]["out"], res[(solver, b, t)]["out"],
+                d, n, w = compare(res[(solver, batches[0], 1, t)]["out"], res[(solver, b, 1, t)]["out"],
                                   names[:max(16, batches[0])])
                 cells.append("%d of %d (max %d)" % (d, n, w))
             lines.append("| %s | %d | " % (solver, t) + " | ".join(cells) + " |")

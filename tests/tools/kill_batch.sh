@@ -25,6 +25,7 @@ model=tests/scores/fixtures/unet_latent.pt
 py=/usr/bin/python3; [ -x "$py" ] || py=python3
 steps=${KILL_STEPS:-12}
 batch=${KILL_BATCH:-3}   # images per solver run: a kill can land with a whole batch in flight
+# odd shards run two workers (--jobs 2): two batches in flight, rows appended from two threads
 
 if ! "$bin" --version >/dev/null 2>&1; then echo "kill-batch: $bin not built"; exit 1; fi
 work=$(mktemp -d)
@@ -60,7 +61,7 @@ run_round() {   # $1 = 1: with kills
     if [ "$1" = 1 ] && [ $mode -eq 1 ]; then env=(STSL_RESTORE_KILL=image:$((1 + RANDOM % 3)))
     elif [ "$1" = 1 ] && [ $mode -eq 2 ]; then env=(STSL_RESTORE_KILL=csv:$((1 + RANDOM % 3))); fi
     env "${env[@]}" "$bin" "$work/in" "$work/out" --task sr2 --solver psld --steps "$steps" \
-        --model "$model" --threads 1 --batch "$batch" --quiet --shard "$i/$shards" >/dev/null 2>>"$work/err.log" &
+        --model "$model" --threads 1 --batch "$batch" --jobs $((1 + i % 2)) --quiet --shard "$i/$shards" >/dev/null 2>>"$work/err.log" &
     pids+=($!); modes+=($mode); started=$((started + 1))
     if [ "$1" = 1 ] && [ $mode -eq 3 ]; then   # killed by the timer, somewhere
       local victim=$! delay=$((RANDOM % 1500))
@@ -162,6 +163,6 @@ for e in errors[:20]: print('kill-batch: FAIL:', e)
 print('kill-batch: checked %d outputs (PNG structure), %d csv rows, %d temporaries' % (len(inputs), len(lines) - 1, len(temps)))
 sys.exit(1 if errors else 0)
 PY
-echo "kill-batch: $images inputs, $shards shards, batches of $batch, $rounds killing rounds + $resumes resume round(s): $started processes, $kills killed with SIGKILL ($timer_kills at a random moment, $hook_image inside an image save, $hook_csv inside a results.csv append; seed $seed); left between rounds: $torn torn row(s), $stale partial temporaries"
+echo "kill-batch: $images inputs, $shards shards (odd ones with 2 workers), batches of $batch, $rounds killing rounds + $resumes resume round(s): $started processes, $kills killed with SIGKILL ($timer_kills at a random moment, $hook_image inside an image save, $hook_csv inside a results.csv append; seed $seed); left between rounds: $torn torn row(s), $stale partial temporaries"
 if [ $bad -ne 0 ]; then echo "kill-batch: FAILED"; sed 's/^/  stderr: /' "$work/err.log" | grep -v interrupted | tail -5; exit 1; fi
 echo "kill-batch: 1 passed, 0 failed"

@@ -527,9 +527,11 @@ static void test_batch_same_result(void)
         snprintf(p, sizeof p, "%s/im%02d.png", in, k);
         make_image(p, 40 + (uint64_t)k);
     }
-    /* --batch 1, 7, 16 with calls shaped for 16; then 16 in three shards (default shape: 16) */
+    /* --batch 1, 7, 16 with calls shaped for 16, two workers; then 16 in three shards (default
+     * shape: 16) */
     const char *runs[][2] = {{"b1", "--batch 1 --pad-batch 16"},
                              {"b7", "--batch 7 --pad-batch 16"},
+                             {"j2", "--batch 5 --pad-batch 16 --jobs 2"},
                              {"b16", "--batch 16"},
                              {"s", "--batch 16 --shard 0/3"},
                              {"s", "--batch 16 --shard 1/3"},
@@ -544,9 +546,9 @@ static void test_batch_same_result(void)
         CU_ASSERT_EQUAL(rc, 0);
     }
     int same[4] = {0, 0, 0, 0};
-    const char *other[4] = {"b1", "b7", "s", "b16"};
+    const char *other[4] = {"b1", "b7", "s", "j2"};
     for (int k = 0; k < N; k++)
-        for (int r = 0; r < 3; r++) {
+        for (int r = 0; r < 4; r++) {
             snprintf(p, sizeof p, "%s/same-b16/im%02d.png", g_dir, k);
             snprintf(q, sizeof q, "%s/same-%s/im%02d.png", g_dir, other[r], k);
             same[r] += tu_same_file(p, q);
@@ -554,6 +556,7 @@ static void test_batch_same_result(void)
     CU_ASSERT_EQUAL(same[0], N);
     CU_ASSERT_EQUAL(same[1], N);
     CU_ASSERT_EQUAL(same[2], N);
+    CU_ASSERT_EQUAL(same[3], N);
     snprintf(p, sizeof p, "%s/same-b16/results.csv", g_dir);
     CU_ASSERT_EQUAL(csv_rows(p), N);
 }
@@ -602,7 +605,8 @@ int main(void)
         {"tiny restoration writes the right size", test_single_run},
         {"batch mode resumes and writes results.csv", test_batch_resume},
         {"--shard splits the items", test_shard},
-        {"batch mode: the same bits at --batch 1, 7, 16 and across shards", test_batch_same_result},
+        {"batch mode: the same bits at --batch 1, 7, 16, with two workers and across shards",
+         test_batch_same_result},
         {"batch mode: an image that fails its batch fails alone", test_batch_failure_isolated},
         {"an input that says image but is not one fails as a bad image", test_bad_image_input},
         {"an empty manifest or directory is an error", test_empty_batch},
