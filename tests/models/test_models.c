@@ -217,6 +217,7 @@ done:
     stsl_operator_destroy(op);
     stsl_autoencoder_destroy(ae);
     stsl_score_destroy(score);
+    stsl_context_destroy(ctx);
 }
 
 static void test_batch_invariance_dps(void) { check_batch_invariance("dps", "fmnist-ddpm.pt", NULL); }
@@ -246,7 +247,10 @@ static void test_rmp_impulse_default(void)
         snprintf(path, sizeof path, "%s/samples/%s", dir ? dir : "data", files[i]);
         stsl_image *img = NULL;
         TU_ASSERT_OK(stsl_image_load(ctx, path, 1, &img));
-        if (!img) return;
+        if (!img) {
+            stsl_context_destroy(ctx);
+            return;
+        }
         memcpy(clean + i * D, img->data, D * sizeof(float));
         stsl_image_destroy(img);
     }
@@ -281,6 +285,7 @@ done:
     stsl_solver_destroy(sv);
     stsl_operator_destroy(op);
     stsl_score_destroy(score);
+    stsl_context_destroy(ctx);
 }
 
 int main(void)
