@@ -157,6 +157,7 @@ def main():
     ap.add_argument("--task", default="sr4")
     ap.add_argument("--work", default=os.path.join(REPO, "build", "batch-bench"))
     args = ap.parse_args()
+    args.work = os.path.abspath(args.work)   # the inputs are symlinks into it
     batches = [int(b) for b in args.batches.split(",")]
     threads = [int(t) for t in args.threads.split(",")]
     # (jobs, threads per job): every thread count in one worker, and T > 1 as T 1-thread workers
