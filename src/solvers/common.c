@@ -152,20 +152,22 @@ static stsl_status net_pad_make(stsl__run *R, net_kind kind, const net_io *io, i
     const net_rows r = rows_of(R, kind);
     const int has_t = kind == NET_EPS || kind == NET_EPS_VJP;
     const size_t S = (size_t)size;
-    size_t total = S * (r.in + (has_t ? 1 : 0) + (io->v ? r.v : 0) + (io->out ? r.out : 0) +
-                        (io->out2 ? r.out2 : 0));
+    size_t total = S * ((io->in ? r.in : 0) + (has_t && io->t ? 1 : 0) + (io->v ? r.v : 0) +
+                        (io->out ? r.out : 0) + (io->out2 ? r.out2 : 0));
     memset(p, 0, sizeof *p);
     p->buf = stsl__run_floats(R, total);
     if (!p->buf) return STSL_ERR_NOMEM;
     memset(p->buf, 0, total * sizeof(float));
     float *q = p->buf;
-    float *in = q;
-    q += S * r.in;
-    memcpy(in, io->in, (size_t)c * r.in * sizeof(float));
-    for (int i = c; i < size; i++)
-        memcpy(in + (size_t)i * r.in, io->in + (size_t)(c - 1) * r.in, r.in * sizeof(float));
-    p->io.in = in;
-    if (has_t) {
+    if (io->in) {   /* a kept pass's VJP has its points in the backend already: no inputs */
+        float *in = q;
+        q += S * r.in;
+        memcpy(in, io->in, (size_t)c * r.in * sizeof(float));
+        for (int i = c; i < size; i++)
+            memcpy(in + (size_t)i * r.in, io->in + (size_t)(c - 1) * r.in, r.in * sizeof(float));
+        p->io.in = in;
+    }
+    if (has_t && io->t) {
         float *t = q;
         q += S;
         memcpy(t, io->t, (size_t)c * sizeof(float));
@@ -288,7 +290,7 @@ static stsl_status keep_call(stsl__run *R, net_kind kind, const net_io *io, stsl
 /* J^T v at a kept call: the cotangent padded with zeros to the call's points when it was padded. */
 static stsl_status kept_vjp(stsl__run *R, net_kind kind, stsl__kept *k, const float *v, float *out)
 {
-    net_io io = {k->z, k->t, v, NULL, out};
+    net_io io = {NULL, NULL, v, NULL, out};   /* the backend kept the points and times */
     net_pad p = {NULL, io};
     stsl_status st = STSL_OK;
     if (k->rows > k->n) st = net_pad_make(R, kind, &io, k->n, k->rows, &p);
