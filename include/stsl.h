@@ -256,7 +256,7 @@ typedef enum stsl_param {
     STSL_PARAM_ZETA = 108,           /* float >= 0: DPS / RMP / DPS-MO guidance scale */
     STSL_PARAM_OMEGA = 109,          /* float >= 0: LDPS/PSLD data weight */
     STSL_PARAM_GAMMA = 110,          /* float >= 0: PSLD gluing weight */
-    STSL_PARAM_TEMPERATURE = 111,    /* float >= 0: MO SGLD temperature (unset: 2 sigma_y^2) */
+    STSL_PARAM_TEMPERATURE = 111,    /* float >= 0: MO SGLD temperature (0: plain descent) */
     STSL_PARAM_SIGMA_MIN = 112,      /* float > 0: EDM/VE ladder end */
     STSL_PARAM_SIGMA_MAX = 113,      /* float > 0: EDM/VE ladder start */
     STSL_PARAM_VARIANT = 114,        /* int: solver-specific variant (see stsl_variant) */

@@ -96,7 +96,7 @@ static int kind_bounds(stsl_solver_kind kind, stsl_param key, stsl_param_bounds 
         if (kind == STSL_SOLVER_PSLD) B(0, BIG, 0.1, 0);
         return 0;
     case STSL_PARAM_TEMPERATURE:
-        if (kind == STSL_SOLVER_DPS_MO) B(0, BIG, 0.005, 0);   /* 2 sigma_y^2 of the operator unless set */
+        if (kind == STSL_SOLVER_DPS_MO) B(0, BIG, 0.0, 0);   /* plain descent; 2 sigma_y^2 = SGLD on the likelihood */
         return 0;
     case STSL_PARAM_SIGMA_MIN:
         if (kind == STSL_SOLVER_DPS_MO || kind == STSL_SOLVER_RMP) B(1e-6, 1e6, 0.01, 0);
