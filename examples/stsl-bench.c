@@ -133,6 +133,7 @@ static int write_matrix(const char *dir, const char *name, const double *d, cons
 
 typedef struct cell {
     double me_sum;      /* posterior-mean error: ||mean(samples) - exact mean|| / sqrt(d_x) */
+    double rel_sum;     /* relative: ||mean(samples) - exact mean|| / ||exact mean|| */
     double sw_sum, sw_sq;
     int count;
     double fwd, vjp, secs;
@@ -226,16 +227,19 @@ static stsl_status run_solver(stsl_context *ctx, const char *name, const stsl__t
     return st;
 }
 
-static double mean_err(const stsl__testbed *tb, const float *x, int n)
+/* Adds the posterior-mean errors of the n samples x to c: absolute per coordinate and relative. */
+static void add_mean_err(cell *c, const stsl__testbed *tb, const float *x, int n)
 {
-    double e = 0;
+    double e = 0, p = 0;
     for (size_t d = 0; d < tb->dx; d++) {
         double m = 0;
         for (int i = 0; i < n; i++) m += x[(size_t)i * tb->dx + d];
         m /= n;
         e += (m - tb->pmean[d]) * (m - tb->pmean[d]);
+        p += tb->pmean[d] * tb->pmean[d];
     }
-    return sqrt(e / (double)tb->dx);
+    c->me_sum += sqrt(e / (double)tb->dx);
+    c->rel_sum += p > 0 ? sqrt(e / p) : NAN;
 }
 
 static int gmm_mode(const gmm_opts *o)
@@ -288,11 +292,11 @@ static int gmm_mode(const gmm_opts *o)
                 stsl__testbed_sample_posterior(tb, (size_t)n, seed * 1000 + 2, ref);
                 double sw = stsl__sliced_wasserstein(ex, ref, (size_t)n, (size_t)dx, 256, pseed);
                 row[0].sw_sum += sw; row[0].sw_sq += sw * sw; row[0].count++;
-                row[0].me_sum += mean_err(tb, ref, n);
+                add_mean_err(&row[0], tb, ref, n);
                 stsl__testbed_sample_prior(tb, (size_t)n, seed * 1000 + 3, ref);
                 sw = stsl__sliced_wasserstein(ex, ref, (size_t)n, (size_t)dx, 256, pseed);
                 row[1].sw_sum += sw; row[1].sw_sq += sw * sw; row[1].count++;
-                row[1].me_sum += mean_err(tb, ref, n);
+                add_mean_err(&row[1], tb, ref, n);
                 if (o->dump) {
                     mkdir(o->dump, 0777);
                     double sy = tb->sigma_y;
@@ -322,7 +326,7 @@ static int gmm_mode(const gmm_opts *o)
                     }
                     sw = stsl__sliced_wasserstein(ex, smp, (size_t)n, (size_t)dx, 256, pseed);
                     c->sw_sum += sw; c->sw_sq += sw * sw; c->count++;
-                    c->me_sum += mean_err(tb, smp, n);
+                    add_mean_err(c, tb, smp, n);
                     c->fwd = (double)nfe.unet_forward / n;
                     c->vjp = (double)nfe.unet_vjp / n;
                     c->secs += nfe.seconds;
@@ -373,13 +377,15 @@ static int gmm_mode(const gmm_opts *o)
                     "sample (UNet forwards / VJPs); time = wall seconds for all %d samples of one "
                     "instance. Solver settings: docs/algorithms.md (testbed section).\n\n",
                 n, n, nseeds, n);
-        fprintf(md, "`mean err` = ||mean of the samples - exact posterior mean|| / sqrt(d_x), averaged "
-                    "over seeds (the figure of merit of a posterior-MEAN estimator such as rmp).\n\n");
-        fprintf(md, "| solver | d_x | d_y | sliced W2 (mean ± sd) | mean err | UNet fwd | UNet VJP | time [s] |\n");
-        fprintf(md, "|---|---:|---:|---:|---:|---:|---:|---:|\n");
+        fprintf(md, "`mean err` = ||mean of the samples - exact posterior mean|| / sqrt(d_x), `rel` = "
+                    "||mean of the samples - exact posterior mean|| / ||exact posterior mean|| in %%, "
+                    "both averaged over seeds (the figures of merit of a posterior-MEAN estimator such "
+                    "as rmp).\n\n");
+        fprintf(md, "| solver | d_x | d_y | sliced W2 (mean ± sd) | mean err | rel [%%] | UNet fwd | UNet VJP | time [s] |\n");
+        fprintf(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     }
-    printf("%-24s %5s %4s %20s %9s %9s %9s %9s\n", "solver", "d_x", "d_y", "sliced W2 (mean±sd)",
-           "mean err", "fwd", "vjp", "time[s]");
+    printf("%-24s %5s %4s %20s %9s %7s %9s %9s %9s\n", "solver", "d_x", "d_y", "sliced W2 (mean±sd)",
+           "mean err", "rel[%]", "fwd", "vjp", "time[s]");
     for (int a = 0; a < o->ndx; a++)
         for (int b = 0; b < o->ndy; b++) {
             if (o->dy[b] > o->dx[a]) continue;
@@ -389,21 +395,21 @@ static int gmm_mode(const gmm_opts *o)
                 const char *nm = k == 0 ? "exact" : k == 1 ? "prior" : o->solvers[k - nref];
                 if (c->count == 0) {
                     printf("%-24s %5d %4d %20s\n", nm, o->dx[a], o->dy[b], "failed");
-                    if (md) fprintf(md, "| %s | %d | %d | failed: %s | | | | |\n", nm, o->dx[a], o->dy[b], c->err);
+                    if (md) fprintf(md, "| %s | %d | %d | failed: %s | | | | | |\n", nm, o->dx[a], o->dy[b], c->err);
                     continue;
                 }
                 double mean = c->sw_sum / c->count;
                 double var = c->sw_sq / c->count - mean * mean;
                 double sd = c->count > 1 ? sqrt(fmax(0.0, var) * c->count / (c->count - 1)) : 0.0;
-                double me = c->me_sum / c->count;
+                double me = c->me_sum / c->count, rel = 100.0 * c->rel_sum / c->count;
                 if (k < nref) {
-                    printf("%-24s %5d %4d %11.4f ± %6.4f %9.4f %9s %9s %9s\n", nm, o->dx[a], o->dy[b], mean, sd, me, "-", "-", "-");
-                    if (md) fprintf(md, "| %s | %d | %d | %.4f ± %.4f | %.4f | - | - | - |\n", nm, o->dx[a], o->dy[b], mean, sd, me);
+                    printf("%-24s %5d %4d %11.4f ± %6.4f %9.4f %7.2f %9s %9s %9s\n", nm, o->dx[a], o->dy[b], mean, sd, me, rel, "-", "-", "-");
+                    if (md) fprintf(md, "| %s | %d | %d | %.4f ± %.4f | %.4f | %.2f | - | - | - |\n", nm, o->dx[a], o->dy[b], mean, sd, me, rel);
                 } else {
-                    printf("%-24s %5d %4d %11.4f ± %6.4f %9.4f %9.0f %9.0f %9.2f%s\n", nm, o->dx[a], o->dy[b], mean,
-                           sd, me, c->fwd, c->vjp, c->secs / c->count, c->failed ? " (some runs failed)" : "");
-                    if (md) fprintf(md, "| %s | %d | %d | %.4f ± %.4f | %.4f | %.0f | %.0f | %.2f |\n", nm, o->dx[a],
-                                    o->dy[b], mean, sd, me, c->fwd, c->vjp, c->secs / c->count);
+                    printf("%-24s %5d %4d %11.4f ± %6.4f %9.4f %7.2f %9.0f %9.0f %9.2f%s\n", nm, o->dx[a], o->dy[b], mean,
+                           sd, me, rel, c->fwd, c->vjp, c->secs / c->count, c->failed ? " (some runs failed)" : "");
+                    if (md) fprintf(md, "| %s | %d | %d | %.4f ± %.4f | %.4f | %.2f | %.0f | %.0f | %.2f |\n", nm, o->dx[a],
+                                    o->dy[b], mean, sd, me, rel, c->fwd, c->vjp, c->secs / c->count);
                 }
             }
         }

@@ -9,12 +9,13 @@ PyTorch, and seconds per solver step with peak memory.  Writes docs/real-models.
 
 The upstream code is the user's copy (fetched from its public repository), never libstsl's.
 Heavy: ADM-256 needs ~3 GB and ~20 s per DPS step on one thread; SD-512 ~11 GB and minutes per
-step.  Run one at a time.  Results accumulate in build/real-models/results.json (one row per
+step.  Run one at a time.  Results accumulate in docs/bench/real-models.json (one row per
 measurement, with the command and date) and the table between the markers of
 docs/real-models.md is regenerated from it.
 """
 import argparse
 import datetime
+import functools
 import json
 import os
 import platform
@@ -25,7 +26,8 @@ import time
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 OUT = os.path.join(ROOT, "build", "real-models")
-RESULTS = os.path.join(OUT, "results.json")
+# committed beside the report: a fresh clone can add rows without losing the earlier ones
+RESULTS = os.path.join(ROOT, "docs", "bench", "real-models.json")
 DOC = os.path.join(ROOT, "docs", "real-models.md")
 EXPORTER = os.path.join(ROOT, "scripts", "export_torchscript.py")
 
@@ -79,6 +81,7 @@ def measured(cmd, env=None, cwd=None):
     return r.stdout, err, wall, rss, r.returncode
 
 
+@functools.lru_cache(maxsize=None)
 def machine():
     cpu = "?"
     try:
@@ -102,6 +105,7 @@ def load_results():
 def record(rows, **row):
     row["date"] = datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M UTC")
     row["load"] = round(os.getloadavg()[1], 1)   # 5-minute load average (shared machine)
+    row["machine"] = machine()
     rows.append(row)
     os.makedirs(OUT, exist_ok=True)
     with open(RESULTS, "w") as f:
@@ -171,38 +175,112 @@ def vjp():
     torch.autograd.grad(out, xx, v)
 for name, fn in (("forward", fwd), ("vjp", vjp)):
     fn()  # warm-up
-    a = time.time(); fn(); print(f"{name}_ms {(time.time() - a) * 1e3:.1f}", flush=True)
+    ts = []
+    for _ in range(REPEATS):
+        a = time.time(); fn(); ts.append(time.time() - a)
+    print(f"{name}_ms {sorted(ts)[len(ts) // 2] * 1e3:.1f}", flush=True)
 """
+
+
+EAGER_VAE = r"""
+import sys, time, torch
+sys.path.insert(0, sys.argv[1])
+from stsl_export import frontends
+code, pipe, threads = sys.argv[2], sys.argv[3], int(sys.argv[4])
+torch.set_num_threads(threads)
+torch.manual_seed(0)
+m, kw, _ = frontends.build_sd_vae(code, pipe, None, random_init=True)
+for p in m.parameters():
+    p.requires_grad_(False)
+s = kw["latent_scale"]
+x = torch.rand((1,) + tuple(kw["image_shape"])) * 2 - 1
+z = torch.randn((1,) + tuple(kw["latent_shape"]))
+u = torch.randn((1,) + tuple(kw["image_shape"]))
+def encode():   # the library's z = latent_scale * encode(x)
+    with torch.no_grad():
+        s * m.encode(x)
+def decode():   # x = decode(z / latent_scale)
+    with torch.no_grad():
+        m.decode(z / s)
+def decode_vjp():
+    zz = z.clone().requires_grad_(True)
+    out = m.decode(zz / s)
+    torch.autograd.grad(out, zz, u)
+for name, fn in (("encode", encode), ("decode", decode), ("decode_vjp", decode_vjp)):
+    fn()  # warm-up
+    ts = []
+    for _ in range(REPEATS):
+        a = time.time(); fn(); ts.append(time.time() - a)
+    print(f"{name}_ms {sorted(ts)[len(ts) // 2] * 1e3:.1f}", flush=True)
+"""
+
+
+def vae_calls(a, rows):
+    """The SD autoencoder's three calls, library then eager, at each thread count."""
+    f = files("sd15")
+    reps = str(a.repeats)
+    for th in a.thread_list:
+        out, err, wall, rss, rc = measured([os.path.join(ROOT, "bin", "bench-torchscript"),
+                                            f["vae"], "--autoencoder", "--threads", str(th),
+                                            "--repeats", reps, "--warmup", "1"])
+        if rc:
+            raise SystemExit(f"bench-torchscript --autoencoder failed: {err.strip()[-300:]}")
+        kv = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+        record(rows, model="sd15", part="vae", what=f"library calls, {th} thread(s)",
+               load_s=round(float(kv["load_ms"]) / 1e3, 1),
+               **{f"{k}_s": round(float(kv[f"{k}_median_ms"]) / 1e3, 2)
+                  for k in ("encode", "decode", "decode_vjp")},
+               repeats=a.repeats, peak_gib=round(rss, 2),
+               command=f"bench-torchscript {os.path.basename(f['vae'])} --autoencoder --threads {th} "
+                       f"--repeats {reps} --warmup 1")
+        out, err, wall, rss, rc = measured([sys.executable, "-c", EAGER_VAE.replace("REPEATS", reps),
+                                            os.path.join(ROOT, "scripts"), a.diffusers,
+                                            os.path.join(OUT, "sd15"), str(th)])
+        if rc:
+            raise SystemExit(f"eager VAE timing failed: {err.strip()[-300:]}")
+        kv = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+        record(rows, model="sd15", part="vae", what=f"eager PyTorch calls, {th} thread(s)",
+               **{f"{k}_s": round(float(kv[f"{k}_ms"]) / 1e3, 2)
+                  for k in ("encode", "decode", "decode_vjp")},
+               repeats=a.repeats, peak_gib=round(rss, 2),
+               command=f"real_models_bench.py eager VAE timing (same warm-up: 1 call, median of {reps})")
 
 
 def calls(a, model, rows):
     f = files(model)
+    if model == "sd15" and "vae" in a.sd_parts.split(","):
+        vae_calls(a, rows)
+    if model == "sd15" and "unet" not in a.sd_parts.split(","):
+        return
     for th in a.thread_list:
         out, err, wall, rss, rc = measured([os.path.join(ROOT, "bin", "bench-torchscript"),
-                                            f["unet"], "--threads", str(th), "--repeats", "1",
-                                            "--warmup", "1"])
+                                            f["unet"], "--threads", str(th), "--repeats",
+                                            str(a.repeats), "--warmup", "1"])
         if rc:
             raise SystemExit(f"bench-torchscript failed: {err.strip()[-300:]}")
         kv = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
         record(rows, model=model, part="unet", what=f"library calls, {th} thread(s)",
                load_s=round(float(kv["load_ms"]) / 1e3, 1),
                forward_s=round(float(kv["forward_median_ms"]) / 1e3, 2),
-               vjp_s=round(float(kv["vjp_median_ms"]) / 1e3, 2), peak_gib=round(rss, 2),
+               vjp_s=round(float(kv["vjp_median_ms"]) / 1e3, 2),
+               **({"repeats": a.repeats} if a.repeats != 1 else {}), peak_gib=round(rss, 2),
                command=f"bench-torchscript {os.path.basename(f['unet'])} --threads {th} "
-                       "--repeats 1 --warmup 1")
+                       f"--repeats {a.repeats} --warmup 1")
         if model in ADM:
             args = ["adm", a.guided_diffusion, os.path.join(OUT, f"{model}.json")]
         else:
             args = ["sd", a.diffusers, os.path.join(OUT, "sd15")]
-        out, err, wall, rss, rc = measured([sys.executable, "-c", EAGER,
+        out, err, wall, rss, rc = measured([sys.executable, "-c", EAGER.replace("REPEATS", str(a.repeats)),
                                             os.path.join(ROOT, "scripts")] + args + [str(th)])
         if rc:
             raise SystemExit(f"eager timing failed: {err.strip()[-300:]}")
         kv = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
         record(rows, model=model, part="unet", what=f"eager PyTorch calls, {th} thread(s)",
                forward_s=round(float(kv["forward_ms"]) / 1e3, 2),
-               vjp_s=round(float(kv["vjp_ms"]) / 1e3, 2), peak_gib=round(rss, 2),
-               command="real_models_bench.py eager timing (same warm-up: 1 call)")
+               vjp_s=round(float(kv["vjp_ms"]) / 1e3, 2),
+               **({"repeats": a.repeats} if a.repeats != 1 else {}), peak_gib=round(rss, 2),
+               command="real_models_bench.py eager timing (same warm-up: 1 call"
+                       + (f", median of {a.repeats})" if a.repeats != 1 else ")"))
 
 
 def solve(a, model, rows):
@@ -234,19 +312,27 @@ def solve(a, model, rows):
 
 
 def render(rows):
-    lines = [f"Measured with `scripts/real_models_bench.py` on {machine()}; random-initialised "
-             "weights (timings do not depend on them). Each row: what was run, its numbers, "
-             "its date. Peak = peak resident memory of the process; load = the machine's 5-minute load "
-             "average when the row was written (2 cores shared by 5 engineers: with load above 2 "
-             "every time is inflated accordingly; rows without it were written before it was "
-             "recorded).", "",
-             "| model | part | measurement | numbers | peak GiB | load | date |",
-             "|---|---|---|---|---|---|---|"]
+    machines = []
+    for r in rows:
+        if r.get("machine", "?") not in machines:
+            machines.append(r.get("machine", "?"))
+    lines = ["Measured with `scripts/real_models_bench.py`; random-initialised weights (timings do not "
+             "depend on them). Each row: what was run, its numbers, its date, and the machine (M1, "
+             "M2, ... below; compare times only within one machine). Peak = peak resident memory of "
+             "the process; load = the machine's 5-minute load average when the row was written (2 cores "
+             "shared by several engineers: with load above 2 every time is inflated accordingly; rows "
+             "without it were written before it was recorded). Call times are the median of `repeats` "
+             "timed calls after one warm-up call (1 where not given).", ""]
+    lines += [f"- M{i + 1}: {m}" for i, m in enumerate(machines)]
+    lines += ["", "| model | part | measurement | numbers | peak GiB | load | machine | date |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         nums = ", ".join(f"{k} {v}" for k, v in r.items()
-                         if k not in ("model", "part", "what", "peak_gib", "date", "command", "load"))
+                         if k not in ("model", "part", "what", "peak_gib", "date", "command", "load",
+                                      "machine"))
         lines.append(f"| {r['model']} | {r['part']} | {r['what']} | {nums} | "
-                     f"{r.get('peak_gib', '')} | {r.get('load', '?')} | {r['date']} |")
+                     f"{r.get('peak_gib', '')} | {r.get('load', '?')} | "
+                     f"M{machines.index(r.get('machine', '?')) + 1} | {r['date']} |")
     lines += ["", "Commands (`GD` = the guided-diffusion repository, `DIFFUSERS` = diffusers "
               "0.19.0's src/, files under build/real-models/):", ""]
     seen = set()
@@ -275,6 +361,7 @@ def main():
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--solvers", default="dps,dps-mo,rmp,stsl")
     ap.add_argument("--steps", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=1, help="timed calls per measurement (median)")
     ap.add_argument("--solve-threads", type=int, default=1)
     ap.add_argument("--only", default="export,call,solve")
     ap.add_argument("--sd-parts", default="vae,unet", help="which SD files to export")

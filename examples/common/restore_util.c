@@ -43,7 +43,7 @@ const ru_flag RU_SOLVER_FLAGS[] = {
     {"--zeta", STSL_PARAM_ZETA, "DPS / RMP / DPS-MO guidance scale"},
     {"--omega", STSL_PARAM_OMEGA, "LDPS/PSLD data weight"},
     {"--gamma", STSL_PARAM_GAMMA, "PSLD gluing weight"},
-    {"--temperature", STSL_PARAM_TEMPERATURE, "DPS-MO SGLD temperature"},
+    {"--temperature", STSL_PARAM_TEMPERATURE, "DPS-MO SGLD temperature (0 plain descent)"},
     {"--sigma-min", STSL_PARAM_SIGMA_MIN, "DPS-MO / RMP-VE ladder end"},
     {"--sigma-max", STSL_PARAM_SIGMA_MAX, "DPS-MO / RMP-VE ladder start"},
     {"--variant", STSL_PARAM_VARIANT, "default | rmp-vp | rmp-ve | score-plus"},
