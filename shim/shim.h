@@ -61,6 +61,9 @@ STSL_SHIM_API const char *stsl_shim_meta(const stsl_shim_module *m, size_t *len)
 STSL_SHIM_API const char *stsl_shim_device(const stsl_shim_module *m);
 /* 1 when the module runs in float16. */
 STSL_SHIM_API int stsl_shim_is_half(const stsl_shim_module *m);
+/* 1 when the module was frozen at load (weights inlined as constants; not done for a module whose
+ * methods detach, requires_grad_ or open no_grad blocks, whose VJPs freezing would change). */
+STSL_SHIM_API int stsl_shim_is_frozen(const stsl_shim_module *m);
 
 /* Check that `method` exists, takes exactly `n_inputs` Tensor arguments without defaults
  * (besides self; further arguments must have defaults) and returns a Tensor.

@@ -274,12 +274,13 @@ STSL_API stsl_status stsl_score_load(stsl_context *ctx, const char *path, stsl_s
     s->n_meta = n_entries;
     entries = NULL;
     stsl__log(ctx, STSL_LOG_INFO,
-              "loaded '%s': unet '%s', prediction %s, %d steps, sample %d,%d,%d, %s%s, device %s%s",
+              "loaded '%s': unet '%s', prediction %s, %d steps, sample %d,%d,%d, %s%s, device %s%s%s",
               path, name, pred_name(((ts_score *)s->impl)->pred), s->sched->timesteps,
               (int)s->shape.channels, (int)s->shape.height, (int)s->shape.width,
               s->latent ? "latent, pairs with " : "pixel", s->latent ? pairs : "",
               stsl_shim_device(((ts_score *)s->impl)->mod),
-              stsl_shim_is_half(((ts_score *)s->impl)->mod) ? " (float16)" : "");
+              stsl_shim_is_half(((ts_score *)s->impl)->mod) ? " (float16)" : "",
+              stsl_shim_is_frozen(((ts_score *)s->impl)->mod) ? ", frozen" : "");
     stsl__clear_error(ctx->err);
     *out = s;
     return STSL_OK;

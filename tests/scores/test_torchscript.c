@@ -15,6 +15,9 @@
 #include "common/testutil.h"
 #include "autoencoders/autoencoder_internal.h"
 #include "scores/score_internal.h"
+#ifdef STSL_WITH_TORCH
+#include "../../shim/shim.h"
+#endif
 
 /* tu_path returns one static buffer: copy into rotating buffers so that several paths can be
  * arguments of one call. */
@@ -553,6 +556,34 @@ static void test_errors(void)
     stsl_context_destroy(ctx);
 }
 
+/* Issue 15: modules are frozen at load (weights as graph constants, a cheaper forward + VJP) unless
+ * a method steers autograd: freezing drops aten::detach, so not_differentiable.pt, frozen, would
+ * silently get a gradient through its detach (test_errors checks that it still fails clearly). */
+static void test_frozen(void)
+{
+    static const struct {
+        const char *file;
+        int frozen;
+    } cases[] = {{"scores/fixtures/unet_eps.pt", 1},
+                 {"scores/fixtures/ae.pt", 1},
+                 {"scores/fixtures/not_differentiable.pt", 0}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char err[STSL_ERRMSG_SIZE] = "";
+        stsl_shim_module *m = NULL;
+        TU_ASSERT_OK(stsl_shim_load(fx(cases[i].file), "cpu", 0, &m, err, sizeof err));
+        if (!m) {
+            fprintf(stderr, "\n  %s: %s\n", cases[i].file, err);
+            continue;
+        }
+        if (stsl_shim_is_frozen(m) != cases[i].frozen)
+            fprintf(stderr, "\n  %s: frozen %d, expected %d\n", cases[i].file, stsl_shim_is_frozen(m),
+                    cases[i].frozen);
+        CU_ASSERT_EQUAL(stsl_shim_is_frozen(m), cases[i].frozen);
+        stsl_shim_free(m);
+    }
+    CU_ASSERT_EQUAL(stsl_shim_is_frozen(NULL), 0);
+}
+
 static void test_build_flags(void)
 {
     CU_ASSERT_EQUAL(stsl_has_torch(), 1);
@@ -593,6 +624,7 @@ int main(void)
         {"handle shared by two threads", test_shared_handle},
         {"autoencoder: one file and an encoder/decoder pair", test_autoencoder},
         {"error cases give clear one-line messages", test_errors},
+        {"modules frozen at load unless a method steers autograd", test_frozen},
         {"build flags", test_build_flags},
 #else
         {"built without torch: STSL_ERR_UNSUPPORTED", test_unsupported},
