@@ -47,12 +47,15 @@ def main():
     p = base_parser(__doc__, epochs=4, out=os.path.join(CKPT_DIR, "vae-final.pt"))
     p.add_argument("--ckpt", default=os.path.join(CKPT_DIR, "vae.ckpt"))
     p.add_argument("--kl-weight", type=float, default=1e-4)
+    p.add_argument("--latent-channels", type=int, default=CONFIG["zc"],
+                   help="latent channels zc (latent zc x 7 x 7; the shipped VAE has 4)")
     args = p.parse_args()
     setup_threads(args.threads)
     seed_all(args.seed)
     x, _ = load_fmnist("train", args.limit)
     xt, _ = load_fmnist("test")
-    vae = VAE(**CONFIG)
+    config = dict(CONFIG, zc=args.latent_channels)
+    vae = VAE(**config)
     log("VAE params", count_params(vae))
     lr = args.lr or 1e-3
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
@@ -110,7 +113,7 @@ def main():
     log("test PSNR (10k, [-1,1], data range 2) %.2f dB; train latent mean %.4f std %.4f -> latent_scale %.6f"
         % (psnr, float(z.mean()), std, scale))
     log("per-channel latent std", [round(float(v), 4) for v in z.transpose(0, 1).flatten(1).std(1)])
-    atomic_save({"config": CONFIG, "model": vae.state_dict(), "latent_scale": scale,
+    atomic_save({"config": config, "model": vae.state_dict(), "latent_scale": scale,
                  "test_psnr": psnr, "params": count_params(vae), "args": vars(args)}, args.out)
     log("wrote", args.out, "(%.1f min this run)" % ((time.time() - t_run) / 60))
 
