@@ -149,8 +149,24 @@ def export(a, model, rows):
                    os.path.getsize(f[part]) / 2**20), command=" ".join(["export_torchscript.py"] + args))
 
 
-EAGER = r"""
+# Both eager snippets: one warm-up call, then the median of REPEATS timed calls (REPEATS is
+# substituted by eager_script, like the library side's --repeats).
+EAGER_TIMED = r"""
 import sys, time, torch
+def timed(name, fn):
+    fn()  # warm-up
+    ts = []
+    for _ in range(REPEATS):
+        a = time.time(); fn(); ts.append(time.time() - a)
+    print(f"{name}_ms {sorted(ts)[len(ts) // 2] * 1e3:.1f}", flush=True)
+"""
+
+
+def eager_script(body, repeats):
+    return EAGER_TIMED.replace("REPEATS", str(repeats)) + body
+
+
+EAGER = r"""
 sys.path.insert(0, sys.argv[1])
 from stsl_export import frontends
 kind, code, arg, threads = sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
@@ -174,16 +190,11 @@ def vjp():
     out = m(xx, t)
     torch.autograd.grad(out, xx, v)
 for name, fn in (("forward", fwd), ("vjp", vjp)):
-    fn()  # warm-up
-    ts = []
-    for _ in range(REPEATS):
-        a = time.time(); fn(); ts.append(time.time() - a)
-    print(f"{name}_ms {sorted(ts)[len(ts) // 2] * 1e3:.1f}", flush=True)
+    timed(name, fn)
 """
 
 
 EAGER_VAE = r"""
-import sys, time, torch
 sys.path.insert(0, sys.argv[1])
 from stsl_export import frontends
 code, pipe, threads = sys.argv[2], sys.argv[3], int(sys.argv[4])
@@ -207,11 +218,7 @@ def decode_vjp():
     out = m.decode(zz / s)
     torch.autograd.grad(out, zz, u)
 for name, fn in (("encode", encode), ("decode", decode), ("decode_vjp", decode_vjp)):
-    fn()  # warm-up
-    ts = []
-    for _ in range(REPEATS):
-        a = time.time(); fn(); ts.append(time.time() - a)
-    print(f"{name}_ms {sorted(ts)[len(ts) // 2] * 1e3:.1f}", flush=True)
+    timed(name, fn)
 """
 
 
@@ -233,7 +240,7 @@ def vae_calls(a, rows):
                repeats=a.repeats, peak_gib=round(rss, 2),
                command=f"bench-torchscript {os.path.basename(f['vae'])} --autoencoder --threads {th} "
                        f"--repeats {reps} --warmup 1")
-        out, err, wall, rss, rc = measured([sys.executable, "-c", EAGER_VAE.replace("REPEATS", reps),
+        out, err, wall, rss, rc = measured([sys.executable, "-c", eager_script(EAGER_VAE, reps),
                                             os.path.join(ROOT, "scripts"), a.diffusers,
                                             os.path.join(OUT, "sd15"), str(th)])
         if rc:
@@ -270,7 +277,7 @@ def calls(a, model, rows):
             args = ["adm", a.guided_diffusion, os.path.join(OUT, f"{model}.json")]
         else:
             args = ["sd", a.diffusers, os.path.join(OUT, "sd15")]
-        out, err, wall, rss, rc = measured([sys.executable, "-c", EAGER.replace("REPEATS", str(a.repeats)),
+        out, err, wall, rss, rc = measured([sys.executable, "-c", eager_script(EAGER, a.repeats),
                                             os.path.join(ROOT, "scripts")] + args + [str(th)])
         if rc:
             raise SystemExit(f"eager timing failed: {err.strip()[-300:]}")

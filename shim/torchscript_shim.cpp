@@ -177,9 +177,9 @@ static c10::Device resolve_device(const char *name)
 static bool steers_autograd(const torch::jit::Block *block)
 {
     for (const torch::jit::Node *node : block->nodes()) {
-        const std::string kind = node->kind().toQualString();
-        if (kind == "aten::detach" || kind == "aten::detach_" || kind == "prim::Enter" ||
-            kind == "aten::requires_grad_")
+        const c10::Symbol kind = node->kind();
+        if (kind == c10::aten::detach || kind == c10::aten::detach_ || kind == c10::prim::Enter ||
+            kind == c10::aten::requires_grad_)
             return true;
         for (const torch::jit::Block *sub : node->blocks())
             if (steers_autograd(sub)) return true;

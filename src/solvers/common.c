@@ -705,6 +705,12 @@ double stsl__noise_var(const stsl__run *R)
     return delta * delta;
 }
 
+double stsl__zeta(const stsl__run *R, double impulse)
+{
+    if (!stsl__sp_isset(R->sv, STSL_PARAM_ZETA) && R->loss_kind != STSL_LOSS_SQUARED) return impulse;
+    return stsl__sp(R->sv, STSL_PARAM_ZETA);
+}
+
 double stsl__nll_weight(const stsl__run *R, double v)
 {
     if (!(v > 0)) return 0.0;

@@ -50,9 +50,7 @@ stsl_status stsl__solve_dps_mo(stsl__run *R, float *x_out)
     const int renoise_next = stsl__sp_int(sv, STSL_PARAM_RENOISE_LEVEL);
     double step = stsl__sp(sv, STSL_PARAM_LEARNING_RATE);
     const double temp = stsl__sp(sv, STSL_PARAM_TEMPERATURE);
-    const double zeta = !stsl__sp_isset(sv, STSL_PARAM_ZETA) && R->loss_kind != STSL_LOSS_SQUARED
-                            ? STSL__MO_IMPULSE_ZETA
-                            : stsl__sp(sv, STSL_PARAM_ZETA);
+    const double zeta = stsl__zeta(R, STSL__MO_IMPULSE_ZETA);
     double smin = stsl__sp(sv, STSL_PARAM_SIGMA_MIN), smax = stsl__sp(sv, STSL_PARAM_SIGMA_MAX);
     const size_t m = (size_t)R->batch * R->dz;
     stsl_status st = STSL_OK;

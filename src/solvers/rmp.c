@@ -182,9 +182,7 @@ stsl_status stsl__solve_rmp(stsl__run *R, float *x_out)
     /* zeta: 1 (the likelihood itself) for Gaussian noise; RMP_IMPULSE_ZETA for the impulse-noise
      * losses, whose bounded gradient (Huber: delta per pixel) starves the guidance while the
      * residuals of x0hat are large (docs/algorithms.md) */
-    const double zeta = stsl__sp_isset(sv, STSL_PARAM_ZETA) ? stsl__sp(sv, STSL_PARAM_ZETA)
-                        : R->loss_kind != STSL_LOSS_SQUARED ? RMP_IMPULSE_ZETA
-                                                             : stsl__sp(sv, STSL_PARAM_ZETA);
+    const double zeta = stsl__zeta(R, RMP_IMPULSE_ZETA);
     const int likvar = stsl__sp_int(sv, STSL_PARAM_LIKELIHOOD_VARIANCE);
     const int probes = stsl__sp_int(sv, STSL_PARAM_PROBES);
     /* the noise variance: sigma_y^2, or HUBER_DELTA^2 for the impulse-noise losses (docs) */

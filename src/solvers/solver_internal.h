@@ -210,5 +210,8 @@ double stsl__noise_var(const stsl__run *R);
  * variance v: 1/(2v) for ||y - A x||^2, 1/v for Huber (r^2/2 inside delta), sqrt(2/v) for L1
  * (Laplace).  0 when v <= 0. */
 double stsl__nll_weight(const stsl__run *R, double v);
+/* ZETA as set; unset, `impulse` for the impulse-noise losses (L1, Huber), whose bounded gradient
+ * starves a guidance step sized for Gaussian noise, else the solver's default ZETA. */
+double stsl__zeta(const stsl__run *R, double impulse);
 
 #endif
