@@ -134,7 +134,25 @@ def base_parser(desc, epochs, out):
     p.add_argument("--lr-schedule", default="steps", choices=["steps", "deadline"],
                    help="diffusion trainings: cosine LR decay over the planned steps, or over the "
                         "wall time until --deadline")
+    p.add_argument("--init", default=None,
+                   help="start from these weights (an exported TorchScript file or a *-ema.pt / final "
+                        "file) instead of random ones; ignored when --ckpt exists (resume wins)")
     return p
+
+
+def init_from(model, path):
+    """Load starting weights into model: a TorchScript export (models/*.pt, whose state_dict has the
+    eager module's keys) or a training output holding "ema" or "model". Used to continue a finished
+    stage from committed weights when its training checkpoint is gone."""
+    if not path:
+        return
+    try:
+        sd = torch.jit.load(path, map_location="cpu").state_dict()
+    except (RuntimeError, ValueError):
+        d = torch.load(path, map_location="cpu")
+        sd = d["ema"] if "ema" in d else d["model"]
+    model.load_state_dict(sd)
+    log("initial weights from", path)
 
 
 def past_deadline(args, epoch_seconds):

@@ -37,10 +37,11 @@ def unet_meta(name, shape, space, pairs_with=None, comment=""):
     return "\n".join(lines) + "\n"
 
 
-def vae_meta(name, scale, comment=""):
+def vae_meta(name, latent_shape, scale, comment=""):
     lines = ["# " + comment] if comment else []
     lines += ["stsl_model_format = 1", "role = autoencoder", "name = %s" % name,
-              "image_shape = 1,28,28", "latent_shape = 4,7,7", "latent_scale = %.9g" % scale,
+              "image_shape = 1,28,28", "latent_shape = %s" % ",".join(str(s) for s in latent_shape),
+              "latent_scale = %.9g" % scale,
               "value_range = -1,1"]
     return "\n".join(lines) + "\n"
 
@@ -109,6 +110,10 @@ def main():
     p.add_argument("--outdir", default=MODELS_DIR)
     p.add_argument("--only", default="ddpm,vae,ldm,classifier")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--ddpm", default=None, help="pixel prior weights (default CKPT_DIR/ddpm-ema.pt)")
+    p.add_argument("--vae", default=None, help="autoencoder weights (default CKPT_DIR/vae-final.pt)")
+    p.add_argument("--ldm", default=None, help="latent prior weights (default CKPT_DIR/ldm-ema.pt); "
+                   "its channels must match --vae's latent channels")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -118,24 +123,31 @@ def main():
     t3 = torch.tensor([0.0, 17.0, 250.5, 999.0, 600.0])
 
     if "ddpm" in only:
-        cfg, sd, info = _load_weights(os.path.join(C, "ddpm-ema.pt"), os.path.join(C, "ddpm.ckpt"),
+        cfg, sd, info = _load_weights(args.ddpm or os.path.join(C, "ddpm-ema.pt"), os.path.join(C, "ddpm.ckpt"),
                                       train_ddpm.CONFIG)
         m = PixelUNet(**cfg)
         m.load_state_dict(sd)
         ck_path = os.path.join(C, "ddpm.ckpt")
-        steps = torch.load(ck_path, map_location="cpu")["step"] if os.path.isfile(ck_path) else "?"
+        steps = info.get("steps") or (torch.load(ck_path, map_location="cpu")["step"]
+                                      if os.path.isfile(ck_path) else "?")
         meta = unet_meta("fmnist-ddpm-28", (1, 28, 28), "pixel",
                          comment="libstsl Fashion-MNIST pixel DDPM, EMA 0.999 weights, "
                                  "scripts/train/train_ddpm.py (%s training steps)" % steps)
         L = save_and_check(m, os.path.join(args.outdir, "fmnist-ddpm.pt"), meta, {"forward": [x3, t3]})
         check_grad(L, "forward", [x3[:2], t3[:2]])
 
+    # the latent's shape follows the autoencoder's channels (4 for the first VAE, 8 for vae-z8)
+    vae_cfg, vae_sd, vae_info = _load_weights(args.vae or os.path.join(C, "vae-final.pt"), None, None) \
+        if ("vae" in only or "ldm" in only) else (None, None, None)
+    latent = (int(vae_cfg.get("zc", 4)), 7, 7) if vae_cfg else None
+    latent_tag = "x".join(str(s) for s in latent) if latent else ""
+
     if "vae" in only:
-        cfg, sd, info = _load_weights(os.path.join(C, "vae-final.pt"), None, None)
+        cfg, sd, info = vae_cfg, vae_sd, vae_info
         m = VAE(**cfg)
         m.load_state_dict(sd)
-        z3 = torch.randn(5, 4, 7, 7)
-        meta = vae_meta("fmnist-vae-4x7x7", info["latent_scale"],
+        z3 = torch.randn(5, *latent)
+        meta = vae_meta("fmnist-vae-" + latent_tag, latent, info["latent_scale"],
                         comment="libstsl Fashion-MNIST KL autoencoder, scripts/train/train_vae.py, "
                                 "test PSNR %.2f dB" % info["test_psnr"])
         L = save_and_check(m, os.path.join(args.outdir, "fmnist-vae.pt"), meta,
@@ -144,12 +156,13 @@ def main():
         check_grad(L, "decode", [z3[:2]])
 
     if "ldm" in only:
-        cfg, sd, info = _load_weights(os.path.join(C, "ldm-ema.pt"), os.path.join(C, "ldm.ckpt"),
+        cfg, sd, info = _load_weights(args.ldm or os.path.join(C, "ldm-ema.pt"), os.path.join(C, "ldm.ckpt"),
                                       train_latent.CONFIG)
+        assert int(cfg["cin"]) == latent[0], "latent prior has %d channels, the VAE %d" % (cfg["cin"], latent[0])
         m = LatentNet(**cfg)
         m.load_state_dict(sd)
-        z3 = torch.randn(5, 4, 7, 7)
-        meta = unet_meta("fmnist-ldm-4x7x7", (4, 7, 7), "latent", pairs_with="fmnist-vae.pt",
+        z3 = torch.randn(5, *latent)
+        meta = unet_meta("fmnist-ldm-" + latent_tag, latent, "latent", pairs_with="fmnist-vae.pt",
                          comment="libstsl Fashion-MNIST latent DDPM on latent_scale * encode(x), EMA 0.999, "
                                  "scripts/train/train_latent.py")
         L = save_and_check(m, os.path.join(args.outdir, "fmnist-ldm.pt"), meta, {"forward": [z3, t3]})

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """Train the latent DDPM prior on scaled VAE latents (4x7x7) of Fashion-MNIST
-(eps prediction, 1000 steps, linear betas 1e-4..0.02), CPU only. Needs the trained VAE
+(zc x 7 x 7, zc from the VAE file; eps prediction, 1000 steps, linear betas 1e-4..0.02), CPU only. Needs the trained VAE
 (--vae, written by train_vae.py); latents are the posterior means times latent_scale,
 exactly E(x) = latent_scale * encode(x) as the library computes it.
 
@@ -13,7 +13,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 
 from common import (CKPT_DIR, atomic_save, base_parser, count_params, diffusion_train_loop,  # noqa: E402
-                    load_fmnist, log, seed_all, setup_threads)
+                    init_from, load_fmnist, log, seed_all, setup_threads)
 from nets import VAE, LatentNet  # noqa: E402
 
 CONFIG = dict(cin=4, ch=96, nblocks=4, temb=128)
@@ -42,11 +42,14 @@ def main():
                 zs.append(vae.encode(src[i:i + 500]) * scale)
         z = torch.cat(zs)
     log("latents", tuple(z.shape), "mean %.3f std %.3f" % (float(z.mean()), float(z.std())))
-    model = LatentNet(**CONFIG)
-    log("LatentNet params", count_params(model))
+    # the prior's channels follow the autoencoder's latent (4 for the shipped VAE, 8 for vae-z8)
+    config = dict(CONFIG, cin=int(v["config"].get("zc", CONFIG["cin"])))
+    model = LatentNet(**config)
+    log("LatentNet params", count_params(model), "config", config)
+    init_from(model, args.init)
     # one "epoch" here is one pass over the (possibly doubled by flips) latent set
     model, ema = diffusion_train_loop(model, z, args, args.ckpt, "ldm", 5e-4, flip=False)
-    atomic_save({"config": CONFIG, "ema": ema.state_dict(), "params": count_params(model),
+    atomic_save({"config": config, "ema": ema.state_dict(), "params": count_params(model),
                  "latent_scale": scale, "args": vars(args)}, args.out)
     log("wrote", args.out)
 
