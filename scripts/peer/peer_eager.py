@@ -377,7 +377,7 @@ def eager_module(torch, path, cls, cfg):
     (its state_dict); torch.jit.load's module itself only if that does not load strictly."""
     js, meta = read_meta(torch, path)
     try:
-        m = cls(**cfg)
+        m = cls(**(cfg(meta) if callable(cfg) else cfg))
         m.load_state_dict(js.state_dict(), strict=True)
         kind = "eager"
     except Exception as e:  # a file whose architecture nets.py no longer describes
@@ -470,6 +470,15 @@ class Counter:
         self.graph_fwd = 0      # network forwards recorded for autograd (points)
         self.backward = 0       # backward passes through the network (points)
         self.plain_fwd = 0      # forwards without autograd (points)
+        self.net_s = 0.0        # seconds inside network forwards and backward passes
+
+    def timed(self, fn, *args):
+        """fn(*args), its wall time added to net_s: the share of a restoration that a library
+        running the same kernels spends too (the floor of the library / eager ratio)."""
+        t0 = time.perf_counter()
+        out = fn(*args)
+        self.net_s += time.perf_counter() - t0
+        return out
 
 
 def dps(torch, net, A, y, abar, steps, zeta, noise, shape, cnt):
@@ -484,11 +493,11 @@ def dps(torch, net, A, y, abar, steps, zeta, noise, shape, cnt):
         alpha = ab / abp
         beta = 1.0 - alpha
         x = x.detach().requires_grad_(True)
-        eps = net(x, torch.full((B,), float(t)))
+        eps = cnt.timed(net, x, torch.full((B,), float(t)))
         cnt.graph_fwd += B
         x0 = (x - math.sqrt(1.0 - ab) * eps) / math.sqrt(ab)
         norm = torch.linalg.vector_norm((y - A.forward(x0)).reshape(B, -1), dim=1)
-        (g,) = torch.autograd.grad(norm.sum(), x)
+        (g,) = cnt.timed(torch.autograd.grad, norm.sum(), x)
         cnt.backward += B
         cz = math.sqrt(alpha) * (1.0 - abp) / (1.0 - ab)
         c0 = math.sqrt(abp) * beta / (1.0 - ab)
@@ -515,10 +524,10 @@ def stsl(torch, net, vae, scale, A, y, abar, steps, cfg, noise, zshape, like, cn
     for s in zshape:
         d *= s
     seq = ddim_seq(len(abar), steps)
-    dec = (lambda z: vae.decode(z / scale)) if vae is not None else (lambda z: z)
+    dec = (lambda z: cnt.timed(vae.decode, z / scale)) if vae is not None else (lambda z: z)
     with torch.no_grad():
         xb = A.backproject(y, like)                                   # line 1: zf_0 = E(B y)
-        zf = scale * vae.encode(xb) if vae is not None else xb
+        zf = scale * cnt.timed(vae.encode, xb) if vae is not None else xb
         for k in range(1, steps + 1):                                 # lines 2-4, fresh noise
             abp = abar[seq[k - 2]] if k > 1 else 1.0
             alpha = abar[seq[k - 1]] / abp
@@ -538,7 +547,7 @@ def stsl(torch, net, vae, scale, A, y, abar, steps, cfg, noise, zshape, like, cn
         for p in range(K):                                            # line 7
             e = noise.normal(TAG_PROBE, k, p, (N,) + tuple(zshape)) if N > 0 else None  # line 8
             pts = Z.unsqueeze(1) if N == 0 else torch.cat([Z.unsqueeze(1), Z.unsqueeze(1) + e], 1)
-            eps = net(pts.reshape((B * (N + 1),) + tuple(zshape)), tt)
+            eps = cnt.timed(net, pts.reshape((B * (N + 1),) + tuple(zshape)), tt)
             eps = eps.reshape((B, N + 1) + tuple(zshape))
             cnt.graph_fwd += B * (N + 1)
             zbar = (Z - s1 * eps[:, 0]) / sa                          # line 9 (Tweedie)
@@ -551,11 +560,11 @@ def stsl(torch, net, vae, scale, A, y, abar, steps, cfg, noise, zshape, like, cn
                 hut = (ee * s[:, 1:].reshape(B, N, -1)).sum(2) - (ee * s[:, :1].reshape(B, 1, -1)).sum(2)
                 loss = loss + (eta / d) * hut.mean(1).sum()
             opt.zero_grad(set_to_none=True)
-            loss.backward()                                           # lines 10-11
+            cnt.timed(loss.backward)                                  # lines 10-11
             cnt.backward += B * (N + 1)
             opt.step()
         with torch.no_grad():
-            eps = net(Z, torch.full((B,), float(t)))                  # line 13
+            eps = cnt.timed(net, Z, torch.full((B,), float(t)))       # line 13
             cnt.plain_fwd += B
             zbar = (Z - s1 * eps) / sa
             cz = math.sqrt(alpha) * (1.0 - abp) / (1.0 - ab)
@@ -595,10 +604,13 @@ def cmd_run(a):
         # (src/solvers/dps.c, docs/algorithms.md): 0.5 for inpainting, 0.3 for blur and SR
         zeta = 0.5 if "inpaint" in prep["kind"] else 0.3
     elif a.solver == "stsl":
+        # channels from the records (sample_shape, latent_shape): 4 or 8 latent channels
         net, meta, kind = eager_module(torch, os.path.join(a.models, "fmnist-ldm.pt"), LatentNet,
-                                       dict(cin=4, ch=96, nblocks=4, temb=128))
+                                       lambda m: dict(cin=int(m["sample_shape"].split(",")[0]), ch=96,
+                                                      nblocks=4, temb=128))
         vae, vmeta, vkind = eager_module(torch, os.path.join(a.models, "fmnist-vae.pt"), VAE,
-                                         dict(cin=1, zc=4, c1=32, c2=64))
+                                         lambda m: dict(cin=1, zc=int(m["latent_shape"].split(",")[0]),
+                                                        c1=32, c2=64))
         kinds = "unet %s; vae %s" % (kind, vkind)
         scale = float(vmeta["latent_scale"])
         zshape = tuple(int(v) for v in meta["sample_shape"].split(","))
@@ -631,7 +643,7 @@ def cmd_run(a):
         for i in range(nb):
             g = b0 + i
             rows.append((idx[g], psnr(clean[g], xr[i]), dt / nb, cnt.graph_fwd / nb,
-                         cnt.backward / nb, cnt.plain_fwd / nb))
+                         cnt.backward / nb, cnt.plain_fwd / nb, cnt.net_s / nb))
     if a.compare:
         # the library's restorations of the same run (stsl-bench --out DIR), same order
         lib = np.fromfile(os.path.join(a.compare, "restored.f32"), dtype=np.float32)
@@ -649,11 +661,11 @@ def cmd_run(a):
         with open(a.csv, "a") as f:
             if fresh:
                 f.write("task,solver,steps,batch,threads,index,psnr,seconds,graph_forward,backward,"
-                        "plain_forward,modules\n")
+                        "plain_forward,network_seconds,modules\n")
             for r in rows:
-                f.write("%s,%s,%d,%d,%d,%d,%.4f,%.4f,%.1f,%.1f,%.1f,%s\n"
+                f.write("%s,%s,%d,%d,%d,%d,%.4f,%.4f,%.1f,%.1f,%.1f,%.4f,%s\n"
                         % (prep["task"], a.solver, a.steps, a.batch, a.threads, r[0], r[1], r[2],
-                           r[3], r[4], r[5], kinds))
+                           r[3], r[4], r[5], r[6], kinds))
     if not a.quiet:
         for r in rows:
             print("%6d %8.3f %9.4f" % (r[0], r[1], r[2]))
