@@ -23,6 +23,7 @@
 #include "stsl.h"
 #include "solvers/testbed.h"
 #include "common/timing.h"
+#include "common/cli.h"            /* cli_tune_malloc */
 #include "common/bench_images.h"   /* image mode (--task): examples/common/bench_images.c */
 
 #include <errno.h>
@@ -422,6 +423,7 @@ static int gmm_mode(const gmm_opts *o)
 
 int main(int argc, char **argv)
 {
+    cli_tune_malloc();   /* before libtorch allocates anything (cli.h) */
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             help();

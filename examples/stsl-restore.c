@@ -1053,6 +1053,7 @@ static int prepare_output_dir(const char *path, const char *what)
 
 int main(int argc, char **argv)
 {
+    cli_tune_malloc();   /* before libtorch allocates anything (cli.h) */
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             print_help();

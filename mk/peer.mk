@@ -14,6 +14,8 @@
 #   PEER_N1       images restored one at a time in a batch-1 run (default 2); a batch-B run restores B
 #   PEER_SEED     operator/noise/sampler seed (default 0)
 #   PEER_VERIFY_STEPS  steps of the untimed same-mathematics check ("dps=20 stsl=5"; see the doc)
+#   PEER_MALLOC   tuned (default): both sides under the tools' allocator policy (cli_tune_malloc;
+#                 the eager process through GLIBC_TUNABLES); system: both under glibc's defaults
 #   PEER_DIR      work directory (default $(BUILD)/peer)   PEER_REPORT  (default docs/peer-bench.md)
 # Not part of `make bench` (it compares the library with another implementation).  Cost: 16
 # configurations x PEER_PAIRS x 2 timed runs, projected at about 12 min for the defaults on an idle
@@ -32,6 +34,7 @@ PEER_BATCHES ?= 1 8
 PEER_N1 ?= 2
 PEER_SEED ?= 0
 PEER_VERIFY_STEPS ?= dps=20 stsl=5
+PEER_MALLOC ?= tuned
 PEER_DIR ?= $(BUILD)/peer
 PEER_REPORT ?= docs/peer-bench.md
 
@@ -41,6 +44,6 @@ bench-peer: deps tools
 	@PEER_PAIRS="$(PEER_PAIRS)" PEER_STEPS="$(PEER_STEPS)" PEER_SOLVERS="$(PEER_SOLVERS)" \
 	    PEER_TASKS="$(PEER_TASKS)" PEER_THREADS="$(PEER_THREADS)" PEER_BATCHES="$(PEER_BATCHES)" \
 	    PEER_N1="$(PEER_N1)" PEER_SEED="$(PEER_SEED)" PEER_VERIFY_STEPS="$(PEER_VERIFY_STEPS)" \
-	    PEER_DIR="$(PEER_DIR)" \
+	    PEER_MALLOC="$(PEER_MALLOC)" PEER_DIR="$(PEER_DIR)" \
 	    PEER_REPORT="$(PEER_REPORT)" BINOUT="$(BINOUT)" LIBOUT="$(LIBOUT)" \
 	    $(PEER_PYTHON) scripts/peer/peer_bench.py

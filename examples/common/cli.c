@@ -4,6 +4,9 @@
 #include "common/cli.h"
 
 #include <errno.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -16,6 +19,18 @@ static int fail(char *err, const char *fmt, ...)
     vsnprintf(err, CLI_ERR_LEN, fmt, ap);
     va_end(ap);
     return -1;
+}
+
+int cli_tune_malloc(void)
+{
+#ifdef __GLIBC__
+    const char *own = getenv("STSL_TOOL_MALLOC");
+    if (getenv("GLIBC_TUNABLES") || (own && strcmp(own, "system") == 0)) return 0;
+    /* 32 MiB is glibc's ceiling for the mmap threshold on 64-bit (DEFAULT_MMAP_THRESHOLD_MAX) */
+    return mallopt(M_MMAP_THRESHOLD, 32 << 20) && mallopt(M_TRIM_THRESHOLD, 256 << 20);
+#else
+    return 0;
+#endif
 }
 
 int cli_match(int argc, char **argv, int *i, const char *name, const char **val, char *err)

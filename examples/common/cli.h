@@ -23,6 +23,16 @@
 #define CLI_EXIT_FAIL 1
 #define CLI_EXIT_USAGE 2
 
+/* The restoring tools' allocator policy (glibc only; a no-op elsewhere): keep freed memory in the
+ * process instead of returning it to the kernel after every network call.  libtorch frees all of a
+ * VJP's activations at its end; with glibc's defaults the heap is then trimmed (or the blocks
+ * unmapped) and the next call faults every page back in, 2 000+ page faults per DPS step at batch 8,
+ * about a tenth of the step (docs/peer-bench.md).  Sets M_MMAP_THRESHOLD to 32 MiB and
+ * M_TRIM_THRESHOLD to 256 MiB.  A program, not the library, owns this choice: libstsl itself never
+ * changes the process's allocator.  Skipped when GLIBC_TUNABLES or STSL_TOOL_MALLOC=system is set
+ * (the user's choice wins).  Returns 1 when applied. */
+int cli_tune_malloc(void);
+
 /* If argv[*i] is `name` ("--name V" or "--name=V"): store the value in *val, advance *i past it
  * and return 1.  0 when argv[*i] is another argument; -1 when the value is missing (err set). */
 int cli_match(int argc, char **argv, int *i, const char *name, const char **val, char *err);

@@ -106,7 +106,8 @@ def run_side(side, cfg, p, a, run_env):
                "--batch", str(batch), "--n", str(n), "--threads", str(threads), "--seed",
                str(a["seed"]), "--csv", out, "--quiet"]
     t0 = time.perf_counter()
-    r = subprocess.run(cmd, cwd=ROOT, env=run_env, capture_output=True, text=True)
+    r = subprocess.run(cmd, cwd=ROOT, env=side_env(run_env, side, a["malloc"]), capture_output=True,
+                       text=True)
     wall = time.perf_counter() - t0
     if r.returncode != 0:
         sys.exit("bench-peer: %s run failed (%s):\n%s" % (side, " ".join(cmd), (r.stderr or r.stdout)[-2000:]))
@@ -149,21 +150,40 @@ def settings(environ):
         "batches": [int(x) for x in get("PEER_BATCHES", "1 8").split()],
         "vsteps": parse_steps(get("PEER_VERIFY_STEPS", "dps=20 stsl=5"), solvers),
         "n1": int(get("PEER_N1", "2")),
+        "malloc": get("PEER_MALLOC", "tuned"),
         "seed": int(get("PEER_SEED", "0")),
         "dir": get("PEER_DIR", os.path.join(ROOT, "build", "peer")),
         "report": get("PEER_REPORT", os.path.join(ROOT, "docs", "peer-bench.md")),
         "binout": get("BINOUT", "bin"),
         "libout": get("LIBOUT", "lib"),
     }
+    if a["malloc"] not in ("tuned", "system"):
+        sys.exit("bench-peer: PEER_MALLOC is tuned or system, not %s" % a["malloc"])
     if a["pairs"] < 1 or a["n1"] < 1 or min(a["batches"]) < 1 or min(a["threads"]) < 1:
         sys.exit("bench-peer: PEER_PAIRS, PEER_N1, PEER_BATCHES and PEER_THREADS must be >= 1")
     a["command"] = (
         "make bench-peer PEER_PAIRS=%d PEER_STEPS='%s' PEER_SOLVERS='%s' PEER_TASKS='%s' "
-        "PEER_THREADS='%s' PEER_BATCHES='%s' PEER_N1=%d PEER_SEED=%d PEER_VERIFY_STEPS='%s'"
+        "PEER_THREADS='%s' PEER_BATCHES='%s' PEER_N1=%d PEER_SEED=%d PEER_VERIFY_STEPS='%s' PEER_MALLOC=%s"
         % (a["pairs"], " ".join("%s=%d" % (s, a["steps"][s]) for s in solvers), " ".join(solvers),
            " ".join(a["tasks"]), " ".join(map(str, a["threads"])), " ".join(map(str, a["batches"])),
-           a["n1"], a["seed"], " ".join("%s=%d" % (s, a["vsteps"][s]) for s in solvers)))
+           a["n1"], a["seed"], " ".join("%s=%d" % (s, a["vsteps"][s]) for s in solvers), a["malloc"]))
     return a
+
+
+# The allocator policy the tools set for themselves (examples/common/cli.c, cli_tune_malloc), given
+# to the eager process through glibc's tunables so that both sides run under the same policy.
+TUNED_MALLOC = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=268435456"
+
+
+def side_env(base, side, policy):
+    env = dict(base)
+    env.pop("GLIBC_TUNABLES", None)
+    env.pop("STSL_TOOL_MALLOC", None)
+    if policy == "system" and side == "library":
+        env["STSL_TOOL_MALLOC"] = "system"
+    elif policy == "tuned" and side == "eager":
+        env["GLIBC_TUNABLES"] = TUNED_MALLOC
+    return env
 
 
 def main():
