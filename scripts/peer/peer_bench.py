@@ -338,8 +338,9 @@ def main():
                  "Library NFE per image: UNet forwards / VJPs (+ decoder forwards / VJPs); eager "
                  "passes per image: network forwards under autograd / backwards / plain forwards. "
                  "Eager net share = the part of the eager solver call spent inside network forwards "
-                 "and backward passes (median over the pairs): the same passes on the same kernels "
-                 "cost a library at least that, so it is the lowest ratio reachable without "
+                 "and backward passes (median over the pairs): a library running the same passes on "
+                 "the same kernels spends that too, less eager's Python dispatch inside the calls, so "
+                 "at batch 8, where that dispatch is small, it bounds the ratio reachable without "
                  "changing the kernels."
                  % a["pairs"])
     lines.append("")

@@ -123,13 +123,13 @@ def main():
     t3 = torch.tensor([0.0, 17.0, 250.5, 999.0, 600.0])
 
     if "ddpm" in only:
-        cfg, sd, info = _load_weights(args.ddpm or os.path.join(C, "ddpm-ema.pt"), os.path.join(C, "ddpm.ckpt"),
-                                      train_ddpm.CONFIG)
+        # an explicit weights file stands alone: the checkpoint in CKPT_DIR belongs to another run
+        ck_path = None if args.ddpm else os.path.join(C, "ddpm.ckpt")
+        cfg, sd, info = _load_weights(args.ddpm or os.path.join(C, "ddpm-ema.pt"), ck_path, train_ddpm.CONFIG)
         m = PixelUNet(**cfg)
         m.load_state_dict(sd)
-        ck_path = os.path.join(C, "ddpm.ckpt")
         steps = info.get("steps") or (torch.load(ck_path, map_location="cpu")["step"]
-                                      if os.path.isfile(ck_path) else "?")
+                                      if ck_path and os.path.isfile(ck_path) else "?")
         meta = unet_meta("fmnist-ddpm-28", (1, 28, 28), "pixel",
                          comment="libstsl Fashion-MNIST pixel DDPM, EMA 0.999 weights, "
                                  "scripts/train/train_ddpm.py (%s training steps)" % steps)
@@ -156,8 +156,8 @@ def main():
         check_grad(L, "decode", [z3[:2]])
 
     if "ldm" in only:
-        cfg, sd, info = _load_weights(args.ldm or os.path.join(C, "ldm-ema.pt"), os.path.join(C, "ldm.ckpt"),
-                                      train_latent.CONFIG)
+        cfg, sd, info = _load_weights(args.ldm or os.path.join(C, "ldm-ema.pt"),
+                                      None if args.ldm else os.path.join(C, "ldm.ckpt"), train_latent.CONFIG)
         assert int(cfg["cin"]) == latent[0], "latent prior has %d channels, the VAE %d" % (cfg["cin"], latent[0])
         m = LatentNet(**cfg)
         m.load_state_dict(sd)
