@@ -137,6 +137,9 @@ def base_parser(desc, epochs, out):
     p.add_argument("--init", default=None,
                    help="start from these weights (an exported TorchScript file or a *-ema.pt / final "
                         "file) instead of random ones; ignored when --ckpt exists (resume wins)")
+    p.add_argument("--init-steps", type=int, default=0,
+                   help="diffusion trainings: training steps behind the --init weights, added to this "
+                        "run's steps in the count written to --out (export_models states it)")
     return p
 
 
@@ -264,7 +267,8 @@ def diffusion_train_loop(model, data, args, ckpt_path, name, lr_default, flip=Fa
     steps (--epochs), or with --lr-schedule deadline over the wall time from this run's start
     to --deadline (robust to an unknown, shared CPU budget). SIGTERM saves a mid-epoch
     checkpoint (resumed at the same batch position).
-    Returns (model, ema) with EMA weights available in ema.state_dict().
+    Returns (model, ema, step): EMA weights in ema.state_dict(), step = optimizer steps of this
+    checkpoint's run (resumes included).
     """
     lr = args.lr or lr_default
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
@@ -338,7 +342,7 @@ def diffusion_train_loop(model, data, args, ckpt_path, name, lr_default, flip=Fa
                              "ema_updates": ema.num_updates, "epoch": epoch, "batch_in_epoch": i + 1, "step": step, "args": vars(args)},
                             ckpt_path)
                 log("%s: stopped in epoch %d at batch %d (step %d), checkpoint saved" % (name, epoch + 1, i + 1, step))
-                return model, ema
+                return model, ema, step
         dt = time.time() - t_ep
         log("%s epoch %d/%d mean loss %.4f  %.1fs/epoch (%d batches, step %d)"
             % (name, epoch + 1, args.epochs, tot / max(1, nrun), dt, nrun, step))
@@ -348,4 +352,4 @@ def diffusion_train_loop(model, data, args, ckpt_path, name, lr_default, flip=Fa
             log("%s: time budget of %.1f min reached after epoch %d" % (name, args.max_minutes, epoch + 1))
             break
     log("%s: training done, total %.1f min this run, %d steps in all" % (name, (time.time() - t_start) / 60, step))
-    return model, ema
+    return model, ema, step

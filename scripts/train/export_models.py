@@ -114,6 +114,10 @@ def main():
     p.add_argument("--vae", default=None, help="autoencoder weights (default CKPT_DIR/vae-final.pt)")
     p.add_argument("--ldm", default=None, help="latent prior weights (default CKPT_DIR/ldm-ema.pt); "
                    "its channels must match --vae's latent channels")
+    p.add_argument("--ddpm-steps", type=int, default=None,
+                   help="training steps in all, for the record's comment, when the --ddpm file does not "
+                        "hold them (written before train_ddpm.py recorded 'steps')")
+    p.add_argument("--ldm-steps", type=int, default=None, help="the same for --ldm")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -128,8 +132,8 @@ def main():
         cfg, sd, info = _load_weights(args.ddpm or os.path.join(C, "ddpm-ema.pt"), ck_path, train_ddpm.CONFIG)
         m = PixelUNet(**cfg)
         m.load_state_dict(sd)
-        steps = info.get("steps") or (torch.load(ck_path, map_location="cpu")["step"]
-                                      if ck_path and os.path.isfile(ck_path) else "?")
+        steps = args.ddpm_steps or info.get("steps") or (torch.load(ck_path, map_location="cpu")["step"]
+                                                         if ck_path and os.path.isfile(ck_path) else "?")
         meta = unet_meta("fmnist-ddpm-28", (1, 28, 28), "pixel",
                          comment="libstsl Fashion-MNIST pixel DDPM, EMA 0.999 weights, "
                                  "scripts/train/train_ddpm.py (%s training steps)" % steps)
@@ -161,10 +165,11 @@ def main():
         assert int(cfg["cin"]) == latent[0], "latent prior has %d channels, the VAE %d" % (cfg["cin"], latent[0])
         m = LatentNet(**cfg)
         m.load_state_dict(sd)
+        steps = args.ldm_steps or info.get("steps") or info.get("step", "?")
         z3 = torch.randn(5, *latent)
         meta = unet_meta("fmnist-ldm-" + latent_tag, latent, "latent", pairs_with="fmnist-vae.pt",
                          comment="libstsl Fashion-MNIST latent DDPM on latent_scale * encode(x), EMA 0.999, "
-                                 "scripts/train/train_latent.py")
+                                 "scripts/train/train_latent.py (%s training steps)" % steps)
         L = save_and_check(m, os.path.join(args.outdir, "fmnist-ldm.pt"), meta, {"forward": [z3, t3]})
         check_grad(L, "forward", [z3[:2], t3[:2]])
 

@@ -110,7 +110,7 @@ class PixelUNet(nn.Module):
 
 
 class LatentNet(nn.Module):
-    """eps-prediction residual net for 4x7x7 latents, no downsampling (7 is odd):
+    """eps-prediction residual net for cin x 7 x 7 latents, no downsampling (7 is odd):
     conv in, `nblocks` time-conditioned residual blocks at 7x7 with one self-attention
     in the middle, conv out."""
 
@@ -157,7 +157,7 @@ class _AEBlock(nn.Module):
 
 
 class VAE(nn.Module):
-    """KL autoencoder 1x28x28 <-> 4x7x7 (two stride-2 downsamples).
+    """KL autoencoder 1x28x28 <-> zc x 7 x 7 (two stride-2 downsamples).
     encode(x) returns the posterior mean (unscaled); decode(z) the image in [-1,1] (unclamped)."""
 
     def __init__(self, cin: int = 1, zc: int = 4, c1: int = 32, c2: int = 64):

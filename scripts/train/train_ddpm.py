@@ -30,8 +30,9 @@ def main():
     model = PixelUNet(**CONFIG)
     log("PixelUNet params", count_params(model))
     init_from(model, args.init)
-    model, ema = diffusion_train_loop(model, x, args, args.ckpt, "ddpm", 5e-4, flip=bool(args.flip))
+    model, ema, step = diffusion_train_loop(model, x, args, args.ckpt, "ddpm", 5e-4, flip=bool(args.flip))
     atomic_save({"config": CONFIG, "ema": ema.state_dict(), "params": count_params(model),
+                 "steps": args.init_steps + step,
                  "args": vars(args)}, args.out)
     log("wrote", args.out)
 

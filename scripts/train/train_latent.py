@@ -1,6 +1,6 @@
 #!/usr/bin/python3
-"""Train the latent DDPM prior on scaled VAE latents (zc x 7 x 7, zc from the VAE file: 4 for the
-shipped VAE, 8 for vae-z8) of Fashion-MNIST (eps prediction, 1000 steps, linear betas 1e-4..0.02),
+"""Train the latent DDPM prior on scaled VAE latents (zc x 7 x 7, zc from the VAE file: 8 for the
+shipped VAE, 4 for the first one) of Fashion-MNIST (eps prediction, 1000 steps, linear betas 1e-4..0.02),
 CPU only. Needs the trained VAE
 (--vae, written by train_vae.py); latents are the posterior means times latent_scale,
 exactly E(x) = latent_scale * encode(x) as the library computes it.
@@ -43,14 +43,15 @@ def main():
                 zs.append(vae.encode(src[i:i + 500]) * scale)
         z = torch.cat(zs)
     log("latents", tuple(z.shape), "mean %.3f std %.3f" % (float(z.mean()), float(z.std())))
-    # the prior's channels follow the autoencoder's latent (4 for the shipped VAE, 8 for vae-z8)
+    # the prior's channels follow the autoencoder's latent (8 for the shipped VAE, 4 for the first one)
     config = dict(CONFIG, cin=int(v["config"].get("zc", CONFIG["cin"])))
     model = LatentNet(**config)
     log("LatentNet params", count_params(model), "config", config)
     init_from(model, args.init)
     # one "epoch" here is one pass over the (possibly doubled by flips) latent set
-    model, ema = diffusion_train_loop(model, z, args, args.ckpt, "ldm", 5e-4, flip=False)
+    model, ema, step = diffusion_train_loop(model, z, args, args.ckpt, "ldm", 5e-4, flip=False)
     atomic_save({"config": config, "ema": ema.state_dict(), "params": count_params(model),
+                 "steps": args.init_steps + step,
                  "latent_scale": scale, "args": vars(args)}, args.out)
     log("wrote", args.out)
 
