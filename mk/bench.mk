@@ -14,8 +14,9 @@
 # settings), BENCH_THREADS (per process, default 1), BENCH_JOBS (processes side by
 # side, default 1; 2 on an idle 2-core machine), BENCH_BATCH, BENCH_DIR, BENCH_REPORT.
 # Cost: `make bench-plan` projects the full run for this machine.  Measured on the 2-core
-# development VM (2026-11-23, N=20, 6 tasks x 15 configurations): about 71 min of wall time, mostly
-# with BENCH_JOBS=2; bench-images alone, not the operator/TorchScript/GMM parts.
+# development VM (N=20, 6 tasks x 15 configurations, BENCH_JOBS=2): 71 min on 2026-11-23 (mostly
+# with 2 jobs), 44 min on 2026-12-01 (an idle AMD EPYC VM); bench-images alone, not the
+# operator/TorchScript/GMM/batch parts.
 # Smoke test of the whole pipeline in a few minutes:
 #   make bench-images BENCH_N=2 BENCH_STEP_DIV=50 BENCH_DIR=build/bench-smoke \
 #        BENCH_REPORT=build/bench-smoke/benchmarks.md
