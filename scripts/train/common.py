@@ -45,7 +45,12 @@ def log(*args):
 def _fmnist_files():
     """Map 'train-images' etc. to paths listed by `dpkg -L dataset-fashion-mnist`."""
     paths = []
+    env_dir = os.environ.get("STSL_FMNIST_DIR")  # a copy of the IDX files, e.g. on a GPU machine
+    if env_dir:
+        paths = [os.path.join(env_dir, f) for f in os.listdir(env_dir) if "idx" in f]
     try:
+        if paths:
+            raise OSError("STSL_FMNIST_DIR set")
         out = subprocess.run(["dpkg", "-L", "dataset-fashion-mnist"], check=True,
                              capture_output=True, text=True).stdout
         paths = [p.strip() for p in out.splitlines() if "idx" in os.path.basename(p)]
@@ -137,6 +142,9 @@ def base_parser(desc, epochs, out):
     p.add_argument("--init", default=None,
                    help="start from these weights (an exported TorchScript file or a *-ema.pt / final "
                         "file) instead of random ones; ignored when --ckpt exists (resume wins)")
+    p.add_argument("--device", default="cpu",
+                   help="diffusion trainings: torch device (cuda on a GPU machine); checkpoints and "
+                        "outputs hold CPU tensors in torch's legacy format, which torch 1.13 loads")
     p.add_argument("--init-steps", type=int, default=0,
                    help="diffusion trainings: training steps behind the --init weights, added to this "
                         "run's steps in the count written to --out (export_models states it)")
@@ -152,7 +160,7 @@ def init_from(model, path):
     try:
         sd = torch.jit.load(path, map_location="cpu").state_dict()
     except (RuntimeError, ValueError):
-        d = torch.load(path, map_location="cpu")
+        d = load_file(path)
         sd = d["ema"] if "ema" in d else d["model"]
     model.load_state_dict(sd)
     log("initial weights from", path)
@@ -173,18 +181,39 @@ def setup_threads(n):
     log("torch", torch.__version__, "threads", torch.get_num_threads())
 
 
+def _to_cpu(obj):
+    if torch.is_tensor(obj):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
 def atomic_save(obj, path):
+    """CPU tensors, torch's legacy (non-zip) format: what a GPU machine's torch 2.x writes, the
+    development machine's torch 1.13 reads."""
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
     tmp = path + ".tmp%d" % os.getpid()
-    torch.save(obj, tmp)
+    torch.save(_to_cpu(obj), tmp, _use_new_zipfile_serialization=False)
     os.replace(tmp, path)
+
+
+def load_file(path):
+    """torch.load onto the CPU of our own files (dicts of config, weights, numbers), under torch
+    1.13 and under torch >= 2.6, whose default would refuse their argparse records."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except TypeError:  # a torch without the weights_only argument
+        return torch.load(path, map_location="cpu")
 
 
 def load_checkpoint(path):
     if path and os.path.isfile(path):
         log("resuming from", path)
-        return torch.load(path, map_location="cpu")
+        return load_file(path)
     return None
 
 
@@ -217,7 +246,7 @@ class EMA:
         return self.shadow
 
     def load_state_dict(self, sd, num_updates=10 ** 9):
-        self.shadow = {k: v.clone() for k, v in sd.items()}
+        self.shadow = {k: v.clone().to(self.shadow[k].device) for k, v in sd.items()}
         self.num_updates = num_updates
 
 
@@ -271,14 +300,17 @@ def diffusion_train_loop(model, data, args, ckpt_path, name, lr_default, flip=Fa
     checkpoint's run (resumes included).
     """
     lr = args.lr or lr_default
+    dev = torch.device(getattr(args, "device", "cpu"))
+    model.to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     ema = EMA(model, 0.999)
     _, abar = linear_schedule()
+    abar = abar.to(dev)
     start_epoch, step, start_batch = 0, 0, 0
     ck = load_checkpoint(ckpt_path)
     if ck is not None:
         model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["opt"])
+        opt.load_state_dict(ck["opt"])  # moves the moments onto the parameters' device
         if getattr(args, "ema_reset", 0):
             ema = EMA(model, 0.999)
             log("EMA restarted from the current weights (with warm-up)")
@@ -287,6 +319,8 @@ def diffusion_train_loop(model, data, args, ckpt_path, name, lr_default, flip=Fa
             ema.load_state_dict(ck["ema"], ck.get("ema_updates", 10 ** 9))
         start_epoch, step = ck["epoch"], ck["step"]
         start_batch = ck.get("batch_in_epoch", 0)
+        if not getattr(args, "init_steps", 0):  # the run that started from --init said how many
+            args.init_steps = ck.get("args", {}).get("init_steps", 0) or 0
         log("resumed at epoch %d batch %d step %d" % (start_epoch, start_batch, step))
     flag = StopFlag()
     n = data.shape[0]
@@ -307,12 +341,13 @@ def diffusion_train_loop(model, data, args, ckpt_path, name, lr_default, flip=Fa
         nrun = 0
         for i in range(first, nb):
             idx = perm[i * B:(i + 1) * B]
-            x0 = data[idx]
+            x0 = data[idx].to(dev)
             if flip:
                 m = torch.rand(B) < 0.5
-                x0 = torch.where(m[:, None, None, None], x0.flip(3), x0)
+                x0 = torch.where(m[:, None, None, None].to(dev), x0.flip(3), x0)
             t = torch.randint(0, TIMESTEPS, (B,))
-            eps = torch.randn_like(x0)
+            eps = torch.randn(x0.shape).to(dev)  # drawn on the CPU: one stream for every device
+            t = t.to(dev)
             a = abar[t].view(B, 1, 1, 1)
             xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
             pred = model(xt, t.float())

@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 
 from common import (CKPT_DIR, atomic_save, base_parser, count_params, diffusion_train_loop,  # noqa: E402
-                    init_from, load_fmnist, log, seed_all, setup_threads)
+                    init_from, load_file, load_fmnist, log, seed_all, setup_threads)
 from nets import VAE, LatentNet  # noqa: E402
 
 CONFIG = dict(cin=4, ch=96, nblocks=4, temb=128)
@@ -28,19 +28,21 @@ def main():
     args = p.parse_args()
     setup_threads(args.threads)
     seed_all(args.seed)
-    v = torch.load(args.vae, map_location="cpu")
+    v = load_file(args.vae)
     vae = VAE(**v["config"])
     vae.load_state_dict(v["model"])
     vae.eval()
     scale = float(v["latent_scale"])
     log("VAE from", args.vae, "latent_scale", scale)
     x, _ = load_fmnist("train", args.limit)
+    dev = torch.device(args.device)
+    vae.to(dev)
     with torch.no_grad():
         zs = []
         srcs = [x, x.flip(3)] if args.flip else [x]
         for src in srcs:
             for i in range(0, src.shape[0], 500):
-                zs.append(vae.encode(src[i:i + 500]) * scale)
+                zs.append((vae.encode(src[i:i + 500].to(dev)) * scale).cpu())
         z = torch.cat(zs)
     log("latents", tuple(z.shape), "mean %.3f std %.3f" % (float(z.mean()), float(z.std())))
     # the prior's channels follow the autoencoder's latent (8 for the shipped VAE, 4 for the first one)
