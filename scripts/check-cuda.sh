@@ -49,11 +49,8 @@ if [ "$DEVICE" = cpu ]; then
   [ "$JOBS" -gt 2 ] && JOBS=2
 else
   # the first python that imports torch (the GPU machine's own; not necessarily python3 on PATH)
-  PY=
-  for p in ${CHECK_CUDA_PYTHON:-} python3 python /opt/conda/bin/python /usr/local/bin/python3 /usr/bin/python3; do
-    if command -v "$p" >/dev/null 2>&1 && "$p" -c 'import torch' >/dev/null 2>&1; then PY=$p; break; fi
-  done
-  PY=${PY:-python3}
+  . scripts/torch_python.sh
+  PY=$(torch_python "${CHECK_CUDA_PYTHON:-}" torch) || PY=python3
   MODELS=${CHECK_CUDA_MODELS:-prior,adm256,sd512}
   STEPS_COMPARE=10; BENCH_STEPS=3; BENCH_REPEATS=10; RESTORE_STEPS=; RESTORE_JOBS=4
 fi

@@ -43,19 +43,19 @@ def log(*args):
 # ---------------------------------------------------------------- data
 
 def _fmnist_files():
-    """Map 'train-images' etc. to paths listed by `dpkg -L dataset-fashion-mnist`."""
+    """Map 'train-images' etc. to the IDX files in $STSL_FMNIST_DIR (a copy, e.g. on a GPU machine),
+    else to the paths listed by `dpkg -L dataset-fashion-mnist`."""
     paths = []
-    env_dir = os.environ.get("STSL_FMNIST_DIR")  # a copy of the IDX files, e.g. on a GPU machine
+    env_dir = os.environ.get("STSL_FMNIST_DIR")
     if env_dir:
         paths = [os.path.join(env_dir, f) for f in os.listdir(env_dir) if "idx" in f]
-    try:
-        if paths:
-            raise OSError("STSL_FMNIST_DIR set")
-        out = subprocess.run(["dpkg", "-L", "dataset-fashion-mnist"], check=True,
-                             capture_output=True, text=True).stdout
-        paths = [p.strip() for p in out.splitlines() if "idx" in os.path.basename(p)]
-    except (OSError, subprocess.CalledProcessError):
-        pass
+    else:
+        try:
+            out = subprocess.run(["dpkg", "-L", "dataset-fashion-mnist"], check=True,
+                                 capture_output=True, text=True).stdout
+            paths = [p.strip() for p in out.splitlines() if "idx" in os.path.basename(p)]
+        except (OSError, subprocess.CalledProcessError):
+            pass
     if not paths:  # fall back to the usual Debian location
         d = "/usr/share/datasets/fashion-mnist"
         if os.path.isdir(d):

@@ -33,11 +33,9 @@ mkdir -p "$OUTDIR"
 export STSL_FMNIST_DIR=$PWD/build/fmnist
 [ -d "$STSL_FMNIST_DIR" ] || { echo "device-train: build/fmnist missing (carry it; --prepare here)" >&2; exit 1; }
 
-PY=
-for p in ${DEVICE_TRAIN_PYTHON:-} python3 python /opt/conda/bin/python /usr/local/bin/python3 /usr/bin/python3; do
-  if command -v "$p" >/dev/null 2>&1 && "$p" -c 'import torch, numpy' >/dev/null 2>&1; then PY=$p; break; fi
-done
-[ -n "$PY" ] || { echo "device-train: no python with torch and numpy" >&2; exit 1; }
+. scripts/torch_python.sh
+PY=$(torch_python "${DEVICE_TRAIN_PYTHON:-}" "torch, numpy") \
+  || { echo "device-train: no python with torch and numpy" >&2; exit 1; }
 DEV=$("$PY" -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')
 THREADS=$(( $(nproc 2>/dev/null || echo 2) / 2 ))
 # the deadline as UTC HH:MM, at least MIN whole minutes away (the trainings stop with a checkpoint there)

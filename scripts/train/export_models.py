@@ -17,7 +17,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 
-from common import BETA_END, BETA_START, CKPT_DIR, MODELS_DIR, TIMESTEPS, count_params, log  # noqa: E402
+from common import (BETA_END, BETA_START, CKPT_DIR, MODELS_DIR, TIMESTEPS, count_params,  # noqa: E402
+                    load_file, log)
 from nets import VAE, Classifier, LatentNet, PixelUNet  # noqa: E402
 import train_ddpm  # noqa: E402
 import train_latent  # noqa: E402
@@ -57,15 +58,24 @@ def classifier_meta(name, comment=""):
 def _load_weights(final_path, ckpt_path, default_config):
     """(config, state_dict, info) from the final file, else from the training checkpoint's EMA."""
     if os.path.isfile(final_path):
-        d = torch.load(final_path, map_location="cpu")
+        d = load_file(final_path)
         sd = d["ema"] if "ema" in d else d["model"]
         return d.get("config", default_config), sd, d
     if ckpt_path and os.path.isfile(ckpt_path):
-        d = torch.load(ckpt_path, map_location="cpu")
+        d = load_file(ckpt_path)
         log("WARNING: %s missing, using EMA of the training checkpoint %s (epoch %d)"
             % (final_path, ckpt_path, d["epoch"]))
         return default_config, d["ema"], d
     raise FileNotFoundError(final_path)
+
+
+def _training_steps(given, info, ckpt_path):
+    """Training steps for a record's comment: as given on the command line, else as the weights file
+    records them ("steps"; "step" when the weights came from a checkpoint), else the checkpoint's."""
+    steps = given or info.get("steps") or info.get("step")
+    if not steps and ckpt_path and os.path.isfile(ckpt_path):
+        steps = load_file(ckpt_path)["step"]
+    return steps or "?"
 
 
 def save_and_check(module, path, meta, inputs, methods=("forward",)):
@@ -132,8 +142,7 @@ def main():
         cfg, sd, info = _load_weights(args.ddpm or os.path.join(C, "ddpm-ema.pt"), ck_path, train_ddpm.CONFIG)
         m = PixelUNet(**cfg)
         m.load_state_dict(sd)
-        steps = args.ddpm_steps or info.get("steps") or (torch.load(ck_path, map_location="cpu")["step"]
-                                                         if ck_path and os.path.isfile(ck_path) else "?")
+        steps = _training_steps(args.ddpm_steps, info, ck_path)
         meta = unet_meta("fmnist-ddpm-28", (1, 28, 28), "pixel",
                          comment="libstsl Fashion-MNIST pixel DDPM, EMA 0.999 weights, "
                                  "scripts/train/train_ddpm.py (%s training steps)" % steps)
@@ -160,12 +169,12 @@ def main():
         check_grad(L, "decode", [z3[:2]])
 
     if "ldm" in only:
-        cfg, sd, info = _load_weights(args.ldm or os.path.join(C, "ldm-ema.pt"),
-                                      None if args.ldm else os.path.join(C, "ldm.ckpt"), train_latent.CONFIG)
+        ck_path = None if args.ldm else os.path.join(C, "ldm.ckpt")
+        cfg, sd, info = _load_weights(args.ldm or os.path.join(C, "ldm-ema.pt"), ck_path, train_latent.CONFIG)
         assert int(cfg["cin"]) == latent[0], "latent prior has %d channels, the VAE %d" % (cfg["cin"], latent[0])
         m = LatentNet(**cfg)
         m.load_state_dict(sd)
-        steps = args.ldm_steps or info.get("steps") or info.get("step", "?")
+        steps = _training_steps(args.ldm_steps, info, ck_path)
         z3 = torch.randn(5, *latent)
         meta = unet_meta("fmnist-ldm-" + latent_tag, latent, "latent", pairs_with="fmnist-vae.pt",
                          comment="libstsl Fashion-MNIST latent DDPM on latent_scale * encode(x), EMA 0.999, "

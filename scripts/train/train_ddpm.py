@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """Train the pixel-space DDPM prior on Fashion-MNIST 28x28 (eps prediction, 1000 steps,
-linear betas 1e-4..0.02), CPU only. Writes the EMA weights (decay 0.999) to --out;
+linear betas 1e-4..0.02), on the CPU or --device. Writes the EMA weights (decay 0.999) to --out;
 scripts/train/export_models.py turns them into models/fmnist-ddpm.pt.
 
   /usr/bin/python3 scripts/train/train_ddpm.py --epochs 12 --threads 2

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Train the latent DDPM prior on scaled VAE latents (zc x 7 x 7, zc from the VAE file: 8 for the
 shipped VAE, 4 for the first one) of Fashion-MNIST (eps prediction, 1000 steps, linear betas 1e-4..0.02),
-CPU only. Needs the trained VAE
+on the CPU or --device (the latents are encoded there too). Needs the trained VAE
 (--vae, written by train_vae.py); latents are the posterior means times latent_scale,
 exactly E(x) = latent_scale * encode(x) as the library computes it.
 
