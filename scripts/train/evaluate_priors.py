@@ -9,7 +9,9 @@ loads) by unconditional sampling.
 - Scores every sample set with the classifier (models/fmnist-classifier.pt): mean max-softmax
   confidence, and the Frechet distance between Gaussian fits of the 128-dim `features(x)` of the
   set and of the 10k test split. References: test split (first 5k vs last 5k), N train images,
-  N VAE reconstructions of train images, N Gaussian-noise images (clamp(N(0,1)) to [-1,1]).
+  N VAE reconstructions of train images, N decodes of their latents plus 0.1 and 0.3 N(0,I)
+  (the latent error a latent prior's figures correspond to), N Gaussian-noise images
+  (clamp(N(0,1)) to [-1,1]).
 - Writes docs/prior_samples_pixel.png and docs/prior_samples_latent.png (8x8 grids of the first
   64 samples, upscaled x2) and the table into models/README.md between the markers
   <!-- prior-eval:begin --> and <!-- prior-eval:end -->.
@@ -183,6 +185,14 @@ def main():
         c, _, f = score(rec)
         rows.append(("VAE reconstructions of the %d train images" % n, n, c,
                      frechet(gauss_fit(f), fit_test), "reference (latent ceiling)"))
+        # How precise must a latent prior be? Decode real latents E(x) (unit std) after adding
+        # sigma * N(0, I): the row whose figures match the latent prior's says how far off it is.
+        z = batched(vae.encode, xtr[idx]) * scale
+        for sigma in (0.1, 0.3):
+            zn = z + sigma * torch.randn(z.shape, generator=g)
+            c, _, f = score(batched(lambda b: vae.decode(b / scale), zn).clamp(-1, 1))
+            rows.append(("VAE decodes of those latents E(x) + %.1f N(0,I)" % sigma, n, c,
+                         frechet(gauss_fit(f), fit_test), "reference (latent error)"))
 
     hist = {}
     if "pixel" in args.only:
