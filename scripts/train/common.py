@@ -13,6 +13,7 @@ import gzip
 import math
 import os
 import random
+import re
 import struct
 import subprocess
 import sys
@@ -147,23 +148,43 @@ def base_parser(desc, epochs, out):
                         "outputs hold CPU tensors in torch's legacy format, which torch 1.13 loads")
     p.add_argument("--init-steps", type=int, default=0,
                    help="diffusion trainings: training steps behind the --init weights, added to this "
-                        "run's steps in the count written to --out (export_models states it)")
+                        "run's steps in the count written to --out (export_models states it); "
+                        "default: what the --init file states")
     return p
 
 
-def init_from(model, path):
-    """Load starting weights into model: a TorchScript export (models/*.pt, whose state_dict has the
-    eager module's keys) or a training output holding "ema" or "model". Used to continue a finished
-    stage from committed weights when its training checkpoint is gone."""
-    if not path:
+RECORD_NAME = "stsl_meta.txt"  # the metadata record inside every exported TorchScript file
+
+
+def load_scripted(path):
+    """An exported TorchScript file on the CPU and the text of its record (RECORD_NAME)."""
+    extra = {RECORD_NAME: ""}
+    module = torch.jit.load(path, map_location="cpu", _extra_files=extra)
+    text = extra[RECORD_NAME]
+    return module, text.decode() if isinstance(text, bytes) else text
+
+
+def init_from(model, args):
+    """Load starting weights (args.init) into model: a TorchScript export (models/*.pt, whose
+    state_dict has the eager module's keys) or a training output holding "ema" or "model". Used to
+    continue a finished stage from committed weights when its training checkpoint is gone. Unless
+    --init-steps says otherwise, the steps behind those weights are what the file states: a training
+    output's "steps", an export's record comment "(N training steps)" (export_models writes it)."""
+    if not args.init:
         return
     try:
-        sd = torch.jit.load(path, map_location="cpu").state_dict()
+        module, record = load_scripted(args.init)
+        sd = module.state_dict()
+        found = re.search(r"\((\d+) training steps\)", record)
+        steps = int(found.group(1)) if found else 0
     except (RuntimeError, ValueError):
-        d = load_file(path)
+        d = load_file(args.init)
         sd = d["ema"] if "ema" in d else d["model"]
+        steps = int(d.get("steps") or 0)
     model.load_state_dict(sd)
-    log("initial weights from", path)
+    if not args.init_steps:
+        args.init_steps = steps
+    log("initial weights from", args.init, "after", args.init_steps, "training steps")
 
 
 def past_deadline(args, epoch_seconds):
@@ -331,7 +352,6 @@ def diffusion_train_loop(model, data, args, ckpt_path, name, lr_default, flip=Fa
     t_start = time.time()
     dl = deadline_timestamp(args)
     time_sched = getattr(args, "lr_schedule", "steps") == "deadline" and dl is not None
-    lr_at_start = None
     for epoch in range(start_epoch, args.epochs):
         t_ep = time.time()
         model.train()

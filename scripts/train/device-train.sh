@@ -45,13 +45,13 @@ if [[ "$DEADLINE" < "$(date -u +%H:%M)" ]]; then DEADLINE=23:59; fi
 echo "device-train: $PY, torch $("$PY" -c 'import torch; print(torch.__version__)'), device $DEV," \
      "deadline $DEADLINE UTC, output $OUTDIR"
 
-# the step counts behind the shipped weights (models/README.md), so that the outputs' counts are totals
+# --init: the shipped weights, whose records state the steps behind them, so the outputs' counts are totals
 "$PY" scripts/train/train_ddpm.py --device "$DEV" --threads "$THREADS" --epochs 1000 \
-  --init models/fmnist-ddpm.pt --init-steps 13412 --lr 1e-4 --deadline "$DEADLINE" --lr-schedule deadline \
+  --init models/fmnist-ddpm.pt --lr 1e-4 --deadline "$DEADLINE" --lr-schedule deadline \
   --ckpt "$OUTDIR/ddpm.ckpt" --out "$OUTDIR/ddpm-ema.pt" > "$OUTDIR/ddpm.log" 2>&1 &
 p1=$!
 "$PY" scripts/train/train_latent.py --device "$DEV" --threads "$THREADS" --epochs 1000 \
-  --vae models/stages/vae-z8-final.pt --init models/fmnist-ldm.pt --init-steps 24898 --lr 2e-4 \
+  --vae models/stages/vae-z8-final.pt --init models/fmnist-ldm.pt --lr 2e-4 \
   --deadline "$DEADLINE" --lr-schedule deadline \
   --ckpt "$OUTDIR/ldm.ckpt" --out "$OUTDIR/ldm-ema.pt" > "$OUTDIR/ldm.log" 2>&1 &
 p2=$!

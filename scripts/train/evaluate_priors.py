@@ -28,17 +28,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from common import REPO, MODELS_DIR, linear_schedule, load_fmnist, log, seed_all  # noqa: E402
+from common import REPO, MODELS_DIR, linear_schedule, load_fmnist, load_scripted, log, seed_all  # noqa: E402
 
 BEGIN, END = "<!-- prior-eval:begin -->", "<!-- prior-eval:end -->"
 
 
 def load_model(path):
-    extra = {"stsl_meta.txt": ""}
-    m = torch.jit.load(path, map_location="cpu", _extra_files=extra)
+    m, text = load_scripted(path)
     m.eval()
-    text = extra["stsl_meta.txt"]
-    text = text.decode() if isinstance(text, bytes) else text
     meta = {}
     for line in text.splitlines():
         line = line.split("#", 1)[0].strip()

@@ -17,13 +17,12 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 
-from common import (BETA_END, BETA_START, CKPT_DIR, MODELS_DIR, TIMESTEPS, count_params,  # noqa: E402
-                    load_file, log)
+from common import (BETA_END, BETA_START, CKPT_DIR, MODELS_DIR, RECORD_NAME, TIMESTEPS,  # noqa: E402
+                    count_params, load_file, load_scripted, log)
 from nets import VAE, Classifier, LatentNet, PixelUNet  # noqa: E402
 import train_ddpm  # noqa: E402
 import train_latent  # noqa: E402
 
-META_KEY = "stsl_meta.txt"
 
 
 def unet_meta(name, shape, space, pairs_with=None, comment=""):
@@ -84,12 +83,9 @@ def save_and_check(module, path, meta, inputs, methods=("forward",)):
     scripted = torch.jit.script(module)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp"
-    torch.jit.save(scripted, tmp, _extra_files={META_KEY: meta})
+    torch.jit.save(scripted, tmp, _extra_files={RECORD_NAME: meta})
     os.replace(tmp, path)
-    extra = {META_KEY: ""}
-    loaded = torch.jit.load(path, map_location="cpu", _extra_files=extra)
-    got = extra[META_KEY]
-    got = got.decode() if isinstance(got, bytes) else got
+    loaded, got = load_scripted(path)
     assert got == meta, "metadata record did not round-trip"
     worst = 0.0
     for meth in methods:

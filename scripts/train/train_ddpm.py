@@ -9,7 +9,6 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import torch  # noqa: E402
 
 from common import (CKPT_DIR, atomic_save, base_parser, count_params, diffusion_train_loop,  # noqa: E402
                     init_from, load_fmnist, log, seed_all, setup_threads)
@@ -29,7 +28,7 @@ def main():
     log("train images", tuple(x.shape), "range", float(x.min()), float(x.max()))
     model = PixelUNet(**CONFIG)
     log("PixelUNet params", count_params(model))
-    init_from(model, args.init)
+    init_from(model, args)
     model, ema, step = diffusion_train_loop(model, x, args, args.ckpt, "ddpm", 5e-4, flip=bool(args.flip))
     atomic_save({"config": CONFIG, "ema": ema.state_dict(), "params": count_params(model),
                  "steps": args.init_steps + step,

@@ -49,7 +49,7 @@ def main():
     config = dict(CONFIG, cin=int(v["config"].get("zc", CONFIG["cin"])))
     model = LatentNet(**config)
     log("LatentNet params", count_params(model), "config", config)
-    init_from(model, args.init)
+    init_from(model, args)
     # one "epoch" here is one pass over the (possibly doubled by flips) latent set
     model, ema, step = diffusion_train_loop(model, z, args, args.ckpt, "ldm", 5e-4, flip=False)
     atomic_save({"config": config, "ema": ema.state_dict(), "params": count_params(model),
