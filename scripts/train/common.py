@@ -164,23 +164,32 @@ def load_scripted(path):
     return module, text.decode() if isinstance(text, bytes) else text
 
 
+STEPS_NOTE = "(%s training steps)"  # how an export's record comment states the steps behind it
+
+
+def recorded_steps(d):
+    """The training steps a weights file (a dict) records: "steps" in a training output, "step" in
+    a checkpoint; 0 when it says nothing."""
+    return d.get("steps") or d.get("step") or 0
+
+
 def init_from(model, args):
     """Load starting weights (args.init) into model: a TorchScript export (models/*.pt, whose
     state_dict has the eager module's keys) or a training output holding "ema" or "model". Used to
     continue a finished stage from committed weights when its training checkpoint is gone. Unless
     --init-steps says otherwise, the steps behind those weights are what the file states: a training
-    output's "steps", an export's record comment "(N training steps)" (export_models writes it)."""
+    output's (recorded_steps), an export's record comment (STEPS_NOTE, which export_models writes)."""
     if not args.init:
         return
     try:
         module, record = load_scripted(args.init)
         sd = module.state_dict()
-        found = re.search(r"\((\d+) training steps\)", record)
+        found = re.search(re.escape(STEPS_NOTE).replace("%s", r"(\d+)"), record)
         steps = int(found.group(1)) if found else 0
     except (RuntimeError, ValueError):
         d = load_file(args.init)
         sd = d["ema"] if "ema" in d else d["model"]
-        steps = int(d.get("steps") or 0)
+        steps = int(recorded_steps(d))
     model.load_state_dict(sd)
     if not args.init_steps:
         args.init_steps = steps

@@ -178,15 +178,15 @@ def main():
     if os.path.isfile(os.path.join(args.models, "fmnist-vae.pt")):
         vae, vmeta = load_model(os.path.join(args.models, "fmnist-vae.pt"))
         scale = float(vmeta["latent_scale"])
-        rec = batched(lambda b: vae.decode(vae.encode(b)), xtr[idx]).clamp(-1, 1)
+        z = batched(vae.encode, xtr[idx])  # encoded once, for both kinds of reference rows
+        rec = batched(vae.decode, z).clamp(-1, 1)
         c, _, f = score(rec)
         rows.append(("VAE reconstructions of the %d train images" % n, n, c,
                      frechet(gauss_fit(f), fit_test), "reference (latent ceiling)"))
         # How precise must a latent prior be? Decode real latents E(x) (unit std) after adding
         # sigma * N(0, I): the row whose figures match the latent prior's says how far off it is.
-        z = batched(vae.encode, xtr[idx]) * scale
         for sigma in (0.1, 0.3):
-            zn = z + sigma * torch.randn(z.shape, generator=g)
+            zn = z * scale + sigma * torch.randn(z.shape, generator=g)  # E(x) + sigma N(0, I)
             c, _, f = score(batched(lambda b: vae.decode(b / scale), zn).clamp(-1, 1))
             rows.append(("VAE decodes of those latents E(x) + %.1f N(0,I)" % sigma, n, c,
                          frechet(gauss_fit(f), fit_test), "reference (latent error)"))

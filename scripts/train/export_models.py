@@ -17,8 +17,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 
-from common import (BETA_END, BETA_START, CKPT_DIR, MODELS_DIR, RECORD_NAME, TIMESTEPS,  # noqa: E402
-                    count_params, load_file, load_scripted, log)
+from common import (BETA_END, BETA_START, CKPT_DIR, MODELS_DIR, RECORD_NAME, STEPS_NOTE,  # noqa: E402
+                    TIMESTEPS, count_params, load_file, load_scripted, log, recorded_steps)
 from nets import VAE, Classifier, LatentNet, PixelUNet  # noqa: E402
 import train_ddpm  # noqa: E402
 import train_latent  # noqa: E402
@@ -71,9 +71,9 @@ def _load_weights(final_path, ckpt_path, default_config):
 def _training_steps(given, info, ckpt_path):
     """Training steps for a record's comment: as given on the command line, else as the weights file
     records them ("steps"; "step" when the weights came from a checkpoint), else the checkpoint's."""
-    steps = given or info.get("steps") or info.get("step")
+    steps = given or recorded_steps(info)
     if not steps and ckpt_path and os.path.isfile(ckpt_path):
-        steps = load_file(ckpt_path)["step"]
+        steps = recorded_steps(load_file(ckpt_path))
     return steps or "?"
 
 
@@ -141,7 +141,7 @@ def main():
         steps = _training_steps(args.ddpm_steps, info, ck_path)
         meta = unet_meta("fmnist-ddpm-28", (1, 28, 28), "pixel",
                          comment="libstsl Fashion-MNIST pixel DDPM, EMA 0.999 weights, "
-                                 "scripts/train/train_ddpm.py (%s training steps)" % steps)
+                                 "scripts/train/train_ddpm.py " + STEPS_NOTE % steps)
         L = save_and_check(m, os.path.join(args.outdir, "fmnist-ddpm.pt"), meta, {"forward": [x3, t3]})
         check_grad(L, "forward", [x3[:2], t3[:2]])
 
@@ -174,7 +174,7 @@ def main():
         z3 = torch.randn(5, *latent)
         meta = unet_meta("fmnist-ldm-" + latent_tag, latent, "latent", pairs_with="fmnist-vae.pt",
                          comment="libstsl Fashion-MNIST latent DDPM on latent_scale * encode(x), EMA 0.999, "
-                                 "scripts/train/train_latent.py (%s training steps)" % steps)
+                                 "scripts/train/train_latent.py " + STEPS_NOTE % steps)
         L = save_and_check(m, os.path.join(args.outdir, "fmnist-ldm.pt"), meta, {"forward": [z3, t3]})
         check_grad(L, "forward", [z3[:2], t3[:2]])
 
