@@ -132,11 +132,11 @@ static void print_help(void)
            "                       (batch mode: a directory)\n"
            "  --montage-scale N    enlarge the montage N times (nearest; default 1)\n"
            "  --shard I/N          batch mode: only items whose index %% N == I (sorted order)\n"
-           "  --batch B            batch mode: images per solver run (default %d); each image\n"
-           "                       draws from its own seed (of --seed and its name) and the\n"
-           "                       network calls are shaped for B (--pad-batch), so an image\n"
-           "                       restores bit for bit the same in any batch or shard of one B;\n"
-           "                       give --pad-batch P with any B for the same bits across B\n"
+           "  --batch B            batch mode: images per solver run, at most (default %d); each\n"
+           "                       image draws from its own seed (of --seed and its name), so it\n"
+           "                       restores the same in any batch or shard up to float rounding\n"
+           "                       (a level at most); --pad-batch 1 makes it bit for bit the same\n"
+           "                       on any CPU, at the cost of one network call per image\n"
            "  --jobs J             batch mode: J workers side by side, each with its own models\n"
            "                       and --threads threads (default 1; on a small model two 1-thread\n"
            "                       workers beat one 2-thread worker, see docs/scaling.md)\n"
@@ -898,7 +898,6 @@ static void *worker_main(void *arg)
     char err[RU_ERR_LEN + PATH_MAX];
     ru_job job;
     job_from(o, &job);
-    job.pad_batch = o->batch;   /* --pad-batch (a solver flag) overrides it */
     job.running = (stsl_solver **)&w->running;
     if (o->jobs > 1) job.progress = 0;   /* bars of several workers would overwrite each other */
     pthread_mutex_lock(&b->lock);
@@ -949,9 +948,9 @@ static void *worker_main(void *arg)
 }
 
 /* Restore up to --batch images per solver run, in --jobs workers.  Each image draws from its own
- * seed (ru_image_seed of its output name) and, with the calls shaped for --pad-batch (default:
- * --batch), restores bit for bit as it would in any other batch, shard, worker or company (at
- * one --threads). */
+ * seed (ru_image_seed of its output name), so it restores as it would in any other batch, shard,
+ * worker or company up to float rounding, and bit for bit with --pad-batch 1 (one image a run:
+ * STSL_PARAM_PAD_BATCH in stsl.h). */
 static int run_batch(stsl_context *ctx, ru_models *m, const options *o, const item_list *items,
                      char (*names)[NAME_MAX + 8])
 {

@@ -119,7 +119,9 @@ STSL_API void stsl_context_destroy(stsl_context *ctx);
 STSL_API stsl_status stsl_context_set_log(stsl_context *ctx, stsl_log_fn fn, void *user,
                                           stsl_log_level min_level);
 /* Threads for CPU work (operators, random numbers, the CPU backend of models): 1..256.
- * Results are bit-identical whatever the thread count. Applies to handles created afterwards
+ * The library's own work is bit-identical whatever the thread count; libtorch's may round
+ * differently (its convolutions and backward passes split sums by thread), so a TorchScript
+ * model's results are bit-identical for one thread count. Applies to handles created afterwards
  * and to calls made afterwards. */
 STSL_API stsl_status stsl_context_set_threads(stsl_context *ctx, int threads);
 STSL_API int stsl_context_get_threads(const stsl_context *ctx);
@@ -272,10 +274,11 @@ typedef enum stsl_param {
     STSL_PARAM_LIKELIHOOD_VARIANCE = 123, /* int: stsl_likelihood_variance, RMP's v_k */
     STSL_PARAM_RENOISE_LEVEL = 124,  /* int 0/1: DPS-MO re-noises the MO result to the current
                                       * level (0) or to the next level (1, then no Euler step) */
-    STSL_PARAM_PAD_BATCH = 125       /* int >= 0: 0 off; P: every network and autoencoder call
-                                      * carries as many points as in a run of P samples (at most
-                                      * BATCH_LIMIT), short calls padded, so that a sample's result
-                                      * does not depend on the batch it ran in (see
+    STSL_PARAM_PAD_BATCH = 125       /* int >= 0: 0 off (default: calls hold the whole batch); P:
+                                      * a batch runs as groups of at most P samples, each group's
+                                      * network and autoencoder calls shaped as in a run of P
+                                      * samples (short calls padded); P = 1 makes a sample's bits
+                                      * independent of its batch on any CPU (see
                                       * stsl_solver_run_seeded) */
 } stsl_param;
 
@@ -591,12 +594,17 @@ STSL_API stsl_status stsl_solver_run(stsl_solver *solver, stsl_score *score, sts
 /* stsl_solver_run with each sample's randomness chosen by the caller: sample i draws exactly as a
  * single run with STSL_PARAM_SEED seeds[i] (seeds: `batch` values, borrowed for the call; NULL
  * gives stsl_solver_run's rule, seed s + i).  Key the seed by the item's identity (say, a hash of
- * its name) and an item restores the same whichever batch, shard or neighbours it runs with.
- * Bit for bit, that also needs the same call shapes: libtorch's kernels (oneDNN convolutions,
- * BLAS GEMMs) round differently for different batch sizes, so set STSL_PARAM_PAD_BATCH to the
- * same P in every run (and keep the thread count and the build); without it results agree only
- * to float rounding.  The padded points cost compute but are not counted in the NFE ledger.
- * Added in 1.1 (symbol version STSL_1.1). */
+ * its name) and an item restores the same whichever batch, shard or neighbours it runs with, to
+ * float rounding: libtorch's kernels (oneDNN convolutions, BLAS GEMMs) pick their code by the
+ * call's size and may round a sample by its place in the call (on AMD EPYC with AVX-512, even at
+ * one call size), about 1e-6 after a few steps.  Bit for bit: set STSL_PARAM_PAD_BATCH to 1 in
+ * every run; each sample then runs as a run of its own (one sample a call), the same program
+ * whatever the batch, on any CPU, for the same build, thread count and device.  That costs the
+ * batching's speed.  With P > 1 the calls have one size, but the place in the call still counts on
+ * some CPUs, so only P = 1 carries the promise.  With P set, progress steps count across the
+ * groups (total = groups * steps) and the callback sees the current group's samples; after a
+ * cancel, samples of groups not yet started are left as they were.  Padded points cost compute
+ * but are not counted in the NFE ledger.  Added in 1.1 (symbol version STSL_1.1). */
 STSL_API stsl_status stsl_solver_run_seeded(stsl_solver *solver, stsl_score *score,
                                             stsl_operator *op, stsl_autoencoder *ae,
                                             const float *y, float *x_out, int batch,

@@ -19,7 +19,9 @@ spreads over all of them; the machine and its load are printed with the table.
 
 Also measured: how far the restorations of one image at another batch size are from batch 1's
 (the calls then have other shapes, so libtorch's kernels round differently: see docs/scaling.md),
-as the share of pixels whose 8-bit value differs and the largest difference in levels.
+as the share of pixels whose 8-bit value differs and the largest difference in levels; and what
+one image costs in a directory at the default --batch against single-file mode (issue 30: never
+more than 1.2x), as the median of 3 interleaved wall times of each, one thread.
 
 The table replaces the block between `<!-- batch-bench -->` and `<!-- /batch-bench -->` in --out.
 """
@@ -131,6 +133,30 @@ def run_config(args, indir, names, solver, steps, batch, threads, work, jobs=1):
     return {"images": len(rows), "solve": solve, "wall": wall, "startup": startup, "out": out}
 
 
+def one_image(args, indir, name, solver, steps, work, repeats=3):
+    """Median wall times of single-file mode and of a one-image directory at the default --batch."""
+    d = os.path.join(work, "one-in")
+    if not os.path.isdir(d):
+        os.makedirs(d)
+        os.symlink(os.path.join(indir, name), os.path.join(d, name))
+    common = ["--task", args.task, "--solver", solver, "--steps", str(steps), "--threads", "1", "--quiet"]
+    times = {"file": [], "dir": []}
+    for k in range(repeats):   # interleaved, so a change of load hits both
+        for mode in ("file", "dir"):
+            out = os.path.join(work, "one-%s-%s-%d" % (mode, solver, k))
+            shutil.rmtree(out, ignore_errors=True)
+            src = os.path.join(d, name) if mode == "file" else d
+            dst = out + ".png" if mode == "file" else out
+            cmd = [args.bin, src, dst] + common
+            t0 = time.monotonic()
+            r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            if r.returncode != 0:
+                sys.exit("batch_bench: %s failed (%d): %s" % (" ".join(cmd), r.returncode, r.stderr.strip()[-400:]))
+            times[mode].append(time.monotonic() - t0)
+    med = lambda v: sorted(v)[len(v) // 2]
+    return med(times["file"]), med(times["dir"])
+
+
 def compare(a_dir, b_dir, names):
     differ = total = worst = 0
     for name in names:
@@ -183,6 +209,11 @@ def main():
                       "(solve %.1f s, process %.1f s)" % (solver, steps, b, label(j, t), r["images"],
                                                          r["rate"], r["solve"], r["wall"]),
                       flush=True)
+    single = {}
+    for solver, steps in solvers:
+        single[solver] = one_image(args, indir, names[0], solver, steps, args.work)
+        print("batch_bench: %-7s one image: file %.2f s, directory %.2f s" % ((solver,) + single[solver]),
+              flush=True)
     load_after = load()
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")),
                platform.machine())
@@ -200,7 +231,14 @@ def main():
             base = res[(solver, batches[0], 1, j * t)]["rate"]   # one worker, same threads, B = 1
             lines.append("| %s (%d) | %s | " % (solver, steps, label(j, t)) +
                          " | ".join("%.2f" % r for r in rates) + " | %.2fx |" % (max(rates) / base))
-    lines += ["", "The same images at B > 1 against B = 1 (default `--pad-batch` = B, so the calls "
+    lines += ["", "One image, one thread: `stsl-restore in.png out.png` against `stsl-restore DIR OUT` "
+              "with that one image in DIR at the default `--batch` (wall time of the process, median "
+              "of 3 interleaved runs; issue 30's bound: 1.2x):", "",
+              "| solver (steps) | single file, s | directory, s | directory / single |", "|---|---|---|---|"]
+    for solver, steps in solvers:
+        f, d = single[solver]
+        lines.append("| %s (%d) | %.2f | %.2f | %.2fx |" % (solver, steps, f, d, d / f))
+    lines += ["", "The same images at B > 1 against B = 1 (no padding by default, so the calls "
               "differ in shape): pixels whose 8-bit value differs, largest difference in levels.", "",
               "| solver | threads | " + " | ".join("B = %d" % b for b in batches[1:]) + " |",
               "|" + "---|" * (len(batches) + 1)]

@@ -52,7 +52,7 @@ const ru_flag RU_SOLVER_FLAGS[] = {
     {"--inner-inclusive", STSL_PARAM_INNER_INCLUSIVE, "STSL K+1 inner passes (1) or K (0)"},
     {"--adam-persist", STSL_PARAM_ADAM_PERSIST, "STSL keeps Adam moments across steps (1)"},
     {"--batch-limit", STSL_PARAM_BATCH_LIMIT, "max points per network call (memory bound)"},
-    {"--pad-batch", STSL_PARAM_PAD_BATCH, "shape network calls as for a batch of P (same bits at any batch)"},
+    {"--pad-batch", STSL_PARAM_PAD_BATCH, "run a batch as groups of P, calls shaped for P (1: same bits at any batch)"},
     {"--step-rule", STSL_PARAM_STEP_RULE, "STSL inner update: adam | scaled"},
     {"--step-noise", STSL_PARAM_STEP_NOISE, "STSL line-14 noise (0 as written, 1 DDPM)"},
     {"--likelihood-variance", STSL_PARAM_LIKELIHOOD_VARIANCE, "RMP v_k: flat | tweedie"},
@@ -449,11 +449,6 @@ int ru_restore_batch(stsl_context *ctx, ru_models *m, const ru_job *job,
     if (job->steps > 0 &&
         (st = stsl_solver_set_int(solver, STSL_PARAM_STEPS, job->steps)) != STSL_OK) {
         fail(err, "--steps %d: %s", job->steps, stsl_solver_last_error(solver));
-        goto done;
-    }
-    if (job->pad_batch > 0 &&
-        (st = stsl_solver_set_int(solver, STSL_PARAM_PAD_BATCH, job->pad_batch)) != STSL_OK) {
-        fail(err, "--batch %d: %s", job->pad_batch, stsl_solver_last_error(solver));
         goto done;
     }
     if (job->solver_opts && ru_apply_solver(solver, job->solver_opts, err) != 0) {

@@ -92,8 +92,6 @@ typedef struct ru_job {
     uint64_t seed;
     double noise;              /* < 0: the operator's default */
     int measured;              /* the input is already y */
-    int pad_batch;             /* > 0: STSL_PARAM_PAD_BATCH (network calls shaped as for this
-                                * batch, so an image's result does not depend on its batch) */
     int progress;              /* draw a progress bar on stderr */
     stsl_solver **running;     /* if non-NULL, set to the solver while it runs (for cancel) */
 } ru_job;
@@ -114,8 +112,8 @@ int ru_restore(stsl_context *ctx, ru_models *m, const ru_job *job, const stsl_im
 /* Restore n inputs in one solver run: image i is degraded with and restored from seeds[i]
  * (stsl_solver_run_seeded), the task's operator (masks, kernels) comes from job->seed.  res: n
  * results, each with the run's ledger and seconds divided by n.  On failure no result holds an
- * image (the caller may retry the inputs one by one: with job->pad_batch set, a retried image
- * restores exactly as it would have in the batch). */
+ * image (the caller may retry the inputs one by one: with --pad-batch 1 among the solver options,
+ * a retried image restores exactly as it would have in the batch). */
 int ru_restore_batch(stsl_context *ctx, ru_models *m, const ru_job *job,
                      const stsl_image *const *inputs, const uint64_t *seeds, int n,
                      ru_result *res, char *err);

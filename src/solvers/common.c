@@ -43,8 +43,8 @@ void stsl__noise(const stsl__run *R, uint32_t tag, uint64_t a, uint64_t b, float
 stsl_status stsl__check_cancel(stsl__run *R)
 {
     if (atomic_load(&R->sv->cancel))
-        return stsl__fail(R->err, STSL_CANCELLED, "solver: cancelled at step %d of %d", R->step,
-                          R->total);
+        return stsl__fail(R->err, STSL_CANCELLED, "solver: cancelled at step %d of %d",
+                          stsl__run_step(R, R->step), stsl__run_total(R));
     return STSL_OK;
 }
 
@@ -629,14 +629,17 @@ stsl_status stsl__progress(stsl__run *R, int step, const float *z0_est)
                 st = stsl__dec(R, z0_est, x, R->batch);
             }
         }
-        int rc = st == STSL_OK ? sv->progress(sv->progress_user, step, R->total, x, R->batch) : 0;
+        /* a batch split into groups (PAD_BATCH) reports one count across them */
+        int rc = st == STSL_OK ? sv->progress(sv->progress_user, stsl__run_step(R, step),
+                                              stsl__run_total(R), x, R->batch)
+                               : 0;
         if (x && x != z0_est) stsl__free(x);
         if (st != STSL_OK) return st;
         if (rc != 0) {
             atomic_store(&sv->cancel, 1);
             return stsl__fail(R->err, STSL_CANCELLED,
-                              "solver: cancelled by the progress callback at step %d of %d", step,
-                              R->total);
+                              "solver: cancelled by the progress callback at step %d of %d",
+                              stsl__run_step(R, step), stsl__run_total(R));
         }
     }
     return stsl__check_cancel(R);
@@ -646,10 +649,11 @@ stsl_status stsl__check_finite(stsl__run *R, const float *buf, size_t n, const c
 {
     size_t i = stsl__find_nonfinite(buf, n);
     if (i != (size_t)-1) {
-        R->sv->failed_step = R->step;
+        R->sv->failed_step = stsl__run_step(R, R->step);
         return stsl__fail(R->err, STSL_ERR_NUMERIC,
                           "solver: non-finite value in %s at step %d of %d (sample %zu)", what,
-                          R->step, R->total, i / (R->dz ? R->dz : 1));
+                          R->sv->failed_step, stsl__run_total(R),
+                          (size_t)R->first + i / (R->dz ? R->dz : 1));
     }
     return STSL_OK;
 }

@@ -317,6 +317,22 @@ static double now_seconds(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* One group of a run (all of it unless STSL_PARAM_PAD_BATCH splits it): the method's algorithm. */
+static stsl_status solve_group(stsl__run *R, float *x_out)
+{
+    switch (R->sv->kind) {
+    case STSL_SOLVER_DDIM: return stsl__solve_ddim(R, x_out);
+    case STSL_SOLVER_DPS: return stsl__solve_dps(R, x_out);
+    case STSL_SOLVER_LDPS:
+    case STSL_SOLVER_PSLD: return stsl__solve_ldps_psld(R, x_out);
+    case STSL_SOLVER_STSL:
+    case STSL_SOLVER_STSL_BIASED: return stsl__solve_stsl(R, x_out);
+    case STSL_SOLVER_RMP: return stsl__solve_rmp(R, x_out);
+    case STSL_SOLVER_DPS_MO: return stsl__solve_dps_mo(R, x_out);
+    default: return stsl__fail(R->err, STSL_ERR_INTERNAL, "solver: bad kind");
+    }
+}
+
 STSL_API stsl_status stsl_solver_run(stsl_solver *solver, stsl_score *score, stsl_operator *op,
                                      stsl_autoencoder *ae, const float *y, float *x_out,
                                      int batch)
@@ -391,13 +407,9 @@ STSL_API stsl_status stsl_solver_run_seeded(stsl_solver *solver, stsl_score *sco
     R.op = op;
     R.sched = sched;
     R.T_train = stsl_schedule_timesteps(sched);
-    R.batch = batch;
     R.dz = stsl__shape_size(zshape);
     R.dx = stsl__shape_size(xshape);
     R.dy = stsl__shape_size(yshape);
-    R.y = y;
-    R.seed = (uint64_t)stsl__sp(sv, STSL_PARAM_SEED);
-    R.seeds = seeds;
     R.limit = stsl__sp_int(sv, STSL_PARAM_BATCH_LIMIT);
     R.pad_batch = stsl__sp_int(sv, STSL_PARAM_PAD_BATCH);
     R.op_linear = linear;
@@ -419,18 +431,23 @@ STSL_API stsl_status stsl_solver_run_seeded(stsl_solver *solver, stsl_score *sco
 
     atomic_store(&sv->cancel, 0);
     double t0 = now_seconds();
-    switch (sv->kind) {
-    case STSL_SOLVER_DDIM: st = stsl__solve_ddim(&R, x_out); break;
-    case STSL_SOLVER_DPS: st = stsl__solve_dps(&R, x_out); break;
-    case STSL_SOLVER_LDPS:
-    case STSL_SOLVER_PSLD: st = stsl__solve_ldps_psld(&R, x_out); break;
-    case STSL_SOLVER_STSL:
-    case STSL_SOLVER_STSL_BIASED: st = stsl__solve_stsl(&R, x_out); break;
-    case STSL_SOLVER_RMP: st = stsl__solve_rmp(&R, x_out); break;
-    case STSL_SOLVER_DPS_MO: st = stsl__solve_dps_mo(&R, x_out); break;
-    default: st = stsl__fail(err, STSL_ERR_INTERNAL, "solver: bad kind"); break;
+    /* STSL_PARAM_PAD_BATCH P < batch: the batch runs as consecutive groups of at most P samples,
+     * each a run of its own shaped as for P samples, so that what a sample computes depends on
+     * P and never on the batch it came in; P = 1 makes it the very program of a one-sample run
+     * (the promise in stsl.h).  Progress and the failed step count across the groups. */
+    const int group = R.pad_batch > 0 && R.pad_batch < batch ? R.pad_batch : batch;
+    R.groups = (batch + group - 1) / group;
+    for (R.group = 0; R.group < R.groups && st == STSL_OK; R.group++) {
+        R.first = R.group * group;
+        R.batch = batch - R.first < group ? batch - R.first : group;
+        R.y = y + (size_t)R.first * R.dy;
+        R.seeds = seeds ? seeds + R.first : NULL;
+        R.seed = (uint64_t)stsl__sp(sv, STSL_PARAM_SEED) + (uint64_t)R.first;
+        R.step = R.total = 0;
+        R.est = NULL;
+        st = solve_group(&R, x_out + (size_t)R.first * R.dx);
+        if (st == STSL_ERR_NUMERIC && sv->failed_step < 0) sv->failed_step = stsl__run_step(&R, R.step);
     }
-    if (st == STSL_ERR_NUMERIC && sv->failed_step < 0) sv->failed_step = R.step;
     sv->nfe.seconds = now_seconds() - t0;
     atomic_store(&sv->cancel, 0);
     stsl_autoencoder_destroy(own_ae);

@@ -7,7 +7,8 @@
  *   - split the points into calls of at most STSL_PARAM_BATCH_LIMIT points, and with
  *     STSL_PARAM_PAD_BATCH P into calls of exactly min(P * points per sample, limit) points, the
  *     last one padded (repeating its last point; padded outputs dropped, padded cotangents 0),
- *     so that every point is computed in a call of the same size whatever the real batch,
+ *     so that every point is computed in a call of the same size whatever the real batch (a
+ *     batch larger than P runs as groups of P, each a run of its own: solver.c),
  *   - count per-sample evaluations and batched calls in the NFE ledger (a VJP counts as a VJP
  *     only; identity-autoencoder calls are copies and are not counted).
  * Randomness: sample i of a run with seed s draws from seed s + i, or from the caller's seeds[i]
@@ -63,12 +64,19 @@ typedef struct stsl__run {
     const uint64_t *seeds;      /* per-sample seeds (stsl_solver_run_seeded), or NULL: seed + i */
     int limit;                  /* points per network call */
     int pad_batch;              /* STSL_PARAM_PAD_BATCH: 0, or calls shaped as for this batch */
+    int group, groups, first;   /* this group of samples, their number, its first sample's index
+                                 * in the caller's batch (PAD_BATCH < batch: solver.c) */
     int loss_kind;              /* stsl_loss of the operator (squared when it has none) */
     int op_linear;
     int step, total;            /* current progress step (0 = initialisation) and total */
     float *est;                 /* current clean LATENT estimate (batch * dz), kept by solvers */
     char *err;
 } stsl__run;
+
+/* Progress counts across the groups of a split batch: step `step` of this group as the caller
+ * sees it, and the run's total. */
+static inline int stsl__run_step(const stsl__run *R, int step) { return R->group * R->total + step; }
+static inline int stsl__run_total(const stsl__run *R) { return R->groups * R->total; }
 
 /* ---- schedule helpers ---- */
 static inline double stsl__ab(const stsl__run *R, double t)

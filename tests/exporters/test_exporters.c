@@ -90,7 +90,7 @@ static int log_vjp(void *user, const float *x, const float *t, const float *v, f
 }
 
 /* Load `unet` (and `vae`), run `solver` for `steps` steps on a blurred image once through the
- * logging wrapper (calls_<tag>.bin) and once directly: both results must be identical. */
+ * logging wrapper (calls_<tag>.bin) and once directly: both results must agree. */
 static void run_model(const char *tag, const char *unet, const char *vae, const char *solver,
                       int steps, int batch_limit, const char *meta_key, const char *meta_value)
 {
@@ -149,7 +149,13 @@ static void run_model(const char *tag, const char *unet, const char *vae, const 
     fclose(L.f);
     CU_ASSERT_FALSE(L.failed);
     CU_ASSERT(L.calls >= 2);
-    CU_ASSERT_EQUAL(tu_max_abs_diff(r1, r2, dx), 0.0);
+    /* Not bit for bit: the wrapper cannot keep a forward pass for its VJP, so the direct run's
+     * kept (autograd) forward and the wrapper's inference forward may take different kernels,
+     * which round differently on some CPUs (AMD EPYC, AVX-512: issue 30).  A faithful log agrees
+     * to float rounding; a wrong call (another input, time or sample) is off by far more. */
+    double logged_vs_direct = tu_max_abs_diff(r1, r2, dx);
+    if (getenv("STSL_TEST_VERBOSE")) fprintf(stderr, " [%s: logged vs direct %.3g]", tag, logged_vs_direct);
+    CU_ASSERT(logged_vs_direct < 1e-3);
     double m = 0;
     for (size_t i = 0; i < dx; i++) m += r1[i] == r1[i] ? 0 : 1;
     CU_ASSERT_EQUAL(m, 0.0);

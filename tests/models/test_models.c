@@ -144,20 +144,23 @@ static void test_classifier(void)
 #endif
 }
 
-/* Issue 19: sample i of a seeded run restores bit for bit the same whether it runs alone, in a
- * batch of 7 or of 16 (at another position, among other images), when the calls are shaped for
- * one batch size (STSL_PARAM_PAD_BATCH): libtorch's kernels round differently for other batch
- * sizes, so without it the bits would depend on the company. */
+/* Issue 19, narrowed by issue 30: sample i of a seeded run restores bit for bit the same whether it
+ * runs alone, in a batch of 7 or of 16 (at another position, among other images) when
+ * STSL_PARAM_PAD_BATCH is 1: every sample then runs as a run of its own, the same program on the
+ * same shapes whatever the batch, on any CPU.  Without it (the default) the calls hold the whole
+ * batch, and libtorch's kernels (oneDNN, OpenBLAS) may round a sample by its position and the
+ * call's size (seen on AMD EPYC, AVX-512; 1e-6 after 3 steps): the results then agree to float
+ * rounding, far below one 8-bit level (2/255). */
 static int restore_in_batches(stsl_context *ctx, const char *solver, stsl_score *score,
                               stsl_autoencoder *ae, stsl_operator *op, const float *y, size_t dy,
-                              const uint64_t *seeds, int n, int batch, float *x, size_t dx)
+                              const uint64_t *seeds, int n, int batch, int pad, float *x, size_t dx)
 {
     stsl_solver *sv = NULL;
     if (stsl_solver_create_by_name(ctx, solver, &sv) != STSL_OK) return -1;
     stsl_status st = stsl_solver_set_int(sv, STSL_PARAM_STEPS, 3);
     if (st == STSL_OK && !strcmp(solver, "stsl")) st = stsl_solver_set_int(sv, STSL_PARAM_INNER_STEPS, 1);
-    if (st == STSL_OK) st = stsl_solver_set_int(sv, STSL_PARAM_PAD_BATCH, 16);
-    /* a limit below the padded call: the chunking must not depend on the batch either */
+    if (st == STSL_OK) st = stsl_solver_set_int(sv, STSL_PARAM_PAD_BATCH, pad);
+    /* a limit below the batch's points: the chunking must not depend on the batch either */
     if (st == STSL_OK) st = stsl_solver_set_int(sv, STSL_PARAM_BATCH_LIMIT, 24);
     for (int i = 0; i < n && st == STSL_OK; i += batch) {
         int b = n - i < batch ? n - i : batch;
@@ -189,33 +192,37 @@ static void check_batch_invariance(const char *solver, const char *unet, const c
     enum { N = 16 };
     const size_t dx = 28 * 28, dy = (size_t)ys.channels * ys.height * ys.width;
     float *clean = malloc(N * dx * sizeof(float)), *y = malloc(N * dy * sizeof(float));
-    float *x1 = malloc(N * dx * sizeof(float)), *x7 = malloc(N * dx * sizeof(float));
-    float *x16 = malloc(N * dx * sizeof(float));
+    float *x[3] = {malloc(N * dx * sizeof(float)), malloc(N * dx * sizeof(float)),
+                   malloc(N * dx * sizeof(float))};
+    const int batches[3] = {1, 7, 16};
     uint64_t seeds[N];
     for (int i = 0; i < N; i++) seeds[i] = 0x9e3779b97f4a7c15ull * (uint64_t)(i + 1) >> 11;
     tu_fill_normal(clean, N * dx, 5);
     for (size_t i = 0; i < N * dx; i++) clean[i] = tanhf(clean[i]);
     TU_ASSERT_OK(stsl_operator_measure(op, clean, y, N, 3));
-    CU_ASSERT_EQUAL(restore_in_batches(ctx, solver, score, ae, op, y, dy, seeds, N, 1, x1, dx), 0);
-    CU_ASSERT_EQUAL(restore_in_batches(ctx, solver, score, ae, op, y, dy, seeds, N, 7, x7, dx), 0);
-    CU_ASSERT_EQUAL(restore_in_batches(ctx, solver, score, ae, op, y, dy, seeds, N, 16, x16, dx), 0);
-    int same7 = 0, same16 = 0;
-    for (int i = 0; i < N; i++) {
-        same7 += !memcmp(x1 + i * dx, x7 + i * dx, dx * sizeof(float));
-        same16 += !memcmp(x1 + i * dx, x16 + i * dx, dx * sizeof(float));
-    }
-    if (same7 != N || same16 != N) {
-        double d7 = 0, d16 = 0;
-        for (size_t i = 0; i < N * dx; i++) {
-            d7 = fmax(d7, fabs((double)x1[i] - x7[i]));
-            d16 = fmax(d16, fabs((double)x1[i] - x16[i]));
+    for (int pad = 0; pad <= 1; pad++) {
+        for (int b = 0; b < 3; b++)
+            CU_ASSERT_EQUAL(restore_in_batches(ctx, solver, score, ae, op, y, dy, seeds, N,
+                                               batches[b], pad, x[b], dx), 0);
+        int same[3] = {N, 0, 0};
+        double diff[3] = {0, 0, 0};
+        for (int b = 1; b < 3; b++) {
+            for (int i = 0; i < N; i++) same[b] += !memcmp(x[0] + i * dx, x[b] + i * dx, dx * sizeof(float));
+            diff[b] = tu_max_abs_diff(x[0], x[b], N * dx);
         }
-        fprintf(stderr, "\n  %s: %d/%d samples equal at batch 7 (max |diff| %.3g), %d/%d at batch 16 (%.3g)\n",
-                solver, same7, N, d7, same16, N, d16);
+        if (pad) {   /* one sample a run: the same bits, by construction */
+            if (same[1] != N || same[2] != N)
+                fprintf(stderr, "\n  %s: %d/%d samples equal at batch 7 (max |diff| %.3g), %d/%d at batch 16 (%.3g)\n",
+                        solver, same[1], N, diff[1], same[2], N, diff[2]);
+            CU_ASSERT_EQUAL(same[1], N);
+            CU_ASSERT_EQUAL(same[2], N);
+        } else {     /* batched calls: float rounding only */
+            if (getenv("STSL_TEST_VERBOSE")) fprintf(stderr, " [%s batched: max diff %.3g / %.3g]", solver, diff[1], diff[2]);
+            CU_ASSERT(diff[1] < 1e-3);
+            CU_ASSERT(diff[2] < 1e-3);
+        }
     }
-    CU_ASSERT_EQUAL(same7, N);
-    CU_ASSERT_EQUAL(same16, N);
-    free(clean), free(y), free(x1), free(x7), free(x16);
+    free(clean), free(y), free(x[0]), free(x[1]), free(x[2]);
 done:
     stsl_operator_destroy(op);
     stsl_autoencoder_destroy(ae);
@@ -365,9 +372,9 @@ int main(void)
          test_dps_mo_temperature_default},
         {"dps-mo on salt-pepper: the impulse zeta default restores (zeta 0.3 did not)",
          test_dps_mo_impulse_default},
-        {"dps, pixel prior: each sample bit-identical at batch 1, 7 and 16 (seeded, padded calls)",
+        {"dps, pixel prior: each sample bit-identical at batch 1, 7, 16 with PAD_BATCH 1, within rounding batched",
          test_batch_invariance_dps},
-        {"stsl, latent prior: each sample bit-identical at batch 1, 7 and 16 (seeded, padded calls)",
+        {"stsl, latent prior: each sample bit-identical at batch 1, 7, 16 with PAD_BATCH 1, within rounding batched",
          test_batch_invariance_stsl},
         {NULL, NULL},
     };

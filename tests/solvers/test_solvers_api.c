@@ -536,6 +536,60 @@ static void test_cancel(void)
         }
 }
 
+/* ---- STSL_PARAM_PAD_BATCH P < batch: groups of P, each a run of its own ---- */
+
+typedef struct group_progress {
+    int calls, last, total, monotone, batch_max;
+} group_progress;
+
+static int group_cb(void *user, int step, int total, const float *x0, int batch)
+{
+    (void)x0;
+    group_progress *g = (group_progress *)user;
+    if (step != g->last + 1) g->monotone = 0;
+    g->last = step, g->total = total, g->calls++;
+    if (batch > g->batch_max) g->batch_max = batch;
+    return 0;
+}
+
+/* issue 30: a batch of 3 with P = 1 (or 2) restores what the 3 single runs do, counts the same
+ * NFEs, and reports one progress count 1..groups * steps across its groups */
+static void test_pad_batch_groups(void)
+{
+    setup();
+    for (int i = 0; i < 8; i++) {
+        float one[3 * DX], grouped[3 * DX];
+        stsl_solver *s = make(ALL[i], 6);
+        uint64_t single_nfe = 0;
+        for (int k = 0; k < 3; k++) {
+            stsl_solver_set_int(s, STSL_PARAM_SEED, 40 + k);
+            TU_ASSERT_OK(stsl_solver_run(s, gmm, op, NULL, Y + k * DY, one + k * DX, 1));
+            stsl_nfe n;
+            get_nfe(s, &n);
+            single_nfe += n.unet_forward + n.unet_vjp;
+        }
+        for (int pad = 1; pad <= 2; pad++) {
+            group_progress g = {0, 0, 0, 1, 0};
+            stsl_solver_set_int(s, STSL_PARAM_SEED, 40);
+            TU_ASSERT_OK(stsl_solver_set_int(s, STSL_PARAM_PAD_BATCH, pad));
+            stsl_solver_set_progress(s, group_cb, &g);
+            TU_ASSERT_OK(stsl_solver_run(s, gmm, op, NULL, Y, grouped, 3));
+            CU_ASSERT(memcmp(one, grouped, sizeof one) == 0);
+            stsl_nfe n;
+            get_nfe(s, &n);
+            CU_ASSERT_EQUAL(n.unet_forward + n.unet_vjp, single_nfe);
+            const int groups = pad == 1 ? 3 : 2;
+            CU_ASSERT(g.monotone);
+            CU_ASSERT_EQUAL(g.calls, g.total);
+            CU_ASSERT_EQUAL(g.last, g.total);
+            CU_ASSERT_EQUAL(g.total % groups, 0);
+            CU_ASSERT_EQUAL(g.batch_max, pad);
+            stsl_solver_set_progress(s, NULL, NULL);
+        }
+        stsl_solver_destroy(s);
+    }
+}
+
 /* ---- NaN injected through a custom score ---- */
 
 typedef struct nan_user {
@@ -647,6 +701,7 @@ int main(void)
         {"one pass (kept evaluation) == two passes, bit for bit", test_one_pass_equals_two_passes},
         {"determinism, batch == singles, threads", test_determinism_and_batch},
         {"cancel within one evaluation", test_cancel},
+        {"PAD_BATCH < batch: groups of runs, one progress count", test_pad_batch_groups},
         {"NaN -> STSL_ERR_NUMERIC with the step", test_nan_step},
         {"stsl switches", test_stsl_options},
         {NULL, NULL}};
