@@ -79,7 +79,7 @@ void stsl__op_default_blur(stsl_shape s, int *kernel_size, double *sigma);
 /* Random camera-shake kernel (size x size, sum 1) from (seed, intensity): motion.c. */
 stsl_status stsl__op_motion_kernel(int size, double intensity, uint64_t seed, float *kernel);
 
-/* ---- helpers shared by the implementations ---- */
+/* ---- helpers shared by the implementations (kernel_support.c) ---- */
 
 /* Run fn(arg, begin, end) over n independent items (planes or samples) with the context's
  * thread count. */
