@@ -80,6 +80,10 @@ int main(int argc, char **argv)
     }
     if (npos < 2) return die(CLI_EXIT_USAGE, "expected INPUT OUTPUT (see --help)");
     if (!task) return die(CLI_EXIT_USAGE, "--task TASK is required (see --help)");
+    if (!cli_is_image_name(pos[1])) {   /* before any work, as stsl-restore */
+        snprintf(err, sizeof err, "OUTPUT '%.256s' must end in .png, .jpg or .jpeg (see --help)", pos[1]);
+        return die(CLI_EXIT_USAGE, err);
+    }
 
     stsl_context *ctx = NULL;
     stsl_image *in = NULL, *out = NULL;

@@ -12,10 +12,16 @@
  * restored image (and a "failed" row per failed attempt), --shard I/N keeps the items whose index
  * in sorted order is I modulo N, --batch B restores B images per solver run (each from its own
  * seed, calls shaped for B: the same bits in any batch or shard).  Outputs are checked
- * (directory exists, writable) before any model is loaded.  Crash safety: each image is written to a temporary, its row appended (one
+ * (directory exists or can be created, writable) before any model is loaded, and created only
+ * once every option has been checked.  Crash safety: each image is written to a temporary, its row appended (one
  * write under an exclusive lock, after cutting any torn row a killed writer left), then renamed;
  * a run killed at any point and run again ends with each image once and each row once
- * (tests/tools/kill_batch.sh).  Run with --help for every option.
+ * (tests/tools/kill_batch.sh).  Processes sharing OUTPUT, sharded or not, share its items: an
+ * image is restored under a claim (an flock on OUTPUT/.NAME.claim, dropped by the kernel when
+ * its holder dies), and only a claim's holder writes the image, its row and its temporaries, or
+ * removes the temporaries a killed run left.  Single mode saves the same way (its own
+ * temporary, the output's claim).  Inputs that are not regular files (a FIFO in a manifest) are
+ * refused, never opened; a full disk stops the batch.  Run with --help for every option.
  *
  * Exit status: 0 success, 2 bad usage, 1 any other failure (one line on stderr saying why).
  */
@@ -52,6 +58,7 @@ typedef struct options {
     int shard_i, shard_n;
     int batch;                  /* batch mode: images per solver run */
     int jobs;                   /* batch mode: workers, each with --threads threads */
+    const char *batch_flag;     /* the first batch-mode option given (refused in single mode) */
     cli_task_opts task_opts;
     ru_settings solver_opts;
 } options;
@@ -104,10 +111,13 @@ static void print_help(void)
            "directory: OUTPUT/<name>.png per input, existing outputs are skipped (resume), one row\n"
            "per image appended to OUTPUT/results.csv (\"ok\" once per restored image, \"failed\" per\n"
            "failed attempt).  A batch killed at any point resumes with nothing lost or doubled.\n"
+           "Processes sharing OUTPUT share its items: each image is restored by one of them (it\n"
+           "holds a claim, OUTPUT/.NAME.claim, that ends with its process).\n"
            "\n"
-           "tasks:   %s\n"
-           "%s"
            "solvers: %s\n"
+           "         (ddim samples the prior unconditionally: it ignores the measurement, so its\n"
+           "          output need not resemble the input; a baseline, not a restoration)\n"
+           "tasks:   see Tasks below\n"
            "\n"
            "options:\n"
            "  --task TASK          degradation (required)\n"
@@ -115,8 +125,9 @@ static void print_help(void)
            "  --steps T            reverse steps (default: the solver's, e.g. stsl 50, dps 1000)\n"
            "  --model UNET.pt      diffusion prior (default: bundled models/fmnist-ldm.pt for\n"
            "                       stsl stsl-biased psld ldps, models/fmnist-ddpm.pt otherwise)\n"
-           "  --vae VAE.pt         autoencoder of a latent prior (default: the prior's pairs_with,\n"
-           "                       else the bundled models/fmnist-vae.pt)\n"
+           "  --vae VAE.pt         autoencoder of a latent prior (default: the file its pairs_with\n"
+           "                       names, next to the prior or among the bundled models; an\n"
+           "                       error when missing; refused with a pixel-space prior)\n"
            "  --device D           auto | cpu | cuda | cuda:N (default auto)\n"
            "  --threads N          CPU threads (default 1: the bundled 28x28 models gain little\n"
            "                       from more, and a busy machine loses a lot)\n"
@@ -145,7 +156,7 @@ static void print_help(void)
            "  --help, --version\n"
            "\n"
            "solver options (each applies to the solvers named):\n",
-           stsl_operator_names(), CLI_SR_NOTE, stsl_solver_names(), DEFAULT_BATCH);
+           stsl_solver_names(), DEFAULT_BATCH);
     ru_print_flags(RU_SOLVER_FLAGS, stdout);
     printf("\n");
     cli_print_task_help(stdout);
@@ -273,13 +284,25 @@ static int parse_args(int argc, char **argv, options *o)
             if (parse_long(val, 1, 64, &v)) return usage_error("--jobs: '%s' is not in 1..64", val);
             o->jobs = (int)v;
         } else if (!strcmp(name, "--shard")) {
-            int si = -1, sn = 0;
-            char tail;
-            if (sscanf(val, "%d/%d%c", &si, &sn, &tail) != 2 || sn < 1 || si < 0 || si >= sn)
-                return usage_error("--shard: '%s' is not I/N with 0 <= I < N", val);
-            o->shard_i = si;
-            o->shard_n = sn;
+            /* two decimal numbers, each checked for range before it is narrowed */
+            const char *slash = strchr(val, '/');
+            char first[32];
+            long long si = -1, sn = 0;
+            int ok = slash && slash > val && (size_t)(slash - val) < sizeof first &&
+                     strspn(val, "0123456789") == (size_t)(slash - val) &&
+                     slash[1] && strspn(slash + 1, "0123456789") == strlen(slash + 1);
+            if (ok) {
+                snprintf(first, sizeof first, "%.*s", (int)(slash - val), val);
+                ok = parse_long(slash + 1, 1, INT_MAX, &sn) == 0 &&
+                     parse_long(first, 0, sn - 1, &si) == 0;
+            }
+            if (!ok)
+                return usage_error("--shard: '%s' is not I/N with 0 <= I < N <= %d", val, INT_MAX);
+            o->shard_i = (int)si;
+            o->shard_n = (int)sn;
         }
+        if (!o->batch_flag && (!strcmp(name, "--shard") || !strcmp(name, "--batch") || !strcmp(name, "--jobs")))
+            o->batch_flag = name;
     }
     if (npos < 2) return usage_error("INPUT and OUTPUT are required");
     if (o->fit && o->measured)
@@ -304,10 +327,7 @@ static int check_applicable(stsl_context *ctx, const options *o)
     if (stsl_solver_create_by_name(ctx, o->solver, &s) != STSL_OK)
         return usage_error("%s", stsl_context_last_error(ctx));
     int rc = ru_apply_solver(s, &o->solver_opts, err);
-    if (rc == 0 && o->steps > 0 && stsl_solver_set_int(s, STSL_PARAM_STEPS, o->steps) != STSL_OK) {
-        snprintf(err, sizeof err, "--steps %d: %s", o->steps, stsl_solver_last_error(s));
-        rc = -1;
-    }
+    if (rc == 0 && o->steps > 0) rc = ru_set_solver_param(s, "--steps", STSL_PARAM_STEPS, o->steps, err);
     stsl_solver_destroy(s);
     if (rc) return usage_error("solver %s: %s", o->solver, err);
     return 0;
@@ -332,19 +352,6 @@ static int make_context(const options *o, stsl_context **out)
         return usage_error("--device %s: %s", o->device, stsl_context_last_error(*out));
     stsl_context_set_log(*out, log_sink, NULL, o->verbose ? STSL_LOG_INFO : STSL_LOG_WARN);
     return 0;
-}
-
-static const char *ext_of(const char *path)
-{
-    const char *slash = strrchr(path, '/');
-    const char *dot = strrchr(path, '.');
-    return dot && (!slash || dot > slash) ? dot : "";
-}
-
-static int is_image_name(const char *path)
-{
-    const char *e = ext_of(path);
-    return !strcasecmp(e, ".png") || !strcasecmp(e, ".jpg") || !strcasecmp(e, ".jpeg");
 }
 
 /* 1: PNG or JPEG by its first bytes, 0: something else, -1: unreadable. */
@@ -384,14 +391,17 @@ static void print_summary(const options *o, const char *in, const char *out, con
     fflush(stdout);
 }
 
+static int save_claimed(stsl_context *ctx, const stsl_image *img, const char *path);
+
+/* claimed: through save_claimed (single mode), else straight to `path`. */
 static int write_montage(stsl_context *ctx, const options *o, const stsl_image *clean,
-                         const ru_result *r, const char *path)
+                         const ru_result *r, const char *path, int claimed)
 {
     stsl_image *tiles[3] = {(stsl_image *)clean, r->measurement_view, r->restored};
     stsl_image *m = NULL;
     char err[RU_ERR_LEN];
     if (ru_montage(tiles, 3, o->montage_scale, &m, err) != 0) return failure("montage: %s", err);
-    int rc = save_image(ctx, m, path, STSL_FORMAT_AUTO);
+    int rc = claimed ? save_claimed(ctx, m, path) : save_image(ctx, m, path, STSL_FORMAT_AUTO);
     stsl_image_destroy(m);
     return rc;
 }
@@ -411,17 +421,6 @@ static void job_from(const options *o, ru_job *job)
     job->running = (stsl_solver **)&g_running;
 }
 
-static int load_input(stsl_context *ctx, const char *path, int channels, stsl_image **img)
-{
-    stsl_status st = stsl_image_load(ctx, path, channels, img);
-    if (st != STSL_OK) {
-        char msg[RU_ERR_LEN + PATH_MAX];
-        ru_io_message(ctx, st, "read", path, msg, sizeof msg);
-        return failure("%s", msg);
-    }
-    return 0;
-}
-
 static int run_single(stsl_context *ctx, ru_models *m, const options *o)
 {
     stsl_image *in = NULL;
@@ -436,8 +435,8 @@ static int run_single(stsl_context *ctx, ru_models *m, const options *o)
         if (rc == RU_EXIT_USAGE) return usage_error("%s", err);
         return failure("%s: %s", o->input, err);
     }
-    rc = save_image(ctx, r.restored, o->output, STSL_FORMAT_AUTO);
-    if (!rc && o->montage) rc = write_montage(ctx, o, o->measured ? NULL : in, &r, o->montage);
+    rc = save_claimed(ctx, r.restored, o->output);
+    if (!rc && o->montage) rc = write_montage(ctx, o, o->measured ? NULL : in, &r, o->montage, 1);
     if (!rc && !o->quiet) print_summary(o, o->input, o->output, &r);
     ru_result_free(&r);
     stsl_image_destroy(in);
@@ -483,7 +482,7 @@ static int list_directory(const char *dir, item_list *l)
     struct dirent *e;
     size_t dl = strlen(dir);
     while ((e = readdir(d))) {
-        if (e->d_name[0] == '.' || !is_image_name(e->d_name)) continue;
+        if (e->d_name[0] == '.' || !cli_is_image_name(e->d_name)) continue;
         char p[PATH_MAX];
         snprintf(p, sizeof p, "%s%s%s", dir, dl && dir[dl - 1] == '/' ? "" : "/", e->d_name);
         struct stat st;
@@ -603,13 +602,37 @@ static void kill_hook_init(void)
     if (sscanf(e, "image:%d", &k) == 1) g_kill_image = k;
 }
 
+/* The image:K hook, after this process's K-th save of an image to `tmp` (for output DIR/NAME):
+ * leave a partial library temporary beside it and die, as a kill inside the save would. */
+static void kill_hook_image(const char *dir, const char *name, const char *tmp)
+{
+    if (!(g_kill_image > 0 && --g_kill_image == 0)) return;
+    char part[PATH_MAX + NAME_MAX + 64];
+    struct stat st;
+    snprintf(part, sizeof part, "%s/..%s.%d.tmp.0badf00d.tmp", dir, name, (int)getpid());
+    if (link(tmp, part) == 0 && stat(part, &st) == 0 && truncate(part, st.st_size / 2)) {}
+    raise(SIGKILL);
+}
+
+/* 1 when a write failed because the file system is full (errno, or the library's message). */
+static int disk_full(int e, const char *msg)
+{
+    return e == ENOSPC || e == EDQUOT ||
+           (msg && (strstr(msg, strerror(ENOSPC)) || strstr(msg, strerror(EDQUOT))));
+}
+
 /* Append one row to OUTPUT/results.csv under an exclusive lock (shards share the file) as a
- * single write: a reader never sees half a row once the next writer has repaired the tail. */
+ * single write: a reader never sees half a row once the next writer has repaired the tail.
+ * Returns 0, or the errno of the failure (said on stderr). */
 static int append_csv(const char *csv, const char *file, const char *status, const ru_result *r,
                       uint64_t seed)
 {
     int fd = csv_lock(csv);
-    if (fd < 0) return failure("cannot write %s: %s", csv, strerror(errno));
+    if (fd < 0) {
+        int e = errno ? errno : EIO;
+        if (!disk_full(e, NULL)) failure("cannot write %s: %s", csv, strerror(e));
+        return e;
+    }
     char row[PATH_MAX * 2 + 512];
     int len = 0;
     struct stat st;
@@ -632,12 +655,15 @@ static int append_csv(const char *csv, const char *file, const char *status, con
         if (write(fd, row, (size_t)len / 2) < 0) { /* killed anyway */ }
         raise(SIGKILL);
     }
-    ssize_t w = write(fd, row, (size_t)len);
-    int e = errno;
-    if (w >= 0 && w != len) ftruncate(fd, st.st_size);   /* never leave a short row behind */
+    /* a short write (a full disk) is followed by another, which says why it stopped */
+    ssize_t done = 0, w = 0;
+    while (done < len && (w = write(fd, row + done, (size_t)(len - done))) > 0) done += w;
+    int e = done == len ? 0 : w < 0 ? errno : EIO;
+    if (e && done > 0 && ftruncate(fd, st.st_size) != 0) { /* the next writer cuts the torn row */ }
     flock(fd, LOCK_UN);
     close(fd);
-    return w == len ? 0 : failure("cannot write %s: %s", csv, w < 0 ? strerror(e) : "short write");
+    if (e && !disk_full(e, NULL)) failure("cannot write %s: %s", csv, strerror(e));   /* else the caller stops */
+    return e;
 }
 
 /* Parse one CSV line "\"file\",status,...": the unquoted file and the status. */
@@ -663,27 +689,41 @@ static int csv_parse_row(const char *line, char *file, size_t fn, char *status, 
     return 0;
 }
 
-/* Mark done[i] for every item with an "ok" row already (a resumed or re-sharded run). */
-static int csv_read_done(const char *csv, const item_list *items, char *done)
+/* Mark done[i] for every item with an "ok" row in the complete lines after *offset, and move
+ * *offset past them: a run reads the file once at its start, then only the rows other processes
+ * appended since (before it claims an item).  The items are sorted (bsearch). */
+static int csv_read_done(const char *csv, const item_list *items, char *done, off_t *offset)
 {
     int fd = csv_lock(csv);
     if (fd < 0) return failure("cannot write %s: %s", csv, strerror(errno));
-    FILE *f = fdopen(dup(fd), "r");
-    if (f) {
-        char line[PATH_MAX * 2 + 512], file[PATH_MAX * 2], status[32];
-        while (fgets(line, sizeof line, f))
-            if (csv_parse_row(line, file, sizeof file, status, sizeof status) == 0 &&
-                !strcmp(status, "ok"))
-                for (int i = 0; i < items->n; i++)
-                    if (!done[i] && !strcmp(items->path[i], file)) {
-                        done[i] = 1;
-                        break;
-                    }
-        fclose(f);
+    struct stat st;
+    int rc = fstat(fd, &st) == 0 ? 0 : failure("cannot read %s: %s", csv, strerror(errno));
+    char line[PATH_MAX * 2 + 512], file[PATH_MAX * 2], status[32];
+    while (rc == 0 && *offset < st.st_size) {
+        size_t want = st.st_size - *offset < (off_t)sizeof line - 1 ? (size_t)(st.st_size - *offset)
+                                                                     : sizeof line - 1;
+        ssize_t n = pread(fd, line, want, *offset);
+        if (n <= 0) {
+            rc = failure("cannot read %s: %s", csv, n < 0 ? strerror(errno) : "file shrank");
+            break;
+        }
+        char *nl = memchr(line, '\n', (size_t)n);
+        if (!nl) {
+            if ((size_t)n == sizeof line - 1) *offset += n;   /* a line too long to be a row */
+            else break;                                        /* a torn row: not ours to cut */
+            continue;
+        }
+        nl[1] = '\0';
+        *offset += nl + 1 - line;
+        char *key = file;
+        char **hit;
+        if (csv_parse_row(line, file, sizeof file, status, sizeof status) == 0 && !strcmp(status, "ok") &&
+            (hit = bsearch(&key, items->path, (size_t)items->n, sizeof *items->path, cmp_str)))
+            done[hit - items->path] = 1;
     }
     flock(fd, LOCK_UN);
     close(fd);
-    return f ? 0 : failure("cannot read %s: %s", csv, strerror(errno));
+    return rc;
 }
 
 /* ".NAME.PID.tmp" (ours) or "..NAME.PID.tmp.XXXXXXXX.tmp" (the library's temporary for it). */
@@ -704,10 +744,73 @@ static int is_temp_of(const char *entry, const char *name)
     return hex == 8 && !strcmp(p, ".tmp");
 }
 
-/* Remove the temporaries a killed run left for this shard's items (other shards' items are
- * left alone: their processes may be writing them now). */
-static void remove_stale_temps(const char *dir, const item_list *items, char (*names)[NAME_MAX + 8],
-                               const options *o)
+/* ".NAME.claim": the claim file of output NAME. */
+static int is_claim_of(const char *entry, const char *name)
+{
+    size_t n = strlen(name);
+    return entry[0] == '.' && !strncmp(entry + 1, name, n) && !strcmp(entry + 1 + n, ".claim");
+}
+
+/* ---- claims: one process at a time per output ---------------------------------------------- */
+
+/* A claim on DIR/NAME is an exclusive flock on DIR/.NAME.claim, held while the image is restored
+ * and written.  The kernel drops it when its process dies, so a killed process's claim is free at
+ * once; the file it leaves is taken over by the next claimant, who removes it on release.
+ * Returns the claim's descriptor, -1 when another process holds it, -2 on an error (errno). */
+static int claim_take(const char *dir, const char *name)
+{
+    char p[PATH_MAX + NAME_MAX + 16];
+    snprintf(p, sizeof p, "%s/.%s.claim", dir, name);
+    for (int tries = 0; tries < 16; tries++) {
+        int fd = open(p, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0666);
+        if (fd < 0) return -2;
+        if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+            int e = errno;
+            close(fd);
+            if (e == EWOULDBLOCK) return -1;
+            errno = e;
+            return -2;
+        }
+        struct stat a, b;
+        if (fstat(fd, &a) == 0 && stat(p, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+            return fd;
+        close(fd);   /* its holder released (removed) it as we opened it: take the new one */
+    }
+    errno = EAGAIN;
+    return -2;
+}
+
+/* Release a claim: its file is removed while still locked (so the path is still this one). */
+static void claim_release(const char *dir, const char *name, int fd)
+{
+    if (fd < 0) return;
+    char p[PATH_MAX + NAME_MAX + 16];
+    snprintf(p, sizeof p, "%s/.%s.claim", dir, name);
+    unlink(p);
+    close(fd);
+}
+
+/* Remove the temporaries (ours and the library's) that a killed run left for DIR/NAME: called
+ * only with NAME's claim held, when no live stsl-restore can be writing them. */
+static void remove_temps_of(const char *dir, const char *name)
+{
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (is_temp_of(e->d_name, name)) {
+            char p[PATH_MAX + NAME_MAX + 2];
+            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+            unlink(p);
+        }
+    closedir(d);
+}
+
+/* Note which of this shard's items have debris in the output directory (temporaries or a claim
+ * file of a killed run), and clean it now for those whose claim is free: the others are being
+ * written by a live process (their debris, if it dies, is cleaned when they are claimed). */
+static void find_debris(const char *dir, const item_list *items, char (*names)[NAME_MAX + 8],
+                        const options *o, char *debris)
 {
     DIR *d = opendir(dir);
     if (!d) return;
@@ -715,14 +818,21 @@ static void remove_stale_temps(const char *dir, const item_list *items, char (*n
     while ((e = readdir(d))) {
         if (e->d_name[0] != '.') continue;
         for (int i = 0; i < items->n; i++)
-            if (i % o->shard_n == o->shard_i && is_temp_of(e->d_name, names[i])) {
-                char p[PATH_MAX + NAME_MAX + 2];
-                snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-                unlink(p);
+            if (i % o->shard_n == o->shard_i &&
+                (is_temp_of(e->d_name, names[i]) || is_claim_of(e->d_name, names[i]))) {
+                debris[i] = 1;
                 break;
             }
     }
     closedir(d);
+    for (int i = 0; i < items->n; i++) {
+        if (!debris[i]) continue;
+        int fd = claim_take(dir, names[i]);
+        if (fd < 0) continue;
+        remove_temps_of(dir, names[i]);
+        claim_release(dir, names[i], fd);
+        debris[i] = 0;
+    }
 }
 
 /* Batch inputs: the directory's images or the manifest's lines, sorted; an empty list, or two
@@ -757,7 +867,10 @@ typedef struct batch_state {
     char (*names)[NAME_MAX + 8];
     char csv[PATH_MAX];
     char *has_row;             /* item i already has its "ok" row */
-    int mine, k, done, skipped, failed, rc;
+    off_t csv_read;            /* results.csv is read up to here (has_row) */
+    char *debris;              /* item i had a killed run's files left when this run started */
+    int *claim;                /* item i's claim (claim_take) while this process holds it, or -1 */
+    int mine, k, done, skipped, elsewhere, failed, rc;
     int next;                  /* the next item index to look at */
     int stop;                  /* a worker hit a usage error or was interrupted */
     pthread_mutex_t lock;
@@ -785,6 +898,23 @@ static void cancel_workers(void)
     }
 }
 
+/* Release item i's claim if this process holds it.  Called with b->lock held. */
+static void drop_claim(batch_state *b, int i)
+{
+    claim_release(b->o->output, b->names[i], b->claim[i]);
+    b->claim[i] = -1;
+}
+
+/* A full disk stops the batch (said once, with how to resume) instead of failing every image
+ * left.  Called with b->lock held. */
+static void stop_disk_full(batch_state *b, const char *what)
+{
+    if (!b->stop)
+        b->rc = failure("%s: no space left on the device; stopping (free some space and run the "
+                        "same command again to resume)", what);
+    b->stop = 1;
+}
+
 /* Finish item i: save to a temporary, montage, append the "ok" row, rename into place; or, when
  * it failed (ok = 0, reason in err), report it and append a "failed" row.  A process killed
  * anywhere leaves either no output (the item is redone; a row written before the kill is not
@@ -800,41 +930,43 @@ static int finish_item(stsl_context *ctx, batch_state *b, int i, const stsl_imag
     b->k++;
     if (ok) {
         stsl_status sst = stsl_image_save(ctx, r->restored, tmp, STSL_FORMAT_PNG, 8, 0);
-        if (sst == STSL_OK && g_kill_image > 0 && --g_kill_image == 0) {
-            /* as if killed inside the save: a partial library temporary, no output */
-            char part[sizeof tmp + 32];
-            struct stat st;
-            snprintf(part, sizeof part, "%s/..%s.%d.tmp.0badf00d.tmp", o->output, b->names[i],
-                     (int)getpid());
-            if (link(tmp, part) == 0 && stat(part, &st) == 0 && truncate(part, st.st_size / 2)) {}
-            raise(SIGKILL);
-        }
+        int e = errno;
+        if (sst == STSL_OK) kill_hook_image(o->output, b->names[i], tmp);
         if (sst != STSL_OK) {
             ru_io_message(ctx, sst, "write", out, err, errn);
             ok = 0;
+            if (disk_full(e, err)) stop_disk_full(b, out);
         }
     }
     if (ok && o->montage) {
         char mp[PATH_MAX + NAME_MAX + 16];
         snprintf(mp, sizeof mp, "%s/%s", o->montage, b->names[i]);
-        if (write_montage(ctx, o, o->measured ? NULL : in, r, mp) != 0) ok = 0, err[0] = 0;
+        if (write_montage(ctx, o, o->measured ? NULL : in, r, mp, 0) != 0) ok = 0, err[0] = 0;
     }
-    if (g_interrupted && !ok) {
+    if ((g_interrupted || b->stop) && !ok) {
         unlink(tmp);
+        drop_claim(b, i);
         return -1;
     }
     const char *path = b->items->path[i];
     const uint64_t seed = ru_image_seed(o->seed, b->names[i]);
+    int e = 0;
     if (ok) {
-        if (!b->has_row[i] && append_csv(b->csv, path, "ok", r, seed) != 0) {
+        if (!b->has_row[i] && (e = append_csv(b->csv, path, "ok", r, seed)) != 0) {
             ok = 0, err[0] = 0;
         } else if (rename(tmp, out) != 0) {
-            snprintf(err, errn, "cannot write %s: %s", out, strerror(errno));
+            snprintf(err, errn, "cannot write %s: %s", out, strerror(e = errno));
             ok = 0;
         }
         if (ok) b->has_row[i] = 1;
     }
     if (!ok) unlink(tmp);
+    if (!ok && disk_full(e, NULL)) {   /* every further image would fail the same way */
+        stop_disk_full(b, b->csv);
+        drop_claim(b, i);
+        return -1;
+    }
+    drop_claim(b, i);
     if (ok) {
         b->done++;
         if (!o->quiet) {
@@ -845,30 +977,67 @@ static int finish_item(stsl_context *ctx, batch_state *b, int i, const stsl_imag
     } else {
         b->failed++;
         if (err[0]) fprintf(stderr, "stsl-restore: %s: %s\n", path, err);
-        if (append_csv(b->csv, path, "failed", r, seed) != 0) b->rc = RU_EXIT_FAIL;
+        if ((e = append_csv(b->csv, path, "failed", r, seed)) != 0) {
+            b->rc = RU_EXIT_FAIL;
+            if (disk_full(e, NULL)) stop_disk_full(b, b->csv);
+        }
     }
     return 0;
 }
 
-/* Take up to B loaded inputs of this shard (under the lock); a skipped or unreadable item does
- * not take a place.  Returns how many. */
+/* 1 when OUTPUT/NAME of item i exists. */
+static int output_exists(const batch_state *b, int i)
+{
+    char out[PATH_MAX + NAME_MAX + 16];
+    struct stat st;
+    snprintf(out, sizeof out, "%s/%s", b->o->output, b->names[i]);
+    return stat(out, &st) == 0 && st.st_size > 0;
+}
+
+/* Take up to B loaded inputs of this shard (under the lock), each claimed; a skipped, claimed
+ * elsewhere or unreadable item does not take a place.  Returns how many. */
 static int gather(worker *w, int B, int *idx, stsl_image **in, uint64_t *seeds, char *err,
                   size_t errn)
 {
     batch_state *b = w->b;
     const options *o = b->o;
     int n = 0;
-    for (; b->next < b->items->n && n < B && !g_interrupted; b->next++) {
+    for (; b->next < b->items->n && n < B && !g_interrupted && !b->stop; b->next++) {
         const int i = b->next;
         if (i % o->shard_n != o->shard_i) continue;
-        char out[PATH_MAX + NAME_MAX + 16];
-        snprintf(out, sizeof out, "%s/%s", o->output, b->names[i]);
-        struct stat st;
-        if (stat(out, &st) == 0 && st.st_size > 0) {
+        const char *why = NULL;
+        if (output_exists(b, i)) {
+            why = "exists";
             b->skipped++;
+        } else if ((b->claim[i] = claim_take(o->output, b->names[i])) == -1) {
+            why = "is being restored by another process";
+            b->elsewhere++;
+        } else if (b->claim[i] < 0) {
+            b->claim[i] = -1;
+            if (n > 0) break;   /* out of descriptors, say: this item waits for the next batch */
+            b->rc = failure("cannot claim %s/%s: %s", o->output, b->names[i], strerror(errno));
+            b->stop = 1;
+            break;
+        } else if (output_exists(b, i)) {   /* finished by another process since the check */
+            drop_claim(b, i);
+            why = "exists";
+            b->skipped++;
+        } else if (csv_read_done(b->csv, b->items, b->has_row, &b->csv_read) != 0) {
+            drop_claim(b, i);
+            b->rc = RU_EXIT_FAIL;
+            b->stop = 1;
+            break;
+        }
+        if (why) {
             b->k++;
-            if (o->verbose) fprintf(stderr, "stsl-restore: [%d/%d] %s exists, skipped\n", b->k, b->mine, out);
+            if (o->verbose)
+                fprintf(stderr, "stsl-restore: [%d/%d] %s/%s %s, skipped\n", b->k, b->mine, o->output,
+                        b->names[i], why);
             continue;
+        }
+        if (b->debris[i]) {   /* a killed run's files, busy when this run started */
+            remove_temps_of(o->output, b->names[i]);
+            b->debris[i] = 0;
         }
         if (ru_load_input(w->ctx, b->items->path[i], w->m, o->fit, o->measured, &in[n], err) != 0) {
             ru_result none;
@@ -937,6 +1106,7 @@ static void *worker_main(void *arg)
             }
         }
         for (int j = 0; j < n; j++) {
+            drop_claim(b, idx[j]);   /* an image not finished (interrupted, stopped) */
             ru_result_free(&res[j]);
             stsl_image_destroy(in[j]);
             in[j] = NULL;
@@ -961,14 +1131,17 @@ static int run_batch(stsl_context *ctx, ru_models *m, const options *o, const it
     b.names = names;
     snprintf(b.csv, sizeof b.csv, "%s/results.csv", o->output);
     b.has_row = calloc((size_t)items->n, 1);
+    b.debris = calloc((size_t)items->n, 1);
+    b.claim = malloc((size_t)items->n * sizeof *b.claim);
     worker *w = calloc((size_t)o->jobs, sizeof *w);
-    if (!b.has_row || !w) {
-        free(b.has_row), free(w);
+    if (!b.has_row || !b.debris || !b.claim || !w) {
+        free(b.has_row), free(b.debris), free(b.claim), free(w);
         return failure("out of memory");
     }
+    for (int i = 0; i < items->n; i++) b.claim[i] = -1;
     pthread_mutex_init(&b.lock, NULL);
-    int rc = csv_read_done(b.csv, items, b.has_row) != 0 ? RU_EXIT_FAIL : RU_EXIT_OK;
-    if (rc == RU_EXIT_OK) remove_stale_temps(o->output, items, names, o);
+    int rc = csv_read_done(b.csv, items, b.has_row, &b.csv_read) != 0 ? RU_EXIT_FAIL : RU_EXIT_OK;
+    if (rc == RU_EXIT_OK) find_debris(o->output, items, names, o, b.debris);
     for (int i = 0; i < items->n; i++)
         if (i % o->shard_n == o->shard_i) b.mine++;
     /* worker 0 uses the models loaded already; the others load their own */
@@ -1004,13 +1177,14 @@ static int run_batch(stsl_context *ctx, ru_models *m, const options *o, const it
         stsl_context_destroy(w[j].ctx);   /* NULL for workers never set up */
     }
     free(w);
-    free(b.has_row);
+    free(b.has_row), free(b.debris), free(b.claim);
     pthread_mutex_destroy(&b.lock);
     if (rc != RU_EXIT_OK) return rc;
     if (b.stop || g_interrupted) return failure("interrupted; run the same command again to resume");
     if (!o->quiet)
-        printf("shard %d/%d: %d item(s): %d restored, %d skipped (already done), %d failed; see %s\n",
-               o->shard_i, o->shard_n, b.mine, b.done, b.skipped, b.failed, b.csv);
+        printf("shard %d/%d: %d item(s): %d restored, %d skipped (already done), %d left to other "
+               "processes, %d failed; see %s\n",
+               o->shard_i, o->shard_n, b.mine, b.done, b.skipped, b.elsewhere, b.failed, b.csv);
     if (b.failed) return failure("%d of %d item(s) failed (see %s)", b.failed, b.mine, b.csv);
     return RU_EXIT_OK;
 }
@@ -1033,21 +1207,80 @@ static int check_output_file(const char *path, const char *what)
     if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
         return failure("cannot write %s %s: it is a directory", what, path);
     dir_of(path, dir, sizeof dir);
-    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+    if (stat(dir, &st) != 0)
         return failure("cannot write %s %s: directory %s does not exist", what, path, dir);
+    if (!S_ISDIR(st.st_mode))
+        return failure("cannot write %s %s: %s is not a directory", what, path, dir);
     if (access(dir, W_OK) != 0)
         return failure("cannot write %s %s: directory %s is not writable", what, path, dir);
     return 0;
 }
 
-/* Batch mode: create the output directory and check it is writable. */
-static int prepare_output_dir(const char *path, const char *what)
+/* Batch mode: the output directory exists and is writable, or its nearest existing ancestor is
+ * a writable directory (it is created only once everything has been checked: a usage error
+ * found later leaves nothing behind). */
+static int check_output_dir(const char *path, const char *what)
 {
-    if (is_image_name(path))
+    if (cli_is_image_name(path))
         return usage_error("batch mode: %s '%s' names an image file; give a directory", what, path);
+    char p[PATH_MAX];
+    snprintf(p, sizeof p, "%s", path);
+    struct stat st;
+    while (stat(p, &st) != 0) {
+        if (errno != ENOENT && errno != ENOTDIR)
+            return failure("cannot create %s directory %s: %s: %s", what, path, p, strerror(errno));
+        char up[PATH_MAX];
+        dir_of(p, up, sizeof up);
+        if (!strcmp(up, p)) break;
+        snprintf(p, sizeof p, "%s", up);
+    }
+    if (!S_ISDIR(st.st_mode))
+        return failure("cannot create %s directory %s: %s is not a directory", what, path, p);
+    if (access(p, W_OK) != 0)
+        return failure("cannot %s %s directory %s: %s is not writable", strcmp(p, path) ? "create" : "write",
+                       what, path, p);
+    return 0;
+}
+
+/* Batch mode: create the output directory (checked by check_output_dir). */
+static int create_output_dir(const char *path, const char *what)
+{
     if (mkdir_p(path) != 0) return failure("cannot create %s directory %s: %s", what, path, strerror(errno));
     if (access(path, W_OK) != 0) return failure("cannot write %s directory %s: %s", what, path, strerror(errno));
     return 0;
+}
+
+/* Single mode: write `img` to `path` through this process's temporary (DIR/.NAME.PID.tmp, renamed
+ * into place) under NAME's claim, first removing the temporaries a killed run left for it (with
+ * the claim held, no live stsl-restore is writing them).  When another process holds the claim,
+ * nothing is removed and the last rename wins. */
+static int save_claimed(stsl_context *ctx, const stsl_image *img, const char *path)
+{
+    char dir[PATH_MAX], tmp[PATH_MAX + NAME_MAX + 48];
+    dir_of(path, dir, sizeof dir);
+    const char *slash = strrchr(path, '/');
+    const char *name = slash ? slash + 1 : path;
+    int claim = claim_take(dir, name);
+    if (claim >= 0) remove_temps_of(dir, name);
+    snprintf(tmp, sizeof tmp, "%s/.%s.%d.tmp", dir, name, (int)getpid());
+    stsl_image_format fmt = strcasecmp(cli_ext_of(path), ".png") ? STSL_FORMAT_JPEG : STSL_FORMAT_PNG;
+    int rc = save_image(ctx, img, tmp, fmt);
+    if (rc == 0) {
+        kill_hook_image(dir, name, tmp);
+        if (rename(tmp, path) != 0) {
+            rc = failure("cannot write %s: %s", path, strerror(errno));
+            unlink(tmp);
+        }
+    }
+    claim_release(dir, name, claim);
+    return rc;
+}
+
+/* 1 when both paths exist and are one file (whatever the spelling). */
+static int same_file(const char *a, const char *b)
+{
+    struct stat x, y;
+    return stat(a, &x) == 0 && stat(b, &y) == 0 && x.st_dev == y.st_dev && x.st_ino == y.st_ino;
 }
 
 int main(int argc, char **argv)
@@ -1075,27 +1308,30 @@ int main(int argc, char **argv)
     int batch = 0, is_dir = 0;
     if (S_ISDIR(st.st_mode)) {
         batch = is_dir = 1;
+    } else if (!S_ISREG(st.st_mode)) {   /* a FIFO would block the open, a device never end */
+        return failure("cannot read %s: not a regular file or a directory", o.input);
     } else {
         int s = sniff_image(o.input);
         if (s < 0) return failure("cannot read %s: %s", o.input, strerror(errno));
-        batch = s == 0 && !is_image_name(o.input);
+        batch = s == 0 && !cli_is_image_name(o.input);
     }
     item_list items = {0};
     char (*names)[NAME_MAX + 8] = NULL;
     if (!batch) {
-        if (o.shard_n > 1) return usage_error("--shard applies to a directory or manifest INPUT");
-        if (!is_image_name(o.output))
+        if (o.batch_flag)
+            return usage_error("%s applies to a directory or manifest INPUT", o.batch_flag);
+        if (!cli_is_image_name(o.output))
             return usage_error("OUTPUT '%s' must end in .png, .jpg or .jpeg", o.output);
-        if (o.montage && !is_image_name(o.montage))
+        if (o.montage && !cli_is_image_name(o.montage))
             return usage_error("--montage '%s' must end in .png, .jpg or .jpeg", o.montage);
-        /* a bad image fails now, not after the models have loaded */
-        stsl_context *probe = NULL;
-        stsl_image *img = NULL;
-        if (stsl_context_create(&probe) != STSL_OK) return failure("cannot create a context");
-        rc = load_input(probe, o.input, 0, &img);
-        stsl_image_destroy(img);
-        stsl_context_destroy(probe);
-        if (rc) return RU_EXIT_FAIL;
+        if (same_file(o.input, o.output) || (o.montage && same_file(o.input, o.montage)))
+            return usage_error("%s '%s' is the input file itself", same_file(o.input, o.output) ? "OUTPUT" : "--montage",
+                               same_file(o.input, o.output) ? o.output : o.montage);
+        /* a file that is not an image fails now, not after the models have loaded (its header:
+         * its size is compared with the model's before it is decoded) */
+        int ch, h, w;
+        char herr[RU_ERR_LEN];
+        if (ru_image_header(o.input, &ch, &h, &w, herr) != 0) return failure("%s", herr);
         if (check_output_file(o.output, "output")) return RU_EXIT_FAIL;
         if (o.montage && check_output_file(o.montage, "montage")) return RU_EXIT_FAIL;
     } else {
@@ -1107,8 +1343,8 @@ int main(int argc, char **argv)
                 return usage_error("batch mode: OUTPUT must not be the input directory");
         }
         rc = list_items(&o, is_dir, &items, &names);
-        if (!rc) rc = prepare_output_dir(o.output, "OUTPUT");
-        if (!rc && o.montage) rc = prepare_output_dir(o.montage, "--montage");
+        if (!rc) rc = check_output_dir(o.output, "OUTPUT");
+        if (!rc && o.montage) rc = check_output_dir(o.montage, "--montage");
         if (rc) {
             free(names);
             list_free(&items);
@@ -1128,11 +1364,11 @@ int main(int argc, char **argv)
 
     ru_models m;
     char err[RU_ERR_LEN];
-    if (ru_load_models(ctx, o.solver, o.model, o.vae, &m, err) != 0) {
+    if ((rc = ru_load_models(ctx, o.solver, o.model, o.vae, &m, err)) != 0) {
         stsl_context_destroy(ctx);
         free(names);
         list_free(&items);
-        return failure("%s", err);
+        return rc == RU_EXIT_USAGE ? usage_error("%s", err) : failure("%s", err);
     }
     if (o.verbose)
         fprintf(stderr, "stsl-restore: prior %s%s%s, images %dx%dx%d, device %s, %d thread(s), seed %llu\n",
@@ -1150,7 +1386,12 @@ int main(int argc, char **argv)
     rc = cli_make_operator(ctx, o.task, m.image, &o.task_opts, o.seed, o.noise, &probe, err);
     stsl_operator_destroy(probe);
     if (rc != CLI_EXIT_OK) rc = rc == CLI_EXIT_USAGE ? usage_error("%s", err) : failure("%s", err);
-    else rc = batch ? run_batch(ctx, &m, &o, &items, names) : run_single(ctx, &m, &o);
+    /* everything is checked: only now is anything created */
+    else if (batch && (rc = create_output_dir(o.output, "OUTPUT")) == 0 &&
+             (!o.montage || (rc = create_output_dir(o.montage, "--montage")) == 0))
+        rc = run_batch(ctx, &m, &o, &items, names);
+    else if (!batch)
+        rc = run_single(ctx, &m, &o);
     ru_models_free(&m);
     stsl_context_destroy(ctx);
     free(names);

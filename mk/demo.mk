@@ -1,7 +1,8 @@
 # mk/demo.mk -- make demo, and installing the bundled models (issue 8).
 #
-#   make demo                 deps, build, then restore data/samples/*.png for four tasks with the
-#                             bundled models; montages under demo-out/ (a few minutes on 2 cores)
+#   make demo                 deps, build, then restore data/samples/*.png in six runs (five tasks,
+#                             four solvers: scripts/demo.sh) with the bundled models; montages under
+#                             demo-out/ (a few minutes on 2 cores)
 #   make demo DEMO_FULL=1     the same at the papers' step counts (slow)
 #   make install-models       models/*.pt and data/bench_indices.txt into
 #                             $(DATADIR)/stsl/{models,data}, where the tools look for them

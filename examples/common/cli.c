@@ -11,6 +11,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 static int fail(char *err, const char *fmt, ...)
 {
@@ -197,6 +198,19 @@ void cli_print_task_help(FILE *f)
                "  --mask FILE.png      mask-inpaint mask, image-sized, white = observed, black = missing\n");
 }
 
+const char *cli_ext_of(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    const char *dot = strrchr(path, '.');
+    return dot && (!slash || dot > slash) ? dot : "";
+}
+
+int cli_is_image_name(const char *path)
+{
+    const char *e = cli_ext_of(path);
+    return !strcasecmp(e, ".png") || !strcasecmp(e, ".jpg") || !strcasecmp(e, ".jpeg");
+}
+
 int cli_load_image(stsl_context *ctx, const char *path, int channels, stsl_image **out, char *err)
 {
     stsl_status st = stsl_image_load(ctx, path, channels, out);
@@ -261,6 +275,11 @@ int cli_make_operator(stsl_context *ctx, const char *task, stsl_shape shape, con
          * which would be undefined for values beyond its range (found by fuzz_cli) */
         if (b.is_integer && (v != floor(v) || v < b.min || v > b.max || fabs(v) >= 9.2e18)) {
             fail(err, "%s: %g is not an integer in [%g, %g]", o->set[k].flag, v, b.min, b.max);
+            rc = CLI_EXIT_USAGE;
+            goto done;
+        }
+        if (!b.is_integer && !(v >= b.min && v <= b.max)) {   /* named by its flag, not its number */
+            fail(err, "%s: %g is outside [%g, %g]", o->set[k].flag, v, b.min, b.max);
             rc = CLI_EXIT_USAGE;
             goto done;
         }

@@ -76,6 +76,11 @@ void cli_print_task_help(FILE *f);
 int cli_make_operator(stsl_context *ctx, const char *task, stsl_shape shape, const cli_task_opts *o,
                       uint64_t seed, double noise, stsl_operator **out, char *err);
 
+/* The extension of the file name in `path` (".png"; "" when none). */
+const char *cli_ext_of(const char *path);
+/* 1 when `path` ends in .png, .jpg or .jpeg (any case): the names the tools read and write. */
+int cli_is_image_name(const char *path);
+
 /* Load (channels 0 keeps the file's) / save (format from the extension) with err set. */
 int cli_load_image(stsl_context *ctx, const char *path, int channels, stsl_image **out, char *err);
 int cli_save_image(stsl_context *ctx, const stsl_image *img, const char *path, char *err);

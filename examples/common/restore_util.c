@@ -5,12 +5,14 @@
 #include "common/timing.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -134,26 +136,32 @@ int ru_take_flag(const ru_flag *flags, int argc, char **argv, int *i, ru_setting
 
 static int is_int_value(double v) { return v == floor(v) && fabs(v) < 9.0e15; }
 
+int ru_set_solver_param(stsl_solver *solver, const char *flag, stsl_param key, double value,
+                        char *err)
+{
+    stsl_param_bounds b;
+    if (stsl_solver_param_bounds(stsl_solver_get_kind(solver), key, &b) != STSL_OK)
+        return fail(err, "%s does not apply to this solver", flag);
+    if (b.is_integer && !is_int_value(value))
+        return fail(err, "%s takes an integer, not %g", flag, value);
+    /* the range is said here, with the flag's name: the library's message names the parameter
+     * by its number */
+    if (value < b.min || value > b.max)
+        return fail(err, "%s: %g is outside [%g, %g]", flag, value, b.min, b.max);
+    stsl_status st = b.is_integer ? stsl_solver_set_int(solver, key, (int64_t)value)
+                                  : stsl_solver_set_float(solver, key, value);
+    if (st != STSL_OK)
+        return fail(err, "%s %g: %s", flag, value,
+                    *stsl_solver_last_error(solver) ? stsl_solver_last_error(solver)
+                                                    : stsl_strerror(st));
+    return 0;
+}
+
 int ru_apply_solver(stsl_solver *solver, const ru_settings *s, char *err)
 {
-    stsl_solver_kind kind = stsl_solver_get_kind(solver);
-    for (int i = 0; i < s->n; i++) {
-        stsl_param_bounds b;
-        if (stsl_solver_param_bounds(kind, s->item[i].key, &b) != STSL_OK)
-            return fail(err, "%s does not apply to this solver", s->item[i].flag);
-        stsl_status st;
-        if (b.is_integer) {
-            if (!is_int_value(s->item[i].value))
-                return fail(err, "%s takes an integer, not %g", s->item[i].flag, s->item[i].value);
-            st = stsl_solver_set_int(solver, s->item[i].key, (int64_t)s->item[i].value);
-        } else {
-            st = stsl_solver_set_float(solver, s->item[i].key, s->item[i].value);
-        }
-        if (st != STSL_OK)
-            return fail(err, "%s %g: %s", s->item[i].flag, s->item[i].value,
-                        *stsl_solver_last_error(solver) ? stsl_solver_last_error(solver)
-                                                        : stsl_strerror(st));
-    }
+    for (int i = 0; i < s->n; i++)
+        if (ru_set_solver_param(solver, s->item[i].flag, s->item[i].key, s->item[i].value, err) != 0)
+            return -1;
     return 0;
 }
 
@@ -243,20 +251,28 @@ int ru_load_models(stsl_context *ctx, const char *solver, const char *model_path
             snprintf(m->vae_path, sizeof m->vae_path, "%s", vae_path);
         } else {
             const char *pairs = stsl_score_meta(m->score, "pairs_with");
-            int found = 0;
-            if (pairs && *pairs) {
-                const char *base = strrchr(pairs, '/');
-                base = base ? base + 1 : pairs;
-                const char *slash = strrchr(m->model_path, '/');
-                int dl = slash ? (int)(slash - m->model_path) : 1;
-                snprintf(m->vae_path, sizeof m->vae_path, "%.*s/%s", dl,
-                         slash ? m->model_path : ".", base);
-                found = file_exists(m->vae_path);
-            }
-            if (!found && ru_find_model("fmnist-vae.pt", m->vae_path, sizeof m->vae_path, err) != 0) {
+            /* the file the prior names (the record requires it), next to the prior or among the
+             * bundled models; never another autoencoder in its place */
+            if (!pairs || !*pairs) {
                 ru_models_free(m);
-                return fail(err, "latent prior %s needs an autoencoder: pass --vae FILE",
+                return fail(err, "latent prior %s names no autoencoder (pairs_with): pass --vae FILE",
                             m->model_path);
+            }
+            const char *base = strrchr(pairs, '/');
+            base = base ? base + 1 : pairs;
+            const char *slash = strrchr(m->model_path, '/');
+            int dl = slash ? (int)(slash - m->model_path) : 1;
+            snprintf(m->vae_path, sizeof m->vae_path, "%.*s/%s", dl, slash ? m->model_path : ".",
+                     base);
+            if (!file_exists(m->vae_path) &&
+                ru_find_model(base, m->vae_path, sizeof m->vae_path, NULL) != 0) {
+                fail(err,
+                     "latent prior %s pairs with the autoencoder %s (its pairs_with), which is "
+                     "neither next to it nor among the bundled models: put it there or pass --vae "
+                     "FILE",
+                     m->model_path, base);
+                ru_models_free(m);   /* `base` points into the prior's record */
+                return -1;
             }
         }
         if (!file_exists(m->vae_path)) {
@@ -272,6 +288,12 @@ int ru_load_models(stsl_context *ctx, const char *solver, const char *model_path
         }
         stsl_autoencoder_image_shape(m->ae, &m->image);
     } else {
+        if (vae_path) {   /* said, not ignored: the user expects it to be used */
+            fail(err, "--vae %s: the prior %s is a pixel-space model, it uses no autoencoder",
+                 vae_path, m->model_path);
+            ru_models_free(m);
+            return RU_EXIT_USAGE;
+        }
         stsl_score_shape(m->score, &m->image);
     }
     return 0;
@@ -446,11 +468,8 @@ int ru_restore_batch(stsl_context *ctx, ru_models *m, const ru_job *job,
         fail(err, "seed: %s", stsl_solver_last_error(solver));
         goto done;
     }
-    if (job->steps > 0 &&
-        (st = stsl_solver_set_int(solver, STSL_PARAM_STEPS, job->steps)) != STSL_OK) {
-        fail(err, "--steps %d: %s", job->steps, stsl_solver_last_error(solver));
+    if (job->steps > 0 && ru_set_solver_param(solver, "--steps", STSL_PARAM_STEPS, job->steps, err) != 0)
         goto done;
-    }
     if (job->solver_opts && ru_apply_solver(solver, job->solver_opts, err) != 0) {
         rc = RU_EXIT_USAGE;
         goto done;
@@ -580,35 +599,109 @@ static int read_failure(stsl_context *ctx, stsl_status st, const char *path, cha
     return -1;
 }
 
+static uint32_t be32(const unsigned char *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* PNG: IHDR, then the chunks before the first IDAT for tRNS (which adds an alpha channel). */
+static int png_header(int fd, const unsigned char *b, int *channels, int *height, int *width)
+{
+    if (memcmp(b + 12, "IHDR", 4) != 0) return -1;
+    uint32_t w = be32(b + 16), h = be32(b + 20);
+    if (w == 0 || h == 0 || w > INT_MAX || h > INT_MAX) return -1;
+    static const int by_type[7] = {1, 0, 3, 3, 2, 0, 4};
+    int ctype = b[25];
+    if (ctype > 6 || by_type[ctype] == 0) return -1;
+    int ch = by_type[ctype];
+    off_t pos = 8 + 12 + (off_t)be32(b + 8);
+    for (int k = 0; k < 64 && (ctype == 0 || ctype == 2 || ctype == 3); k++) {
+        unsigned char c[8];
+        if (pread(fd, c, 8, pos) != 8 || !memcmp(c + 4, "IDAT", 4) || !memcmp(c + 4, "IEND", 4)) break;
+        if (!memcmp(c + 4, "tRNS", 4)) {
+            ch++;
+            break;
+        }
+        pos += 12 + (off_t)be32(c);
+    }
+    *channels = ch, *height = (int)h, *width = (int)w;
+    return 0;
+}
+
+/* JPEG: the markers up to the first start-of-frame (SOF0..SOF15 but DHT, JPG and DAC). */
+static int jpeg_header(int fd, int *channels, int *height, int *width)
+{
+    off_t pos = 2;
+    for (int k = 0; k < 1024; k++) {
+        unsigned char m[10];
+        if (pread(fd, m, 4, pos) != 4 || m[0] != 0xFF) return -1;
+        if (m[1] == 0xFF) { pos++; continue; }   /* fill byte */
+        const int len = m[2] << 8 | m[3];
+        if (m[1] >= 0xC0 && m[1] <= 0xCF && m[1] != 0xC4 && m[1] != 0xC8 && m[1] != 0xCC) {
+            if (len < 8 || pread(fd, m, 10, pos) != 10) return -1;
+            const int h = m[5] << 8 | m[6], w = m[7] << 8 | m[8];
+            if (h == 0 || w == 0) return -1;
+            *channels = m[9] == 1 ? 1 : 3, *height = h, *width = w;
+            return 0;
+        }
+        if (m[1] == 0xD9 || m[1] == 0xDA || len < 2) return -1;   /* image end or data first */
+        pos += 2 + len;
+    }
+    return -1;
+}
+
+int ru_image_header(const char *path, int *channels, int *height, int *width, char *err)
+{
+    /* O_NONBLOCK: opening a FIFO for reading would wait for a writer */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return fail(err, "cannot read %s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return fail(err, "cannot read %s: not a regular file", path);
+    }
+    unsigned char b[33];
+    ssize_t n = pread(fd, b, sizeof b, 0);
+    int rc = -1;
+    const char *kind = NULL;
+    if (n >= 8 && !memcmp(b, "\x89PNG\r\n\x1a\n", 8)) {
+        kind = "PNG";
+        if (n == (ssize_t)sizeof b) rc = png_header(fd, b, channels, height, width);
+    } else if (n >= 3 && b[0] == 0xFF && b[1] == 0xD8 && b[2] == 0xFF) {
+        kind = "JPEG";
+        rc = jpeg_header(fd, channels, height, width);
+    }
+    close(fd);
+    if (rc == 0) return 0;
+    if (n == 0) return fail(err, "cannot read %s: empty file", path);
+    if (!kind) return fail(err, "cannot read %s: not a PNG or JPEG image", path);
+    return fail(err, "cannot read %s: %s header truncated or malformed", path, kind);
+}
+
 int ru_load_input(stsl_context *ctx, const char *path, const ru_models *m, ru_fit fit,
                   int measured, stsl_image **out, char *err)
 {
     *out = NULL;
     stsl_image *img = NULL;
-    /* the file's own channels first (for the message), then the model's (the library converts) */
-    stsl_status st = stsl_image_load(ctx, path, 0, &img);
+    /* the header first: a size the model cannot take fails before the decode (an 8192x8192 PNG
+     * of a few hundred KB takes seconds and a GB to decode) */
+    int file_ch, file_h, file_w;
+    if (ru_image_header(path, &file_ch, &file_h, &file_w, err) != 0) return -1;
+    const int same_size = file_h == m->image.height && file_w == m->image.width;
+    if (!measured && !same_size && fit == RU_FIT_NONE)
+        return fail(err,
+                    "the input is %dx%d with %d channel(s); the model %s restores %dx%d images "
+                    "with %d channel(s) (channels are converted, sizes are not): pass --resize to "
+                    "scale it to %dx%d, or --crop to cut its centre to the model's aspect ratio "
+                    "and scale that, or --model a prior trained at %dx%d (docs/real-models.md)",
+                    file_w, file_h, file_ch, m->model_path, m->image.width, m->image.height,
+                    m->image.channels, m->image.width, m->image.height, file_w, file_h);
+    /* channels converted to the model's by the library */
+    stsl_status st = stsl_image_load(ctx, path, m->image.channels, &img);
     if (st != STSL_OK) return read_failure(ctx, st, path, err);
-    const int file_ch = img->channels;
-    if (file_ch != m->image.channels) {
-        stsl_image_destroy(img);
-        img = NULL;
-        if ((st = stsl_image_load(ctx, path, m->image.channels, &img)) != STSL_OK)
-            return read_failure(ctx, st, path, err);
-    }
     if (measured || (img->height == m->image.height && img->width == m->image.width)) {
         *out = img;
         return 0;
-    }
-    if (fit == RU_FIT_NONE) {
-        fail(err,
-             "the input is %dx%d with %d channel(s); the model %s restores %dx%d images with %d "
-             "channel(s) (channels are converted, sizes are not): pass --resize to scale it to "
-             "%dx%d, or --crop to cut its centre to the model's aspect ratio and scale that, or "
-             "--model a prior trained at %dx%d (docs/real-models.md)",
-             img->width, img->height, file_ch, m->model_path, m->image.width, m->image.height,
-             m->image.channels, m->image.width, m->image.height, img->width, img->height);
-        stsl_image_destroy(img);
-        return -1;
     }
     int rc = ru_fit_image(img, fit, m->image.height, m->image.width, out, err);
     stsl_image_destroy(img);

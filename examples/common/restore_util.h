@@ -52,7 +52,11 @@ typedef struct ru_settings {
  * *i past it and return 1; return 0 when it is not one of them; -1 on a bad value (err set). */
 int ru_take_flag(const ru_flag *flags, int argc, char **argv, int *i, ru_settings *out,
                  char *err);
-/* Set every setting on the solver; a key the solver does not use is an error. */
+/* Set one parameter given by `flag`: a key the solver does not use, a non-integer for an integer
+ * parameter or a value outside its bounds is an error naming the flag. */
+int ru_set_solver_param(stsl_solver *solver, const char *flag, stsl_param key, double value,
+                        char *err);
+/* Set every setting on the solver (ru_set_solver_param). */
 int ru_apply_solver(stsl_solver *solver, const ru_settings *s, char *err);
 /* Print the flag tables for --help. */
 void ru_print_flags(const ru_flag *flags, void *file);
@@ -75,8 +79,9 @@ typedef struct ru_models {
 } ru_models;
 
 /* Load the prior (model_path NULL: the bundled default for `solver`) and, for a latent prior,
- * its autoencoder (vae_path NULL: the file named by the prior's pairs_with next to it, then the
- * bundled default). */
+ * its autoencoder (vae_path NULL: the file named by the prior's pairs_with, next to the prior or
+ * among the bundled models; missing there, an error naming it).  Returns 0, RU_EXIT_USAGE (a
+ * vae_path given for a pixel-space prior) or -1 (any other failure), err set. */
 int ru_load_models(stsl_context *ctx, const char *solver, const char *model_path,
                    const char *vae_path, ru_models *m, char *err);
 void ru_models_free(ru_models *m);
@@ -144,9 +149,15 @@ void ru_io_message(stsl_context *ctx, stsl_status st, const char *verb, const ch
  * averages); RU_FIT_CROP first restricts it to the centred window of that aspect ratio. */
 int ru_fit_image(const stsl_image *in, ru_fit mode, int height, int width, stsl_image **out,
                  char *err);
+/* The size and channels of a PNG or JPEG file from its header, without decoding it (channels as
+ * stsl_image_load gives them: PNG transparency adds one).  Opens without blocking: a FIFO, a
+ * device or a directory is refused ("not a regular file"), never waited on.  0, or -1 with err. */
+int ru_image_header(const char *path, int *channels, int *height, int *width, char *err);
 /* Load an input for the model `m`: channels converted to the model's; a size that differs is
  * fitted with `fit`, or (RU_FIT_NONE) an error naming the file's size and channels, the model's,
- * and the options that fit it.  A measurement (measured = 1) is returned as read. */
+ * and the options that fit it -- found from the file's header, before it is decoded.  A file that
+ * is not a regular one is refused (ru_image_header).  A measurement (measured = 1) is returned as
+ * read. */
 int ru_load_input(stsl_context *ctx, const char *path, const ru_models *m, ru_fit fit,
                   int measured, stsl_image **out, char *err);
 

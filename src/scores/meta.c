@@ -348,6 +348,19 @@ static stsl_status get_shape(const stsl__meta_entry *e, int n, const char *key, 
     return STSL_OK;
 }
 
+/* A declared shape the load's probe can afford (STSL_MAX_MODEL_SAMPLE_VALUES). */
+static stsl_status probe_fits(const char *key, stsl_shape s, char *err)
+{
+    const long long values = (long long)s.channels * s.height * s.width;
+    if (values <= STSL_MAX_MODEL_SAMPLE_VALUES) return STSL_OK;
+    return meta_fail(err,
+                     "%s = %d,%d,%d is %lld values a sample; a model is probed at load on one "
+                     "sample, and this library allows at most %ld (16 MiB; docs/models.md: "
+                     "rebuild with a larger STSL_MAX_MODEL_SAMPLE_VALUES for larger models)",
+                     key, (int)s.channels, (int)s.height, (int)s.width, values,
+                     (long)STSL_MAX_MODEL_SAMPLE_VALUES);
+}
+
 static stsl_status get_double(const stsl__meta_entry *e, int n, const char *key,
                               const char *role, double *out, char *err)
 {
@@ -446,6 +459,7 @@ stsl_status stsl__meta_validate(const stsl__meta_entry *e, int n, unsigned allow
         }
 
         st = get_shape(e, n, "sample_shape", rn, &m->sample_shape, err);
+        if (st == STSL_OK) st = probe_fits("sample_shape", m->sample_shape, err);
         if (st != STSL_OK) return st;
 
         st = need(e, n, "space", rn, &v, err);
@@ -469,6 +483,8 @@ stsl_status stsl__meta_validate(const stsl__meta_entry *e, int n, unsigned allow
             return meta_fail(err, "image_shape has %d channels, at most %d",
                              (int)m->image_shape.channels, STSL_MAX_CHANNELS);
         st = get_shape(e, n, "latent_shape", rn, &m->latent_shape, err);
+        if (st == STSL_OK) st = probe_fits("image_shape", m->image_shape, err);
+        if (st == STSL_OK) st = probe_fits("latent_shape", m->latent_shape, err);
         if (st != STSL_OK) return st;
         st = get_double(e, n, "latent_scale", rn, &m->latent_scale, err);
         if (st != STSL_OK) return st;

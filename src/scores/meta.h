@@ -7,6 +7,16 @@
 
 #include "score_internal.h"
 
+/* The largest sample a model file may declare, in values per sample (sample_shape of a UNet;
+ * image_shape and latent_shape of an autoencoder): 2^22, 16 MiB of float32 (4x1024x1024).  A
+ * load probes the network on one sample of the declared shape, and a network's activations are
+ * tens of times its input: a larger declaration (a hostile file's 1,8192,8192 asked 17 GB of a
+ * two-layer convolution) is refused before anything runs (STSL_ERR_MODEL, docs/models.md).
+ * Rebuild with -DSTSL_MAX_MODEL_SAMPLE_VALUES=N to allow larger models. */
+#ifndef STSL_MAX_MODEL_SAMPLE_VALUES
+#define STSL_MAX_MODEL_SAMPLE_VALUES (1L << 22)
+#endif
+
 /* Documented limits of a record. */
 #define STSL_META_MAX_BYTES (64 * 1024)
 #define STSL_META_MAX_LINES 256
@@ -72,7 +82,8 @@ typedef struct stsl__model_meta {
 } stsl__model_meta;
 
 /* Validate a parsed record for use as one of the roles in `allowed_roles` (a bit mask of
- * 1 << STSL__ROLE_*).  STSL_ERR_MODEL with a message naming the key on failure. */
+ * 1 << STSL__ROLE_*).  STSL_ERR_MODEL with a message naming the key on failure (a declared
+ * shape over STSL_MAX_MODEL_SAMPLE_VALUES included). */
 stsl_status stsl__meta_validate(const stsl__meta_entry *entries, int count, unsigned allowed_roles,
                                 stsl__model_meta *out, char *err);
 

@@ -63,6 +63,34 @@ if [ -s "$root/readme.c" ] && cc -std=c11 -Wall -Wextra -Werror "$root/readme.c"
 else
   bad "README example does not compile"; cat "$root/cc2.log" 2>/dev/null | head -20
 fi
+# docs/real-models.md's RGB variant of the example (issue 30: the page said the README's worked
+# "unchanged" with an RGB image, and it did not), compiled the same way and run on the tiny RGB
+# fixture model with an 8x8 RGB input.
+sed -n '/<!-- example-rgb:begin -->/,/<!-- example-rgb:end -->/p' docs/real-models.md | sed '1,2d;$d' | sed '$d' > "$root/rgb.c"
+if [ -s "$root/rgb.c" ] && cc -std=c11 -Wall -Wextra -Werror "$root/rgb.c" -o "$root/rgb" \
+     $(pkg-config --cflags --libs stsl) 2>"$root/cc3.log"; then
+  ok "docs/real-models.md RGB example compiles ($(wc -l < "$root/rgb.c") lines)"
+  py=/usr/bin/python3; [ -x "$py" ] || py=python3
+  "$py" - "$root/rgb-in.png" <<'PY'
+import struct, sys, zlib
+def chunk(t, b):
+    return struct.pack('>I', len(b)) + t + b + struct.pack('>I', zlib.crc32(t + b) & 0xffffffff)
+raw = b''.join(b'\0' + bytes((31 * r + 17 * q + 80 * c) % 256 for q in range(8) for c in range(3)) for r in range(8))
+open(sys.argv[1], 'wb').write(b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', 8, 8, 8, 2, 0, 0, 0))
+                              + chunk(b'IDAT', zlib.compress(raw)) + chunk(b'IEND', b''))
+PY
+  LD_LIBRARY_PATH="$root/usr/lib" "$root/rgb" "$root/rgb-in.png" "$root/rgb-out.png" \
+      tests/scores/fixtures/unet_rgb.pt >/dev/null 2>"$root/rgb.err"; rc=$?
+  if grep -q "without TorchScript" "$root/rgb.err"; then
+    echo "  skipped: RGB example run (library built without TorchScript)"
+  elif [ $rc -eq 0 ] && [ "$(od -An -tu1 -j25 -N1 "$root/rgb-out.png" 2>/dev/null | tr -d ' ')" = 2 ]; then
+    ok "docs/real-models.md RGB example restores an RGB image"
+  else
+    bad "docs/real-models.md RGB example run (exit $rc): $(head -1 "$root/rgb.err")"
+  fi
+else
+  bad "docs/real-models.md RGB example does not compile"; head -20 "$root/cc3.log" 2>/dev/null
+fi
 # Installed use, away from the source tree: the example finds the installed prior, and the
 # installed stsl-restore finds its library (<bin>/../lib) and models (<bin>/../share/stsl/models).
 sample="$PWD/data/samples/fmnist-test-0.png"

@@ -239,6 +239,28 @@ static void test_failures(void)
     }
 }
 
+/* issue 30: an output format the tool cannot write is a usage error found before any work
+ * (it used to fail with exit 1 after computing the measurement, stsl-restore refusing it up
+ * front) */
+static void test_output_extension(void)
+{
+    if (!have_tool()) return;
+    write_input("ext-in.png", 1, 16, 16);
+    const char *outs[] = {"ext-out.bmp", "ext-out", "ext-out.png.tmp"};
+    for (size_t k = 0; k < sizeof outs / sizeof outs[0]; k++) {
+        char args[1024];
+        snprintf(args, sizeof args, "'%s' '%s' --task denoise", path("ext-in.png"), path(outs[k]));
+        int rc = run(args);
+        if (rc != 2) fprintf(stderr, "\n  %s: exit %d, expected 2\n", outs[k], rc);
+        CU_ASSERT_EQUAL(rc, 2);
+        CU_ASSERT_EQUAL(stderr_lines(), 1);
+        CU_ASSERT(access(path(outs[k]), F_OK) != 0);
+    }
+    char args[1024];
+    snprintf(args, sizeof args, "'%s' '%s' --task denoise", path("ext-in.png"), path("ext-out.JPG"));
+    CU_ASSERT_EQUAL(run(args), 0);
+}
+
 int main(void)
 {
     static const stsl_test tests[] = {
@@ -246,6 +268,7 @@ int main(void)
         {"every task writes an output of the right size", test_tasks_and_sizes},
         {"seeded output is reproducible", test_reproducible},
         {"bad usage exits 2, other failures 1, one line on stderr", test_failures},
+        {"an output extension the tool cannot write is refused up front", test_output_extension},
         {"--version works; the task list says what sr8 needs", test_version_and_sr_note},
         {"stsl-bench --help describes every option", test_bench_help},
         {NULL, NULL},

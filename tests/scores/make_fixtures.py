@@ -13,6 +13,7 @@ Fixtures (all CPU, float32):
   unet_v.pt       same architecture, other weights, v-prediction, cosine schedule, scripted
   unet_x0.pt      x0-prediction, scaled-linear schedule, TRACED
   unet_latent.pt  latent-space eps UNet on 2x4x4, pairs with ae.pt
+  unet_rgb.pt     pixel-space eps UNet on 3x8x8 (docs/real-models.md's RGB example, check-install)
   ae.pt           autoencoder 1x8x8 <-> 2x4x4 with encode/decode, latent_scale 0.5
   ae_encoder.pt, ae_decoder.pt   the same weights as two files (roles encoder, decoder)
   no_meta.pt      a UNet saved without stsl_meta.txt
@@ -229,6 +230,11 @@ def main(outdir):
                     prediction="eps", schedule="linear", beta_start=1e-4, beta_end=0.02,
                     timesteps=1000, space="latent", pairs_with="ae.pt",
                     name="fixture-unet-latent", how="script")
+
+    torch.manual_seed(6)
+    ets.export_unet(TinyUNet(ch=3).eval(), P("unet_rgb.pt"), sample_shape=(3, 8, 8),
+                    prediction="eps", schedule="linear", beta_start=1e-4, beta_end=0.02,
+                    timesteps=1000, name="fixture-unet-rgb", how="script")
 
     # autoencoder: one file and an encoder/decoder pair with the same weights
     torch.manual_seed(5)

@@ -17,6 +17,8 @@ message, never a crash or an abort inside libtorch:
   hostile_shape_odd.pt     record: sample_shape = 2,9,9 (the UNet's skip concat fails on 9x9)
   hostile_shape_huge.pt    record: sample_shape = 2,100000,100000
   hostile_channels.pt      record: sample_shape = 4096,8,8 (the first conv takes 2 channels)
+  hostile_shape_big.pt     an identity UNet whose record says sample_shape = 1,4096,4096: within the
+                           image limits, over the probe's (STSL_MAX_MODEL_SAMPLE_VALUES, 2^22)
   hostile_nan.pt           forward returns NaN everywhere
   hostile_nan_late.pt      forward returns NaN for t < 300 only (fails part-way through a run)
   hostile_inf_grad.pt      finite forward, but its VJP is NaN (sqrt at 0)
@@ -100,6 +102,11 @@ class BatchDrop(nn.Module):
         return out
 
 
+class Identity(nn.Module):
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return x * 1.0
+
+
 class Slow(nn.Module):
     def __init__(self, reps: int = 400):
         super().__init__()
@@ -147,6 +154,8 @@ def main(outdir):
     save(unet, "hostile_shape_huge.pt",
          meta.replace("sample_shape = 2,8,8", "sample_shape = 2,100000,100000"))
     save(unet, "hostile_channels.pt", meta.replace("sample_shape = 2,8,8", "sample_shape = 4096,8,8"))
+    save(Identity(), "hostile_shape_big.pt",
+         meta.replace("sample_shape = 2,8,8", "sample_shape = 1,4096,4096"))
     torch.manual_seed(32)
     save(NaNOut(), "hostile_nan.pt", meta)
     save(NaNLate(), "hostile_nan_late.pt", meta)

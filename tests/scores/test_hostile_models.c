@@ -152,6 +152,9 @@ static void test_lying_records(void)
     expect_load_error("hostile_timesteps.pt", STSL_ERR_MODEL, STSL_ERR_MODEL, "timesteps");
     expect_load_error("hostile_shape_odd.pt", STSL_ERR_SHAPE, STSL_ERR_MODEL, "2,9,9");
     expect_load_error("hostile_shape_huge.pt", STSL_ERR_LIMIT, STSL_ERR_MODEL, "sample_shape");
+    /* issue 30: a shape within the image limits whose probe could exhaust memory is refused
+     * before the probe runs (it used to run: 3.3 GB for an identity model at 4,8192,8192) */
+    expect_load_error("hostile_shape_big.pt", STSL_ERR_MODEL, STSL_ERR_MODEL, "probed at load");
     expect_load_error("hostile_channels.pt", STSL_ERR_SHAPE, STSL_ERR_MODEL, "sample_shape");
     /* a UNet whose record says autoencoder: refused by the score loader (role) and by the
      * autoencoder loader (no encode/decode) */

@@ -364,6 +364,9 @@ static void test_validation(void)
     expect_invalid(unet_with("sample_shape", NULL), U, "'sample_shape' is missing");
     expect_invalid(unet_with("sample_shape", "sample_shape = 28,28"), U, "sample_shape = '28,28'");
     expect_invalid(unet_with("sample_shape", "sample_shape = 8,28,28"), U, "at most 4");
+    /* within the image limits, over what the load's probe may take (issue 30) */
+    expect_invalid(unet_with("sample_shape", "sample_shape = 1,4096,4096"), U, "probed at load");
+    expect_invalid(unet_with("sample_shape", "sample_shape = 4,1024,1025"), U, "4198400 values");
     expect_invalid(unet_with("space", "space = latent"), U, "'pairs_with' is missing");
     expect_invalid(unet_with("space", "space = feature"), U, "space = 'feature'");
     expect_invalid(unet_with("value_range", NULL), U, "'value_range' is missing");
@@ -401,6 +404,12 @@ static void test_validation(void)
                    "latent_scale = 0");
     expect_invalid("stsl_model_format = 1\nrole = autoencoder\nvalue_range = -1,1\n"
                    "image_shape = 3,8,8\nlatent_shape = 4,8,8\n", A, "'latent_scale' is missing");
+    expect_invalid("stsl_model_format = 1\nrole = autoencoder\nvalue_range = -1,1\n"
+                   "image_shape = 3,2048,2048\nlatent_shape = 4,256,256\nlatent_scale = 1\n", A,
+                   "image_shape = 3,2048,2048 is 12582912 values");
+    expect_invalid("stsl_model_format = 1\nrole = autoencoder\nvalue_range = -1,1\n"
+                   "image_shape = 3,64,64\nlatent_shape = 4096,64,64\nlatent_scale = 1\n", A,
+                   "latent_shape = 4096,64,64");
 }
 
 /* Deterministic mutations of valid records: every outcome must be a status, never a crash or

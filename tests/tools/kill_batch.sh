@@ -4,7 +4,9 @@
 #   bash tests/tools/kill_batch.sh [ROUNDS] [IMAGES] [SHARDS] [SEED]
 #
 # Runs SHARDS `stsl-restore --shard I/SHARDS` processes over one input directory and one output
-# directory, ROUNDS times, and kills processes with SIGKILL: some after a random delay, some
+# directory, ROUNDS times (with KILL_UNSHARDED=1, the default, the last of them runs without
+# --shard: it shares every item with the others through the per-image claims), and kills
+# processes with SIGKILL: some after a random delay, some
 # inside an image save or inside a results.csv append (the tool's STSL_RESTORE_KILL=image:K /
 # csv:K hook stops the K-th such write half-way with SIGKILL).  Then it resumes without kills
 # until every shard exits 0, and checks:
@@ -26,6 +28,7 @@ py=/usr/bin/python3; [ -x "$py" ] || py=python3
 steps=${KILL_STEPS:-12}
 batch=${KILL_BATCH:-3}   # images per solver run: a kill can land with a whole batch in flight
 # odd shards run two workers (--jobs 2): two batches in flight, rows appended from two threads
+unsharded=${KILL_UNSHARDED:-1}
 
 if ! "$bin" --version >/dev/null 2>&1; then echo "kill-batch: $bin not built"; exit 1; fi
 work=$(mktemp -d)
@@ -60,8 +63,10 @@ run_round() {   # $1 = 1: with kills
     [ "$1" = 1 ] || mode=0
     if [ "$1" = 1 ] && [ $mode -eq 1 ]; then env=(STSL_RESTORE_KILL=image:$((1 + RANDOM % 3)))
     elif [ "$1" = 1 ] && [ $mode -eq 2 ]; then env=(STSL_RESTORE_KILL=csv:$((1 + RANDOM % 3))); fi
+    local shard=(--shard "$i/$shards")
+    [ "$unsharded" = 1 ] && [ $i -eq $((shards - 1)) ] && [ $shards -gt 1 ] && shard=()
     env "${env[@]}" "$bin" "$work/in" "$work/out" --task sr2 --solver psld --steps "$steps" \
-        --model "$model" --threads 1 --batch "$batch" --jobs $((1 + i % 2)) --quiet --shard "$i/$shards" >/dev/null 2>>"$work/err.log" &
+        --model "$model" --threads 1 --batch "$batch" --jobs $((1 + i % 2)) --quiet "${shard[@]}" >/dev/null 2>>"$work/err.log" &
     pids+=($!); modes+=($mode); started=$((started + 1))
     if [ "$1" = 1 ] && [ $mode -eq 3 ]; then   # killed by the timer, somewhere
       local victim=$! delay=$((RANDOM % 1500))
@@ -79,7 +84,8 @@ run_round() {   # $1 = 1: with kills
 }
 # Between rounds, leave what a process killed inside write() leaves (a SIGKILL lands there too
 # rarely to rely on the timer): half a row at the end of results.csv, and a partial temporary
-# image as the library's save (..NAME.PID.tmp.XXXXXXXX.tmp) and the tool (.NAME.PID.tmp) name them.
+# image as the library's save (..NAME.PID.tmp.XXXXXXXX.tmp) and the tool (.NAME.PID.tmp) name them,
+# and the claim file (.NAME.claim) of a process killed with it held.
 torn=0; stale=0
 leave_debris() {
   local k=$((RANDOM % images)) name
@@ -89,6 +95,7 @@ leave_debris() {
   fi
   head -c 20 "$work/in/$name" >"$work/out/..$name.99999.tmp.0badf00d.tmp"
   head -c 20 "$work/in/$name" >"$work/out/.$name.99999.tmp"; stale=$((stale + 2))
+  : >"$work/out/.$(printf 'img%04d.png' $(((k + 1) % images))).claim"   # a dead process's claim
 }
 touch "$work/rcs"
 for ((r = 0; r < rounds; r++)); do run_round 1; leave_debris; done
@@ -163,6 +170,6 @@ for e in errors[:20]: print('kill-batch: FAIL:', e)
 print('kill-batch: checked %d outputs (PNG structure), %d csv rows, %d temporaries' % (len(inputs), len(lines) - 1, len(temps)))
 sys.exit(1 if errors else 0)
 PY
-echo "kill-batch: $images inputs, $shards shards (odd ones with 2 workers), batches of $batch, $rounds killing rounds + $resumes resume round(s): $started processes, $kills killed with SIGKILL ($timer_kills at a random moment, $hook_image inside an image save, $hook_csv inside a results.csv append; seed $seed); left between rounds: $torn torn row(s), $stale partial temporaries"
+echo "kill-batch: $images inputs, $shards processes a round (odd ones with 2 workers$([ "$unsharded" = 1 ] && echo ", the last unsharded")), batches of $batch, $rounds killing rounds + $resumes resume round(s): $started processes, $kills killed with SIGKILL ($timer_kills at a random moment, $hook_image inside an image save, $hook_csv inside a results.csv append; seed $seed); left between rounds: $torn torn row(s), $stale partial temporaries"
 if [ $bad -ne 0 ]; then echo "kill-batch: FAILED"; sed 's/^/  stderr: /' "$work/err.log" | grep -v interrupted | tail -5; exit 1; fi
 echo "kill-batch: 1 passed, 0 failed"

@@ -15,7 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <signal.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/testutil.h"
@@ -25,6 +27,7 @@ static char g_env[2048];    /* "LD_LIBRARY_PATH=... " prefix or "" */
 static char g_model[1024];
 static int g_have_model;
 static char g_dir[1024];
+static int g_timeout;       /* > 0: runs are killed after this many seconds (a hang fails) */
 
 static void setup_paths(void)
 {
@@ -62,7 +65,10 @@ static int run(const char *args, char *out, size_t outn, char *err, size_t errn)
     const char *dev = getenv("STSL_TEST_DEVICE");
     if (dev && *dev && strlen(dev) < 64 && !strchr(dev, '\'') && strstr(args, "--model "))
         snprintf(devarg, sizeof devarg, " --device '%s'", dev);
-    snprintf(cmd, sizeof cmd, "%s'%s' %s%s >'%s' 2>'%s' </dev/null", g_env, g_bin, args, devarg, po, pe);
+    char limit[64] = "";
+    if (g_timeout > 0) snprintf(limit, sizeof limit, "timeout -s KILL %d ", g_timeout);
+    snprintf(cmd, sizeof cmd, "%s%s'%s' %s%s >'%s' 2>'%s' </dev/null", g_env, limit, g_bin, args, devarg,
+             po, pe);
     int st = system(cmd);
     const char *paths[2] = {po, pe};
     char *bufs[2] = {out, err};
@@ -157,6 +163,12 @@ static void test_bad_usage(void)
         "a.png b.png --task sr4 --solver dps --bogus",              /* unknown option */
         "a.png b.png --task sr4 --solver dps --steps 0",            /* bad value */
         "a.png b.png --task sr4 --solver dps --shard 2/2",          /* bad shard */
+        /* issue 30: numbers beyond int were wrapped by sscanf("%d/%d") and accepted */
+        "a.png b.png --task sr4 --solver dps --shard 0/4294967297",
+        "a.png b.png --task sr4 --solver dps --shard 4294967296/2",
+        "a.png b.png --task sr4 --solver dps --shard -1/2",
+        "a.png b.png --task sr4 --solver dps --shard 0/+2",
+        "a.png b.png --task sr4 --solver dps --shard 0/2x",
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         int rc = run(cases[k], NULL, 0, err_buf, sizeof err_buf);
@@ -625,6 +637,360 @@ static void test_batch_failure_isolated(void)
     }
 }
 
+/* ---- issue 30 ------------------------------------------------------------------------------ */
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Count the "ok" rows of each of `n` names img%02d.png in a results.csv; returns the total. */
+static int ok_rows(const char *csv, int n, int *per)
+{
+    for (int k = 0; k < n; k++) per[k] = 0;
+    FILE *f = fopen(csv, "r");
+    if (!f) return -1;
+    char line[4096];
+    int total = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (!strstr(line, "\",ok,")) continue;
+        total++;
+        for (int k = 0; k < n; k++) {
+            char name[32];
+            snprintf(name, sizeof name, "/img%02d.png\"", k);
+            if (strstr(line, name)) per[k]++;
+        }
+    }
+    fclose(f);
+    return total;
+}
+
+/* 1 when `dir` holds a file whose name starts with '.' (a temporary or a claim). */
+static int has_hidden_files(const char *dir)
+{
+    char cmd[2200], out[64];
+    snprintf(cmd, sizeof cmd, "ls -A '%s' | grep -c '^\\.' > '%s/hidden.txt'", dir, g_dir);
+    if (system(cmd) == -1) return -1;
+    snprintf(cmd, sizeof cmd, "%s/hidden.txt", g_dir);
+    FILE *f = fopen(cmd, "r");
+    if (!f) return -1;
+    int n = fgets(out, sizeof out, f) ? atoi(out) : -1;
+    fclose(f);
+    return n > 0;
+}
+
+/* Start the tool in the background with `args` (stderr to `errfile`); returns its pid. */
+static pid_t spawn_tool(const char *args, const char *errfile)
+{
+    char cmd[20000];
+    snprintf(cmd, sizeof cmd, "exec %s'%s' %s >/dev/null 2>'%s' </dev/null", g_env, g_bin, args, errfile);
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
+static void make_images(const char *dir, int n, uint64_t seed)
+{
+    char p[1300];
+    CU_ASSERT_EQUAL(mkdir(dir, 0777), 0);
+    for (int k = 0; k < n; k++) {
+        snprintf(p, sizeof p, "%s/img%02d.png", dir, k);
+        make_image(p, seed + (uint64_t)k);
+    }
+}
+
+/* Two unsharded writers on one output directory: each image is restored by one of them (it
+ * was every image by both: 2 "ok" rows an image), and nothing is left behind. */
+static void test_two_writers(void)
+{
+    if (!model_present()) return;
+    enum { N = 10 };
+    char in[1100], out[1100], args[16384], e1[1200], e2[1200], csv[1200];
+    snprintf(in, sizeof in, "%s/two-in", g_dir);
+    snprintf(out, sizeof out, "%s/two-out", g_dir);
+    make_images(in, N, 300);
+    snprintf(args, sizeof args,
+             "'%s' '%s' --task sr2 --solver psld --steps 8 --model '%s' --threads 1 --quiet --batch 2",
+             in, out, g_model);
+    snprintf(e1, sizeof e1, "%s/two-1.err", g_dir);
+    snprintf(e2, sizeof e2, "%s/two-2.err", g_dir);
+    pid_t a = spawn_tool(args, e1), b = spawn_tool(args, e2);
+    int sa = -1, sb = -1;
+    CU_ASSERT(a > 0 && b > 0);
+    if (a > 0) waitpid(a, &sa, 0);
+    if (b > 0) waitpid(b, &sb, 0);
+    CU_ASSERT(WIFEXITED(sa) && WEXITSTATUS(sa) == 0);
+    CU_ASSERT(WIFEXITED(sb) && WEXITSTATUS(sb) == 0);
+    snprintf(csv, sizeof csv, "%s/results.csv", out);
+    int per[N];
+    int total = ok_rows(csv, N, per);
+    if (total != N) fprintf(stderr, "\n  two writers: %d ok rows for %d images\n", total, N);
+    CU_ASSERT_EQUAL(total, N);
+    for (int k = 0; k < N; k++) CU_ASSERT_EQUAL(per[k], 1);
+    CU_ASSERT_EQUAL(has_hidden_files(out), 0);
+}
+
+/* A FIFO named in a manifest fails as an item at once (open() used to wait for a writer,
+ * forever: SIGTERM did not end it either); the other items are restored. */
+static void test_fifo_item(void)
+{
+    if (!model_present()) return;
+    char fifo[1100], good[1100], man[1100], out[1100], args[16384], p[1300];
+    snprintf(fifo, sizeof fifo, "%s/fifo.png", g_dir);
+    snprintf(good, sizeof good, "%s/fifo-good.png", g_dir);
+    snprintf(man, sizeof man, "%s/fifo-manifest.txt", g_dir);
+    snprintf(out, sizeof out, "%s/fifo-out", g_dir);
+    CU_ASSERT_EQUAL(mkfifo(fifo, 0666), 0);
+    make_image(good, 77);
+    FILE *f = fopen(man, "w");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    fprintf(f, "%s\n%s\n", fifo, good);
+    fclose(f);
+    snprintf(args, sizeof args, "'%s' '%s' --task sr2 --solver psld --steps 2 --model '%s' --quiet", man,
+             out, g_model);
+    g_timeout = 60;
+    int rc = run(args, NULL, 0, err_buf, sizeof err_buf);
+    g_timeout = 0;
+    if (rc != 1) fprintf(stderr, "\n  FIFO item: exit %d, stderr '%s'\n", rc, err_buf);
+    CU_ASSERT_EQUAL(rc, 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err_buf, "not a regular file"));
+    snprintf(p, sizeof p, "%s/fifo-good.png", out);
+    CU_ASSERT(exists(p));
+    /* as INPUT itself too: refused, not waited on */
+    snprintf(args, sizeof args, "'%s' '%s/fifo-single.png' --task sr2 --solver psld --model '%s'", fifo,
+             g_dir, g_model);
+    g_timeout = 60;
+    rc = run(args, NULL, 0, err_buf, sizeof err_buf);
+    g_timeout = 0;
+    CU_ASSERT_EQUAL(rc, 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err_buf, "not a regular file"));
+}
+
+/* SIGTERM ends a batch promptly, saying how to resume; the rerun completes it with one "ok" row
+ * an image and nothing left behind. */
+static void test_sigterm_resumes(void)
+{
+    if (!model_present()) return;
+    enum { N = 12 };
+    char in[1100], out[1100], args[16384], e1[1200], csv[1200];
+    snprintf(in, sizeof in, "%s/term-in", g_dir);
+    snprintf(out, sizeof out, "%s/term-out", g_dir);
+    make_images(in, N, 500);
+    snprintf(args, sizeof args,
+             "'%s' '%s' --task sr2 --solver psld --steps 200 --model '%s' --threads 1 --quiet --batch 1",
+             in, out, g_model);
+    snprintf(e1, sizeof e1, "%s/term.err", g_dir);
+    snprintf(csv, sizeof csv, "%s/results.csv", out);
+    pid_t pid = spawn_tool(args, e1);
+    CU_ASSERT_FATAL(pid > 0);
+    /* wait for the first image (or 60 s), then ask it to stop */
+    for (int k = 0; k < 600 && csv_rows(csv) < 1; k++) usleep(100000);
+    double t0 = now_s();
+    kill(pid, SIGTERM);
+    int st = -1;
+    waitpid(pid, &st, 0);
+    double secs = now_s() - t0;
+    if (secs > 10) fprintf(stderr, "\n  SIGTERM: exit took %.1f s\n", secs);
+    CU_ASSERT(secs < 10);
+    CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 1);
+    int per[N];
+    int before = ok_rows(csv, N, per);
+    CU_ASSERT(before >= 1 && before < N);
+    snprintf(args, sizeof args,
+             "'%s' '%s' --task sr2 --solver psld --steps 2 --model '%s' --threads 1 --quiet --batch 1",
+             in, out, g_model);
+    CU_ASSERT_EQUAL(run(args, NULL, 0, err_buf, sizeof err_buf), 0);
+    CU_ASSERT_EQUAL(ok_rows(csv, N, per), N);
+    for (int k = 0; k < N; k++) CU_ASSERT_EQUAL(per[k], 1);
+    CU_ASSERT_EQUAL(has_hidden_files(out), 0);
+}
+
+/* Single mode killed inside its save leaves its temporaries; the rerun removes them (with the
+ * output's claim held: no live process is writing them) and writes the output. */
+static void test_single_stale_temps(void)
+{
+    if (!model_present()) return;
+    char in[1100], dir[1100], out[1300], p[1400], args[16384];
+    snprintf(in, sizeof in, "%s/st-in.png", g_dir);
+    snprintf(dir, sizeof dir, "%s/st-out", g_dir);
+    snprintf(out, sizeof out, "%s/o.png", dir);
+    make_image(in, 88);
+    CU_ASSERT_EQUAL(mkdir(dir, 0777), 0);
+    snprintf(args, sizeof args, "'%s' '%s' --task sr2 --solver psld --steps 2 --model '%s' --quiet", in,
+             out, g_model);
+    setenv("STSL_RESTORE_KILL", "image:1", 1);
+    int rc = run(args, NULL, 0, err_buf, sizeof err_buf);
+    unsetenv("STSL_RESTORE_KILL");
+    CU_ASSERT(rc != 0);
+    CU_ASSERT(!exists(out));
+    CU_ASSERT_EQUAL(has_hidden_files(dir), 1);
+    /* and what an older run may have left: a temporary of a dead process, its claim file */
+    snprintf(p, sizeof p, "%s/.o.png.99999.tmp", dir);
+    write_file(p, "partial", 7);
+    snprintf(p, sizeof p, "%s/.o.png.claim", dir);
+    write_file(p, "", 0);
+    rc = run(args, NULL, 0, err_buf, sizeof err_buf);
+    if (rc != 0) fprintf(stderr, "\n  rerun: exit %d: %s", rc, err_buf);
+    CU_ASSERT_EQUAL(rc, 0);
+    CU_ASSERT(exists(out));
+    CU_ASSERT_EQUAL(has_hidden_files(dir), 0);
+}
+
+/* A usage error found after the arguments are parsed (a solver option's range, a task option
+ * the operator refuses) leaves nothing behind: the output directory is created last. */
+static void test_usage_error_creates_nothing(void)
+{
+    if (!tool_present()) return;
+    char in[1100], out[1100], args[16384];
+    snprintf(in, sizeof in, "%s/ue-in", g_dir);
+    snprintf(out, sizeof out, "%s/ue-out/sub", g_dir);
+    make_images(in, 2, 900);
+    snprintf(args, sizeof args, "'%s' '%s' --task sr2 --solver stsl --K 0", in, out);
+    CU_ASSERT_EQUAL(run(args, NULL, 0, err_buf, sizeof err_buf), 2);
+    CU_ASSERT_EQUAL(count_lines(err_buf), 1);
+    /* the flag is named, not the library's parameter number */
+    CU_ASSERT_PTR_NOT_NULL(strstr(err_buf, "--K"));
+    CU_ASSERT_PTR_NULL(strstr(err_buf, "parameter "));
+    snprintf(args, sizeof args, "%s/ue-out", g_dir);
+    CU_ASSERT(!exists(args));
+    if (!model_present()) return;
+    snprintf(args, sizeof args, "'%s' '%s' --task gaussian-blur --kernel-size 4 --solver psld --model '%s'",
+             in, out, g_model);
+    CU_ASSERT_EQUAL(run(args, NULL, 0, err_buf, sizeof err_buf), 2);
+    snprintf(args, sizeof args, "%s/ue-out", g_dir);
+    CU_ASSERT(!exists(args));
+}
+
+/* Messages and options that were silently wrong (issue 30 item 10). */
+static void test_messages_and_refusals(void)
+{
+    if (!tool_present()) return;
+    char in[1100], file[1100], args[16384];
+    snprintf(in, sizeof in, "%s/msg-in.png", g_dir);
+    make_image(in, 99);
+    snprintf(file, sizeof file, "%s/a-file", g_dir);
+    write_file(file, "x", 1);
+    /* a file where a directory is needed is said to be one */
+    snprintf(args, sizeof args, "'%s' '%s/o.png' --task sr2 --solver dps", in, file);
+    CU_ASSERT_EQUAL(run(args, NULL, 0, err_buf, sizeof err_buf), 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err_buf, "a-file is not a directory"));
+    snprintf(args, sizeof args, "'%s/ue-in' '%s/sub' --task sr2 --solver dps", g_dir, file);
+    CU_ASSERT_EQUAL(run(args, NULL, 0, err_buf, sizeof err_buf), 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err_buf, "a-file is not a directory"));
+    /* batch-mode options in single mode are refused, as --shard is */
+    const char *batch_only[] = {"--batch 4", "--jobs 2", "--shard 0/2"};
+    for (size_t k = 0; k < 3; k++) {
+        snprintf(args, sizeof args, "'%s' '%s/o.png' --task sr2 --solver dps %s", in, g_dir, batch_only[k]);
+        CU_ASSERT_EQUAL(run(args, NULL, 0, err_buf, sizeof err_buf), 2);
+        CU_ASSERT_EQUAL(count_lines(err_buf), 1);
+    }
+    /* the input as the output (also by another spelling) is refused; the input is kept */
+    struct stat before, after;
+    CU_ASSERT_EQUAL(stat(in, &before), 0);
+    const char *spell[] = {"%s/msg-in.png", "%s/./msg-in.png"};
+    for (size_t k = 0; k < 2; k++) {
+        char same[1200];
+        snprintf(same, sizeof same, spell[k], g_dir);
+        snprintf(args, sizeof args, "'%s' '%s' --task sr2 --solver dps --steps 2", in, same);
+        CU_ASSERT_EQUAL(run(args, NULL, 0, err_buf, sizeof err_buf), 2);
+        CU_ASSERT_PTR_NOT_NULL(strstr(err_buf, "input file itself"));
+    }
+    CU_ASSERT(stat(in, &after) == 0 && after.st_mtime == before.st_mtime && after.st_size == before.st_size);
+    /* --help: ddim is said to ignore the measurement; the tasks are listed once */
+    CU_ASSERT_EQUAL(run("--help", out_buf, sizeof out_buf, NULL, 0), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out_buf, "ddim samples the prior unconditionally"));
+    CU_ASSERT_EQUAL(file_contains(out_buf, stsl_operator_names()), 1);
+    CU_ASSERT_EQUAL(file_contains(out_buf, "divisible by 2, 4, 8"), 1);
+    if (!model_present()) return;
+    /* --vae with a pixel-space prior is refused, not ignored */
+    char pixel[1100], ae[1100];
+    snprintf(pixel, sizeof pixel, "%s", tu_path("scores/fixtures/unet_eps.pt"));
+    snprintf(ae, sizeof ae, "%s", tu_path("scores/fixtures/ae.pt"));
+    snprintf(args, sizeof args, "'%s' '%s/o.png' --task sr2 --solver dps --model '%s' --vae '%s'", in,
+             g_dir, pixel, ae);
+    CU_ASSERT_EQUAL(run(args, NULL, 0, err_buf, sizeof err_buf), 2);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err_buf, "--vae"));
+}
+
+/* A full disk (results.csv on /dev/full) stops the batch with one line saying so, instead of
+ * failing every image left ("short write" for each). */
+static void test_disk_full_stops(void)
+{
+    if (!model_present()) return;
+    if (access("/dev/full", W_OK) != 0) {
+        fprintf(stderr, "\n  skipped: no /dev/full\n");
+        return;
+    }
+    char in[1100], out[1100], p[1300], args[16384];
+    snprintf(in, sizeof in, "%s/full-in", g_dir);
+    snprintf(out, sizeof out, "%s/full-out", g_dir);
+    make_images(in, 4, 700);
+    CU_ASSERT_EQUAL(mkdir(out, 0777), 0);
+    snprintf(p, sizeof p, "%s/results.csv", out);
+    CU_ASSERT_EQUAL(symlink("/dev/full", p), 0);
+    snprintf(args, sizeof args, "'%s' '%s' --task sr2 --solver psld --steps 2 --model '%s' --quiet --batch 1",
+             in, out, g_model);
+    g_timeout = 60;
+    int rc = run(args, NULL, 0, err_buf, sizeof err_buf);
+    g_timeout = 0;
+    if (rc != 1 || count_lines(err_buf) != 1) fprintf(stderr, "\n  disk full: exit %d, stderr '%s'\n", rc, err_buf);
+    CU_ASSERT_EQUAL(rc, 1);
+    CU_ASSERT_EQUAL(count_lines(err_buf), 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err_buf, "no space left"));
+    CU_ASSERT_EQUAL(has_hidden_files(out), 0);
+}
+
+/* A latent prior whose pairs_with file is missing is an error naming it (it silently took the
+ * bundled fmnist-vae.pt instead). */
+static void test_missing_pairs_with(void)
+{
+    if (!model_present()) return;
+    char dir[1100], copy[1200], in[1100], args[16384], cmd[4000];
+    snprintf(dir, sizeof dir, "%s/lonely", g_dir);
+    CU_ASSERT_EQUAL(mkdir(dir, 0777), 0);
+    snprintf(copy, sizeof copy, "%s/unet_latent.pt", dir);
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s'", g_model, copy);
+    CU_ASSERT_EQUAL(system(cmd), 0);
+    snprintf(in, sizeof in, "%s/lonely.png", g_dir);
+    make_image(in, 5);
+    snprintf(args, sizeof args, "'%s' '%s/lonely-out.png' --task sr2 --solver psld --steps 2 --model '%s'",
+             in, g_dir, copy);
+    CU_ASSERT_EQUAL(run(args, NULL, 0, err_buf, sizeof err_buf), 1);
+    CU_ASSERT_EQUAL(count_lines(err_buf), 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err_buf, "ae.pt"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err_buf, "pairs_with"));
+}
+
+/* An image whose header says a size the model cannot take fails on its header, before it is
+ * decoded (an 8192x8192 PNG took 10 s and 1.2 GB before the same message): this one has no
+ * pixel data at all, so only a header check can give the size message. */
+static void test_size_checked_from_header(void)
+{
+    if (!model_present()) return;
+    static const unsigned char png[] = {
+        0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13, 'I', 'H', 'D', 'R',
+        0, 0, 0x20, 0, 0, 0, 0x20, 0, 8, 0, 0, 0, 0, 0x5e, 0x15, 0x1f, 0x61};
+    char in[1100], args[16384];
+    snprintf(in, sizeof in, "%s/huge-header.png", g_dir);
+    write_file(in, (const char *)png, sizeof png);
+    snprintf(args, sizeof args, "'%s' '%s/huge-out.png' --task sr2 --solver psld --steps 2 --model '%s'",
+             in, g_dir, g_model);
+    CU_ASSERT_EQUAL(run(args, NULL, 0, err_buf, sizeof err_buf), 1);
+    CU_ASSERT_EQUAL(count_lines(err_buf), 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err_buf, "8192x8192 with 1 channel(s)"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err_buf, "--resize"));
+    /* a model declaring more than a load may probe is refused (library limit) */
+    snprintf(args, sizeof args, "'%s' '%s/huge-out.png' --task sr2 --solver dps --model '%s'", in, g_dir,
+             tu_path("scores/fixtures/hostile_shape_big.pt"));
+    CU_ASSERT_EQUAL(run(args, NULL, 0, err_buf, sizeof err_buf), 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err_buf, "probed at load"));
+}
+
 int main(void)
 {
     static const stsl_test tests[] = {
@@ -643,6 +1009,15 @@ int main(void)
         {"the output is checked before any work", test_output_checked_first},
         {"--help says what sr8 needs", test_help_sr_note},
         {"a size mismatch gets advice; --resize / --crop fit the input", test_fit_input},
+        {"two unsharded writers restore each image once", test_two_writers},
+        {"a FIFO item fails at once instead of blocking", test_fifo_item},
+        {"SIGTERM ends a batch promptly; the rerun completes it", test_sigterm_resumes},
+        {"single mode removes the temporaries a killed save left", test_single_stale_temps},
+        {"a usage error after parsing creates nothing", test_usage_error_creates_nothing},
+        {"messages name the cause; ignored options are refused", test_messages_and_refusals},
+        {"a full disk stops the batch with one message", test_disk_full_stops},
+        {"a missing pairs_with autoencoder is an error naming it", test_missing_pairs_with},
+        {"an input's size is checked from its header before decoding", test_size_checked_from_header},
         {NULL, NULL},
     };
     return stsl_test_main("tools/restore_cli", tests);
