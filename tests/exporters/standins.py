@@ -257,6 +257,11 @@ def make(d):
 # ------------------------------------------------------------------------------------------
 
 def eager_models(d):
+    with contextlib.redirect_stdout(io.StringIO()):   # DPS's "Randomly initialize"
+        return _eager_models(d)
+
+
+def _eager_models(d):
     adm, _, _ = frontends.build_adm(CODE, frontends.read_adm_config(os.path.join(d, "adm.yaml"), {}),
                                     os.path.join(d, "adm_fp16.pt"))
     cfg = dict(ADM, class_cond=True)
