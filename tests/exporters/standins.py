@@ -9,7 +9,10 @@ the eager-PyTorch side of the comparison (tests/exporters/test_exporters.c drive
 a class-conditional .safetensors checkpoint, two diffusers pipeline directories (eps with a fixed
 embedding; v-prediction with classifier-free guidance), then runs scripts/export_torchscript.py
 (executed directly, so its interpreter line is used) on each, and checks that every user mistake
-gives exit status 1 and one line naming its cause.  The C test loads the files, runs a few solver
+gives exit status 1 and one line naming its cause; then the generic front-ends (unet, autoencoder,
+diffusers-unet, diffusers-vae) on traced stand-in modules, `check` on every export and every
+shipped model (no graph may fix a device), and adm_pinned_cuda.pt (a raw trace whose devices say
+cuda) for the loader's device pass.  The C test loads the files, runs a few solver
 steps and logs every network call (calls_<model>.bin); `verify` rebuilds each eager module from
 the stand-in code and checkpoint and replays the calls: outputs must be bit-identical.
 The upstream code is not used: tests/exporters/standin_code/ reproduces its interfaces.
@@ -204,6 +207,35 @@ def make(d):
             continue
         r = export(["check", f], what=f"check {os.path.basename(f)} (device-portable graph)")
         check(r.stdout.rstrip().endswith(": OK"), f"check {os.path.basename(f)} says OK")
+    # the generic front-ends on traced user modules (scripting fails on them): unet, autoencoder,
+    # diffusers-unet, diffusers-vae; each export is device-portable and `check` says so
+    from diffusers import UNet2DModel
+    os.makedirs(os.path.join(d, "ddpm"), exist_ok=True)
+    dcfg = {"_class_name": "UNet2DModel", "sample_size": 16, "in_channels": 3, "out_channels": 3,
+            "block_out_channels": [8, 16]}
+    with open(os.path.join(d, "ddpm", "config.json"), "w") as f:
+        json.dump(dcfg, f)
+    torch.save(randomize(UNet2DModel.from_config(dcfg), 8).state_dict(),
+               os.path.join(d, "ddpm", "diffusion_pytorch_model.bin"))
+    with open(os.path.join(d, "userfactories.py"), "w") as f:
+        f.write("import diffusers\nfrom stsl_export import frontends\n"
+                f"def make_unet():\n    return diffusers.UNet2DModel.from_pretrained({os.path.join(d, 'ddpm')!r})\n"
+                "def make_vae():\n    return frontends.DiffusersVAE(diffusers.AutoencoderKL."
+                f"from_pretrained({os.path.join(d, 'sd')!r}, subfolder='vae'))\n")
+    genv = dict(os.environ, PYTHONPATH=os.pathsep.join([CODE, os.path.join(ROOT, "scripts")]))
+    vae_shapes = ["--image-shape", "3,16,16", "--latent-shape", "4,8,8", "--latent-scale", "0.5"]
+    for args, out in ((["unet", "--model", "userfactories:make_unet", "--sample-shape", "3,16,16"],
+                       "user_unet.pt"),
+                      (["autoencoder", "--model", "userfactories:make_vae"] + vae_shapes,
+                       "user_vae.pt"),
+                      (["diffusers-unet", "--pretrained", os.path.join(d, "ddpm"),
+                        "--sample-shape", "3,16,16"], "dif_unet.pt"),
+                      (["diffusers-vae", "--pretrained", os.path.join(d, "sd"), "--subfolder",
+                        "vae"] + vae_shapes, "dif_vae.pt")):
+        export(args + ["--out", os.path.join(d, out)], what=f"{args[0]} (traced user module)",
+               cwd=d, env=genv)
+        r = export(["check", os.path.join(d, out)], what=f"check {out}")
+        check(r.stdout.rstrip().endswith(": OK"), f"check {out} says OK (device-portable)")
     write_pinned(d)
     export(["check", os.path.join(d, "adm_raw_trace.pt")], False, "aten::arange fixes device cpu",
            "check names the op that pins a device in a raw trace")
