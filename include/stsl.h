@@ -129,7 +129,27 @@ STSL_API int stsl_context_get_threads(const stsl_context *ctx);
  * library was built with a CUDA libtorch and a GPU is present, else CPU).  The string is
  * copied.  An unavailable device is reported when a model is loaded (STSL_ERR_BACKEND). */
 STSL_API stsl_status stsl_context_set_device(stsl_context *ctx, const char *device);
-/* Half precision (float16) network evaluation on CUDA; ignored on CPU. 0 (default) or 1. */
+/* Precision of the network evaluations of TorchScript models loaded afterwards (the library's
+ * own arithmetic stays float32/float64).  FLOAT16 and BFLOAT16 are mixed precision, libtorch's
+ * autocast around each forward evaluation: matrix products and convolutions in the reduced
+ * type, reductions, normalisations and softmax in float32, weights kept in float32, inputs and
+ * outputs float32 at the API; VJPs differentiate that same evaluation.  Devices: float16 on
+ * CUDA, and on the CPU with libtorch >= 2 (not 1.13); bfloat16 on the CPU and on GPUs that run
+ * it.  A precision the device cannot run fails at load with STSL_ERR_BACKEND, except on device
+ * "auto" without a GPU, which then loads in float32 (the load's log line names the precision).
+ * Accuracy against float32 (relative error max|a - b| / (1 + max|b|) of eps and of VJPs,
+ * measured on the CPU for the shipped models, docs/models.md section 5): up to 7.2e-4 in
+ * float16 and 6.1e-3 in bfloat16; tolerance 2e-2 in float16, 5e-2 in bfloat16.  FLOAT32 (the
+ * default) is unchanged to the bit. */
+typedef enum stsl_precision {
+    STSL_PRECISION_FLOAT32 = 0,
+    STSL_PRECISION_FLOAT16 = 1,
+    STSL_PRECISION_BFLOAT16 = 2
+} stsl_precision;
+STSL_API stsl_status stsl_context_set_precision(stsl_context *ctx, stsl_precision precision);
+STSL_API stsl_precision stsl_context_get_precision(const stsl_context *ctx);
+/* Same as stsl_context_set_precision(ctx, enable ? STSL_PRECISION_FLOAT16 : STSL_PRECISION_FLOAT32):
+ * 0 (default) or 1.  (Before 1.2 it was ignored on the CPU; it now applies there too.) */
 STSL_API stsl_status stsl_context_set_half(stsl_context *ctx, int enable);
 /* Detail of the last failure of a call made with this context (constructors, image I/O).
  * Owned by the context, valid until the next call with it. Never NULL ("" when none). */

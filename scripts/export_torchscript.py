@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import io
+import itertools
 import json
 import math
 import os
@@ -367,8 +368,95 @@ def trace_checked(model: nn.Module, example):
                 del cls.apply
 
 
+# ------------------------------------------------------------------------------------------
+# Device portability
+# ------------------------------------------------------------------------------------------
+# The tracer records the device of every tensor the model makes itself as a constant: traced on
+# the CPU, guided-diffusion's `torch.arange(half).to(device=timesteps.device)` becomes
+# `aten::arange(..., device="cpu")` and `aten::to(..., device="cpu")`, and the file then fails
+# on CUDA with "Expected all tensors to be on the same device".  Scripted code that names a
+# device (`torch.zeros(3, device="cpu")`) has the same constant.  Weights and tensor constants
+# are not the problem: a loader maps them to its device.  The files written here therefore
+# replace every Device constant of every method by the device of that method's first tensor
+# input (prim::device), which is what a model meant; the library's loader does the same to
+# files written elsewhere (shim/torchscript_shim.cpp), and device_pins() finds what is left.
+
+
+def _device_constants(block):
+    """prim::Constant nodes of type Device in `block` and its nested blocks."""
+    for node in block.nodes():
+        if node.kind() == "prim::Constant" and node.output().type().kind() == "DeviceObjType":
+            yield node
+        for sub in node.blocks():
+            yield from _device_constants(sub)
+
+
+def _graphs(sm):
+    """(qualified method name, graph) of every method of `sm` and its submodules."""
+    for prefix, mod in sm.named_modules():
+        for name in mod._c._method_names():
+            yield (f"{prefix}.{name}" if prefix else name), mod._c._get_method(name).graph
+
+
+def make_device_portable(sm) -> int:
+    """Replace, in place, every Device constant of the graphs of `sm` (a ScriptModule) by the
+    device of its method's first tensor input.  Returns the number replaced; a method that
+    creates a device constant without having a tensor input keeps it (device_pins names it)."""
+    replaced = 0
+    for _, graph in _graphs(sm):
+        pins = list(_device_constants(graph))
+        tensors = [v for v in graph.inputs() if v.type().kind() == "TensorType"]
+        if not pins or not tensors:
+            continue
+        node = graph.create("prim::device", [tensors[0]])
+        node.output().setType(torch._C.DeviceObjType.get())
+        node.insertBefore(next(iter(graph.nodes())))
+        for pin in pins:
+            pin.output().replaceAllUsesWith(node.output())
+            pin.destroy()
+            replaced += 1
+    return replaced
+
+
+def _where(node) -> str:
+    """The source location the tracer or compiler recorded for a node ("file.py:65"), or ''."""
+    m = re.search(r"# (\S+?:\d+)(?::\d+)?\s*$", str(node).strip())
+    return m.group(1) if m else ""
+
+
+def device_pins(sm) -> list:
+    """What fixes a device in the methods the library calls (forward, encode, decode, every
+    call inlined): one line per pin, e.g. "forward: aten::arange makes its result on cpu
+    (make_fixtures.py:65)".  Empty for a device-portable module."""
+    found = []
+    for name in sm._c._method_names():
+        if name not in ("forward", "encode", "decode"):
+            continue
+        graph = sm._c._get_method(name).graph.copy()
+        torch._C._jit_pass_inline(graph)
+        for pin in _device_constants(graph):
+            users = [u.user for u in pin.output().uses()] or [pin]
+            for user in users:
+                where = _where(user)
+                found.append(f"{name}: {user.kind()} fixes device {pin.output().toIValue()}"
+                             + (f" ({where})" if where else ""))
+    return found
+
+
 def _save(sm, path: str, meta: str) -> None:
-    torch.jit.save(sm, path, _extra_files={META_NAME: meta})
+    """Save a device-portable copy of `sm` whose tensors are stored for the CPU (the caller's
+    module, possibly on a GPU, is left as it is); refuse one that still pins a device."""
+    buf = io.BytesIO()
+    torch.jit.save(sm, buf)
+    buf.seek(0)
+    portable = torch.jit.load(buf, map_location="cpu")
+    make_device_portable(portable)
+    pins = device_pins(portable)
+    if pins:
+        raise ExportError("the exported graph fixes a device that the library cannot move: "
+                          + "; ".join(pins[:3]) + (f" (and {len(pins) - 3} more)"
+                                                   if len(pins) > 3 else ""))
+    torch.jit.save(portable, path, _extra_files={META_NAME: meta})
 
 
 def _compare(name: str, ref: torch.Tensor, got: torch.Tensor, rtol: float, atol: float) -> float:
@@ -385,6 +473,14 @@ def _compare(name: str, ref: torch.Tensor, got: torch.Tensor, rtol: float, atol:
 
 def _example_t(n: int, timesteps: int, gen: torch.Generator) -> torch.Tensor:
     return torch.rand(n, generator=gen, dtype=torch.float64).mul(timesteps - 1).float()
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    """Where the module's weights are: the example inputs are made there (drawn on the CPU, so
+    the same values on any device), so that a module on a GPU traces and checks on it."""
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
 
 
 def _script_unet(model: nn.Module, how: str, x: torch.Tensor, t: torch.Tensor):
@@ -429,8 +525,9 @@ def export_unet(model: nn.Module, path: str, *, sample_shape: Sequence[int],
                      pairs_with=pairs_with, extra=extra)
     s = _shape(sample_shape, "sample_shape")
     gen = torch.Generator().manual_seed(1234)
-    x = torch.randn(batch, *s, generator=gen)
-    t = _example_t(batch, timesteps, gen)
+    dev = _device_of(model)
+    x = torch.randn(batch, *s, generator=gen).to(dev)
+    t = _example_t(batch, timesteps, gen).to(dev)
     wrapped = model if isinstance(model, torch.jit.ScriptModule) else _UNetWrapper(model)
     sm = _script_unet(model, how, x, t)
     _save(sm, path, meta)
@@ -453,8 +550,9 @@ def export_autoencoder(model: nn.Module, path: str, *, image_shape: Sequence[int
     meta = make_meta("autoencoder", name=name, image_shape=image_shape,
                      latent_shape=latent_shape, latent_scale=latent_scale, extra=extra)
     gen = torch.Generator().manual_seed(1234)
-    x = torch.rand(batch, *_shape(image_shape, "image_shape"), generator=gen) * 2 - 1
-    z = torch.randn(batch, *_shape(latent_shape, "latent_shape"), generator=gen)
+    dev = _device_of(model)
+    x = (torch.rand(batch, *_shape(image_shape, "image_shape"), generator=gen) * 2 - 1).to(dev)
+    z = torch.randn(batch, *_shape(latent_shape, "latent_shape"), generator=gen).to(dev)
     if isinstance(model, torch.jit.ScriptModule):
         sm = model
     elif how in ("script", "auto"):
@@ -471,8 +569,7 @@ def export_autoencoder(model: nn.Module, path: str, *, image_shape: Sequence[int
                 raise ExportError(f"scripting failed: {frontends.first_line(e)} (try --how trace)") from None
             print(f"export_torchscript: scripting failed ({frontends.first_line(e)}); tracing",
                   file=sys.stderr)
-            sm = trace_checked(model.eval(), {"encode": (x,), "decode": (z,)},
-                                        check_trace=False)
+            sm = trace_checked(model.eval(), {"encode": (x,), "decode": (z,)})
     else:
         sm = trace_checked(model.eval(), {"encode": (x,), "decode": (z,)})
     _save(sm, path, meta)
@@ -490,8 +587,9 @@ def export_encoder_decoder(model: nn.Module, encoder_path: str, decoder_path: st
     decodes (roles encoder and decoder)."""
     model = with_value_range(model, *value_range).eval()
     gen = torch.Generator().manual_seed(1234)
-    x = torch.rand(batch, *_shape(image_shape, "image_shape"), generator=gen) * 2 - 1
-    z = torch.randn(batch, *_shape(latent_shape, "latent_shape"), generator=gen)
+    dev = _device_of(model)
+    x = (torch.rand(batch, *_shape(image_shape, "image_shape"), generator=gen) * 2 - 1).to(dev)
+    z = torch.randn(batch, *_shape(latent_shape, "latent_shape"), generator=gen).to(dev)
     for role, wrapper, ex, p in (("encoder", _Encoder(model), x, encoder_path),
                                  ("decoder", _Decoder(model), z, decoder_path)):
         meta = make_meta(role, name=name, image_shape=image_shape, latent_shape=latent_shape,
@@ -507,12 +605,20 @@ def check_file(path: str, reference: Optional[nn.Module] = None, inputs: Optiona
                rtol: float = 1e-4, atol: float = 1e-5, verbose: bool = False) -> Dict[str, str]:
     """Load a model file back as the library would: read and validate the record, check the
     methods, run them on inputs of the record's shapes (or `inputs`) and, when `reference` is
-    given, compare with it.  Returns the record."""
+    given, compare with it.  The file is run on the device of `inputs` (the CPU without them)
+    and must not fix a device in its graph (device_pins).  Returns the record."""
     meta = read_meta(path)
     if meta.get("stsl_model_format") != str(FORMAT_VERSION):
         raise ExportError(f"{path}: stsl_model_format must be {FORMAT_VERSION}")
     role = meta.get("role")
-    sm = torch.jit.load(path, map_location="cpu").eval()
+    device = inputs[0].device if inputs else torch.device("cpu")
+    sm = torch.jit.load(path, map_location=device).eval()
+    pins = device_pins(sm)
+    if pins:
+        raise ExportError(f"{path}: not device-portable, its graph fixes a device: "
+                          + "; ".join(pins[:3]) + (f" (and {len(pins) - 3} more)"
+                                                   if len(pins) > 3 else "")
+                          + " -- export it again with this script")
     gen = torch.Generator().manual_seed(99)
     results = {}
     with torch.no_grad():
@@ -583,7 +689,15 @@ def _range(text: str):
 
 def _frontend(a) -> int:
     """adm, sd-unet, sd-vae: build the eager module from the user's code and checkpoint, trace
-    it, save it with its record, and compare the file with the eager module."""
+    it, save it with its record, and compare the file with the eager module.  What the
+    upstream code prints goes to stderr: stdout says only which file was written."""
+    with frontends.upstream_output_to_stderr():
+        _build_and_export(a)
+    print(f"wrote {a.out}")
+    return 0
+
+
+def _build_and_export(a) -> None:
     torch.manual_seed(0)
     check = not a.no_check
     # the weights are frozen below (model.requires_grad_(False)), as the shim does at load:
@@ -624,8 +738,6 @@ def _frontend(a) -> int:
         model.requires_grad_(False)
         export_autoencoder(model, a.out, how="trace", name=a.name, extra=extra, check=check,
                            **kw)
-    print(f"wrote {a.out}")
-    return 0
 
 
 def main(argv: Optional[Iterable[str]] = None) -> int:

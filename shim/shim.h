@@ -46,12 +46,18 @@ typedef struct stsl_shim_module stsl_shim_module;
 #define STSL_SHIM_META_MAX (64 * 1024)
 
 /* Load a TorchScript file onto `device` ("cpu", "cuda", "cuda:N", "auto"; NULL = "cpu").
- * half = 1 converts the module's floating parameters to float16 when the device is CUDA
- * (ignored on CPU).  Errors: STSL_ERR_BACKEND (device unavailable or malformed device string),
- * STSL_ERR_IO (cannot read the file), STSL_ERR_FORMAT (not a TorchScript archive),
- * STSL_ERR_MODEL (no stsl_meta.txt record, or the record is over STSL_SHIM_META_MAX). */
-STSL_SHIM_API stsl_status stsl_shim_load(const char *path, const char *device, int half,
-                                         stsl_shim_module **out, char *err, size_t err_size);
+ * Every device the file's graphs fix as a constant becomes the device of the method's first
+ * tensor input (a file traced on the CPU runs on CUDA, and the other way round).
+ * precision: FLOAT32, or FLOAT16 / BFLOAT16 as autocast (mixed precision) around every forward
+ * evaluation; the weights stay float32.  A precision the device cannot run (libtorch 1.13's CPU
+ * has no float16 autocast) is STSL_ERR_BACKEND, except with "auto" resolved to the CPU, which
+ * then runs in float32 (stsl_shim_precision says which).
+ * Errors: STSL_ERR_BACKEND (device unavailable or malformed device string, precision not
+ * supported there), STSL_ERR_IO (cannot read the file), STSL_ERR_FORMAT (not a TorchScript
+ * archive), STSL_ERR_MODEL (no stsl_meta.txt record, or the record is over STSL_SHIM_META_MAX). */
+STSL_SHIM_API stsl_status stsl_shim_load(const char *path, const char *device,
+                                         stsl_precision precision, stsl_shim_module **out,
+                                         char *err, size_t err_size);
 /* Free the module and everything it holds; NULL is a no-op. */
 STSL_SHIM_API void stsl_shim_free(stsl_shim_module *m);
 
@@ -59,8 +65,10 @@ STSL_SHIM_API void stsl_shim_free(stsl_shim_module *m);
 STSL_SHIM_API const char *stsl_shim_meta(const stsl_shim_module *m, size_t *len);
 /* The resolved device ("cpu", "cuda:0", ...), owned by the module. */
 STSL_SHIM_API const char *stsl_shim_device(const stsl_shim_module *m);
-/* 1 when the module runs in float16. */
-STSL_SHIM_API int stsl_shim_is_half(const stsl_shim_module *m);
+/* The precision the module's forward evaluations run in. */
+STSL_SHIM_API stsl_precision stsl_shim_precision(const stsl_shim_module *m);
+/* "float32", "float16", "bfloat16" (static strings). */
+STSL_SHIM_API const char *stsl_shim_precision_name(stsl_precision precision);
 /* 1 when the module was frozen at load (weights inlined as constants; not done for a module whose
  * methods detach, requires_grad_ or open no_grad blocks, whose VJPs freezing would change). */
 STSL_SHIM_API int stsl_shim_is_frozen(const stsl_shim_module *m);

@@ -8,10 +8,12 @@
 #include "shim.h"
 
 #include <ATen/Parallel.h>
+#include <ATen/autocast_mode.h>
 #include <torch/cuda.h>
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/jit/passes/inliner.h>
 #include <torch/script.h>
+#include <torch/version.h>
 
 #include <cctype>
 #include <cstdio>
@@ -28,7 +30,7 @@ struct stsl_shim_module {
     std::string meta;
     std::string device_name;
     c10::Device device{c10::kCPU};
-    bool half = false;
+    stsl_precision precision = STSL_PRECISION_FLOAT32;
     bool frozen = false;
 };
 
@@ -187,6 +189,147 @@ static bool steers_autograd(const torch::jit::Block *block)
     return false;
 }
 
+/* Device portability.  A trace records the device of every tensor the model makes itself as a
+ * constant (guided-diffusion's timestep table, traced on the CPU, is `aten::arange(...,
+ * device="cpu")`), and such a file fails on any other device with "Expected all tensors to be on
+ * the same device".  Every Device constant of a method the library calls becomes the device of
+ * that method's first tensor input (prim::device), which is what the model meant: the library
+ * puts x and t on the module's device.  Run on the methods inlined in place, before freezing
+ * (which would fold a constant-device arange into a tensor on that device).  Weights and tensor
+ * constants need nothing: torch::jit::load maps them.  On the CPU the result is the same
+ * computation; the pass runs there too, so that a file pinned to another device runs. */
+static void collect_device_constants(torch::jit::Block *block, std::vector<torch::jit::Node *> &out)
+{
+    for (torch::jit::Node *node : block->nodes()) {
+        if (node->kind() == c10::prim::Constant && node->output()->type()->kind() == c10::TypeKind::DeviceObjType)
+            out.push_back(node);
+        for (torch::jit::Block *sub : node->blocks()) collect_device_constants(sub, out);
+    }
+}
+
+static void make_device_portable(torch::jit::Module &module)
+{
+    for (const torch::jit::Method &method : module.get_methods()) {
+        std::shared_ptr<torch::jit::Graph> graph = method.graph();
+        torch::jit::Inline(*graph);
+        std::vector<torch::jit::Node *> pins;
+        collect_device_constants(graph->block(), pins);
+        torch::jit::Value *input = nullptr;
+        for (torch::jit::Value *v : graph->inputs())
+            if (v->type()->kind() == c10::TypeKind::TensorType) {
+                input = v;
+                break;
+            }
+        if (pins.empty() || input == nullptr) continue;
+        torch::jit::Node *dev = graph->create(c10::prim::device, {input});
+        dev->output()->setType(c10::DeviceObjType::get());
+        dev->insertBefore(graph->block()->nodes().front());
+        for (torch::jit::Node *pin : pins) {
+            pin->output()->replaceAllUsesWith(dev->output());
+            pin->destroy();
+        }
+    }
+}
+
+/* Reduced precision is autocast (mixed precision), not a cast of the module: a graph the
+ * library did not write makes tensors of its own (timestep tables, masks) in float32, and a
+ * module converted to float16 then fails with "mat1 and mat2 must have the same dtype".  Under
+ * autocast the weights stay float32, matrix products and convolutions run in the reduced type,
+ * reductions and normalisations in float32, and mixed inputs are promoted: libtorch's own lists
+ * (those of torch.autocast).  Only the forward pass runs under it; the backward follows the
+ * forward's types, as torch.autocast prescribes. */
+static c10::ScalarType reduced_type(stsl_precision p)
+{
+    return p == STSL_PRECISION_BFLOAT16 ? at::kBFloat16 : at::kHalf;
+}
+
+static const char *precision_name(stsl_precision p)
+{
+    return p == STSL_PRECISION_FLOAT16 ? "float16" : p == STSL_PRECISION_BFLOAT16 ? "bfloat16" : "float32";
+}
+
+/* libtorch 2.4 replaced the per-device functions by ones that take the device type. */
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+static bool autocast_enabled(c10::DeviceType t) { return at::autocast::is_autocast_enabled(t); }
+static c10::ScalarType autocast_dtype(c10::DeviceType t) { return at::autocast::get_autocast_dtype(t); }
+static void set_autocast(c10::DeviceType t, bool on, c10::ScalarType type)
+{
+    at::autocast::set_autocast_dtype(t, type);
+    at::autocast::set_autocast_enabled(t, on);
+}
+#else
+static bool autocast_enabled(c10::DeviceType t)
+{
+    return t == c10::kCPU ? at::autocast::is_cpu_enabled() : at::autocast::is_enabled();
+}
+static c10::ScalarType autocast_dtype(c10::DeviceType t)
+{
+    return t == c10::kCPU ? at::autocast::get_autocast_cpu_dtype() : at::autocast::get_autocast_gpu_dtype();
+}
+static void set_autocast(c10::DeviceType t, bool on, c10::ScalarType type)
+{
+    if (t == c10::kCPU) {
+        at::autocast::set_autocast_cpu_dtype(type);
+        at::autocast::set_cpu_enabled(on);
+    } else {
+        at::autocast::set_autocast_gpu_dtype(type);
+        at::autocast::set_enabled(on);
+    }
+}
+#endif
+
+/* Autocast on the module's device type for the scope of one call (a no-op in float32); the
+ * thread's previous state is restored, so a caller's own torch.autocast is left alone. */
+class AutocastScope {
+  public:
+    AutocastScope(c10::Device device, stsl_precision precision)
+        : on_(precision != STSL_PRECISION_FLOAT32), type_(device.type())
+    {
+        if (!on_) return;
+        was_on_ = autocast_enabled(type_);
+        was_type_ = autocast_dtype(type_);
+        set_autocast(type_, true, reduced_type(precision));
+        at::autocast::increment_nesting();
+    }
+    ~AutocastScope()
+    {
+        if (!on_) return;
+        if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+        set_autocast(type_, was_on_, was_type_);
+    }
+    AutocastScope(const AutocastScope &) = delete;
+    AutocastScope &operator=(const AutocastScope &) = delete;
+
+  private:
+    bool on_;
+    c10::DeviceType type_;
+    bool was_on_ = false;
+    c10::ScalarType was_type_ = at::kFloat;
+};
+
+/* Whether `device` runs `precision`: one small matrix product and convolution under autocast
+ * (libtorch 1.13's CPU autocast refuses float16; a GPU without bfloat16 fails here).  "" when
+ * it does, else libtorch's reason. */
+static std::string precision_unsupported(c10::Device device, stsl_precision precision)
+{
+    if (precision == STSL_PRECISION_FLOAT32) return std::string();
+    try {
+        c10::InferenceMode inference;
+        AutocastScope scope(device, precision);
+        at::Tensor a = torch::ones({2, 2}, torch::TensorOptions().device(device));
+        at::Tensor r = at::matmul(a, a);
+        at::Tensor c = at::conv2d(torch::ones({1, 1, 4, 4}, torch::TensorOptions().device(device)),
+                                  torch::ones({1, 1, 3, 3}, torch::TensorOptions().device(device)));
+        if (r.scalar_type() != reduced_type(precision) || c.scalar_type() != reduced_type(precision))
+            return std::string("autocast did not reduce a matrix product's precision");
+        return std::string();
+    } catch (const c10::Error &e) {
+        return useful_line(e.what_without_backtrace());
+    } catch (const std::exception &e) {
+        return useful_line(e.what());
+    }
+}
+
 /* torch.jit.freeze of the loaded module, every method kept: the weights become constants of the
  * graphs, which takes about 9% off a forward + VJP of the shipped pixel prior (1 thread, batch 1
  * and 8) with the same bits (optimize_numerics off: no conv/batch-norm folding).  Done after the
@@ -211,16 +354,36 @@ static torch::jit::Module frozen_or_same(torch::jit::Module module, bool *frozen
     }
 }
 
-extern "C" stsl_status stsl_shim_load(const char *path, const char *device, int half,
-                                      stsl_shim_module **out, char *err, size_t err_size)
+extern "C" stsl_status stsl_shim_load(const char *path, const char *device,
+                                      stsl_precision precision, stsl_shim_module **out, char *err,
+                                      size_t err_size)
 {
     if (out) *out = nullptr;
     if (path == nullptr || out == nullptr) {
         put_err(err, err_size, "stsl_shim_load: NULL argument");
         return STSL_ERR_INVALID_ARG;
     }
+    if (precision != STSL_PRECISION_FLOAT32 && precision != STSL_PRECISION_FLOAT16 &&
+        precision != STSL_PRECISION_BFLOAT16) {
+        put_err(err, err_size, "stsl_shim_load: unknown precision");
+        return STSL_ERR_INVALID_ARG;
+    }
     return guarded("not a TorchScript file", STSL_ERR_FORMAT, err, err_size, [&]() {
         c10::Device dev = resolve_device(device);
+        std::string why = precision_unsupported(dev, precision);
+        if (!why.empty()) {
+            /* "auto" asks for the best the machine has: without a GPU that is float32 */
+            if (device != nullptr && std::string(device) == "auto" && dev.is_cpu())
+                precision = STSL_PRECISION_FLOAT32;
+            else
+                throw ShimError{STSL_ERR_BACKEND, std::string(precision_name(precision)) +
+                                                      " is not supported on " + dev.str() +
+                                                      " by this libtorch (" TORCH_VERSION "): " +
+                                                      why + "; use float32" +
+                                                      (precision == STSL_PRECISION_FLOAT16 && dev.is_cpu()
+                                                           ? " or bfloat16"
+                                                           : "")};
+        }
         {
             std::ifstream f(path, std::ios::binary);
             if (!f) throw ShimError{STSL_ERR_IO, std::string("cannot open '") + path + "'"};
@@ -256,8 +419,7 @@ extern "C" stsl_status stsl_shim_load(const char *path, const char *device, int 
         /* The library only ever differentiates with respect to inputs: freezing the parameters
          * keeps autograd from recording weight-gradient paths. */
         for (at::Tensor p : module.parameters()) p.requires_grad_(false);
-        bool use_half = half && dev.is_cuda();
-        if (use_half) module.to(at::kHalf);
+        make_device_portable(module);
         bool frozen = false;
         module = frozen_or_same(std::move(module), &frozen);
 
@@ -266,7 +428,7 @@ extern "C" stsl_status stsl_shim_load(const char *path, const char *device, int 
         m->meta = meta;
         m->device = dev;
         m->device_name = dev.str();
-        m->half = use_half;
+        m->precision = precision;
         m->frozen = frozen;
         *out = m;
         return STSL_OK;
@@ -296,9 +458,14 @@ extern "C" const char *stsl_shim_device(const stsl_shim_module *m)
     return m ? m->device_name.c_str() : "";
 }
 
-extern "C" int stsl_shim_is_half(const stsl_shim_module *m)
+extern "C" stsl_precision stsl_shim_precision(const stsl_shim_module *m)
 {
-    return m && m->half ? 1 : 0;
+    return m ? m->precision : STSL_PRECISION_FLOAT32;
+}
+
+extern "C" const char *stsl_shim_precision_name(stsl_precision precision)
+{
+    return precision_name(precision);
 }
 
 extern "C" int stsl_shim_is_frozen(const stsl_shim_module *m)
@@ -368,13 +535,14 @@ static void set_threads(int threads)
     if (threads > 0 && at::get_num_threads() != threads) at::set_num_threads(threads);
 }
 
-/* Host buffer -> tensor on the module's device and dtype; on CPU float32 no copy is made. */
+/* Host buffer -> float32 tensor on the module's device (autocast reduces what it reduces); on
+ * the CPU no copy is made. */
 static at::Tensor to_input(const stsl_shim_module *m, const float *p, c10::IntArrayRef shape)
 {
     at::Tensor t = torch::from_blob(const_cast<float *>(p), shape,
                                     torch::TensorOptions().dtype(torch::kFloat32));
-    if (m->device.is_cpu() && !m->half) return t;
-    return t.to(m->device, m->half ? at::kHalf : at::kFloat);
+    if (m->device.is_cpu()) return t;
+    return t.to(m->device);
 }
 
 static at::Tensor run_method(stsl_shim_module *m, const char *method, const at::Tensor &x,
@@ -422,9 +590,15 @@ extern "C" stsl_status stsl_shim_forward(stsl_shim_module *m, const char *method
     std::string what = std::string("model ") + method + " failed";
     return guarded(what.c_str(), STSL_ERR_MODEL, err, err_size, [&]() {
         set_threads(threads);
-        /* InferenceMode, not just NoGradGuard: no version counters or view tracking either */
-        c10::InferenceMode inference;
+        /* InferenceMode, not just NoGradGuard: no version counters or view tracking either.
+         * Not under autocast: the graph executor keeps the reduced-precision copies of frozen
+         * weights it casts in the first run, and copies made in InferenceMode cannot be saved
+         * for a later VJP ("Inference tensors cannot be saved for backward"). */
+        const bool inference_mode = m->precision == STSL_PRECISION_FLOAT32;
+        c10::InferenceMode inference(inference_mode);
+        torch::NoGradGuard no_grad;
         at::Tensor xt = to_input(m, x, dims(x_shape));
+        AutocastScope autocast(m->device, m->precision);
         at::Tensor r = run_method(m, method, xt, t, x_shape[0]);
         check_out(method, r, out_shape);
         copy_out(out, r, out_shape);
@@ -437,7 +611,6 @@ struct stsl_shim_graph {
     at::Tensor out;   /* the method's output, still attached to its graph */
     std::vector<int64_t> x_shape, out_shape;
     c10::Device device{c10::kCPU};
-    bool half = false;
     bool spent = false;
     std::string method;
 };
@@ -462,12 +635,15 @@ extern "C" stsl_status stsl_shim_forward_graph(stsl_shim_module *m, const char *
         g->x_shape = dims(x_shape);
         g->out_shape = dims(out_shape);
         g->device = m->device;
-        g->half = m->half;
         g->method = method;
         /* a copy: on CPU to_input only wraps the caller's buffer, which the graph outlives */
         at::Tensor xt = to_input(m, x, g->x_shape);
         g->x = (xt.data_ptr() == static_cast<const void *>(x) ? xt.clone() : xt).requires_grad_(true);
-        at::Tensor r = run_method(m, method, g->x, t, x_shape[0]);
+        at::Tensor r;
+        {
+            AutocastScope autocast(m->device, m->precision);   /* the forward only */
+            r = run_method(m, method, g->x, t, x_shape[0]);
+        }
         check_out(method, r, out_shape);
         if (!r.requires_grad())
             throw ShimError{STSL_ERR_MODEL,

@@ -17,9 +17,11 @@ scaling_factor; schedule and prediction type from the pipeline's scheduler_confi
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import inspect
+import io
 import json
 import os
 import sys
@@ -86,6 +88,26 @@ def apply_state_dict(model: nn.Module, sd: Dict[str, torch.Tensor], path: str) -
                             "learn_sigma, class_cond, ...)")
     sd = {k: (v.float() if v.is_floating_point() else v) for k, v in sd.items()}
     model.load_state_dict(sd, strict=True)
+
+
+class upstream_output_to_stderr(contextlib.ContextDecorator):
+    """Sends what the upstream code prints to stdout (DPS's create_model prints "Got exception:
+    ... / Randomly initialize" whenever its own model_path is empty, which it always is here:
+    the weights are loaded afterwards, from --checkpoint) to stderr, each line prefixed, so that
+    the exporter's stdout carries only its own report."""
+
+    def __enter__(self):
+        self._buf = io.StringIO()
+        self._redirect = contextlib.redirect_stdout(self._buf)
+        self._redirect.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._redirect.__exit__(*exc)
+        for line in self._buf.getvalue().splitlines():
+            if line.strip():
+                sys.stderr.write(f"export_torchscript: the upstream code printed: {line}\n")
+        return False
 
 
 def first_line(e: BaseException) -> str:

@@ -23,6 +23,9 @@ from nets import VAE, Classifier, LatentNet, PixelUNet  # noqa: E402
 import train_ddpm  # noqa: E402
 import train_latent  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from export_torchscript import device_pins  # noqa: E402
+
 
 
 def unet_meta(name, shape, space, pairs_with=None, comment=""):
@@ -87,6 +90,8 @@ def save_and_check(module, path, meta, inputs, methods=("forward",)):
     os.replace(tmp, path)
     loaded, got = load_scripted(path)
     assert got == meta, "metadata record did not round-trip"
+    pins = device_pins(loaded)   # a shipped model runs on any device (issue 27)
+    assert not pins, "%s fixes a device: %s" % (path, "; ".join(pins))
     worst = 0.0
     for meth in methods:
         for n in (3, 5):

@@ -219,11 +219,12 @@ STSL_API stsl_status stsl_autoencoder_load(stsl_context *ctx, const char *path,
     t->dec_method = dec_method;
     ae->impl = t;
     stsl__log(ctx, STSL_LOG_INFO,
-              "loaded autoencoder '%s'%s%s: image %d,%d,%d, latent %d,%d,%d, scale %g, device %s",
+              "loaded autoencoder '%s'%s%s: image %d,%d,%d, latent %d,%d,%d, scale %g, device %s (%s)",
               path, decoder_path ? " + " : "", decoder_path ? decoder_path : "",
               (int)m1.image_shape.channels, (int)m1.image_shape.height, (int)m1.image_shape.width,
               (int)m1.latent_shape.channels, (int)m1.latent_shape.height,
-              (int)m1.latent_shape.width, m1.latent_scale, stsl_shim_device(enc));
+              (int)m1.latent_shape.width, m1.latent_scale, stsl_shim_device(enc),
+              stsl_shim_precision_name(stsl_shim_precision(enc)));
     stsl__meta_free(e1, n1);
     stsl__meta_free(e2, n2);
     stsl__clear_error(ctx->err);

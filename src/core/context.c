@@ -71,14 +71,30 @@ STSL_API stsl_status stsl_context_set_device(stsl_context *ctx, const char *devi
     return STSL_OK;
 }
 
+STSL_API stsl_status stsl_context_set_precision(stsl_context *ctx, stsl_precision precision)
+{
+    if (!ctx) return STSL_ERR_INVALID_ARG;
+    if (precision != STSL_PRECISION_FLOAT32 && precision != STSL_PRECISION_FLOAT16 &&
+        precision != STSL_PRECISION_BFLOAT16)
+        return stsl__fail(ctx->err, STSL_ERR_INVALID_ARG,
+                          "precision %d is not STSL_PRECISION_FLOAT32, _FLOAT16 or _BFLOAT16",
+                          (int)precision);
+    ctx->precision = precision;
+    stsl__clear_error(ctx->err);
+    return STSL_OK;
+}
+
+STSL_API stsl_precision stsl_context_get_precision(const stsl_context *ctx)
+{
+    return ctx ? ctx->precision : STSL_PRECISION_FLOAT32;
+}
+
 STSL_API stsl_status stsl_context_set_half(stsl_context *ctx, int enable)
 {
     if (!ctx) return STSL_ERR_INVALID_ARG;
     if (enable != 0 && enable != 1)
         return stsl__fail(ctx->err, STSL_ERR_INVALID_ARG, "half must be 0 or 1, got %d", enable);
-    ctx->half = enable;
-    stsl__clear_error(ctx->err);
-    return STSL_OK;
+    return stsl_context_set_precision(ctx, enable ? STSL_PRECISION_FLOAT16 : STSL_PRECISION_FLOAT32);
 }
 
 STSL_API const char *stsl_context_last_error(const stsl_context *ctx)

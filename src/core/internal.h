@@ -63,7 +63,7 @@ struct stsl_context {
     void *log_user;
     stsl_log_level log_level;
     int threads;
-    int half;
+    stsl_precision precision;
     char device[64];
     char err[STSL_ERRMSG_SIZE];
 };

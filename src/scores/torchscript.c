@@ -48,7 +48,7 @@ stsl_status stsl__ts_open(stsl_context *ctx, const char *path, unsigned allowed_
 
     char err[STSL_ERRMSG_SIZE] = "";
     stsl_shim_module *m = NULL;
-    stsl_status st = stsl_shim_load(path, ctx->device, ctx->half, &m, err, sizeof err);
+    stsl_status st = stsl_shim_load(path, ctx->device, ctx->precision, &m, err, sizeof err);
     if (st != STSL_OK) return stsl__ctx_fail(ctx, st, "%s", err);
 
     size_t len = 0;
@@ -274,12 +274,12 @@ STSL_API stsl_status stsl_score_load(stsl_context *ctx, const char *path, stsl_s
     s->n_meta = n_entries;
     entries = NULL;
     stsl__log(ctx, STSL_LOG_INFO,
-              "loaded '%s': unet '%s', prediction %s, %d steps, sample %d,%d,%d, %s%s, device %s%s%s",
+              "loaded '%s': unet '%s', prediction %s, %d steps, sample %d,%d,%d, %s%s, device %s (%s)%s",
               path, name, pred_name(((ts_score *)s->impl)->pred), s->sched->timesteps,
               (int)s->shape.channels, (int)s->shape.height, (int)s->shape.width,
               s->latent ? "latent, pairs with " : "pixel", s->latent ? pairs : "",
               stsl_shim_device(((ts_score *)s->impl)->mod),
-              stsl_shim_is_half(((ts_score *)s->impl)->mod) ? " (float16)" : "",
+              stsl_shim_precision_name(stsl_shim_precision(((ts_score *)s->impl)->mod)),
               stsl_shim_is_frozen(((ts_score *)s->impl)->mod) ? ", frozen" : "");
     stsl__clear_error(ctx->err);
     *out = s;

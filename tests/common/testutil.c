@@ -53,6 +53,13 @@ double tu_max_abs_diff(const float *a, const float *b, size_t n)
     return m;
 }
 
+double tu_rel_err(const float *a, const float *b, size_t n)
+{
+    double m = 0;
+    for (size_t i = 0; i < n; i++) m = fmax(m, fabs(b[i]));
+    return tu_max_abs_diff(a, b, n) / (1 + m);
+}
+
 double tu_norm(const float *a, size_t n) { return sqrt(tu_dot(a, a, n)); }
 
 const char *tu_path(const char *rel)
@@ -94,10 +101,18 @@ const char *tu_device(void)
     return d && *d ? d : "cpu";
 }
 
+stsl_precision tu_precision(void)
+{
+    const char *p = getenv("STSL_TEST_PRECISION");
+    if (p && strcmp(p, "bfloat16") == 0) return STSL_PRECISION_BFLOAT16;
+    if (p && strcmp(p, "float16") == 0) return STSL_PRECISION_FLOAT16;
+    const char *h = getenv("STSL_TEST_HALF");
+    return h && *h && strcmp(h, "0") != 0 ? STSL_PRECISION_FLOAT16 : STSL_PRECISION_FLOAT32;
+}
+
 int tu_half(void)
 {
-    const char *h = getenv("STSL_TEST_HALF");
-    return h && *h && strcmp(h, "0") != 0;
+    return tu_precision() != STSL_PRECISION_FLOAT32;
 }
 
 int tu_on_cuda(void)
@@ -115,8 +130,8 @@ stsl_context *tu_context(void)
         return NULL;
     }
     if (stsl_context_set_device(ctx, tu_device()) != STSL_OK ||
-        stsl_context_set_half(ctx, tu_half()) != STSL_OK) {
-        fprintf(stderr, "\n  device %s (half %d): %s\n", tu_device(), tu_half(),
+        stsl_context_set_precision(ctx, tu_precision()) != STSL_OK) {
+        fprintf(stderr, "\n  device %s (precision %d): %s\n", tu_device(), (int)tu_precision(),
                 stsl_context_last_error(ctx));
         stsl_context_destroy(ctx);
         return NULL;
@@ -126,6 +141,6 @@ stsl_context *tu_context(void)
 
 double tu_tol(double cpu, double cuda, double half)
 {
-    if (!tu_on_cuda()) return cpu;
-    return tu_half() ? half : cuda;
+    if (tu_half()) return half;
+    return tu_on_cuda() ? cuda : cpu;
 }

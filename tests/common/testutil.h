@@ -26,6 +26,8 @@ void tu_fill_uniform(float *x, size_t n, uint64_t seed, float lo, float hi);
 void tu_fill_normal(float *x, size_t n, uint64_t seed);
 double tu_dot(const float *a, const float *b, size_t n);
 double tu_max_abs_diff(const float *a, const float *b, size_t n);
+/* max |a - b| / (1 + max |b|): the relative error every TorchScript tolerance is stated in */
+double tu_rel_err(const float *a, const float *b, size_t n);
 double tu_norm(const float *a, size_t n);
 /* Path of a file under the source tree's tests/ directory (STSL_TEST_DIR or "tests"). */
 const char *tu_path(const char *rel);
@@ -35,17 +37,20 @@ const char *tu_tmpdir(void);
 int tu_same_file(const char *a, const char *b);
 
 /* The device and precision the TorchScript suites run their models on: STSL_TEST_DEVICE
- * ("cpu" when unset; "cuda", "cuda:N", "auto") and STSL_TEST_HALF=1 (float16 on CUDA).  `make check`
- * leaves both unset; scripts/check-cuda.sh sets them on a GPU machine. */
+ * ("cpu" when unset; "cuda", "cuda:N", "auto") and STSL_TEST_PRECISION (float32, float16,
+ * bfloat16; STSL_TEST_HALF=1 is float16).  `make check` leaves them unset; scripts/check-cuda.sh
+ * sets them on a GPU machine. */
 const char *tu_device(void);
+stsl_precision tu_precision(void);
+/* 1 when tu_precision() is a reduced one (float16 or bfloat16). */
 int tu_half(void);
 /* 1 when the suites' models run on a CUDA device (STSL_TEST_DEVICE names one and it is usable). */
 int tu_on_cuda(void);
 /* A context on tu_device() and tu_half(); NULL (and a message) on failure. */
 stsl_context *tu_context(void);
 /* The tolerance of a comparison for the device in use: `cpu` on CPU, `cuda` on CUDA in float32
- * (cuDNN may run convolutions in TF32, a 10-bit mantissa), `half` on CUDA in float16.  The values
- * each suite uses are listed in docs/cuda.md. */
+ * (cuDNN may run convolutions in TF32, a 10-bit mantissa), `half` in a reduced precision on any
+ * device.  The values each suite uses are listed in docs/cuda.md. */
 double tu_tol(double cpu, double cuda, double half);
 
 /* Assert a call returns the given status; on mismatch print the handle's message. */

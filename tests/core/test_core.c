@@ -109,6 +109,19 @@ static void test_context_device(void)
     TU_ASSERT_STATUS(stsl_context_set_half(ctx, 2), STSL_ERR_INVALID_ARG);
     TU_ASSERT_STATUS(stsl_context_set_half(ctx, -1), STSL_ERR_INVALID_ARG);
     TU_ASSERT_STATUS(stsl_context_set_half(NULL, 0), STSL_ERR_INVALID_ARG);
+    /* precision: set_half is float16 / float32; out-of-range values are refused and leave it */
+    CU_ASSERT_EQUAL(stsl_context_get_precision(ctx), STSL_PRECISION_FLOAT32);
+    TU_ASSERT_OK(stsl_context_set_half(ctx, 1));
+    CU_ASSERT_EQUAL(stsl_context_get_precision(ctx), STSL_PRECISION_FLOAT16);
+    TU_ASSERT_OK(stsl_context_set_precision(ctx, STSL_PRECISION_BFLOAT16));
+    CU_ASSERT_EQUAL(stsl_context_get_precision(ctx), STSL_PRECISION_BFLOAT16);
+    TU_ASSERT_STATUS(stsl_context_set_precision(ctx, (stsl_precision)3), STSL_ERR_INVALID_ARG);
+    TU_ASSERT_STATUS(stsl_context_set_precision(ctx, (stsl_precision)-1), STSL_ERR_INVALID_ARG);
+    CU_ASSERT_EQUAL(stsl_context_get_precision(ctx), STSL_PRECISION_BFLOAT16);
+    TU_ASSERT_STATUS(stsl_context_set_precision(NULL, STSL_PRECISION_FLOAT32), STSL_ERR_INVALID_ARG);
+    CU_ASSERT_EQUAL(stsl_context_get_precision(NULL), STSL_PRECISION_FLOAT32);
+    TU_ASSERT_OK(stsl_context_set_half(ctx, 0));
+    CU_ASSERT_EQUAL(stsl_context_get_precision(ctx), STSL_PRECISION_FLOAT32);
     stsl_context_destroy(ctx);
 }
 

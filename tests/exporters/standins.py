@@ -9,11 +9,16 @@ the eager-PyTorch side of the comparison (tests/exporters/test_exporters.c drive
 a class-conditional .safetensors checkpoint, two diffusers pipeline directories (eps with a fixed
 embedding; v-prediction with classifier-free guidance), then runs scripts/export_torchscript.py
 (executed directly, so its interpreter line is used) on each, and checks that every user mistake
-gives exit status 1 and one line naming its cause.  The C test loads the files, runs a few solver
+gives exit status 1 and one line naming its cause; then the generic front-ends (unet, autoencoder,
+diffusers-unet, diffusers-vae) on traced stand-in modules, `check` on every export and every
+shipped model (no graph may fix a device), and adm_pinned_cuda.pt (a raw trace whose devices say
+cuda) for the loader's device pass.  The C test loads the files, runs a few solver
 steps and logs every network call (calls_<model>.bin); `verify` rebuilds each eager module from
 the stand-in code and checkpoint and replays the calls: outputs must be bit-identical.
 The upstream code is not used: tests/exporters/standin_code/ reproduces its interfaces.
 """
+import contextlib
+import io
 import json
 import os
 import struct
@@ -34,6 +39,7 @@ torch.set_num_threads(1)
 ADM = dict(image_size=16, num_channels=8, num_res_blocks=1, channel_mult="1,2",
            attention_resolutions="8", num_heads=2, use_scale_shift_norm=True)
 failures = []
+UPSTREAM = "export_torchscript: the upstream code printed: "
 
 
 def check(cond, what):
@@ -55,8 +61,8 @@ def export(args, expect_ok=True, needle=None, what=None, cwd=None, env=None):
     err = r.stderr.strip()
     if expect_ok:
         check(r.returncode == 0, f"{what}: exit 0" + ("" if r.returncode == 0 else f" -- {err}"))
-    else:
-        lines = [ln for ln in err.splitlines() if ln.strip()]
+    else:  # the upstream code's own prints come first, marked as such
+        lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith(UPSTREAM)]
         last = lines[-1] if lines else ""
         check(r.returncode == 1 and len(lines) == 1 and "Traceback" not in err
               and needle.lower() in last.lower(),
@@ -68,7 +74,8 @@ def adm_net(**over):
     from guided_diffusion.script_util import create_model
     cfg = dict(ADM)
     cfg.update(over)
-    return create_model(**cfg)
+    with contextlib.redirect_stdout(io.StringIO()):   # DPS's "Randomly initialize"
+        return create_model(**cfg)
 
 
 def write_pipeline(d, prediction, seed):
@@ -95,6 +102,33 @@ def write_pipeline(d, prediction, seed):
     safetensors_lite.write_file(unet.state_dict(),
                                 os.path.join(d, "unet", "diffusion_pytorch_model.safetensors"))
     torch.save(vae.state_dict(), os.path.join(d, "vae", "diffusion_pytorch_model.bin"))
+
+
+def write_pinned(d):
+    """adm_raw_trace.pt: the ADM front-end's module traced and saved directly (its graph fixes the
+    CPU, as every trace made on the CPU does); adm_pinned_cuda.pt: the same with every fixed
+    device turned into "cuda", which the CPU cannot run unless the loader moves those devices
+    to its inputs' (test_exporters.c loads it on the CPU and compares with adm.pt)."""
+    import export_torchscript as ets
+    cfg = frontends.read_adm_config(os.path.join(d, "adm.yaml"), {})
+    with contextlib.redirect_stdout(io.StringIO()):
+        model, extra, size = frontends.build_adm(CODE, cfg, os.path.join(d, "adm_fp16.pt"))
+    model.requires_grad_(False)
+    g = torch.Generator().manual_seed(3)
+    trace = ets.trace_checked(model, (torch.randn(2, 3, size, size, generator=g),
+                                      torch.tensor([3.0, 700.0])))
+    meta = ets.make_meta("unet", name="standin-adm-pinned", sample_shape=(3, size, size),
+                         extra=extra)
+    torch.jit.save(trace, os.path.join(d, "adm_raw_trace.pt"), _extra_files={ets.META_NAME: meta})
+    pinned = 0
+    for _, graph in ets._graphs(trace):
+        for const in list(ets._device_constants(graph)):
+            graph.setInsertPoint(const)
+            const.output().replaceAllUsesWith(graph.insertConstant(torch.device("cuda")))
+            const.destroy()
+            pinned += 1
+    check(pinned >= 2, f"the raw trace fixed {pinned} devices (arange and to)")
+    torch.jit.save(trace, os.path.join(d, "adm_pinned_cuda.pt"), _extra_files={ets.META_NAME: meta})
 
 
 def make(d):
@@ -127,9 +161,15 @@ def make(d):
         f.write("".join(f"{k}: {v}\n" for k, v in ADM.items()))
         f.write("learn_sigma: True\nclass_cond: False\nuse_checkpoint: True\nuse_fp16: True\n"
                 "dropout: 0.0\nmodel_path: models/ffhq_10m.pt\n")
-    export(["adm", "--code", CODE, "--config", os.path.join(d, "adm.yaml"), "--checkpoint",
-            os.path.join(d, "adm_fp16.pt"), "--out", os.path.join(d, "adm.pt"), "--name",
-            "standin-adm"], what="adm (learned sigma, fp16 .pt)")
+    r = export(["adm", "--code", CODE, "--config", os.path.join(d, "adm.yaml"), "--checkpoint",
+                os.path.join(d, "adm_fp16.pt"), "--out", os.path.join(d, "adm.pt"), "--name",
+                "standin-adm"], what="adm (learned sigma, fp16 .pt)")
+    # issue 30: the upstream create_model's "Got exception: ... / Randomly initialize" is not
+    # the exporter's output: stdout says only what was written, stderr has the print, marked
+    check(r.stdout == f"wrote {os.path.join(d, 'adm.pt')}\n",
+          f"adm: stdout is only the 'wrote' line (got {r.stdout!r})")
+    check(UPSTREAM + "Got exception" in r.stderr,
+          f"adm: the upstream print is on stderr, marked (got {r.stderr!r})")
     # class-conditional, .safetensors, options instead of a config
     net = randomize(adm_net(class_cond=True), 2)
     safetensors_lite.write_file(net.state_dict(), os.path.join(d, "adm_cond.safetensors"))
@@ -154,6 +194,51 @@ def make(d):
             os.path.join(d, "cond.pt"), "--uncond", os.path.join(d, "uncond.safetensors"),
             "--guidance-scale", "3", "--pairs-with", "sd_vae.pt", "--out",
             os.path.join(d, "sdv_unet.pt")], what="sd-unet (v-prediction, guidance 3)")
+
+    # --- device portability (issue 27): no export fixes a device in its graph ---
+    import export_torchscript as ets
+    models = os.path.join(ROOT, "models")
+    shipped = sorted(os.path.join(models, n) for n in os.listdir(models) if n.endswith(".pt"))
+    for f in [os.path.join(d, n) for n in ("adm.pt", "adm_cond.pt", "sd_vae.pt", "sd_unet.pt",
+                                           "sdv_unet.pt")] + shipped:
+        if ets.read_meta(f).get("role") not in ets.ROLES:   # the classifier: pins only
+            pins = ets.device_pins(torch.jit.load(f))
+            check(not pins, f"{os.path.basename(f)} fixes no device ({pins})")
+            continue
+        r = export(["check", f], what=f"check {os.path.basename(f)} (device-portable graph)")
+        check(r.stdout.rstrip().endswith(": OK"), f"check {os.path.basename(f)} says OK")
+    # the generic front-ends on traced user modules (scripting fails on them): unet, autoencoder,
+    # diffusers-unet, diffusers-vae; each export is device-portable and `check` says so
+    from diffusers import UNet2DModel
+    os.makedirs(os.path.join(d, "ddpm"), exist_ok=True)
+    dcfg = {"_class_name": "UNet2DModel", "sample_size": 16, "in_channels": 3, "out_channels": 3,
+            "block_out_channels": [8, 16]}
+    with open(os.path.join(d, "ddpm", "config.json"), "w") as f:
+        json.dump(dcfg, f)
+    torch.save(randomize(UNet2DModel.from_config(dcfg), 8).state_dict(),
+               os.path.join(d, "ddpm", "diffusion_pytorch_model.bin"))
+    with open(os.path.join(d, "userfactories.py"), "w") as f:
+        f.write("import diffusers\nfrom stsl_export import frontends\n"
+                f"def make_unet():\n    return diffusers.UNet2DModel.from_pretrained({os.path.join(d, 'ddpm')!r})\n"
+                "def make_vae():\n    return frontends.DiffusersVAE(diffusers.AutoencoderKL."
+                f"from_pretrained({os.path.join(d, 'sd')!r}, subfolder='vae'))\n")
+    genv = dict(os.environ, PYTHONPATH=os.pathsep.join([CODE, os.path.join(ROOT, "scripts")]))
+    vae_shapes = ["--image-shape", "3,16,16", "--latent-shape", "4,8,8", "--latent-scale", "0.5"]
+    for args, out in ((["unet", "--model", "userfactories:make_unet", "--sample-shape", "3,16,16"],
+                       "user_unet.pt"),
+                      (["autoencoder", "--model", "userfactories:make_vae"] + vae_shapes,
+                       "user_vae.pt"),
+                      (["diffusers-unet", "--pretrained", os.path.join(d, "ddpm"),
+                        "--sample-shape", "3,16,16"], "dif_unet.pt"),
+                      (["diffusers-vae", "--pretrained", os.path.join(d, "sd"), "--subfolder",
+                        "vae"] + vae_shapes, "dif_vae.pt")):
+        export(args + ["--out", os.path.join(d, out)], what=f"{args[0]} (traced user module)",
+               cwd=d, env=genv)
+        r = export(["check", os.path.join(d, out)], what=f"check {out}")
+        check(r.stdout.rstrip().endswith(": OK"), f"check {out} says OK (device-portable)")
+    write_pinned(d)
+    export(["check", os.path.join(d, "adm_raw_trace.pt")], False, "aten::arange fixes device cpu",
+           "check names the op that pins a device in a raw trace")
 
     # --- user mistakes: exit 1, one line naming the cause ---
     other = randomize(adm_net(num_channels=16), 6)
@@ -204,6 +289,11 @@ def make(d):
 # ------------------------------------------------------------------------------------------
 
 def eager_models(d):
+    with contextlib.redirect_stdout(io.StringIO()):   # DPS's "Randomly initialize"
+        return _eager_models(d)
+
+
+def _eager_models(d):
     adm, _, _ = frontends.build_adm(CODE, frontends.read_adm_config(os.path.join(d, "adm.yaml"), {}),
                                     os.path.join(d, "adm_fp16.pt"))
     cfg = dict(ADM, class_cond=True)

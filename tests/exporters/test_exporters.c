@@ -209,6 +209,117 @@ static void test_sd(void) { run_model("sd_unet", "sd_unet.pt", "sd_vae.pt", "ldp
 /* v-prediction with classifier-free guidance, latent STSL */
 static void test_sdv(void) { run_model("sdv_unet", "sdv_unet.pt", "sd_vae.pt", "stsl", 2, 0, "prediction", "v"); }
 
+/* Issue 27: a file whose graph fixes the device "cuda" (the ADM front-end's module traced raw,
+ * its devices rewritten: standins.py write_pinned) runs on the CPU, because the loader moves
+ * every fixed device to its input's; it computes what adm.pt computes. */
+static void test_pinned_device(void)
+{
+    if (g_made != 0) {
+        CU_FAIL("the stand-in exports were not made");
+        return;
+    }
+    stsl_context *ctx = NULL;
+    TU_ASSERT_OK(stsl_context_create(&ctx));
+    stsl_score *pinned = NULL, *ref = NULL;
+    stsl_status st = stsl_score_load(ctx, file("adm_pinned_cuda.pt"), &pinned);
+    if (st != STSL_OK) fprintf(stderr, "\n  %s\n", stsl_context_last_error(ctx));
+    TU_ASSERT_OK(st);
+    TU_ASSERT_OK(stsl_score_load(ctx, file("adm.pt"), &ref));
+    if (pinned && ref) {
+        enum { B = 2, D = 3 * 16 * 16 };
+        static float x[B * D], v[B * D], e1[B * D], e2[B * D], g1[B * D], g2[B * D];
+        const float t[B] = {10.0f, 600.0f};
+        tu_fill_normal(x, B * D, 51);
+        tu_fill_normal(v, B * D, 52);
+        TU_ASSERT_OK(stsl_score_eps_vjp(pinned, x, t, v, e1, g1, B));
+        TU_ASSERT_OK(stsl_score_eps_vjp(ref, x, t, v, e2, g2, B));
+        CU_ASSERT(tu_rel_err(e1, e2, B * D) < 1e-6);
+        CU_ASSERT(tu_rel_err(g1, g2, B * D) < 1e-6);
+    }
+    stsl_score_destroy(pinned);
+    stsl_score_destroy(ref);
+    stsl_context_destroy(ctx);
+}
+
+/* Issue 27: every front-end's export in bfloat16 and float16 (autocast) against float32: eps and
+ * VJP of the UNets, encode / decode / decoder VJP of the VAE, with the tolerances of stsl.h.
+ * float16 on the CPU needs libtorch >= 2 (1.13 refuses it at load: STSL_ERR_BACKEND). */
+static void reduced_precision(stsl_precision p, double tol)
+{
+    const char *pname = p == STSL_PRECISION_FLOAT16 ? "float16" : "bfloat16";
+    static const char *const unets[] = {"adm.pt", "adm_cond.pt", "sd_unet.pt", "sdv_unet.pt"};
+    stsl_context *c32 = NULL, *cp = NULL;
+    TU_ASSERT_OK(stsl_context_create(&c32));
+    TU_ASSERT_OK(stsl_context_create(&cp));
+    TU_ASSERT_OK(stsl_context_set_precision(cp, p));
+    for (size_t k = 0; k < sizeof unets / sizeof unets[0]; k++) {
+        stsl_score *s32 = NULL, *sp = NULL;
+        TU_ASSERT_OK(stsl_score_load(c32, file(unets[k]), &s32));
+        stsl_status st = stsl_score_load(cp, file(unets[k]), &sp);
+        if (st != STSL_OK) {   /* only float16 on a CPU without it */
+            CU_ASSERT(p == STSL_PRECISION_FLOAT16 && st == STSL_ERR_BACKEND);
+            fprintf(stderr, "\n  %s in %s: %s", unets[k], pname, stsl_context_last_error(cp));
+            stsl_score_destroy(s32);
+            continue;
+        }
+        stsl_shape sh;
+        TU_ASSERT_OK(stsl_score_shape(s32, &sh));
+        const size_t n = 2 * (size_t)sh.channels * sh.height * sh.width;
+        float *x = malloc(n * sizeof(float)), *v = malloc(n * sizeof(float));
+        float *e32 = malloc(n * sizeof(float)), *ep = malloc(n * sizeof(float));
+        float *g32 = malloc(n * sizeof(float)), *gp = malloc(n * sizeof(float));
+        const float t[2] = {50.0f, 800.0f};
+        tu_fill_normal(x, n, 61);
+        tu_fill_normal(v, n, 62);
+        TU_ASSERT_OK(stsl_score_eps_vjp(s32, x, t, v, e32, g32, 2));
+        TU_ASSERT_OK(stsl_score_eps_vjp(sp, x, t, v, ep, gp, 2));
+        const double ee = tu_rel_err(ep, e32, n), eg = tu_rel_err(gp, g32, n);
+        fprintf(stderr, "\n  %s %s vs float32: eps %.2e, vjp %.2e (tolerance %g)", unets[k], pname,
+                ee, eg, tol);
+        CU_ASSERT(ee < tol && eg < tol);
+        CU_ASSERT(ee > 0);   /* the reduced precision was in effect */
+        free(x), free(v), free(e32), free(ep), free(g32), free(gp);
+        stsl_score_destroy(s32);
+        stsl_score_destroy(sp);
+    }
+    stsl_autoencoder *a32 = NULL, *ap = NULL;
+    TU_ASSERT_OK(stsl_autoencoder_load(c32, file("sd_vae.pt"), NULL, &a32));
+    stsl_status st = stsl_autoencoder_load(cp, file("sd_vae.pt"), NULL, &ap);
+    if (st == STSL_OK && a32) {
+        enum { NX = 2 * 3 * 16 * 16, NZ = 2 * 4 * 8 * 8 };
+        static float x[NX], u[NX], z[NZ], z32[NZ], zp[NZ], x32[NX], xp[NX], g32[NZ], gp[NZ];
+        tu_fill_uniform(x, NX, 71, -1.f, 1.f);
+        tu_fill_normal(z, NZ, 72);
+        tu_fill_normal(u, NX, 73);
+        TU_ASSERT_OK(stsl_autoencoder_encode(a32, x, z32, 2));
+        TU_ASSERT_OK(stsl_autoencoder_encode(ap, x, zp, 2));
+        TU_ASSERT_OK(stsl_autoencoder_decode_vjp(a32, z, u, x32, g32, 2));
+        TU_ASSERT_OK(stsl_autoencoder_decode_vjp(ap, z, u, xp, gp, 2));
+        const double ez = tu_rel_err(zp, z32, NZ), ex = tu_rel_err(xp, x32, NX);
+        const double eg = tu_rel_err(gp, g32, NZ);
+        fprintf(stderr, "\n  sd_vae.pt %s vs float32: encode %.2e, decode %.2e, decoder vjp %.2e "
+                "(tolerance %g)", pname, ez, ex, eg, tol);
+        CU_ASSERT(ez < tol && ex < tol && eg < tol);
+        CU_ASSERT(ex > 0);
+    } else {
+        CU_ASSERT(p == STSL_PRECISION_FLOAT16 && st == STSL_ERR_BACKEND);
+    }
+    stsl_autoencoder_destroy(a32);
+    stsl_autoencoder_destroy(ap);
+    stsl_context_destroy(c32);
+    stsl_context_destroy(cp);
+}
+
+static void test_reduced_precision(void)
+{
+    if (g_made != 0) {
+        CU_FAIL("the stand-in exports were not made");
+        return;
+    }
+    reduced_precision(STSL_PRECISION_BFLOAT16, 5e-2);
+    reduced_precision(STSL_PRECISION_FLOAT16, 2e-2);
+}
+
 static void test_verify(void)
 {
     if (g_made != 0) {
@@ -227,6 +338,10 @@ int main(void)
         {"SD UNet + VAE, fixed embedding: LDPS steps", test_sd},
         {"SD v-prediction + guidance: latent STSL steps", test_sdv},
         {"library calls = eager PyTorch calls", test_verify},
+        {"a graph that fixes the device cuda runs on the CPU (the loader moves it)",
+         test_pinned_device},
+        {"every front-end's export in bfloat16 and float16 agrees with float32",
+         test_reduced_precision},
         {NULL, NULL}};
     return stsl_test_main("exporters", tests);
 }

@@ -124,8 +124,8 @@ static void test_classifier(void)
 #ifdef STSL_WITH_TORCH
     stsl_shim_module *m = NULL;
     char err[STSL_ERRMSG_SIZE] = "";
-    stsl_status st = stsl_shim_load(model("fmnist-classifier.pt"), tu_device(), tu_half(), &m, err,
-                                   sizeof err);
+    stsl_status st = stsl_shim_load(model("fmnist-classifier.pt"), tu_device(), tu_precision(), &m,
+                                   err, sizeof err);
     if (st != STSL_OK) fprintf(stderr, "\n  %s: %s\n", model_path, err);
     TU_ASSERT_OK(st);
     if (m) {
@@ -142,6 +142,148 @@ static void test_classifier(void)
     }
     stsl_shim_free(m);
 #endif
+}
+
+/* Issue 27: every shipped model in reduced precision (autocast) on the CPU against float32, with
+ * the tolerances include/stsl.h states: eps and VJP of both priors, encode, decode and the
+ * decoder's VJP of the autoencoder.  float16 needs a libtorch whose CPU autocast has it (2.x);
+ * libtorch 1.13 must refuse it at load, naming it. */
+#define TOL_FLOAT16 2e-2
+#define TOL_BFLOAT16 5e-2
+
+static char precision_log[4096];
+static void keep_log(void *user, stsl_log_level level, const char *msg)
+{
+    (void)user, (void)level;
+    snprintf(precision_log, sizeof precision_log, "%s", msg);
+}
+
+/* A CPU context in `p` (logging into precision_log) */
+static stsl_context *precision_context(stsl_precision p)
+{
+    stsl_context *ctx = NULL;
+    if (stsl_context_create(&ctx) != STSL_OK) return NULL;
+    if (stsl_context_set_precision(ctx, p) != STSL_OK ||
+        stsl_context_set_log(ctx, keep_log, NULL, STSL_LOG_INFO) != STSL_OK) {
+        stsl_context_destroy(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
+/* 1 when the reduced-precision load worked; 0 when float16 was refused as this libtorch's CPU
+ * lacks it (STSL_ERR_BACKEND naming float16); a failed assertion otherwise. */
+static int reduced_loaded(stsl_status st, stsl_context *ctx, stsl_precision p, const char *file)
+{
+    if (st == STSL_OK) {
+        const char *want = p == STSL_PRECISION_FLOAT16 ? "(float16)" : "(bfloat16)";
+        CU_ASSERT_PTR_NOT_NULL(strstr(precision_log, want));
+        return 1;
+    }
+    const char *err = stsl_context_last_error(ctx);
+    fprintf(stderr, "\n  %s in %s: %s", file, p == STSL_PRECISION_FLOAT16 ? "float16" : "bfloat16", err);
+    CU_ASSERT_EQUAL(p, STSL_PRECISION_FLOAT16);
+    CU_ASSERT_EQUAL(st, STSL_ERR_BACKEND);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "float16 is not supported on cpu"));
+    return 0;
+}
+
+static void compare_unet_precision(const char *file, stsl_precision p, double tol)
+{
+    stsl_context *c32 = precision_context(STSL_PRECISION_FLOAT32), *cp = precision_context(p);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c32);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(cp);
+    stsl_score *s32 = NULL, *sp = NULL;
+    TU_ASSERT_OK(stsl_score_load(c32, model(file), &s32));
+    stsl_status st = stsl_score_load(cp, model(file), &sp);
+    if (s32 && reduced_loaded(st, cp, p, file)) {
+        stsl_shape sh;
+        TU_ASSERT_OK(stsl_score_shape(s32, &sh));
+        const int B = 2;
+        const size_t d = (size_t)sh.channels * sh.height * sh.width, n = B * d;
+        float *x = malloc(n * sizeof(float)), *v = malloc(n * sizeof(float));
+        float *e32 = malloc(n * sizeof(float)), *ep = malloc(n * sizeof(float));
+        float *g32 = malloc(n * sizeof(float)), *gp = malloc(n * sizeof(float));
+        float t[2] = {100.0f, 700.0f};
+        tu_fill_normal(x, n, 31);
+        tu_fill_normal(v, n, 32);
+        TU_ASSERT_OK(stsl_score_eps_vjp(s32, x, t, v, e32, g32, B));
+        stsl_status sv = stsl_score_eps_vjp(sp, x, t, v, ep, gp, B);
+        if (sv != STSL_OK) fprintf(stderr, "\n  %s: %s", file, stsl_score_last_error(sp));
+        TU_ASSERT_OK(sv);
+        const double ee = tu_rel_err(ep, e32, n), eg = tu_rel_err(gp, g32, n);
+        TU_ASSERT_OK(stsl_score_eps(sp, x, t, ep, B));   /* the forward-only path too */
+        const double ef = tu_rel_err(ep, e32, n);
+        fprintf(stderr, "\n  %s %s vs float32: eps %.2e (forward-only call %.2e), vjp %.2e "
+                "(tolerance %g)", file, p == STSL_PRECISION_FLOAT16 ? "float16" : "bfloat16",
+                ee, ef, eg, tol);
+        CU_ASSERT(ee < tol);
+        CU_ASSERT(ef < tol);
+        CU_ASSERT(eg < tol);
+        CU_ASSERT(ee > 0 && ef > 0);   /* the reduced precision was in effect */
+        free(x), free(v), free(e32), free(ep), free(g32), free(gp);
+    }
+    stsl_score_destroy(s32);
+    stsl_score_destroy(sp);
+    stsl_context_destroy(c32);
+    stsl_context_destroy(cp);
+}
+
+static void compare_vae_precision(stsl_precision p, double tol)
+{
+    stsl_context *c32 = precision_context(STSL_PRECISION_FLOAT32), *cp = precision_context(p);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c32);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(cp);
+    stsl_autoencoder *a32 = NULL, *ap = NULL;
+    TU_ASSERT_OK(stsl_autoencoder_load(c32, model("fmnist-vae.pt"), NULL, &a32));
+    stsl_status st = stsl_autoencoder_load(cp, model("fmnist-vae.pt"), NULL, &ap);
+    if (a32 && reduced_loaded(st, cp, p, "fmnist-vae.pt")) {
+        const int B = 2;
+        const size_t nx = B * 28 * 28, nz = B * LAT_D;
+        float *x = malloc(nx * sizeof(float)), *u = malloc(nx * sizeof(float));
+        float *z = malloc(nz * sizeof(float)), *z32 = malloc(nz * sizeof(float));
+        float *zp = malloc(nz * sizeof(float)), *x32 = malloc(nx * sizeof(float));
+        float *xp = malloc(nx * sizeof(float)), *g32 = malloc(nz * sizeof(float));
+        float *gp = malloc(nz * sizeof(float));
+        tu_fill_normal(x, nx, 41);
+        for (size_t i = 0; i < nx; i++) x[i] = tanhf(x[i]);
+        tu_fill_normal(z, nz, 42);
+        tu_fill_normal(u, nx, 43);
+        TU_ASSERT_OK(stsl_autoencoder_encode(a32, x, z32, B));
+        TU_ASSERT_OK(stsl_autoencoder_encode(ap, x, zp, B));
+        TU_ASSERT_OK(stsl_autoencoder_decode_vjp(a32, z, u, x32, g32, B));
+        TU_ASSERT_OK(stsl_autoencoder_decode_vjp(ap, z, u, xp, gp, B));
+        const double ez = tu_rel_err(zp, z32, nz), ex = tu_rel_err(xp, x32, nx);
+        const double eg = tu_rel_err(gp, g32, nz);
+        fprintf(stderr, "\n  fmnist-vae.pt %s vs float32: encode %.2e, decode %.2e, decoder vjp %.2e "
+                "(tolerance %g)", p == STSL_PRECISION_FLOAT16 ? "float16" : "bfloat16", ez, ex, eg, tol);
+        CU_ASSERT(ez < tol);
+        CU_ASSERT(ex < tol);
+        CU_ASSERT(eg < tol);
+        CU_ASSERT(ex > 0);
+        free(x), free(u), free(z), free(z32), free(zp), free(x32), free(xp), free(g32), free(gp);
+    }
+    stsl_autoencoder_destroy(a32);
+    stsl_autoencoder_destroy(ap);
+    stsl_context_destroy(c32);
+    stsl_context_destroy(cp);
+}
+
+static void test_reduced_precision(void)
+{
+    if (!stsl_has_torch()) {
+        fprintf(stderr, " [built without torch]");
+        return;
+    }
+    static const struct {
+        stsl_precision p;
+        double tol;
+    } runs[] = {{STSL_PRECISION_BFLOAT16, TOL_BFLOAT16}, {STSL_PRECISION_FLOAT16, TOL_FLOAT16}};
+    for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+        compare_unet_precision("fmnist-ddpm.pt", runs[i].p, runs[i].tol);
+        compare_unet_precision("fmnist-ldm.pt", runs[i].p, runs[i].tol);
+        compare_vae_precision(runs[i].p, runs[i].tol);
+    }
 }
 
 /* Issue 19, narrowed by issue 30: sample i of a seeded run restores bit for bit the same whether it
@@ -366,6 +508,8 @@ int main(void)
         {"latent prior fmnist-ldm.pt: metadata, forward, VJP", test_latent_prior},
         {"autoencoder fmnist-vae.pt: shapes, encode/decode, decoder VJP", test_vae},
         {"classifier fmnist-classifier.pt: metadata and methods", test_classifier},
+        {"every shipped model in bfloat16 and float16 (CPU autocast) agrees with float32",
+         test_reduced_precision},
         {"rmp on salt-pepper: the impulse zeta default restores (zeta 1 did not)",
          test_rmp_impulse_default},
         {"dps-mo on sr4: plain-descent MO (the default) beats SGLD at the likelihood temperature",

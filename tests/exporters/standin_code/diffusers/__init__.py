@@ -1,5 +1,7 @@
 """libstsl test stand-in for the diffusers interfaces the sd-unet / sd-vae front-ends use (see
 ../README.md): small modules, not the diffusers architectures."""
+import json
+import os
 from types import SimpleNamespace
 
 import torch
@@ -16,6 +18,16 @@ class _Configured(nn.Module):
         model = cls(**kw)
         model.config = SimpleNamespace(**kw)
         return model
+
+    @classmethod
+    def from_pretrained(cls, path, subfolder=None):
+        """config.json and diffusion_pytorch_model.bin of `path`[/`subfolder`]."""
+        folder = os.path.join(path, subfolder or "")
+        with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
+            model = cls.from_config(json.load(f))
+        model.load_state_dict(torch.load(os.path.join(folder, "diffusion_pytorch_model.bin"),
+                                         map_location="cpu"))
+        return model.eval()
 
 
 class _Out:
@@ -67,6 +79,28 @@ class UNet2DConditionModel(_Configured):
         h0 = F.silu(self.conv_in(sample))
         h = F.silu(self.down(h0)) + e[:, :, None, None]
         h = self.attn(h, encoder_hidden_states)
+        h = F.interpolate(F.silu(self.up(h)), scale_factor=2.0, mode="nearest")
+        out = self.conv_out(torch.cat([h, h0], dim=1))
+        return _Out(out) if return_dict else (out,)
+
+
+class UNet2DModel(_Configured):
+    """Unconditional: forward(sample, timestep, return_dict)."""
+
+    def __init__(self, sample_size=16, in_channels=3, out_channels=3, block_out_channels=(8, 16),
+                 **_unused):
+        super().__init__()
+        c0, c1 = block_out_channels[0], block_out_channels[-1]
+        self.c0 = c0
+        self.time = nn.Sequential(nn.Linear(c0, c1), nn.SiLU())
+        self.conv_in = nn.Conv2d(in_channels, c0, 3, padding=1)
+        self.down = nn.Conv2d(c0, c1, 3, stride=2, padding=1)
+        self.up = nn.Conv2d(c1, c0, 3, padding=1)
+        self.conv_out = nn.Conv2d(2 * c0, out_channels, 3, padding=1)
+
+    def forward(self, sample, timestep, return_dict=True):
+        h0 = F.silu(self.conv_in(sample))
+        h = F.silu(self.down(h0)) + self.time(_temb(timestep, self.c0))[:, :, None, None]
         h = F.interpolate(F.silu(self.up(h)), scale_factor=2.0, mode="nearest")
         out = self.conv_out(torch.cat([h, h0], dim=1))
         return _Out(out) if return_dict else (out,)
