@@ -157,12 +157,14 @@ $(BINOUT)/%: examples/%.c $(SHARED) $(TOOL_COMMON) $(wildcard examples/common/*.
 	    $(TOOL_TORCH_FLAGS) -lz -lm -lpthread $(SAN_FLAGS)
 
 # The CI test command: unit suites, ABI and install checks, then the hardening passes of
-# mk/hardening.mk (allocation-failure sweep under ASan, ThreadSanitizer, a short fuzz pass).
+# mk/hardening.mk (a compile with distributions' hardening flags, allocation-failure sweep
+# under ASan, ThreadSanitizer, a short fuzz pass).
 CHECK_FUZZ_SECONDS ?= 10
 check: deps
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory check-run
 	@$(MAKE) --no-print-directory check-abi
+	@$(MAKE) --no-print-directory check-hardened-build
 	@$(MAKE) --no-print-directory check-install
 	@$(MAKE) --no-print-directory check-kill KILL_ROUNDS=3 KILL_IMAGES=12 KILL_SHARDS=3
 	@$(MAKE) --no-print-directory check-faults

@@ -613,7 +613,9 @@ static int append_csv(const char *csv, const char *file, const char *status, con
     char row[PATH_MAX * 2 + 512];
     int len = 0;
     struct stat st;
-    if (fstat(fd, &st) == 0 && st.st_size == 0)
+    int have_size = fstat(fd, &st) == 0;   /* the size to cut a short row back to */
+    int size_errno = have_size ? 0 : errno;
+    if (have_size && st.st_size == 0)
         len += snprintf(row + len, sizeof row - (size_t)len,
                         "file,status,unet_forward,unet_vjp,decoder_forward,decoder_vjp,seconds,batch,"
                         "seed\n");
@@ -634,9 +636,14 @@ static int append_csv(const char *csv, const char *file, const char *status, con
     }
     ssize_t w = write(fd, row, (size_t)len);
     int e = errno;
-    if (w >= 0 && w != len) ftruncate(fd, st.st_size);   /* never leave a short row behind */
+    /* never leave a short row behind; when it cannot be cut off, the message says the row is torn */
+    int torn = w >= 0 && w != len && (!have_size || ftruncate(fd, st.st_size) != 0);
+    int te = have_size ? errno : size_errno;
     flock(fd, LOCK_UN);
     close(fd);
+    if (torn)
+        return failure("cannot write %s: short write, and the partial row could not be removed: %s",
+                       csv, strerror(te));
     return w == len ? 0 : failure("cannot write %s: %s", csv, w < 0 ? strerror(e) : "short write");
 }
 
