@@ -123,7 +123,7 @@ TOOL_SRC := $(wildcard examples/*.c)
 TOOL_BIN := $(patsubst examples/%.c,$(BINOUT)/%,$(TOOL_SRC))
 TOOL_COMMON := $(wildcard examples/common/*.c)
 
-.PHONY: all lib tools deps check check-run check-asan check-abi check-exports check-install demo bench \
+.PHONY: all lib tools deps check check-run check-asan check-abi check-exports check-test-env check-install demo bench \
         install uninstall clean abi-baseline fuzz
 
 all: lib tools
@@ -175,6 +175,7 @@ check: deps
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory check-run
 	@$(MAKE) --no-print-directory check-exports
+	@$(MAKE) --no-print-directory check-test-env
 	@$(MAKE) --no-print-directory check-abi
 	@$(MAKE) --no-print-directory check-hardened-build
 	@$(MAKE) --no-print-directory check-install
@@ -184,7 +185,7 @@ check: deps
 	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(CHECK_FUZZ_SECONDS)
 
 check-run: $(TEST_BIN) tools
-	@BUILD=$(BUILD) WITH_TORCH=$(WITH_TORCH) bash tests/run.sh $(TEST_BIN)
+	@BUILD=$(BUILD) BINOUT=$(BINOUT) WITH_TORCH=$(WITH_TORCH) bash tests/run.sh $(TEST_BIN)
 
 ASAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 check-asan: deps
@@ -197,6 +198,10 @@ check-abi: $(SHARED)
 # No test program or tool exports a C++ symbol for libtorch to bind to (see STATIC_LINK).
 check-exports: $(TEST_BIN) $(TOOL_BIN)
 	@bash tests/abi/check_exports.sh $(TEST_BIN) $(TOOL_BIN)
+
+# The test programs find the tools wherever BINOUT puts them and the python that has torch.
+check-test-env: $(BUILD)/tests/operators/test_degrade_cli $(BUILD)/tests/exporters/test_exporters tools
+	@bash tests/tools/check_test_env.sh $(BUILD) $(BINOUT) $(WITH_TORCH)
 
 check-install: $(SHARED) $(STATIC)
 	@bash tests/install/check_install.sh

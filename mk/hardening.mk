@@ -95,8 +95,8 @@ check-faults:
 	    -lpng -ljpeg -lfftw3f -lm -lpthread -o build/faults/sweep
 	STSL_TEST_DIR=tests build/faults/sweep
 
-check-valgrind: $(TEST_BIN)
-	@STSL_VALGRIND=1 BUILD=$(BUILD) bash tests/run.sh $(TEST_BIN)
+check-valgrind: $(TEST_BIN) tools
+	@STSL_VALGRIND=1 BUILD=$(BUILD) BINOUT=$(BINOUT) bash tests/run.sh $(TEST_BIN)
 
 check-tsan:
 	@$(MAKE) --no-print-directory WITH_TORCH=0 BUILD=build/tsan LIBOUT=build/tsan/lib \
