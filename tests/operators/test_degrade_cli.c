@@ -125,10 +125,11 @@ static void test_bench_help(void)
 {
     if (!have_tool()) return;
     char bench[1100], cmd[4096];
-    snprintf(bench, sizeof bench, "%.1000s", tool);
-    char *slash = strrchr(bench, '/');
-    snprintf(slash ? slash + 1 : bench, 64, "stsl-bench");
-    if (access(bench, X_OK) != 0) return;
+    snprintf(bench, sizeof bench, "%.1000s", tu_tool("stsl-bench"));
+    if (access(bench, X_OK) != 0) {
+        if (tu_tool_required()) CU_FAIL("stsl-bench not found in STSL_BIN_DIR");
+        return;
+    }
     snprintf(cmd, sizeof cmd, "'%s' --help >'%s' 2>&1", bench, path("stdout.txt"));
     int st = system(cmd);
     CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
