@@ -90,7 +90,8 @@ CFLAGS_ALL += -DSTSL_WITH_TORCH=1
 CXXFLAGS_ALL += -DSTSL_WITH_TORCH=1
 LINK_LIBS := $(DEPLIBS) $(TORCH_LIBS) -lstdc++
 SHIM_SRC := $(wildcard shim/*.cpp)
-PC_PRIVATE := $(if $(filter 1,$(TORCH_CUDA)),-ltorch_cuda -lc10_cuda) -ltorch_cpu -lc10 -lstdc++
+PC_PRIVATE := -Wl,--exclude-libs,libstsl.a $(if $(filter 1,$(TORCH_CUDA)),-ltorch_cuda -lc10_cuda) \
+              -ltorch_cpu -lc10 -lstdc++
 else
 LINK_LIBS := $(DEPLIBS)
 SHIM_SRC :=
@@ -103,6 +104,16 @@ LIB_OBJ := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(LIB_SRC)) \
 SONAME := libstsl.so.$(VERSION_MAJOR)
 SHARED := $(LIBOUT)/libstsl.so.$(VERSION)
 STATIC := $(LIBOUT)/libstsl.a
+# A program linking the static library.  --exclude-libs: the shim's object carries weak C++
+# instantiations (std:: templates over std::string and c10 types, c10/torch vtables and
+# typeinfo) whose visibility -fvisibility=hidden cannot lower; an executable exports every such
+# symbol that a library on its link line also uses, and ld.so then binds libtorch's own calls to
+# the program's copies, built with our compiler and headers, even in libtorch's global
+# destructors: against the PyTorch wheel's libtorch every test program aborted at exit
+# (issue 27).  libstsl.so hides them with its version script; programs linking libstsl.a hide
+# them with this flag (so does the installed stsl.pc's Libs.private), and tests/abi/
+# check_exports.sh (make check-exports) keeps it so.
+STATIC_LINK := $(STATIC) -Wl,--exclude-libs,ALL
 
 TEST_SRC := $(sort $(wildcard tests/*/test_*.c))
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
@@ -112,7 +123,7 @@ TOOL_SRC := $(wildcard examples/*.c)
 TOOL_BIN := $(patsubst examples/%.c,$(BINOUT)/%,$(TOOL_SRC))
 TOOL_COMMON := $(wildcard examples/common/*.c)
 
-.PHONY: all lib tools deps check check-run check-asan check-abi check-install demo bench \
+.PHONY: all lib tools deps check check-run check-asan check-abi check-exports check-test-env check-install demo bench \
         install uninstall clean abi-baseline fuzz
 
 all: lib tools
@@ -147,7 +158,7 @@ $(STATIC): $(LIB_OBJ)
 # Tests link the static library so they can also reach internal (hidden) functions.
 $(BUILD)/tests/%: tests/%.c $(STATIC) $(TEST_COMMON) $(wildcard tests/common/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -Itests -o $@ $< $(TEST_COMMON) $(STATIC) -lcunit $(LINK_LIBS)
+	$(CC) $(CFLAGS_ALL) -Itests -o $@ $< $(TEST_COMMON) $(STATIC_LINK) -lcunit $(LINK_LIBS)
 
 # Tools link the shared library, as a user's program would.
 $(BINOUT)/%: examples/%.c $(SHARED) $(TOOL_COMMON) $(wildcard examples/common/*.h)
@@ -156,13 +167,17 @@ $(BINOUT)/%: examples/%.c $(SHARED) $(TOOL_COMMON) $(wildcard examples/common/*.
 	    -Wl,-rpath,'$$ORIGIN/$(shell realpath -m --relative-to=$(BINOUT) $(LIBOUT))' $(DEPS_LDFLAGS) \
 	    $(TOOL_TORCH_FLAGS) -lz -lm -lpthread $(SAN_FLAGS)
 
-# The CI test command: unit suites, ABI and install checks, then the hardening passes of
-# mk/hardening.mk (allocation-failure sweep under ASan, ThreadSanitizer, a short fuzz pass).
+# The CI test command: unit suites, the programs' exports, ABI and install checks, then the
+# hardening passes of mk/hardening.mk (a compile with distributions' hardening flags,
+# allocation-failure sweep under ASan, ThreadSanitizer, a short fuzz pass).
 CHECK_FUZZ_SECONDS ?= 10
 check: deps
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory check-run
+	@$(MAKE) --no-print-directory check-exports
+	@$(MAKE) --no-print-directory check-test-env
 	@$(MAKE) --no-print-directory check-abi
+	@$(MAKE) --no-print-directory check-hardened-build
 	@$(MAKE) --no-print-directory check-install
 	@$(MAKE) --no-print-directory check-kill KILL_ROUNDS=3 KILL_IMAGES=12 KILL_SHARDS=3
 	@$(MAKE) --no-print-directory check-faults
@@ -170,7 +185,7 @@ check: deps
 	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(CHECK_FUZZ_SECONDS)
 
 check-run: $(TEST_BIN) tools
-	@BUILD=$(BUILD) WITH_TORCH=$(WITH_TORCH) bash tests/run.sh $(TEST_BIN)
+	@BUILD=$(BUILD) BINOUT=$(BINOUT) WITH_TORCH=$(WITH_TORCH) bash tests/run.sh $(TEST_BIN)
 
 ASAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 check-asan: deps
@@ -179,6 +194,14 @@ check-asan: deps
 
 check-abi: $(SHARED)
 	@bash tests/abi/check_abi.sh $(SHARED)
+
+# No test program or tool exports a C++ symbol for libtorch to bind to (see STATIC_LINK).
+check-exports: $(TEST_BIN) $(TOOL_BIN)
+	@bash tests/abi/check_exports.sh $(TEST_BIN) $(TOOL_BIN)
+
+# The test programs find the tools wherever BINOUT puts them and the python that has torch.
+check-test-env: $(BUILD)/tests/operators/test_degrade_cli $(BUILD)/tests/exporters/test_exporters tools
+	@bash tests/tools/check_test_env.sh $(BUILD) $(BINOUT) $(WITH_TORCH)
 
 check-install: $(SHARED) $(STATIC)
 	@bash tests/install/check_install.sh

@@ -636,7 +636,9 @@ static int append_csv(const char *csv, const char *file, const char *status, con
     char row[PATH_MAX * 2 + 512];
     int len = 0;
     struct stat st;
-    if (fstat(fd, &st) == 0 && st.st_size == 0)
+    int have_size = fstat(fd, &st) == 0;   /* the size to cut a short row back to */
+    int size_errno = have_size ? 0 : errno;
+    if (have_size && st.st_size == 0)
         len += snprintf(row + len, sizeof row - (size_t)len,
                         "file,status,unet_forward,unet_vjp,decoder_forward,decoder_vjp,seconds,batch,"
                         "seed\n");
@@ -659,10 +661,16 @@ static int append_csv(const char *csv, const char *file, const char *status, con
     ssize_t done = 0, w = 0;
     while (done < len && (w = write(fd, row + done, (size_t)(len - done))) > 0) done += w;
     int e = done == len ? 0 : w < 0 ? errno : EIO;
-    if (e && done > 0 && ftruncate(fd, st.st_size) != 0) { /* the next writer cuts the torn row */ }
+    /* never leave a short row behind; when it cannot be cut off, the message says the row is torn */
+    int torn = e && done > 0 && (!have_size || ftruncate(fd, st.st_size) != 0);
+    int te = torn ? (have_size ? errno : size_errno) : 0;
     flock(fd, LOCK_UN);
     close(fd);
-    if (e && !disk_full(e, NULL)) failure("cannot write %s: %s", csv, strerror(e));   /* else the caller stops */
+    if (torn)
+        failure("cannot write %s: %s, and the partial row could not be removed: %s", csv, strerror(e),
+                strerror(te));
+    else if (e && !disk_full(e, NULL))
+        failure("cannot write %s: %s", csv, strerror(e));   /* else the caller stops */
     return e;
 }
 

@@ -16,7 +16,7 @@ BENCH_GMM_ARGS ?= --prior gmm --dx 8,80,800 --dy 1,2,4 --seeds 2 --n 200 --quiet
 # the gzip'd data set with zlib.
 $(BINOUT)/stsl-bench: examples/stsl-bench.c $(STATIC) $(TOOL_COMMON) $(wildcard examples/common/*.h)
 	@mkdir -p $(BINOUT)
-	$(CC) $(CFLAGS_ALL) -Iexamples -o $@ $< $(TOOL_COMMON) $(STATIC) $(LINK_LIBS) -lz $(SAN_FLAGS)
+	$(CC) $(CFLAGS_ALL) -Iexamples -o $@ $< $(TOOL_COMMON) $(STATIC_LINK) $(LINK_LIBS) -lz $(SAN_FLAGS)
 
 .PHONY: bench-gmm
 bench-gmm: $(BINOUT)/stsl-bench

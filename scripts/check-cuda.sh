@@ -54,6 +54,11 @@ else
   MODELS=${CHECK_CUDA_MODELS:-prior,adm256,sd512}
   STEPS_COMPARE=10; BENCH_STEPS=3; BENCH_REPEATS=10; RESTORE_STEPS=; RESTORE_JOBS=4
 fi
+# every test program of the stages finds its tools in $B/bin and runs Python as $PY, the
+# interpreter whose torch the build uses (tests/env.sh: STSL_BIN_DIR, STSL_PYTHON)
+. tests/env.sh
+export STSL_PYTHON=$PY
+stsl_test_env "$ROOT/$B/bin"
 REPORT=$OUTDIR/report.md
 LOG=$OUTDIR/check-cuda.log
 T0=$(date +%s)
@@ -242,6 +247,8 @@ st_build() {
   cc -std=c11 -O2 -Wall -Wextra -Werror -D_GNU_SOURCE -Iinclude -Iexamples scripts/cuda_probe.c -L$B/lib -lstsl \
      -Wl,-rpath,"$ROOT/$B/lib" "${extra[@]}" -lm -o $B/cuda_probe || return 1
   ldd $B/lib/libstsl.so | grep -E 'torch|c10|png|jpeg|fftw|cunit' || true
+  # (reported, not fatal: the suites' own exit then shows what an exported C++ symbol costs)
+  bash tests/abi/check_exports.sh "${tests[@]}" $B/bin/* | tail -n 6 || true
   if [ $DRY = 0 ]; then
     ldd $B/lib/libstsl.so | grep -q torch_cuda || { echo "error: libstsl.so does not load libtorch_cuda"; return 1; }
     $B/cuda_probe time tests/scores/fixtures/unet_eps.pt "$DEVICE" 0 1 0 >/dev/null \
@@ -250,11 +257,11 @@ st_build() {
 }
 
 TS_SUITES=(scores/test_torchscript models/test_models tools/test_restore_cli)
-run_suites() {   # run_suites SUITE...: one process each, BUILD=$B so that the CLI test finds its tool
+run_suites() {   # run_suites SUITE...: one process each (tools and python from tests/env.sh)
   local rc=0
   for s in "$@"; do
     echo "=== $s (STSL_TEST_DEVICE=${STSL_TEST_DEVICE:-} STSL_TEST_HALF=${STSL_TEST_HALF:-})"
-    BUILD=$B STSL_TEST_DIR=tests STSL_TEST_VERBOSE=1 "$B/tests/$s" || { echo "FAIL suite $s"; rc=1; }
+    STSL_TEST_VERBOSE=1 "$B/tests/$s" || { echo "FAIL suite $s"; rc=1; }
   done
   return $rc
 }
@@ -273,7 +280,7 @@ st_suites() {   # in parallel, JOBS at a time; each suite's output kept together
   done
   mkdir -p "$OUTDIR/suites"
   printf '%s\n' "${all[@]}" | xargs -P "$JOBS" -I{} bash -c \
-    'BUILD='"$B"' STSL_TEST_DIR=tests '"$B"'/tests/{} >"'"$OUTDIR"'/suites/$(echo {} | tr / -).log" 2>&1 || echo "FAIL suite {}"' \
+    "$B"'/tests/{} >"'"$OUTDIR"'/suites/$(echo {} | tr / -).log" 2>&1 || echo "FAIL suite {}"' \
     | tee "$OUTDIR/suites/failed.txt"
   for s in "${all[@]}"; do
     echo "=== $s"; grep -E 'asserts|tests ' "$OUTDIR/suites/$(echo "$s" | tr / -).log"

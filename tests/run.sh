@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Run every CUnit test program given on the command line, one process per suite, and print a
 # closing total.  Exit status is non-zero when any program fails or none ran.
+# BINOUT (make passes its own; default bin) is where the tools under test are: tests/env.sh
+# exports it, with the Python that has torch, to every program.
 set -u
 passed=0; failed=0; failed_names=()
-export STSL_TEST_DIR="${STSL_TEST_DIR:-tests}"
+. "$(dirname "$0")/env.sh"
+stsl_test_env "${BINOUT:-bin}"
 runner=()
 if [ -n "${STSL_VALGRIND:-}" ]; then
   supp=()

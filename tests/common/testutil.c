@@ -84,6 +84,45 @@ int tu_same_file(const char *a, const char *b)
     return same;
 }
 
+const char *tu_tool(const char *name)
+{
+    static char bufs[2][4096];
+    static int next;
+    char *b = bufs[next++ % 2];
+    const char *dir = getenv("STSL_BIN_DIR");
+    snprintf(b, sizeof bufs[0], "%s/%s", dir && *dir ? dir : "bin", name);
+    return b;
+}
+
+int tu_tool_required(void)
+{
+    const char *dir = getenv("STSL_BIN_DIR");
+    return dir && *dir;
+}
+
+const char *tu_python(void)
+{
+    static char buf[4096];
+    static int looked;
+    const char *env = getenv("STSL_PYTHON");
+    if (env && *env) return env;
+    if (!looked) {
+        looked = 1;
+        /* the project's one finder, run as tests/env.sh runs it */
+        char cmd[4400];
+        snprintf(cmd, sizeof cmd,
+                 "bash -c '. \"$0\" && torch_python \"\" torch' '%s' 2>/dev/null",
+                 tu_path("../scripts/torch_python.sh"));
+        FILE *p = popen(cmd, "r");
+        if (p) {
+            if (!fgets(buf, sizeof buf, p)) buf[0] = '\0';
+            buf[strcspn(buf, "\n")] = '\0';
+            pclose(p);
+        }
+    }
+    return buf[0] ? buf : NULL;
+}
+
 const char *tu_tmpdir(void)
 {
     static char buf[256];

@@ -36,6 +36,16 @@ const char *tu_tmpdir(void);
 /* 1 when both files exist and are byte for byte equal */
 int tu_same_file(const char *a, const char *b);
 
+/* Where a test finds what it runs; tests/run.sh sets both variables (tests/env.sh).
+ * tu_tool: path of the built tool `name`, in $STSL_BIN_DIR (make's BINOUT), else in bin/.
+ * tu_tool_required: 1 under tests/run.sh (STSL_BIN_DIR set), where a missing tool is a failure;
+ *   0 when a suite runs on its own, where the tests that need a tool may skip.
+ * tu_python: a python that imports torch: $STSL_PYTHON, else what scripts/torch_python.sh finds
+ *   now; NULL when there is none. */
+const char *tu_tool(const char *name);
+int tu_tool_required(void);
+const char *tu_python(void);
+
 /* The device and precision the TorchScript suites run their models on: STSL_TEST_DEVICE
  * ("cpu" when unset; "cuda", "cuda:N", "auto") and STSL_TEST_PRECISION (float32, float16,
  * bfloat16; STSL_TEST_HALF=1 is float16).  `make check` leaves them unset; scripts/check-cuda.sh

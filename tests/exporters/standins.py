@@ -2,8 +2,8 @@
 """Stand-in checkpoints for the exporter front-ends, run through the exporter as a user would, and
 the eager-PyTorch side of the comparison (tests/exporters/test_exporters.c drives both).
 
-    /usr/bin/python3 tests/exporters/standins.py make DIR     # checkpoints, exports, error cases
-    /usr/bin/python3 tests/exporters/standins.py verify DIR   # replay the library's calls eagerly
+    PYTHON tests/exporters/standins.py make DIR     # checkpoints, exports, error cases
+    PYTHON tests/exporters/standins.py verify DIR   # replay the library's calls eagerly
 
 `make` writes into DIR: a guided-diffusion-style config + float16 .pt checkpoint (learned sigma),
 a class-conditional .safetensors checkpoint, two diffusers pipeline directories (eps with a fixed
@@ -57,7 +57,9 @@ def randomize(model, seed):
 
 
 def export(args, expect_ok=True, needle=None, what=None, cwd=None, env=None):
-    r = subprocess.run([EXPORTER] + args, capture_output=True, text=True, cwd=cwd, env=env)
+    # the exporter runs under this interpreter (the one tests/env.sh found), not its #! line's
+    r = subprocess.run([sys.executable, EXPORTER] + args, capture_output=True, text=True, cwd=cwd,
+                       env=env)
     err = r.stderr.strip()
     if expect_ok:
         check(r.returncode == 0, f"{what}: exit 0" + ("" if r.returncode == 0 else f" -- {err}"))

@@ -4,7 +4,8 @@
  * scripts/export_torchscript.py as a user would (tests/exporters/standins.py make), the files are
  * loaded here, a few solver steps run through a wrapper that logs every network call, and
  * standins.py verify replays the calls on the eager PyTorch modules: outputs must be identical.
- * Needs Debian's python3-torch (/usr/bin/python3, or $STSL_TEST_PYTHON); skipped without torch.
+ * Needs a python with torch: tu_python() ($STSL_PYTHON, which tests/run.sh sets with
+ * scripts/torch_python.sh, else that finder run now); the test fails when there is none.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,17 +18,16 @@
 static char g_dir[1024];
 static int g_made = -1;
 
-static const char *python(void)
-{
-    const char *p = getenv("STSL_TEST_PYTHON");
-    return p && *p ? p : "/usr/bin/python3";
-}
-
 static int run_standins(const char *what)
 {
-    char script[1100], cmd[3300];
+    char script[1100], cmd[8400];
+    const char *py = tu_python();
+    if (!py) {
+        fprintf(stderr, "\n  no python that imports torch (STSL_PYTHON, scripts/torch_python.sh)\n");
+        return -1;
+    }
     snprintf(script, sizeof script, "%s", tu_path("exporters/standins.py"));
-    snprintf(cmd, sizeof cmd, "%s %s %s %s", python(), script, what, g_dir);
+    snprintf(cmd, sizeof cmd, "'%s' '%s' %s '%s'", py, script, what, g_dir);
     fflush(stdout);
     return system(cmd);
 }

@@ -1,7 +1,8 @@
 /*
  * stsl-degrade end to end: exit statuses (0 / 1 / 2), one line on stderr, output sizes and
- * seeded reproducibility.  Runs $STSL_BIN_DIR/stsl-degrade (default bin/); when the tool has not
- * been built the tests pass with a note, so the library suites stay runnable on their own.
+ * seeded reproducibility.  Runs tu_tool("stsl-degrade"): $STSL_BIN_DIR/stsl-degrade (tests/run.sh
+ * sets it to make's BINOUT), else bin/.  A missing tool fails under tests/run.sh; a suite run on
+ * its own passes with a note, so the library suites stay runnable without the tools.
  */
 #include "common/testutil.h"
 
@@ -16,13 +17,17 @@ static char dir[512];
 static int have_tool(void)
 {
     if (!tool[0]) {
-        const char *b = getenv("STSL_BIN_DIR");
-        snprintf(tool, sizeof tool, "%s/stsl-degrade", b ? b : "bin");
+        snprintf(tool, sizeof tool, "%s", tu_tool("stsl-degrade"));
         snprintf(dir, sizeof dir, "%s", tu_tmpdir());
     }
     if (access(tool, X_OK) != 0) {
         static int said;
-        if (!said++) fprintf(stderr, "\n  note: %s not built; CLI tests skipped\n", tool);
+        if (tu_tool_required()) {
+            if (!said++) fprintf(stderr, "\n  %s not built (STSL_BIN_DIR is the build's BINOUT)\n", tool);
+            CU_FAIL("stsl-degrade not found in STSL_BIN_DIR");
+        } else if (!said++) {
+            fprintf(stderr, "\n  note: %s not built; CLI tests skipped\n", tool);
+        }
         return 0;
     }
     return 1;
@@ -120,10 +125,11 @@ static void test_bench_help(void)
 {
     if (!have_tool()) return;
     char bench[1100], cmd[4096];
-    snprintf(bench, sizeof bench, "%.1000s", tool);
-    char *slash = strrchr(bench, '/');
-    snprintf(slash ? slash + 1 : bench, 64, "stsl-bench");
-    if (access(bench, X_OK) != 0) return;
+    snprintf(bench, sizeof bench, "%.1000s", tu_tool("stsl-bench"));
+    if (access(bench, X_OK) != 0) {
+        if (tu_tool_required()) CU_FAIL("stsl-bench not found in STSL_BIN_DIR");
+        return;
+    }
     snprintf(cmd, sizeof cmd, "'%s' --help >'%s' 2>&1", bench, path("stdout.txt"));
     int st = system(cmd);
     CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);

@@ -21,10 +21,11 @@
 # message when the tool has no TorchScript backend.
 set -u
 rounds=${1:-4}; images=${2:-12}; shards=${3:-3}; seed=${4:-$$}
-bin=${STSL_RESTORE_BIN:-${BUILD:-build}/bin/stsl-restore}
-[ -x "$bin" ] || bin=bin/stsl-restore
+bin=${STSL_RESTORE_BIN:-${STSL_BIN_DIR:-bin}/stsl-restore}
 model=tests/scores/fixtures/unet_latent.pt
-py=/usr/bin/python3; [ -x "$py" ] || py=python3
+# (the inputs and checks need only the standard library; the finder is the tests' usual one)
+. "$(dirname "$0")/../../scripts/torch_python.sh"
+py=$(torch_python "${STSL_PYTHON:-}" "struct, zlib") || { echo "kill-batch: no python3"; exit 1; }
 steps=${KILL_STEPS:-12}
 batch=${KILL_BATCH:-3}   # images per solver run: a kill can land with a whole batch in flight
 # odd shards run two workers (--jobs 2): two batches in flight, rows appended from two threads

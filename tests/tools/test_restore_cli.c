@@ -4,7 +4,8 @@
  * restoration writes an image of the right size (and a montage), batch mode skips outputs that
  * exist and writes results.csv, --shard I/N splits the items.
  *
- * Runs the built tool ($STSL_RESTORE_BIN, else $BUILD/bin/stsl-restore, else bin/stsl-restore) on
+ * Runs the built tool ($STSL_RESTORE_BIN, else tu_tool("stsl-restore"): $STSL_BIN_DIR, which
+ * tests/run.sh sets to make's BINOUT, else bin/; missing, it fails under tests/run.sh) on
  * 8x8 grey images with the TorchScript fixtures tests/scores/fixtures/unet_latent.pt + ae.pt (a
  * latent prior on 1x8x8 images), 2 reverse steps.  The runs that need a model are skipped, with a
  * message, when the library has no TorchScript backend or the fixtures are missing.
@@ -23,7 +24,6 @@
 #include "common/testutil.h"
 
 static char g_bin[1024];
-static char g_env[2048];    /* "LD_LIBRARY_PATH=... " prefix or "" */
 static char g_model[1024];
 static int g_have_model;
 static char g_dir[1024];
@@ -32,20 +32,9 @@ static int g_timeout;       /* > 0: runs are killed after this many seconds (a h
 static void setup_paths(void)
 {
     if (g_bin[0]) return;
+    /* (the tool finds its library by its rpath, $ORIGIN/<LIBOUT relative to BINOUT>) */
     const char *env = getenv("STSL_RESTORE_BIN");
-    const char *build = getenv("BUILD");
-    char cand[1024];
-    if (env && *env) {
-        snprintf(g_bin, sizeof g_bin, "%s", env);
-    } else if (build && *build && (snprintf(cand, sizeof cand, "%s/bin/stsl-restore", build), access(cand, X_OK) == 0)) {
-        snprintf(g_bin, sizeof g_bin, "%s", cand);
-        /* a tool built with BINOUT=$BUILD/bin finds its library in $BUILD/lib */
-        const char *old = getenv("LD_LIBRARY_PATH");
-        snprintf(g_env, sizeof g_env, "LD_LIBRARY_PATH='%s/lib%s%s' ", build, old && *old ? ":" : "",
-                 old && *old ? old : "");
-    } else {
-        snprintf(g_bin, sizeof g_bin, "bin/stsl-restore");
-    }
+    snprintf(g_bin, sizeof g_bin, "%s", env && *env ? env : tu_tool("stsl-restore"));
     snprintf(g_model, sizeof g_model, "%s", tu_path("scores/fixtures/unet_latent.pt"));
     char ae[1024];
     snprintf(ae, sizeof ae, "%s", tu_path("scores/fixtures/ae.pt"));
@@ -67,7 +56,7 @@ static int run(const char *args, char *out, size_t outn, char *err, size_t errn)
         snprintf(devarg, sizeof devarg, " --device '%s'", dev);
     char limit[64] = "";
     if (g_timeout > 0) snprintf(limit, sizeof limit, "timeout -s KILL %d ", g_timeout);
-    snprintf(cmd, sizeof cmd, "%s%s'%s' %s%s >'%s' 2>'%s' </dev/null", g_env, limit, g_bin, args, devarg,
+    snprintf(cmd, sizeof cmd, "%s'%s' %s%s >'%s' 2>'%s' </dev/null", limit, g_bin, args, devarg,
              po, pe);
     int st = system(cmd);
     const char *paths[2] = {po, pe};
@@ -98,7 +87,12 @@ static int tool_present(void)
 {
     setup_paths();
     if (access(g_bin, X_OK) != 0) {
-        fprintf(stderr, "\n  skipped: %s is not built (make tools)\n", g_bin);
+        if (tu_tool_required()) {
+            fprintf(stderr, "\n  %s is not built (STSL_BIN_DIR is the build's BINOUT)\n", g_bin);
+            CU_FAIL("stsl-restore not found in STSL_BIN_DIR");
+        } else {
+            fprintf(stderr, "\n  skipped: %s is not built (make tools)\n", g_bin);
+        }
         return 0;
     }
     return 1;
@@ -685,7 +679,7 @@ static int has_hidden_files(const char *dir)
 static pid_t spawn_tool(const char *args, const char *errfile)
 {
     char cmd[20000];
-    snprintf(cmd, sizeof cmd, "exec %s'%s' %s >/dev/null 2>'%s' </dev/null", g_env, g_bin, args, errfile);
+    snprintf(cmd, sizeof cmd, "exec '%s' %s >/dev/null 2>'%s' </dev/null", g_bin, args, errfile);
     pid_t pid = fork();
     if (pid == 0) {
         execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
