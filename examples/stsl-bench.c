@@ -3,9 +3,8 @@
  *
  *   stsl-bench --prior gmm [--dx 8,80,800] [--dy 1,2,4] [--seeds N | --seed S] [--n SAMPLES]
  *              [--solvers a,b,...] [--threads N] [--dump DIR] [--markdown FILE] [--quiet]
- *   a solver may carry options: "stsl:init=1:steps=100" (steps k probes eta lambda lr decay kappa
- *   zeta omega gamma temp sigma_min sigma_max variant init squared inclusive persist rule
- *   stepnoise likvar renoise)
+ *   a solver may carry options: "stsl:init=1:steps=100" (any solver parameter's name or alias,
+ *   as the library names them: the solver options below, without the dashes)
  *
  * GMM mode: the exact-posterior testbed (MCGdiff benchmark, src/solvers/testbed.h).  For every
  * d_x, d_y and seed, every solver draws --n samples (one batch run per instance) and is compared
@@ -24,6 +23,7 @@
 #include "solvers/testbed.h"
 #include "common/timing.h"
 #include "common/cli.h"            /* cli_tune_malloc */
+#include "common/restore_util.h"   /* ru_set_solver_param */
 #include "common/bench_images.h"   /* image mode (--task): examples/common/bench_images.c */
 
 #include <errno.h>
@@ -77,9 +77,8 @@ static void help(void)
            "  --seed S           one instance: this seed only\n"
            "  --n N              samples per solver and instance (2..100000, default 1000)\n"
            "  --solvers LIST     default ddim,dps,ldps,psld,stsl,stsl-biased,rmp,dps-mo; each may carry\n"
-           "                     options: \"stsl:init=1:steps=100\" (steps k probes eta lambda lr decay\n"
-           "                     kappa zeta omega gamma temp sigma_min sigma_max variant init squared\n"
-           "                     inclusive persist)\n"
+           "                     options: \"stsl:init=fresh-noise:steps=100\" (the solver options\n"
+           "                     of image mode below, by name or alias, without the dashes)\n"
            "  --threads N        CPU threads (default 1)\n"
            "  --dump DIR         write one instance (--dx N --dy N --seed S) and all samples as CSV\n"
            "  --markdown FILE    also write the table as Markdown\n"
@@ -142,19 +141,8 @@ typedef struct cell {
     char err[256];
 } cell;
 
-/* Solver spec: NAME[:key=value]...  e.g. "stsl:init=1:steps=100" (keys below). */
-static const struct { const char *name; stsl_param key; } param_names[] = {
-    {"steps", STSL_PARAM_STEPS}, {"k", STSL_PARAM_INNER_STEPS}, {"inner", STSL_PARAM_INNER_STEPS},
-    {"probes", STSL_PARAM_PROBES}, {"eta", STSL_PARAM_ETA}, {"lambda", STSL_PARAM_LAMBDA},
-    {"lr", STSL_PARAM_LEARNING_RATE}, {"decay", STSL_PARAM_LR_DECAY}, {"kappa", STSL_PARAM_KAPPA},
-    {"zeta", STSL_PARAM_ZETA}, {"omega", STSL_PARAM_OMEGA}, {"gamma", STSL_PARAM_GAMMA},
-    {"temp", STSL_PARAM_TEMPERATURE}, {"sigma_min", STSL_PARAM_SIGMA_MIN},
-    {"sigma_max", STSL_PARAM_SIGMA_MAX}, {"variant", STSL_PARAM_VARIANT}, {"init", STSL_PARAM_INIT},
-    {"squared", STSL_PARAM_SQUARED_LOSS}, {"inclusive", STSL_PARAM_INNER_INCLUSIVE},
-    {"persist", STSL_PARAM_ADAM_PERSIST}, {"rule", STSL_PARAM_STEP_RULE},
-    {"stepnoise", STSL_PARAM_STEP_NOISE}, {"likvar", STSL_PARAM_LIKELIHOOD_VARIANCE},
-    {"renoise", STSL_PARAM_RENOISE_LEVEL}};
-
+/* Solver spec: NAME[:key=value]...  e.g. "stsl:init=1:steps=100": key a solver parameter's name or
+ * alias (stsl_param_from_name), value a number or one of its value names. */
 static stsl_status apply_spec(stsl_solver *sv, const char *spec, char *err, size_t errsz)
 {
     const char *p = strchr(spec, ':');
@@ -169,17 +157,17 @@ static stsl_status apply_spec(stsl_solver *sv, const char *spec, char *err, size
         char *eq = strchr(buf, '=');
         if (!eq) { snprintf(err, errsz, "bad solver option \"%s\"", buf); return STSL_ERR_INVALID_ARG; }
         *eq = 0;
-        int found = -1;
-        for (size_t i = 0; i < sizeof param_names / sizeof param_names[0]; i++)
-            if (!strcmp(buf, param_names[i].name)) found = (int)i;
-        if (found < 0) { snprintf(err, errsz, "unknown solver option \"%s\"", buf); return STSL_ERR_INVALID_ARG; }
-        stsl_param_bounds b;
-        stsl_param key = param_names[found].key;
-        stsl_status st = stsl_solver_param_bounds(stsl_solver_get_kind(sv), key, &b);
-        if (st == STSL_OK)
-            st = b.is_integer ? stsl_solver_set_int(sv, key, atoll(eq + 1))
-                              : stsl_solver_set_float(sv, key, atof(eq + 1));
-        if (st != STSL_OK) { snprintf(err, errsz, "%s: %s", buf, stsl_solver_last_error(sv)); return st; }
+        stsl_param key;
+        if (stsl_param_from_name(buf, &key) != STSL_OK || (int)key < 100) {
+            snprintf(err, errsz, "unknown solver option \"%s\"", buf);
+            return STSL_ERR_INVALID_ARG;
+        }
+        char perr[RU_ERR_LEN];
+        double v;
+        if (cli_parse_param_value(key, buf, eq + 1, &v, perr) != 0 || ru_set_solver_param(sv, buf, key, v, perr) != 0) {
+            snprintf(err, errsz, "%.200s", perr);
+            return STSL_ERR_INVALID_ARG;
+        }
     }
     return STSL_OK;
 }

@@ -19,10 +19,13 @@ static void usage(FILE *f)
     fprintf(f, "usage: stsl-degrade INPUT OUTPUT --task TASK [--noise SIGMA] [--seed N] [task options]\n\n"
                "Degrades INPUT (PNG or JPEG) with a measurement operator and writes OUTPUT (.png or .jpg).\n\n"
                "  --task TASK     the degradation (see Tasks)\n"
-               "  --noise SIGMA   Gaussian noise std on the [-1, 1] scale (default 0.05; salt-pepper 0)\n"
                "  --seed N        seed of the noise, the random mask and the motion kernel (default 0)\n"
                "  --help          this text\n"
-               "  --version       the library version\n\n");
+               "  --version       the library version\n");
+    cli_groups noise = {0};
+    cli_task_defaults(STSL_PARAM_NOISE_SIGMA, &noise);
+    cli_print_param(f, STSL_PARAM_NOISE_SIGMA, 0, &noise);
+    fprintf(f, "\n");
     cli_print_task_help(f);
     fprintf(f, "\nSuper-resolution writes the small image; phase-retrieval writes log(1 + |F|) of the\n"
                "magnitude (DC centred), scaled so its maximum is white.\n");
@@ -65,7 +68,7 @@ int main(int argc, char **argv)
             if (r < 0) return die(CLI_EXIT_USAGE, err);
             task = val;
         } else if ((r = cli_match(argc, argv, &i, "--noise", &val, err)) != 0) {
-            if (r < 0 || cli_parse_double(val, 0, 100, "--noise", &noise, err) != 0) return die(CLI_EXIT_USAGE, err);
+            if (r < 0 || cli_parse_noise(val, &noise, err) != 0) return die(CLI_EXIT_USAGE, err);
         } else if ((r = cli_match(argc, argv, &i, "--seed", &val, err)) != 0) {
             if (r < 0 || cli_parse_int(val, 0, INT64_MAX, "--seed", &seed, err) != 0) return die(CLI_EXIT_USAGE, err);
         } else if ((r = cli_take_task_option(argc, argv, &i, &topts, err)) != 0) {

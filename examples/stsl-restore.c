@@ -50,7 +50,7 @@ typedef struct options {
     const char *input, *output;
     const char *task, *solver;
     const char *model, *vae, *device, *montage;
-    int steps, threads, montage_scale;
+    int threads, montage_scale;
     uint64_t seed;
     double noise;
     int measured, quiet, verbose;
@@ -122,7 +122,6 @@ static void print_help(void)
            "options:\n"
            "  --task TASK          degradation (required)\n"
            "  --solver SOLVER      posterior sampler (required)\n"
-           "  --steps T            reverse steps (default: the solver's, e.g. stsl 50, dps 1000)\n"
            "  --model UNET.pt      diffusion prior (default: bundled models/fmnist-ldm.pt for\n"
            "                       stsl stsl-biased psld ldps, models/fmnist-ddpm.pt otherwise)\n"
            "  --vae VAE.pt         autoencoder of a latent prior (default: the file its pairs_with\n"
@@ -155,9 +154,9 @@ static void print_help(void)
            "  --verbose            models, settings and library messages on stderr\n"
            "  --help, --version\n"
            "\n"
-           "solver options (each applies to the solvers named):\n",
+           "solver options (each applies to the solvers its defaults name; --steps among them):\n",
            stsl_solver_names(), DEFAULT_BATCH);
-    ru_print_flags(RU_SOLVER_FLAGS, stdout);
+    ru_print_solver_flags(stdout);
     printf("\n");
     cli_print_task_help(stdout);
     printf("\nModels: --model/--vae, else the bundled ones from $STSL_MODEL_DIR, <bin>/../models,\n"
@@ -212,7 +211,7 @@ static int parse_args(int argc, char **argv, options *o)
             i++;
             continue;
         }
-        int r = ru_take_flag(RU_SOLVER_FLAGS, argc, argv, &i, &o->solver_opts, err);
+        int r = ru_take_solver_flag(argc, argv, &i, &o->solver_opts, err);
         if (r == 0) r = cli_take_task_option(argc, argv, &i, &o->task_opts, err);
         if (r < 0) return usage_error("%s", err);
         if (r > 0) continue;
@@ -227,7 +226,7 @@ static int parse_args(int argc, char **argv, options *o)
         if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) { o->quiet = 1; i++; continue; }
         if (!strcmp(a, "--verbose") || !strcmp(a, "-v")) { o->verbose = 1; i++; continue; }
         /* options with a value: "--opt V" or "--opt=V" */
-        static const char *const valued[] = {"--task", "--solver", "--steps", "--model", "--vae",
+        static const char *const valued[] = {"--task", "--solver", "--model", "--vae",
                                              "--device", "--threads", "--seed", "--noise",
                                              "--montage", "--montage-scale", "--shard", "--batch",
                                              "--jobs", NULL};
@@ -257,10 +256,7 @@ static int parse_args(int argc, char **argv, options *o)
         else if (!strcmp(name, "--vae")) o->vae = val;
         else if (!strcmp(name, "--device")) o->device = val;
         else if (!strcmp(name, "--montage")) o->montage = val;
-        else if (!strcmp(name, "--steps")) {
-            if (parse_long(val, 1, 100000, &v)) return usage_error("--steps: '%s' is not in 1..100000", val);
-            o->steps = (int)v;
-        } else if (!strcmp(name, "--threads")) {
+        else if (!strcmp(name, "--threads")) {
             if (parse_long(val, 1, 256, &v)) return usage_error("--threads: '%s' is not in 1..256", val);
             o->threads = (int)v;
         } else if (!strcmp(name, "--montage-scale")) {
@@ -270,12 +266,7 @@ static int parse_args(int argc, char **argv, options *o)
             if (parse_long(val, 0, (1ll << 53), &v)) return usage_error("--seed: '%s' is not a seed (0..2^53)", val);
             o->seed = (uint64_t)v;
         } else if (!strcmp(name, "--noise")) {
-            char *end = NULL;
-            errno = 0;
-            double d = strtod(val, &end);
-            if (!*val || *end || errno || !(d >= 0.0 && d <= 100.0))
-                return usage_error("--noise: '%s' is not a noise level in [0, 100]", val);
-            o->noise = d;
+            if (cli_parse_noise(val, &o->noise, err) != 0) return usage_error("%s", err);
         } else if (!strcmp(name, "--batch")) {
             if (parse_long(val, 1, STSL_MAX_BATCH, &v))
                 return usage_error("--batch: '%s' is not in 1..%d", val, STSL_MAX_BATCH);
@@ -327,7 +318,6 @@ static int check_applicable(stsl_context *ctx, const options *o)
     if (stsl_solver_create_by_name(ctx, o->solver, &s) != STSL_OK)
         return usage_error("%s", stsl_context_last_error(ctx));
     int rc = ru_apply_solver(s, &o->solver_opts, err);
-    if (rc == 0 && o->steps > 0) rc = ru_set_solver_param(s, "--steps", STSL_PARAM_STEPS, o->steps, err);
     stsl_solver_destroy(s);
     if (rc) return usage_error("solver %s: %s", o->solver, err);
     return 0;
@@ -413,7 +403,6 @@ static void job_from(const options *o, ru_job *job)
     job->solver = o->solver;
     job->task_opts = &o->task_opts;
     job->solver_opts = &o->solver_opts;
-    job->steps = o->steps;
     job->seed = o->seed;
     job->noise = o->noise;
     job->measured = o->measured;

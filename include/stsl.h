@@ -42,7 +42,7 @@ extern "C" {
 /* ------------------------------------------------------------------------------------------ */
 
 #define STSL_VERSION_MAJOR 1
-#define STSL_VERSION_MINOR 1
+#define STSL_VERSION_MINOR 2
 #define STSL_VERSION_PATCH 0
 #define STSL_VERSION_NUMBER (STSL_VERSION_MAJOR * 10000 + STSL_VERSION_MINOR * 100 + STSL_VERSION_PATCH)
 
@@ -353,6 +353,30 @@ typedef struct stsl_param_bounds {
     int is_integer;
 } stsl_param_bounds;
 
+/* Parameter metadata (added in 1.2, symbol version STSL_1.2): what a key is called, what it does
+ * and the names of its values, so that programs build their options from the library instead of
+ * copying them.  Every string returned is static (never freed, valid for the process, any
+ * thread).  A key's name is its command-line spelling without dashes ("inner-steps"); names and
+ * aliases are unique over all keys. */
+/* The name of a key ("steps", "noise"), NULL for a value that is not a key. */
+STSL_API const char *stsl_param_name(stsl_param key);
+/* Other accepted spellings of a key, space-separated ("K k inner"; "" when none), NULL for a
+ * value that is not a key. */
+STSL_API const char *stsl_param_aliases(stsl_param key);
+/* One line saying what the key does (defaults are not in it: see the *_param_bounds), NULL
+ * for a value that is not a key. */
+STSL_API const char *stsl_param_help(stsl_param key);
+/* The key called `name` (its name or an alias, exact case).  STSL_ERR_INVALID_ARG for NULL
+ * arguments or a name no key has (*key untouched). */
+STSL_API stsl_status stsl_param_from_name(const char *name, stsl_param *key);
+/* The symbolic name of value `value` of an enum-valued key ("rmp-ve" for STSL_PARAM_VARIANT 2),
+ * NULL when the key has no value of that name or is not enum-valued. */
+STSL_API const char *stsl_param_value_name(stsl_param key, int64_t value);
+/* The value of an enum-valued key called `name` (its name or an alias such as "l2").
+ * STSL_ERR_INVALID_ARG for NULL arguments, an unknown key or an unknown name;
+ * STSL_ERR_UNSUPPORTED for a key whose values have no names. */
+STSL_API stsl_status stsl_param_value_from_name(stsl_param key, const char *name, int64_t *value);
+
 /* ------------------------------------------------------------------------------------------ */
 /* Operators: the measurement A.  Each has a forward map, its vector-Jacobian product (the      */
 /* exact adjoint when linear), a cheap back-projection and a noise model that simulates        */
@@ -423,9 +447,15 @@ STSL_API stsl_status stsl_operator_set_int(stsl_operator *op, stsl_param key, in
 STSL_API stsl_status stsl_operator_set_float(stsl_operator *op, stsl_param key, double value);
 STSL_API stsl_status stsl_operator_get_int(const stsl_operator *op, stsl_param key, int64_t *value);
 STSL_API stsl_status stsl_operator_get_float(const stsl_operator *op, stsl_param key, double *value);
-/* Bounds of a parameter for a kind of operator (min, max, default). */
+/* Bounds of a parameter for a kind of operator (min, max, default).  The defaults are those of
+ * a 256x256 image (the blur kernel and the box scale with smaller images). */
 STSL_API stsl_status stsl_operator_param_bounds(stsl_operator_kind kind, stsl_param key,
                                                 stsl_param_bounds *bounds);
+/* The keys a kind of operator uses, in the order a tool lists them: the first min(capacity, n)
+ * into keys (may be NULL when capacity is 0) and n into *count.  STSL_ERR_INVALID_ARG for an
+ * unknown kind, a NULL count, a negative capacity or NULL keys with capacity > 0.  Added in 1.2. */
+STSL_API stsl_status stsl_operator_param_keys(stsl_operator_kind kind, stsl_param *keys,
+                                              int capacity, int *count);
 /* Blur kernel for STSL_OP_MOTION_BLUR (replaces the random trajectory) or STSL_OP_CONVOLVE:
  * size x size floats, odd size, copied; normalised to sum 1 unless its sum is 0 (refused). */
 STSL_API stsl_status stsl_operator_set_kernel(stsl_operator *op, const float *kernel, int size);
@@ -592,11 +622,24 @@ STSL_API void stsl_solver_destroy(stsl_solver *solver);
 STSL_API stsl_solver_kind stsl_solver_get_kind(const stsl_solver *solver);
 STSL_API stsl_status stsl_solver_set_int(stsl_solver *solver, stsl_param key, int64_t value);
 STSL_API stsl_status stsl_solver_set_float(stsl_solver *solver, stsl_param key, double value);
+/* The value the next run uses: the one set, else the default that applies.  Some defaults depend
+ * on other settings (RMP's VE variant has its own steps, inner steps and learning rate; STSL's
+ * Adam step rule its own learning rate) and the getters follow them at once.  Others depend on
+ * the operator (DPS's zeta by the operator's kind; RMP's and DPS-MO's zeta for the l1/huber
+ * losses; DPS-MO's learning rate, a fraction of 1/||A||_2^2): the getters report them for the
+ * operator of the solver's last run, and before its first run for a generic operator (no kind
+ * of its own, squared loss, ||A||_2 = 1).  A run logs the values it uses at STSL_LOG_DEBUG. */
 STSL_API stsl_status stsl_solver_get_int(const stsl_solver *solver, stsl_param key, int64_t *value);
 STSL_API stsl_status stsl_solver_get_float(const stsl_solver *solver, stsl_param key,
                                            double *value);
+/* Bounds of a parameter for a kind of solver; default_value is what stsl_solver_get_* reports
+ * for a new solver of that kind (every other parameter at its default, the generic operator). */
 STSL_API stsl_status stsl_solver_param_bounds(stsl_solver_kind kind, stsl_param key,
                                               stsl_param_bounds *bounds);
+/* The keys a kind of solver uses, in the order a tool lists them (as stsl_operator_param_keys).
+ * Added in 1.2. */
+STSL_API stsl_status stsl_solver_param_keys(stsl_solver_kind kind, stsl_param *keys, int capacity,
+                                            int *count);
 STSL_API stsl_status stsl_solver_set_progress(stsl_solver *solver, stsl_progress_fn fn,
                                               void *user);
 

@@ -33,7 +33,7 @@
 
 typedef struct bi_opts {
     const char *task, *solver, *csv, *out, *model, *vae, *device, *indices, *data, *label;
-    int n, steps, threads, batch, samples, quiet;
+    int n, threads, batch, samples, quiet;
     uint64_t seed;
     double noise;
     cli_task_opts task_opts;
@@ -74,7 +74,6 @@ void stsl_bench_images_help(void)
            "solvers: %s\n"
            "\n"
            "  --n N              images (1..%d, at most the list's length; default 20)\n"
-           "  --steps T          reverse steps (default: the solver's)\n"
            "  --csv FILE         per-image rows (appended; header when new)\n"
            "  --out DIR          write clean.f32, restored.f32, measured.f32 (N x C x H x W float32,\n"
            "                     [-1,1]), items.csv (index,label), run.txt and PNGs for\n"
@@ -95,7 +94,7 @@ void stsl_bench_images_help(void)
            "\n"
            "solver options:\n",
            stsl_operator_names(), CLI_SR_NOTE, stsl_solver_names(), BI_MAX_N);
-    ru_print_flags(RU_SOLVER_FLAGS, stdout);
+    ru_print_solver_flags(stdout);
     printf("\n");
     cli_print_task_help(stdout);
 }
@@ -112,7 +111,7 @@ static int bi_parse(int argc, char **argv, bi_opts *o)
     char err[RU_ERR_LEN];
     for (int i = 1; i < argc;) {
         const char *a = argv[i];
-        int r = ru_take_flag(RU_SOLVER_FLAGS, argc, argv, &i, &o->solver_opts, err);
+        int r = ru_take_solver_flag(argc, argv, &i, &o->solver_opts, err);
         if (r == 0) r = cli_take_task_option(argc, argv, &i, &o->task_opts, err);
         if (r < 0) return bi_usage("%s", err);
         if (r > 0) continue;
@@ -135,7 +134,6 @@ static int bi_parse(int argc, char **argv, bi_opts *o)
         continue;                                                                      \
     }
         INT_OPT("--n", n, 1, BI_MAX_N)
-        INT_OPT("--steps", steps, 1, 100000)
         INT_OPT("--threads", threads, 1, 256)
         INT_OPT("--batch", batch, 1, 1024)
         INT_OPT("--samples", samples, 1, 256)
@@ -378,7 +376,6 @@ int stsl_bench_images_main(int argc, char **argv)
         goto done;
     }
     if (stsl_solver_set_int(solver, STSL_PARAM_SEED, (int64_t)o.seed) != STSL_OK ||
-        (o.steps > 0 && stsl_solver_set_int(solver, STSL_PARAM_STEPS, o.steps) != STSL_OK) ||
         stsl_solver_set_int(solver, STSL_PARAM_BATCH_LIMIT, STSL_MAX_BATCH) != STSL_OK) {
         rc = bi_usage("solver %s: %s", o.solver, stsl_solver_last_error(solver));
         stsl_solver_destroy(solver);

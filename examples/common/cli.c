@@ -90,53 +90,120 @@ int cli_parse_pair(const char *s, const char *what, int *a, int *b, char *err)
     return 0;
 }
 
+/* ---- options named after library parameters ---- */
+
+int cli_parse_param_value(stsl_param key, const char *flag, const char *val, double *out, char *err)
+{
+    int64_t named;
+    if (stsl_param_value_from_name(key, val, &named) == STSL_OK) {
+        *out = (double)named;
+        return 0;
+    }
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(val, &end);
+    if (!*val || *end || errno || !isfinite(v)) {
+        char names[256];
+        cli_param_value_names(key, names, sizeof names);
+        return *names ? fail(err, "%s: '%.64s' is not a number or one of %s", flag, val, names)
+                      : fail(err, "%s: '%.64s' is not a number", flag, val);
+    }
+    *out = v;
+    return 0;
+}
+
+int cli_take_param(int argc, char **argv, int *i, cli_param_filter want, char *flag, size_t flag_size,
+                   stsl_param *key, double *value, char *err)
+{
+    const char *arg = argv[*i];
+    if (strncmp(arg, "--", 2) != 0) return 0;
+    char name[64];
+    size_t len = strcspn(arg + 2, "=");
+    if (len == 0 || len >= sizeof name) return 0;
+    memcpy(name, arg + 2, len);
+    name[len] = '\0';
+    stsl_param k;
+    if (stsl_param_from_name(name, &k) != STSL_OK || !want(k)) return 0;
+    snprintf(flag, flag_size, "--%s", name);
+    const char *val;
+    if (arg[2 + len] == '=') {
+        val = arg + 2 + len + 1;
+        *i += 1;
+    } else {
+        if (*i + 1 >= argc) return fail(err, "%s needs a value", flag);
+        val = argv[*i + 1];
+        *i += 2;
+    }
+    if (cli_parse_param_value(k, flag, val, value, err) != 0) return -1;
+    *key = k;
+    return 1;
+}
+
+void cli_param_value_names(stsl_param key, char *buf, size_t n)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int64_t v = -1; v < 64 && used < n; v++) {
+        const char *name = stsl_param_value_name(key, v);
+        if (name) used += (size_t)snprintf(buf + used, n - used, "%s%s", used ? "|" : "", name);
+    }
+}
+
+void cli_format_param_value(stsl_param key, int is_integer, double v, char *buf, size_t n)
+{
+    const char *name = is_integer ? stsl_param_value_name(key, (int64_t)v) : NULL;
+    if (name) snprintf(buf, n, "%s", name);
+    else snprintf(buf, n, "%g", v);
+}
+
+void cli_group_add(cli_groups *g, const char *value, const char *who)
+{
+    int k = 0;
+    while (k < g->n && strcmp(g->item[k].value, value) != 0) k++;
+    if (k == g->n) {
+        if (g->n >= CLI_MAX_GROUPS) return;
+        snprintf(g->item[k].value, sizeof g->item[k].value, "%s", value);
+        g->item[k].who[0] = '\0';
+        g->n++;
+    }
+    size_t used = strlen(g->item[k].who);
+    snprintf(g->item[k].who + used, sizeof g->item[k].who - used, "%s%s", used ? ", " : "", who);
+}
+
+void cli_print_param(FILE *f, stsl_param key, int is_int, const cli_groups *defaults)
+{
+    char arg[160], flag[256];
+    cli_param_value_names(key, arg, sizeof arg);
+    snprintf(flag, sizeof flag, "--%s %s", stsl_param_name(key), *arg ? arg : is_int ? "N" : "X");
+    if (strlen(flag) > 22) fprintf(f, "  %s\n  %-22s %s", flag, "", stsl_param_help(key));
+    else fprintf(f, "  %-22s %s", flag, stsl_param_help(key));
+    /* the other spellings, as flags */
+    char aliases[128];
+    snprintf(aliases, sizeof aliases, "%s", stsl_param_aliases(key));
+    int first = 1;
+    for (char *a = strtok(aliases, " "); a; a = strtok(NULL, " "), first = 0) fprintf(f, "%s--%s", first ? " (also " : " ", a);
+    fprintf(f, "%s\n", first ? "" : ")");
+    if (defaults && defaults->n) {
+        fprintf(f, "  %-22s default:", "");
+        for (int k = 0; k < defaults->n; k++)
+            fprintf(f, "%s %s (%s)", k ? ";" : "", defaults->item[k].value, defaults->item[k].who);
+        fprintf(f, "\n");
+    }
+}
+
 /* ---- task options ---- */
 
-typedef struct named {
-    const char *name;
-    int value;
-} named;
-
-static const named FILTERS[] = {{"bicubic", STSL_SR_BICUBIC}, {"box", STSL_SR_BOX}, {NULL, 0}};
-static const named BOUNDARIES[] = {{"reflect", STSL_BOUNDARY_REFLECT}, {"zero", STSL_BOUNDARY_ZERO}, {NULL, 0}};
-static const named LOSSES[] = {{"squared", STSL_LOSS_SQUARED}, {"l1", STSL_LOSS_L1}, {"huber", STSL_LOSS_HUBER}, {NULL, 0}};
-
-typedef struct task_flag {
-    const char *flag;
-    stsl_param key;
-    const named *names;   /* symbolic values, or NULL for a number */
-    const char *help;     /* NULL: an alias, not listed */
-} task_flag;
-
-static const task_flag FLAGS[] = {
-    {"--kernel-size", STSL_PARAM_KERNEL_SIZE, NULL, "N      blur kernel size (odd; default 61 from 256 px, scaled down below)"},
-    {"--blur-sigma", STSL_PARAM_BLUR_SIGMA, NULL, "S       gaussian-blur std in pixels (default 3.0 from 256 px)"},
-    {"--intensity", STSL_PARAM_MOTION_INTENSITY, NULL, "I        motion-blur trajectory intensity in [0, 1] (0.5)"},
-    {"--drop-rate", STSL_PARAM_DROP_RATE, NULL, "R        random-inpaint fraction of pixels lost (0.4)"},
-    {"--fraction", STSL_PARAM_IMPULSE_FRACTION, NULL, "F         salt-pepper fraction of corrupted values (0.02)"},
-    {"--filter", STSL_PARAM_SR_FILTER, FILTERS, "bicubic|box  super-resolution filter (bicubic)"},
-    {"--boundary", STSL_PARAM_BOUNDARY, BOUNDARIES, "reflect|zero  blur boundary (reflect)"},
-    {"--alpha", STSL_PARAM_HDR_ALPHA, NULL, "A            hdr gain (2)"},
-    {"--loss", STSL_PARAM_LOSS, LOSSES, "squared|l1|huber  data-fit loss (huber for salt-pepper, else squared)"},
-    {"--huber-delta", STSL_PARAM_HUBER_DELTA, NULL, "D      Huber delta (0.1)"},
-    {"--oversampling", STSL_PARAM_OVERSAMPLING, NULL, "S     phase-retrieval padded size / image size (2)"},
-    {"--fft-threshold", STSL_PARAM_FFT_THRESHOLD, NULL, "N    kernels this wide or wider use the FFT (11)"},
-    /* spellings shared with stsl-restore's task flags */
-    {"--sr-filter", STSL_PARAM_SR_FILTER, FILTERS, NULL},
-    {"--box-height", STSL_PARAM_BOX_HEIGHT, NULL, NULL},
-    {"--box-width", STSL_PARAM_BOX_WIDTH, NULL, NULL},
-    {"--box-top", STSL_PARAM_BOX_TOP, NULL, NULL},
-    {"--box-left", STSL_PARAM_BOX_LEFT, NULL, NULL},
-    {"--impulse", STSL_PARAM_IMPULSE_FRACTION, NULL, NULL},
-    {"--impulse-fraction", STSL_PARAM_IMPULSE_FRACTION, NULL, NULL},
-    {"--hdr-alpha", STSL_PARAM_HDR_ALPHA, NULL, NULL},
-    {NULL, 0, NULL, NULL},
-};
+/* Operator keys a task option sets: all but the seed and the noise, which the tools take as
+ * --seed and --noise of their own (they also seed the sampler / apply to every task). */
+static int is_task_key(stsl_param key)
+{
+    return (int)key >= 1 && (int)key < 100 && key != STSL_PARAM_SEED && key != STSL_PARAM_NOISE_SIGMA;
+}
 
 static int add_setting(cli_task_opts *o, const char *flag, stsl_param key, double value, char *err)
 {
     if (o->n >= CLI_MAX_TASK_SETTINGS) return fail(err, "too many task options");
-    o->set[o->n].flag = flag;
+    snprintf(o->set[o->n].flag, sizeof o->set[o->n].flag, "%s", flag);
     o->set[o->n].key = key;
     o->set[o->n].value = value;
     o->n++;
@@ -169,33 +236,68 @@ int cli_take_task_option(int argc, char **argv, int *i, cli_task_opts *o, char *
             return -1;
         return 1;
     }
-    for (const task_flag *f = FLAGS; f->flag; f++) {
-        if ((r = cli_match(argc, argv, i, f->flag, &val, err)) == 0) continue;
-        if (r < 0) return -1;
-        double v;
-        if (f->names) {
-            const named *n = f->names;
-            while (n->name && strcmp(n->name, val) != 0) n++;
-            if (!n->name) return fail(err, "%s: '%.64s' is not one of the accepted values", f->flag, val);
-            v = n->value;
-        } else if (cli_parse_double(val, -HUGE_VAL, HUGE_VAL, f->flag, &v, err) != 0) {
-            return -1;
+    char flag[64];
+    stsl_param key;
+    double v;
+    if ((r = cli_take_param(argc, argv, i, is_task_key, flag, sizeof flag, &key, &v, err)) <= 0) return r;
+    return add_setting(o, flag, key, v, err) == 0 ? 1 : -1;
+}
+
+int cli_task_defaults(stsl_param key, cli_groups *g)
+{
+    int is_int = 0;
+    char names[1024];
+    snprintf(names, sizeof names, "%s", stsl_operator_names());
+    for (char *task = strtok(names, " "); task; task = strtok(NULL, " ")) {
+        stsl_operator *op = NULL;
+        stsl_param_bounds b;
+        char value[48];
+        if (stsl_operator_create_by_name(NULL, task, (stsl_shape){3, 256, 256}, &op) != STSL_OK) continue;
+        if (stsl_operator_param_bounds(stsl_operator_get_kind(op), key, &b) == STSL_OK) {
+            cli_format_param_value(key, b.is_integer, b.default_value, value, sizeof value);
+            cli_group_add(g, value, task);
+            is_int = b.is_integer;
         }
-        return add_setting(o, f->flag, f->key, v, err) == 0 ? 1 : -1;
+        stsl_operator_destroy(op);
     }
-    return 0;
+    return is_int;
+}
+
+int cli_parse_noise(const char *val, double *out, char *err)
+{
+    stsl_param_bounds b;
+    if (stsl_operator_param_bounds(STSL_OP_IDENTITY, STSL_PARAM_NOISE_SIGMA, &b) != STSL_OK)
+        return fail(err, "--noise: the library has no noise parameter");
+    return cli_parse_double(val, b.min, b.max, "--noise", out, err);
 }
 
 void cli_print_task_help(FILE *f)
 {
-    fprintf(f, "Tasks: %s\n%s\nTask options (a task ignores none: an option it does not use is an error):\n",
+    fprintf(f, "Tasks: %s\n%s\nTask options (a task ignores none: an option it does not use is an error;\n"
+               "defaults for a 256x256 image, per task):\n",
             stsl_operator_names(), CLI_SR_NOTE);
-    for (const task_flag *t = FLAGS; t->flag; t++)
-        if (t->help) fprintf(f, "  %s %s\n", t->flag, t->help);
-    fprintf(f, "  --kernel FILE.png    motion-blur: use this kernel (grey, square, odd size) instead of a random one\n"
-               "  --box HxW            box-inpaint box size (default half the image side)\n"
-               "  --box-pos TOPxLEFT   box-inpaint box position (default centred)\n"
-               "  --mask FILE.png      mask-inpaint mask, image-sized, white = observed, black = missing\n");
+    /* every key some task uses, in key order */
+    stsl_param order[64];
+    int n_order = 0;
+    unsigned char used[100] = {0};
+    for (int kind = 0; kind <= STSL_OP_CONVOLVE; kind++) {
+        stsl_param keys[64];
+        int n = 0;
+        if (stsl_operator_param_keys((stsl_operator_kind)kind, keys, 64, &n) != STSL_OK) continue;
+        for (int k = 0; k < n && k < 64; k++)
+            if ((int)keys[k] >= 0 && (int)keys[k] < 100) used[keys[k]] = 1;
+    }
+    for (int key = 0; key < 100 && n_order < 64; key++)
+        if (used[key] && is_task_key((stsl_param)key)) order[n_order++] = (stsl_param)key;
+    for (int j = 0; j < n_order; j++) {
+        cli_groups g = {0};
+        int is_int = cli_task_defaults(order[j], &g);
+        cli_print_param(f, order[j], is_int, &g);
+    }
+    fprintf(f, "  --kernel FILE.png      motion-blur: use this kernel (grey, square, odd size) instead of a random one\n"
+               "  --box HxW              box-inpaint box size (--box-height, --box-width)\n"
+               "  --box-pos TOPxLEFT     box-inpaint box position (--box-top, --box-left; default centred)\n"
+               "  --mask FILE.png        mask-inpaint mask, image-sized, white = observed, black = missing\n");
 }
 
 const char *cli_ext_of(const char *path)

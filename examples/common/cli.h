@@ -43,10 +43,39 @@ int cli_parse_double(const char *s, double min, double max, const char *what, do
 /* "AxB" (e.g. --box 64x48): two non-negative integers. */
 int cli_parse_pair(const char *s, const char *what, int *a, int *b, char *err);
 
+/* ---- options named after library parameters: "--NAME V" or "--NAME=V", NAME a key's name or
+ * alias (stsl_param_name, stsl_param_aliases), V a number or one of the key's value names ---- */
+
+/* Which keys an option set takes (1) */
+typedef int (*cli_param_filter)(stsl_param key);
+/* If argv[*i] is such an option for a key `want` takes: the key, its value and the flag as typed
+ * ("--K", into flag), *i advanced, 1.  0 when it is not; -1 on a missing or bad value (err). */
+int cli_take_param(int argc, char **argv, int *i, cli_param_filter want, char *flag, size_t flag_size,
+                   stsl_param *key, double *value, char *err);
+/* A value of key: one of its value names, or a finite number; -1 with err naming `flag` */
+int cli_parse_param_value(stsl_param key, const char *flag, const char *val, double *out, char *err);
+/* "adam|scaled": the key's value names ("" when it has none) */
+void cli_param_value_names(stsl_param key, char *buf, size_t n);
+/* A value as the help shows it: its name, or %g */
+void cli_format_param_value(stsl_param key, int is_integer, double v, char *buf, size_t n);
+
+/* Defaults grouped by value for the help: "50 (ddim, stsl); 1000 (dps)". */
+#define CLI_MAX_GROUPS 24
+typedef struct cli_groups {
+    int n;
+    struct {
+        char value[48];
+        char who[256];
+    } item[CLI_MAX_GROUPS];
+} cli_groups;
+void cli_group_add(cli_groups *g, const char *value, const char *who);
+/* "  --name ARG   help (also --alias)" and, when `defaults` has any, a "default: ..." line */
+void cli_print_param(FILE *f, stsl_param key, int is_integer, const cli_groups *defaults);
+
 /* Task (operator) options as given on the command line. */
 typedef struct cli_task_opts {
     struct {
-        const char *flag;
+        char flag[64];   /* as typed: "--impulse" */
         stsl_param key;
         double value;
     } set[CLI_MAX_TASK_SETTINGS];
@@ -56,16 +85,19 @@ typedef struct cli_task_opts {
 } cli_task_opts;
 
 /* Consume one task option at argv[*i]: 1 consumed (and *i advanced), 0 not a task option,
- * -1 bad value (err set; a usage error).  Accepted: --kernel-size N --blur-sigma S
- * --intensity I --kernel FILE --drop-rate R --box HxW --box-pos TOPxLEFT --mask FILE
- * --fraction F --filter bicubic|box --boundary reflect|zero --alpha A --loss squared|l1|huber
- * --huber-delta D --oversampling S --fft-threshold N, plus the long spellings --sr-filter
- * --box-height --box-width --box-top --box-left --impulse --hdr-alpha. */
+ * -1 bad value (err set; a usage error).  Accepted: every operator parameter but the seed and
+ * the noise by its library name or alias (--kernel-size, --filter, --sr-filter, ...), and
+ * --box HxW, --box-pos TOPxLEFT, --kernel FILE, --mask FILE. */
 int cli_take_task_option(int argc, char **argv, int *i, cli_task_opts *o, char *err);
 /* Said wherever the tasks are listed: super-resolution needs sizes divisible by its factor. */
 #define CLI_SR_NOTE                                                                              \
     "  (sr2, sr4, sr8 need height and width divisible by 2, 4, 8: the bundled 28x28 models\n"   \
     "   take sr2 and sr4; sr8 fails on them, 28 is not divisible by 8)\n"
+/* The default of an operator key for every task (256x256 images), grouped; returns 1 when the key
+ * is an integer. */
+int cli_task_defaults(stsl_param key, cli_groups *g);
+/* --noise SIGMA, in the library's bounds of STSL_PARAM_NOISE_SIGMA */
+int cli_parse_noise(const char *val, double *out, char *err);
 /* Help text for the task options and the list of tasks. */
 void cli_print_task_help(FILE *f);
 

@@ -33,105 +33,39 @@ double ru_now(void) { return ex_clock_s(CLOCK_MONOTONIC); }
 /* Flags                                                                                       */
 /* ------------------------------------------------------------------------------------------ */
 
-const ru_flag RU_SOLVER_FLAGS[] = {
-    {"--K", STSL_PARAM_INNER_STEPS, "inner steps: STSL K, RMP T_in, DPS-MO SGLD steps"},
-    {"--inner-steps", STSL_PARAM_INNER_STEPS, NULL},
-    {"--probes", STSL_PARAM_PROBES, "STSL / RMP (tweedie) Hutchinson probes N"},
-    {"--eta", STSL_PARAM_ETA, "STSL second-order weight; DDIM eta"},
-    {"--lambda", STSL_PARAM_LAMBDA, "STSL likelihood strength"},
-    {"--lr", STSL_PARAM_LEARNING_RATE, "STSL step fraction (scaled) or Adam lr; DPS-MO SGLD step; RMP s1"},
-    {"--lr-decay", STSL_PARAM_LR_DECAY, "STSL lr multiplier per reverse step"},
-    {"--kappa", STSL_PARAM_KAPPA, "STSL proximal weight"},
-    {"--zeta", STSL_PARAM_ZETA, "DPS / RMP / DPS-MO guidance scale"},
-    {"--omega", STSL_PARAM_OMEGA, "LDPS/PSLD data weight"},
-    {"--gamma", STSL_PARAM_GAMMA, "PSLD gluing weight"},
-    {"--temperature", STSL_PARAM_TEMPERATURE, "DPS-MO SGLD temperature (0 plain descent)"},
-    {"--sigma-min", STSL_PARAM_SIGMA_MIN, "DPS-MO / RMP-VE ladder end"},
-    {"--sigma-max", STSL_PARAM_SIGMA_MAX, "DPS-MO / RMP-VE ladder start"},
-    {"--variant", STSL_PARAM_VARIANT, "default | rmp-vp | rmp-ve | score-plus"},
-    {"--init", STSL_PARAM_INIT, "STSL start: predicted-noise | fresh-noise | ddim-inversion | prior"},
-    {"--squared-loss", STSL_PARAM_SQUARED_LOSS, "STSL data term squared (1, eq. 5) or not (0)"},
-    {"--inner-inclusive", STSL_PARAM_INNER_INCLUSIVE, "STSL K+1 inner passes (1) or K (0)"},
-    {"--adam-persist", STSL_PARAM_ADAM_PERSIST, "STSL keeps Adam moments across steps (1)"},
-    {"--batch-limit", STSL_PARAM_BATCH_LIMIT, "max points per network call (memory bound)"},
-    {"--pad-batch", STSL_PARAM_PAD_BATCH, "run a batch as groups of P, calls shaped for P (1: same bits at any batch)"},
-    {"--step-rule", STSL_PARAM_STEP_RULE, "STSL inner update: adam | scaled"},
-    {"--step-noise", STSL_PARAM_STEP_NOISE, "STSL line-14 noise (0 as written, 1 DDPM)"},
-    {"--likelihood-variance", STSL_PARAM_LIKELIHOOD_VARIANCE, "RMP v_k: flat | tweedie"},
-    {"--renoise-level", STSL_PARAM_RENOISE_LEVEL, "DPS-MO re-noise to the current (0) or next (1) level"},
-    {NULL, 0, NULL},
-};
-
-typedef struct named_value {
-    stsl_param key;
-    const char *name;
-    int value;
-} named_value;
-
-static const named_value NAMED[] = {
-    {STSL_PARAM_SR_FILTER, "bicubic", STSL_SR_BICUBIC},
-    {STSL_PARAM_SR_FILTER, "box", STSL_SR_BOX},
-    {STSL_PARAM_LOSS, "squared", STSL_LOSS_SQUARED},
-    {STSL_PARAM_LOSS, "l2", STSL_LOSS_SQUARED},
-    {STSL_PARAM_LOSS, "l1", STSL_LOSS_L1},
-    {STSL_PARAM_LOSS, "huber", STSL_LOSS_HUBER},
-    {STSL_PARAM_BOUNDARY, "reflect", STSL_BOUNDARY_REFLECT},
-    {STSL_PARAM_BOUNDARY, "zero", STSL_BOUNDARY_ZERO},
-    {STSL_PARAM_INIT, "predicted-noise", STSL_INIT_PREDICTED_NOISE},
-    {STSL_PARAM_INIT, "fresh-noise", STSL_INIT_FRESH_NOISE},
-    {STSL_PARAM_INIT, "ddim-inversion", STSL_INIT_DDIM_INVERSION},
-    {STSL_PARAM_INIT, "prior", STSL_INIT_PRIOR},
-    {STSL_PARAM_STEP_RULE, "adam", STSL_STEP_ADAM},
-    {STSL_PARAM_STEP_RULE, "scaled", STSL_STEP_SCALED},
-    {STSL_PARAM_LIKELIHOOD_VARIANCE, "flat", STSL_LIKVAR_FLAT},
-    {STSL_PARAM_LIKELIHOOD_VARIANCE, "tweedie", STSL_LIKVAR_TWEEDIE},
-    {STSL_PARAM_VARIANT, "default", STSL_VARIANT_DEFAULT},
-    {STSL_PARAM_VARIANT, "rmp-vp", STSL_VARIANT_RMP_VP},
-    {STSL_PARAM_VARIANT, "rmp-ve", STSL_VARIANT_RMP_VE},
-    {STSL_PARAM_VARIANT, "score-plus", STSL_VARIANT_STSL_SCORE_PLUS},
-};
-
-int ru_take_flag(const ru_flag *flags, int argc, char **argv, int *i, ru_settings *out,
-                 char *err)
+/* The solver keys the tools take as options (the seed is theirs: it seeds the task too; the
+ * progress estimate is the progress bar's business) */
+static int is_solver_option(stsl_param key)
 {
-    const char *arg = argv[*i];
-    for (const ru_flag *f = flags; f->flag; f++) {
-        size_t len = strlen(f->flag);
-        const char *val = NULL;
-        int used = 1;
-        if (strcmp(arg, f->flag) == 0) {
-            if (*i + 1 >= argc) return fail(err, "%s needs a value", f->flag);
-            val = argv[*i + 1];
-            used = 2;
-        } else if (strncmp(arg, f->flag, len) == 0 && arg[len] == '=') {
-            val = arg + len + 1;
-        } else {
-            continue;
-        }
-        double v = 0.0;
-        int named = 0;
-        for (size_t k = 0; k < sizeof NAMED / sizeof NAMED[0]; k++)
-            if (NAMED[k].key == f->key && strcmp(NAMED[k].name, val) == 0) {
-                v = NAMED[k].value;
-                named = 1;
-                break;
-            }
-        if (!named) {
-            char *end = NULL;
-            errno = 0;
-            v = strtod(val, &end);
-            if (!*val || !end || *end || errno || !isfinite(v))
-                return fail(err, "%s: '%.64s' is not a valid value", f->flag, val);
-        }
-        if (out->n >= RU_MAX_SETTINGS) return fail(err, "too many options");
-        out->item[out->n].flag = f->flag;
-        out->item[out->n].key = f->key;
-        out->item[out->n].value = v;
-        out->n++;
-        *i += used;
-        return 1;
+    return (int)key >= 100 && key != STSL_PARAM_PROGRESS_ESTIMATE;
+}
+
+int ru_take_solver_flag(int argc, char **argv, int *i, ru_settings *out, char *err)
+{
+    char flag[64];
+    stsl_param key;
+    double v;
+    int r = cli_take_param(argc, argv, i, is_solver_option, flag, sizeof flag, &key, &v, err);
+    if (r <= 0) return r;
+    /* a value no solver takes is refused now, before the solver is known (and any file read);
+     * the chosen solver's own bounds are checked by ru_set_solver_param */
+    double lo = HUGE_VAL, hi = -HUGE_VAL;
+    int integer = 1;
+    for (int kind = 0; kind <= STSL_SOLVER_DPS_MO; kind++) {
+        stsl_param_bounds b;
+        if (stsl_solver_param_bounds((stsl_solver_kind)kind, key, &b) != STSL_OK) continue;
+        lo = b.min < lo ? b.min : lo;
+        hi = b.max > hi ? b.max : hi;
+        integer &= b.is_integer;
     }
-    return 0;
+    if (integer && v != floor(v)) return fail(err, "%s takes an integer, not %g", flag, v);
+    if (!(v >= lo && v <= hi)) return fail(err, "%s: %g is outside [%g, %g]", flag, v, lo, hi);
+    if (out->n >= RU_MAX_SETTINGS) return fail(err, "too many options");
+    snprintf(out->item[out->n].flag, sizeof out->item[out->n].flag, "%s", flag);
+    out->item[out->n].key = key;
+    out->item[out->n].value = v;
+    out->n++;
+    return 1;
 }
 
 static int is_int_value(double v) { return v == floor(v) && fabs(v) < 9.0e15; }
@@ -165,10 +99,69 @@ int ru_apply_solver(stsl_solver *solver, const ru_settings *s, char *err)
     return 0;
 }
 
-void ru_print_flags(const ru_flag *flags, void *file)
+/* The defaults of `key` for every solver, grouped by value, and those another setting changes:
+ * for each enum-valued setting of the solver, each of its other values is tried on a fresh
+ * solver ("30 (rmp with --variant rmp-ve)"). */
+static void solver_defaults(stsl_param key, cli_groups *g, int *is_int)
 {
-    for (const ru_flag *f = flags; f->flag; f++)
-        if (f->help) fprintf((FILE *)file, "  %-20s %s\n", f->flag, f->help);
+    char names[512];
+    snprintf(names, sizeof names, "%s", stsl_solver_names());
+    for (char *sv = strtok(names, " "); sv; sv = strtok(NULL, " ")) {
+        stsl_solver *s = NULL;
+        stsl_param_bounds b;
+        char value[48], who[160];
+        if (stsl_solver_create_by_name(NULL, sv, &s) != STSL_OK) continue;
+        stsl_solver_kind kind = stsl_solver_get_kind(s);
+        stsl_solver_destroy(s);
+        if (stsl_solver_param_bounds(kind, key, &b) != STSL_OK) continue;
+        *is_int = b.is_integer;
+        cli_format_param_value(key, b.is_integer, b.default_value, value, sizeof value);
+        cli_group_add(g, value, sv);
+        stsl_param keys[64];
+        int n = 0;
+        if (stsl_solver_param_keys(kind, keys, 64, &n) != STSL_OK) continue;
+        for (int k = 0; k < n && k < 64; k++) {
+            stsl_param_bounds eb;
+            if (keys[k] == key || stsl_solver_param_bounds(kind, keys[k], &eb) != STSL_OK || !eb.is_integer) continue;
+            for (int64_t ev = (int64_t)eb.min; ev <= (int64_t)eb.max && ev < 64; ev++) {
+                const char *en = stsl_param_value_name(keys[k], ev);
+                double other = 0;
+                int64_t iv = 0;
+                if (!en || ev == (int64_t)eb.default_value || stsl_solver_create(NULL, kind, &s) != STSL_OK) continue;
+                int ok = stsl_solver_set_int(s, keys[k], ev) == STSL_OK &&
+                         (b.is_integer ? stsl_solver_get_int(s, key, &iv) : stsl_solver_get_float(s, key, &other)) == STSL_OK;
+                stsl_solver_destroy(s);
+                if (b.is_integer) other = (double)iv;
+                if (!ok || other == b.default_value) continue;
+                cli_format_param_value(key, b.is_integer, other, value, sizeof value);
+                snprintf(who, sizeof who, "%s with --%s %s", sv, stsl_param_name(keys[k]), en);
+                cli_group_add(g, value, who);
+            }
+        }
+    }
+}
+
+void ru_print_solver_flags(FILE *file)
+{
+    /* every key some solver uses, in key order */
+    stsl_param order[64];
+    int n_order = 0;
+    unsigned char used[256] = {0};
+    for (int kind = 0; kind <= STSL_SOLVER_DPS_MO; kind++) {
+        stsl_param keys[64];
+        int n = 0;
+        if (stsl_solver_param_keys((stsl_solver_kind)kind, keys, 64, &n) != STSL_OK) continue;
+        for (int k = 0; k < n && k < 64; k++)
+            if ((int)keys[k] >= 0 && (int)keys[k] < 256) used[keys[k]] = 1;
+    }
+    for (int key = 0; key < 256 && n_order < 64; key++)
+        if (used[key] && is_solver_option((stsl_param)key)) order[n_order++] = (stsl_param)key;
+    for (int j = 0; j < n_order; j++) {
+        cli_groups g = {0};
+        int is_int = 0;
+        solver_defaults(order[j], &g, &is_int);
+        cli_print_param(file, order[j], is_int, &g);
+    }
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -468,8 +461,6 @@ int ru_restore_batch(stsl_context *ctx, ru_models *m, const ru_job *job,
         fail(err, "seed: %s", stsl_solver_last_error(solver));
         goto done;
     }
-    if (job->steps > 0 && ru_set_solver_param(solver, "--steps", STSL_PARAM_STEPS, job->steps, err) != 0)
-        goto done;
     if (job->solver_opts && ru_apply_solver(solver, job->solver_opts, err) != 0) {
         rc = RU_EXIT_USAGE;
         goto done;

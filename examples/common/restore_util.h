@@ -11,6 +11,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "common/cli.h"
 #include "stsl.h"
@@ -25,20 +26,13 @@
 
 /* ---- parameters given by flag ------------------------------------------------------------ */
 
-typedef struct ru_flag {
-    const char *flag;     /* "--zeta" */
-    stsl_param key;
-    const char *help;     /* one line for --help */
-} ru_flag;
-
-/* Solver flags: --K --probes --eta --lambda --lr --lr-decay --kappa --zeta --omega --gamma
- * --temperature --sigma-min --sigma-max --variant --init --squared-loss --inner-inclusive
- * --adam-persist --batch-limit (terminated by a NULL flag). */
-extern const ru_flag RU_SOLVER_FLAGS[];
-/* Task (operator) options are those of stsl-degrade: common/cli.h (cli_take_task_option). */
+/* Solver options are the library's solver parameters by name or alias (stsl_param_name:
+ * --steps, --inner-steps or --K, --lr, --variant rmp-ve, ...), but for the seed and the progress
+ * estimate, which the tools set themselves.  Task (operator) options are those of stsl-degrade:
+ * common/cli.h (cli_take_task_option). */
 
 typedef struct ru_setting {
-    const char *flag;
+    char flag[64];        /* as typed: "--K" */
     stsl_param key;
     double value;
 } ru_setting;
@@ -48,18 +42,18 @@ typedef struct ru_settings {
     int n;
 } ru_settings;
 
-/* If argv[*i] is one of `flags` ("--flag V" or "--flag=V"), parse its value into `out`, advance
- * *i past it and return 1; return 0 when it is not one of them; -1 on a bad value (err set). */
-int ru_take_flag(const ru_flag *flags, int argc, char **argv, int *i, ru_settings *out,
-                 char *err);
+/* If argv[*i] is a solver option ("--flag V" or "--flag=V"), parse its value into `out`, advance
+ * *i past it and return 1; return 0 when it is not one; -1 on a bad value (err set). */
+int ru_take_solver_flag(int argc, char **argv, int *i, ru_settings *out, char *err);
 /* Set one parameter given by `flag`: a key the solver does not use, a non-integer for an integer
  * parameter or a value outside its bounds is an error naming the flag. */
 int ru_set_solver_param(stsl_solver *solver, const char *flag, stsl_param key, double value,
                         char *err);
 /* Set every setting on the solver (ru_set_solver_param). */
 int ru_apply_solver(stsl_solver *solver, const ru_settings *s, char *err);
-/* Print the flag tables for --help. */
-void ru_print_flags(const ru_flag *flags, void *file);
+/* Print the solver options for --help, generated from the library: each with its help and the
+ * default of every solver that uses it (and the defaults other settings change). */
+void ru_print_solver_flags(FILE *file);
 
 /* ---- models ------------------------------------------------------------------------------- */
 
@@ -93,7 +87,6 @@ typedef struct ru_job {
     const char *solver;
     const cli_task_opts *task_opts;
     const ru_settings *solver_opts;
-    int steps;                 /* 0: the solver's default */
     uint64_t seed;
     double noise;              /* < 0: the operator's default */
     int measured;              /* the input is already y */

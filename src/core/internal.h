@@ -132,6 +132,28 @@ static inline size_t stsl__shape_size(stsl_shape s)
     return (size_t)s.channels * (size_t)s.height * (size_t)s.width;
 }
 
+/* ---- parameter metadata (solvers/solver_params.c, operators/operator_params.c) ---- */
+
+/* A symbolic value of an enum parameter; the first name of a value is its name, later ones
+ * aliases.  Arrays end with a NULL name. */
+typedef struct stsl__value_name {
+    const char *name;
+    int value;
+} stsl__value_name;
+
+/* What a key is called and what it does, written once for every object kind that uses it
+ * (keys 1..99 in the operator table, 100.. in the solver table). */
+typedef struct stsl__param_meta {
+    stsl_param key;
+    const char *name;                 /* the flag spelling without dashes: "inner-steps" */
+    const char *aliases;              /* other spellings, space-separated ("" when none) */
+    const char *help;                 /* one line, no default in it (the table has those) */
+    const stsl__value_name *values;   /* symbolic values, or NULL for a number */
+} stsl__param_meta;
+
+/* The metadata of an operator key (1..99), NULL for any other key. */
+const stsl__param_meta *stsl__op_param_meta(stsl_param key);
+
 /* ---- argument checks (return from the calling function) ---- */
 
 #define STSL_CHECK_ARG(cond, errbuf, ...)                                   \

@@ -1,6 +1,6 @@
 /*
- * operator.c -- public operator API: creation, parameters, validation, dispatch, the noise model
- * (measure) and the data-fit loss.  The maps themselves live in conv.c, resize.c, pointwise.c,
+ * operator.c -- public operator API: creation, parameters (their table: operator_params.c),
+ * validation, dispatch, the noise model (measure) and the data-fit loss.  The maps themselves live in conv.c, resize.c, pointwise.c,
  * phase.c; matrix and custom operators are small enough to live here.
  */
 #include "operator_internal.h"
@@ -13,209 +13,21 @@
 /* Parameters                                                                                  */
 /* ------------------------------------------------------------------------------------------ */
 
-typedef struct param_info {
-    stsl_param key;
-    const char *name;
-    int is_integer;
-    double min, max;
-    int min_exclusive;   /* "> min" rather than ">= min" */
-} param_info;
+/* Bounds, defaults and names: operator_params.c.  Here: where each value is stored. */
 
-static const param_info PARAMS[] = {
-    {STSL_PARAM_NOISE_SIGMA, "noise sigma", 0, 0.0, 100.0, 0},
-    {STSL_PARAM_SEED, "seed", 1, 0.0, 9223372036854775807.0, 0},
-    {STSL_PARAM_KERNEL_SIZE, "kernel size", 1, 1.0, STSL_MAX_KERNEL_SIZE, 0},
-    {STSL_PARAM_BLUR_SIGMA, "blur sigma", 0, 0.0, 1000.0, 1},
-    {STSL_PARAM_BOUNDARY, "boundary", 1, 0.0, 1.0, 0},
-    {STSL_PARAM_MOTION_INTENSITY, "motion intensity", 0, 0.0, 1.0, 0},
-    {STSL_PARAM_SR_FILTER, "sr filter", 1, 0.0, 1.0, 0},
-    {STSL_PARAM_DROP_RATE, "drop rate", 0, 0.0, 1.0, 0},
-    {STSL_PARAM_BOX_HEIGHT, "box height", 1, 1.0, STSL_MAX_IMAGE_DIM, 0},
-    {STSL_PARAM_BOX_WIDTH, "box width", 1, 1.0, STSL_MAX_IMAGE_DIM, 0},
-    {STSL_PARAM_BOX_TOP, "box top", 1, -1.0, STSL_MAX_IMAGE_DIM - 1, 0},
-    {STSL_PARAM_BOX_LEFT, "box left", 1, -1.0, STSL_MAX_IMAGE_DIM - 1, 0},
-    {STSL_PARAM_IMPULSE_FRACTION, "impulse fraction", 0, 0.0, 1.0, 0},
-    {STSL_PARAM_LOSS, "loss", 1, 0.0, 2.0, 0},
-    {STSL_PARAM_HUBER_DELTA, "huber delta", 0, 0.0, 100.0, 1},
-    {STSL_PARAM_HDR_ALPHA, "hdr alpha", 0, 0.0, 1000.0, 1},
-    {STSL_PARAM_OVERSAMPLING, "oversampling", 0, 1.0, 8.0, 0},
-    {STSL_PARAM_FFT_THRESHOLD, "fft threshold", 1, 1.0, STSL_MAX_KERNEL_SIZE + 1, 0},
-};
-
-#define DEFAULT_HUBER_DELTA 0.1
-#define DEFAULT_NOISE_SIGMA 0.05
-#define DEFAULT_FFT_THRESHOLD 11   /* direct and FFT cost the same near 11 (operators-bench.md) */
-
-static const param_info *find_param(stsl_param key)
+static const char *param_name(stsl_param key)
 {
-    for (size_t i = 0; i < sizeof PARAMS / sizeof PARAMS[0]; i++)
-        if (PARAMS[i].key == key) return &PARAMS[i];
-    return NULL;
+    const stsl__param_meta *m = stsl__op_param_meta(key);
+    return m ? m->name : "?";
 }
 
-static int valid_kind(stsl_operator_kind kind)
-{
-    return (int)kind >= (int)STSL_OP_IDENTITY && (int)kind <= (int)STSL_OP_CONVOLVE;
-}
-
-/* Whether a kind uses a key (the noise model keys apply to every kind). */
-static int kind_uses(stsl_operator_kind kind, stsl_param key)
+/* Store v (integer keys: iv) in its field, unchecked. */
+static void put_field(stsl__op_params *p, stsl_param key, double v, int64_t iv)
 {
     switch (key) {
-    case STSL_PARAM_NOISE_SIGMA:
-    case STSL_PARAM_SEED:
-    case STSL_PARAM_LOSS:
-    case STSL_PARAM_HUBER_DELTA:
-        return 1;
-    case STSL_PARAM_KERNEL_SIZE:
-        return kind == STSL_OP_GAUSSIAN_BLUR || kind == STSL_OP_MOTION_BLUR;
-    case STSL_PARAM_BLUR_SIGMA:
-        return kind == STSL_OP_GAUSSIAN_BLUR;
-    case STSL_PARAM_BOUNDARY:
-        return kind == STSL_OP_GAUSSIAN_BLUR || kind == STSL_OP_MOTION_BLUR ||
-               kind == STSL_OP_CONVOLVE;
-    case STSL_PARAM_FFT_THRESHOLD:
-        return kind == STSL_OP_MOTION_BLUR || kind == STSL_OP_CONVOLVE;
-    case STSL_PARAM_MOTION_INTENSITY:
-        return kind == STSL_OP_MOTION_BLUR;
-    case STSL_PARAM_SR_FILTER:
-        return kind == STSL_OP_SR;
-    case STSL_PARAM_DROP_RATE:
-        return kind == STSL_OP_RANDOM_INPAINT;
-    case STSL_PARAM_BOX_HEIGHT:
-    case STSL_PARAM_BOX_WIDTH:
-    case STSL_PARAM_BOX_TOP:
-    case STSL_PARAM_BOX_LEFT:
-        return kind == STSL_OP_BOX_INPAINT;
-    case STSL_PARAM_IMPULSE_FRACTION:
-        return kind == STSL_OP_SALT_PEPPER;
-    case STSL_PARAM_HDR_ALPHA:
-        return kind == STSL_OP_HDR;
-    case STSL_PARAM_OVERSAMPLING:
-        return kind == STSL_OP_PHASE_RETRIEVAL;
-    default:
-        return 0;
-    }
-}
-
-void stsl__op_default_blur(stsl_shape s, int *kernel_size, double *sigma)
-{
-    /* The papers' 61x61 / sigma 3 at >= 256 px; smaller images scale the kernel linearly and
-     * sigma with the square root (a linear sigma would vanish at 28 px), keep at least +-4 sigma
-     * of support, and never exceed the largest kernel the image allows (2*side - 1). */
-    int side = s.height < s.width ? s.height : s.width;
-    double scale = side >= 256 ? 1.0 : side / 256.0;
-    double sg = 3.0 * sqrt(scale);
-    int k_lin = (int)ceil(61.0 * scale);
-    if (k_lin % 2 == 0) k_lin++;
-    int k_sup = 2 * (int)ceil(4.0 * sg) + 1;
-    int k = k_lin > k_sup ? k_lin : k_sup;
-    if (k > 61) k = 61;
-    int kmax = 2 * side - 1;
-    if (k > kmax) k = kmax;
-    if (k < 1) k = 1;
-    if (kernel_size) *kernel_size = k;
-    if (sigma) *sigma = sg;
-}
-
-static void set_defaults(stsl_operator *op)
-{
-    stsl__op_params *p = &op->p;
-    memset(p, 0, sizeof *p);
-    p->noise_sigma = op->kind == STSL_OP_SALT_PEPPER ? 0.0 : DEFAULT_NOISE_SIGMA;
-    p->seed = 0;
-    stsl__op_default_blur(op->in, &p->kernel_size, &p->blur_sigma);
-    p->boundary = STSL_BOUNDARY_REFLECT;
-    p->motion_intensity = 0.5;
-    p->sr_filter = STSL_SR_BICUBIC;
-    p->drop_rate = 0.4;
-    p->box_height = op->in.height / 2 > 0 ? op->in.height / 2 : 1;
-    p->box_width = op->in.width / 2 > 0 ? op->in.width / 2 : 1;
-    p->box_top = -1;
-    p->box_left = -1;
-    p->impulse_fraction = 0.02;
-    p->loss = op->kind == STSL_OP_SALT_PEPPER ? STSL_LOSS_HUBER : STSL_LOSS_SQUARED;
-    p->huber_delta = DEFAULT_HUBER_DELTA;
-    p->hdr_alpha = 2.0;
-    p->oversampling = 2.0;
-    p->fft_threshold = DEFAULT_FFT_THRESHOLD;
-}
-
-STSL_API stsl_status stsl_operator_param_bounds(stsl_operator_kind kind, stsl_param key,
-                                                stsl_param_bounds *bounds)
-{
-    if (!bounds || !valid_kind(kind)) return STSL_ERR_INVALID_ARG;
-    const param_info *pi = find_param(key);
-    if (!pi || !kind_uses(kind, key)) return STSL_ERR_UNSUPPORTED;
-    /* Defaults reported for a 256x256 image (shape-dependent ones are scaled on creation). */
-    stsl_operator tmp;
-    memset(&tmp, 0, sizeof tmp);
-    tmp.kind = kind;
-    tmp.in = (stsl_shape){3, 256, 256};
-    set_defaults(&tmp);
-    double def = 0;
-    switch (key) {
-    case STSL_PARAM_NOISE_SIGMA: def = tmp.p.noise_sigma; break;
-    case STSL_PARAM_SEED: def = 0; break;
-    case STSL_PARAM_KERNEL_SIZE: def = tmp.p.kernel_size; break;
-    case STSL_PARAM_BLUR_SIGMA: def = tmp.p.blur_sigma; break;
-    case STSL_PARAM_BOUNDARY: def = tmp.p.boundary; break;
-    case STSL_PARAM_MOTION_INTENSITY: def = tmp.p.motion_intensity; break;
-    case STSL_PARAM_SR_FILTER: def = tmp.p.sr_filter; break;
-    case STSL_PARAM_DROP_RATE: def = tmp.p.drop_rate; break;
-    case STSL_PARAM_BOX_HEIGHT: def = tmp.p.box_height; break;
-    case STSL_PARAM_BOX_WIDTH: def = tmp.p.box_width; break;
-    case STSL_PARAM_BOX_TOP: def = tmp.p.box_top; break;
-    case STSL_PARAM_BOX_LEFT: def = tmp.p.box_left; break;
-    case STSL_PARAM_IMPULSE_FRACTION: def = tmp.p.impulse_fraction; break;
-    case STSL_PARAM_LOSS: def = tmp.p.loss; break;
-    case STSL_PARAM_HUBER_DELTA: def = tmp.p.huber_delta; break;
-    case STSL_PARAM_HDR_ALPHA: def = tmp.p.hdr_alpha; break;
-    case STSL_PARAM_OVERSAMPLING: def = tmp.p.oversampling; break;
-    case STSL_PARAM_FFT_THRESHOLD: def = tmp.p.fft_threshold; break;
-    default: return STSL_ERR_UNSUPPORTED;
-    }
-    bounds->min = pi->min;
-    bounds->max = pi->max;
-    bounds->default_value = def;
-    bounds->is_integer = pi->is_integer;
-    return STSL_OK;
-}
-
-/* Common checks of the setters/getters; returns the param info or NULL with status set. */
-static stsl_status check_key(const stsl_operator *op, stsl_param key, const param_info **out)
-{
-    char *err = (char *)op->err;
-    const param_info *pi = find_param(key);
-    if (!pi) return stsl__fail(err, STSL_ERR_UNSUPPORTED, "unknown operator parameter %d", (int)key);
-    if (!kind_uses(op->kind, key))
-        return stsl__fail(err, STSL_ERR_UNSUPPORTED, "parameter '%s' does not apply to this operator kind (%d)",
-                          pi->name, (int)op->kind);
-    *out = pi;
-    return STSL_OK;
-}
-
-static stsl_status store_value(stsl_operator *op, const param_info *pi, double v, int64_t iv)
-{
-    stsl__op_params *p = &op->p;
-    if (pi->is_integer) {
-        if ((double)iv < pi->min || (double)iv > pi->max)
-            return stsl__fail(op->err, STSL_ERR_INVALID_ARG, "%s %lld out of range [%.0f, %.0f]",
-                              pi->name, (long long)iv, pi->min, pi->max);
-    } else {
-        if (!isfinite(v) || v < pi->min || v > pi->max || (pi->min_exclusive && v <= pi->min))
-            return stsl__fail(op->err, STSL_ERR_INVALID_ARG, "%s %g out of range %s%g, %g]", pi->name,
-                              v, pi->min_exclusive ? "(" : "[", pi->min, pi->max);
-    }
-    switch (pi->key) {
     case STSL_PARAM_NOISE_SIGMA: p->noise_sigma = v; break;
     case STSL_PARAM_SEED: p->seed = iv; break;
-    case STSL_PARAM_KERNEL_SIZE:
-        if (iv % 2 == 0)
-            return stsl__fail(op->err, STSL_ERR_INVALID_ARG, "kernel size %lld is even; blur kernels have odd sizes",
-                              (long long)iv);
-        p->kernel_size = (int)iv;
-        break;
+    case STSL_PARAM_KERNEL_SIZE: p->kernel_size = (int)iv; break;
     case STSL_PARAM_BLUR_SIGMA: p->blur_sigma = v; break;
     case STSL_PARAM_BOUNDARY: p->boundary = (int)iv; break;
     case STSL_PARAM_MOTION_INTENSITY: p->motion_intensity = v; break;
@@ -231,8 +43,48 @@ static stsl_status store_value(stsl_operator *op, const param_info *pi, double v
     case STSL_PARAM_HDR_ALPHA: p->hdr_alpha = v; break;
     case STSL_PARAM_OVERSAMPLING: p->oversampling = v; break;
     case STSL_PARAM_FFT_THRESHOLD: p->fft_threshold = (int)iv; break;
-    default: return stsl__fail(op->err, STSL_ERR_UNSUPPORTED, "unknown operator parameter %d", (int)pi->key);
+    default: break;
     }
+}
+
+static void set_defaults(stsl_operator *op)
+{
+    memset(&op->p, 0, sizeof op->p);
+    for (int key = 1; key < 100; key++) {
+        double v;
+        if (stsl__op_param_default(op->kind, op->in, (stsl_param)key, &v))
+            put_field(&op->p, (stsl_param)key, v, (int64_t)v);
+    }
+}
+
+/* Common checks of the setters/getters: the limits of the key for this kind, or a status. */
+static stsl_status check_key(const stsl_operator *op, stsl_param key, stsl__op_limits *out)
+{
+    char *err = (char *)op->err;
+    if (!stsl__op_param_known(key)) return stsl__fail(err, STSL_ERR_UNSUPPORTED, "unknown operator parameter %d", (int)key);
+    if (!stsl__op_param_limits(op->kind, key, out))
+        return stsl__fail(err, STSL_ERR_UNSUPPORTED, "parameter '%s' does not apply to this operator kind (%d)",
+                          param_name(key), (int)op->kind);
+    return STSL_OK;
+}
+
+static stsl_status store_value(stsl_operator *op, stsl_param key, const stsl__op_limits *l, double v,
+                               int64_t iv)
+{
+    const char *name = param_name(key);
+    if (l->is_integer) {
+        if ((double)iv < l->min || (double)iv > l->max)
+            return stsl__fail(op->err, STSL_ERR_INVALID_ARG, "%s %lld out of range [%.0f, %.0f]",
+                              name, (long long)iv, l->min, l->max);
+    } else {
+        if (!isfinite(v) || v < l->min || v > l->max || (l->min_exclusive && v <= l->min))
+            return stsl__fail(op->err, STSL_ERR_INVALID_ARG, "%s %g out of range %s%g, %g]", name,
+                              v, l->min_exclusive ? "(" : "[", l->min, l->max);
+    }
+    if (key == STSL_PARAM_KERNEL_SIZE && iv % 2 == 0)
+        return stsl__fail(op->err, STSL_ERR_INVALID_ARG, "kernel size %lld is even; blur kernels have odd sizes",
+                          (long long)iv);
+    put_field(&op->p, key, v, iv);
     return STSL_OK;
 }
 
@@ -241,11 +93,11 @@ STSL_API stsl_status stsl_operator_set_int(stsl_operator *op, stsl_param key, in
     if (!op) return STSL_ERR_INVALID_ARG;
     if (op->prepared)
         return stsl__fail(op->err, STSL_ERR_INVALID_ARG, "operator already prepared: parameters are fixed");
-    const param_info *pi;
-    stsl_status st = check_key(op, key, &pi);
+    stsl__op_limits l;
+    stsl_status st = check_key(op, key, &l);
     if (st != STSL_OK) return st;
     /* An integer is a valid real value, so real keys accept set_int too. */
-    return store_value(op, pi, (double)value, value);
+    return store_value(op, key, &l, (double)value, value);
 }
 
 STSL_API stsl_status stsl_operator_set_float(stsl_operator *op, stsl_param key, double value)
@@ -253,13 +105,13 @@ STSL_API stsl_status stsl_operator_set_float(stsl_operator *op, stsl_param key, 
     if (!op) return STSL_ERR_INVALID_ARG;
     if (op->prepared)
         return stsl__fail(op->err, STSL_ERR_INVALID_ARG, "operator already prepared: parameters are fixed");
-    const param_info *pi;
-    stsl_status st = check_key(op, key, &pi);
+    stsl__op_limits l;
+    stsl_status st = check_key(op, key, &l);
     if (st != STSL_OK) return st;
-    if (pi->is_integer)
+    if (l.is_integer)
         return stsl__fail(op->err, STSL_ERR_INVALID_ARG, "parameter '%s' is an integer: use stsl_operator_set_int",
-                          pi->name);
-    return store_value(op, pi, value, 0);
+                          param_name(key));
+    return store_value(op, key, &l, value, 0);
 }
 
 static double get_value(const stsl_operator *op, stsl_param key)
@@ -292,12 +144,12 @@ STSL_API stsl_status stsl_operator_get_int(const stsl_operator *op, stsl_param k
 {
     if (!op) return STSL_ERR_INVALID_ARG;
     if (!value) return stsl__fail((char *)op->err, STSL_ERR_INVALID_ARG, "value is NULL");
-    const param_info *pi;
-    stsl_status st = check_key(op, key, &pi);
+    stsl__op_limits l;
+    stsl_status st = check_key(op, key, &l);
     if (st != STSL_OK) return st;
-    if (!pi->is_integer)
+    if (!l.is_integer)
         return stsl__fail((char *)op->err, STSL_ERR_INVALID_ARG,
-                          "parameter '%s' is real: use stsl_operator_get_float", pi->name);
+                          "parameter '%s' is real: use stsl_operator_get_float", param_name(key));
     *value = key == STSL_PARAM_SEED ? op->p.seed : (int64_t)get_value(op, key);
     return STSL_OK;
 }
@@ -306,8 +158,8 @@ STSL_API stsl_status stsl_operator_get_float(const stsl_operator *op, stsl_param
 {
     if (!op) return STSL_ERR_INVALID_ARG;
     if (!value) return stsl__fail((char *)op->err, STSL_ERR_INVALID_ARG, "value is NULL");
-    const param_info *pi;
-    stsl_status st = check_key(op, key, &pi);
+    stsl__op_limits l;
+    stsl_status st = check_key(op, key, &l);
     if (st != STSL_OK) return st;
     *value = get_value(op, key);
     return STSL_OK;
@@ -338,7 +190,7 @@ STSL_API stsl_status stsl_operator_create(stsl_context *ctx, stsl_operator_kind 
 {
     if (out) *out = NULL;
     if (!out) return stsl__ctx_fail(ctx, STSL_ERR_INVALID_ARG, "out is NULL");
-    if (!valid_kind(kind))
+    if (!stsl__op_valid_kind(kind))
         return stsl__ctx_fail(ctx, STSL_ERR_INVALID_ARG, "unknown operator kind %d", (int)kind);
     if (kind == STSL_OP_MATRIX || kind == STSL_OP_CUSTOM)
         return stsl__ctx_fail(ctx, STSL_ERR_INVALID_ARG,

@@ -74,6 +74,23 @@ stsl_status stsl__op_prepare_resize(stsl_operator *op);    /* sr */
 stsl_status stsl__op_prepare_pointwise(stsl_operator *op); /* identity, inpaint, salt-pepper, hdr */
 stsl_status stsl__op_prepare_phase(stsl_operator *op);     /* phase retrieval */
 
+/* ---- the parameter table (operator_params.c) ---- */
+
+/* What a key allows for a kind. */
+typedef struct stsl__op_limits {
+    int is_integer;
+    double min, max;
+    int min_exclusive;   /* "> min" rather than ">= min" */
+} stsl__op_limits;
+/* 1 for a kind of the enum */
+int stsl__op_valid_kind(stsl_operator_kind kind);
+/* 1 when key is an operator key (of any kind) */
+int stsl__op_param_known(stsl_param key);
+/* 1 and the limits when the kind uses the key, else 0 */
+int stsl__op_param_limits(stsl_operator_kind kind, stsl_param key, stsl__op_limits *out);
+/* 1 and the default of an operator key for a kind on images of `shape` (every operator key has
+ * one, used or not by the kind), else 0 */
+int stsl__op_param_default(stsl_operator_kind kind, stsl_shape shape, stsl_param key, double *value);
 /* Default kernel size and Gaussian sigma for an image of this shape (docs/operators.md). */
 void stsl__op_default_blur(stsl_shape s, int *kernel_size, double *sigma);
 /* Random camera-shake kernel (size x size, sum 1) from (seed, intensity): motion.c. */

@@ -620,7 +620,7 @@ stsl_status stsl__progress(stsl__run *R, int step, const float *z0_est)
     if (sv->progress) {
         float *x = NULL;
         stsl_status st = STSL_OK;
-        if (z0_est && stsl__sp_int(sv, STSL_PARAM_PROGRESS_ESTIMATE)) {
+        if (z0_est && stsl__param_int(R, STSL_PARAM_PROGRESS_ESTIMATE)) {
             if (R->ae_identity) {
                 x = (float *)z0_est;
             } else {
@@ -707,12 +707,6 @@ double stsl__noise_var(const stsl__run *R)
     double delta = 0;
     if (stsl_operator_get_float(R->op, STSL_PARAM_HUBER_DELTA, &delta) != STSL_OK || !(delta > 0)) return 0.0;
     return delta * delta;
-}
-
-double stsl__zeta(const stsl__run *R, double impulse)
-{
-    if (!stsl__sp_isset(R->sv, STSL_PARAM_ZETA) && R->loss_kind != STSL_LOSS_SQUARED) return impulse;
-    return stsl__sp(R->sv, STSL_PARAM_ZETA);
 }
 
 double stsl__nll_weight(const stsl__run *R, double v)

@@ -18,8 +18,8 @@
 
 stsl_status stsl__solve_ddim(stsl__run *R, float *x_out)
 {
-    const int T = stsl__sp_int(R->sv, STSL_PARAM_STEPS);
-    const double eta = stsl__sp(R->sv, STSL_PARAM_ETA);
+    const int T = stsl__param_int(R, STSL_PARAM_STEPS);
+    const double eta = stsl__param(R, STSL_PARAM_ETA);
     const size_t m = (size_t)R->batch * R->dz;
     int *seq = NULL;
     stsl_status st = stsl__ddim_seq(R, T, &seq);

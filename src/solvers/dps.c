@@ -9,7 +9,7 @@
  *                + sqrt(abar_{i-1}) beta_i/(1-abar_i) x0hat + sigma_i z  (line 6, DDPM ancestral,
  *                  sigma_i^2 = beta_i (1-abar_{i-1})/(1-abar_i); no noise at the last step)
  *       x_{i-1} = x'_{i-1} - zeta * grad_{x_i} ||y - A D(x0hat)||       (line 7: the NORM, as the
- *                  reference code; zeta 0.3 blur/SR, 0.5 inpainting, 1.0 phase retrieval)
+ *                  reference code; zeta by task: solver_params.c)
  * On a DDIM subsequence (steps < timesteps) alpha_i = abar_i / abar_{i-1}.  x0hat is not clipped
  * (the reference clips to [-1, 1]; the exact-posterior testbed lives outside that box).
  * NFE per step: 1 UNet VJP -- eps is needed before the cotangent exists, so the evaluation is kept
@@ -20,23 +20,10 @@
 
 #include <math.h>
 
-double stsl__dps_default_zeta(stsl__run *R);
-double stsl__dps_default_zeta(stsl__run *R)
-{
-    if (stsl__sp_isset(R->sv, STSL_PARAM_ZETA)) return stsl__sp(R->sv, STSL_PARAM_ZETA);
-    switch (stsl_operator_get_kind(R->op)) {
-    case STSL_OP_RANDOM_INPAINT:
-    case STSL_OP_BOX_INPAINT:
-    case STSL_OP_MASK_INPAINT: return 0.5;
-    case STSL_OP_PHASE_RETRIEVAL: return 1.0;
-    default: return 0.3;
-    }
-}
-
 stsl_status stsl__solve_dps(stsl__run *R, float *x_out)
 {
-    const int T = stsl__sp_int(R->sv, STSL_PARAM_STEPS);
-    const double zeta = stsl__dps_default_zeta(R);
+    const int T = stsl__param_int(R, STSL_PARAM_STEPS);
+    const double zeta = stsl__param(R, STSL_PARAM_ZETA);   /* by task unless set */
     const size_t m = (size_t)R->batch * R->dz;
     int *seq = NULL;
     stsl_status st = stsl__ddim_seq(R, T, &seq);

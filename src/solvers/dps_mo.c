@@ -17,9 +17,8 @@
  *     3. re-noise to the current level and denoise: x0 <- D(x0 + sigma_i xi', sigma_i)  (one forward)
  *     4. Euler step to the next level: x <- x0 + (sigma_{i+1}/sigma_i) (x - x0)
  *   return x0 of the last level
- * Defaults (STEPS 100, INNER 3, LEARNING_RATE (SGLD step) 0.25/||A||_2^2, ZETA 0.3 (1.5 for the
- * impulse-noise losses), SIGMA_MAX 80,
- * SIGMA_MIN 0.01 clamped to the schedule's range, TEMPERATURE 0).  TEMPERATURE 2 sigma_y^2 makes the
+ * Defaults: solver_params.c (LEARNING_RATE, the SGLD step, a fraction of 1/||A||_2^2 unless set;
+ * ZETA larger for the impulse-noise losses; SIGMA_MIN clamped to the schedule's range).  TEMPERATURE 2 sigma_y^2 makes the
  * SGLD target the Gaussian likelihood exp(-||y - A x0||^2 / (2 sigma_y^2)) (the GMM testbed sets it),
  * but that target is flat along A's null space: every step adds sqrt(2 step temperature) of noise
  * there that nothing in MO pulls back, and the re-noise/denoise at small sigma cannot remove it.  On
@@ -35,23 +34,15 @@
 #include <math.h>
 #include <string.h>
 
-/* SGLD step when LEARNING_RATE is unset: this fraction of 1/||A||_2^2 */
-#define STSL__MO_STEP_FRACTION 0.25
-/* ZETA when unset for the impulse-noise losses (Huber, L1): their gradient is bounded (delta per
- * pixel), so the DPS step of 0.3 that suits Gaussian noise barely moves the sample in 100 levels.
- * Validation salt-pepper (8 images): zeta 0.3 19.6 dB, 0.6 24.2, 1 27.0, 1.5 28.4, 2 27.7, 3 25.5. */
-#define STSL__MO_IMPULSE_ZETA 1.5
-
 stsl_status stsl__solve_dps_mo(stsl__run *R, float *x_out)
 {
-    stsl_solver *sv = R->sv;
-    const int n = stsl__sp_int(sv, STSL_PARAM_STEPS);
-    const int NS = stsl__sp_int(sv, STSL_PARAM_INNER_STEPS);
-    const int renoise_next = stsl__sp_int(sv, STSL_PARAM_RENOISE_LEVEL);
-    double step = stsl__sp(sv, STSL_PARAM_LEARNING_RATE);
-    const double temp = stsl__sp(sv, STSL_PARAM_TEMPERATURE);
-    const double zeta = stsl__zeta(R, STSL__MO_IMPULSE_ZETA);
-    double smin = stsl__sp(sv, STSL_PARAM_SIGMA_MIN), smax = stsl__sp(sv, STSL_PARAM_SIGMA_MAX);
+    const int n = stsl__param_int(R, STSL_PARAM_STEPS);
+    const int NS = stsl__param_int(R, STSL_PARAM_INNER_STEPS);
+    const int renoise_next = stsl__param_int(R, STSL_PARAM_RENOISE_LEVEL);
+    const double step = stsl__param(R, STSL_PARAM_LEARNING_RATE);   /* per ||A||^2 unless set */
+    const double temp = stsl__param(R, STSL_PARAM_TEMPERATURE);
+    const double zeta = stsl__param(R, STSL_PARAM_ZETA);
+    double smin = stsl__param(R, STSL_PARAM_SIGMA_MIN), smax = stsl__param(R, STSL_PARAM_SIGMA_MAX);
     const size_t m = (size_t)R->batch * R->dz;
     stsl_status st = STSL_OK;
     double *sig = stsl__alloc_doubles((size_t)n + 1);
@@ -78,13 +69,6 @@ stsl_status stsl__solve_dps_mo(stsl__run *R, float *x_out)
             goto done;
         }
         sig[n] = 0.0;
-    }
-    if (!stsl__sp_isset(sv, STSL_PARAM_LEARNING_RATE)) {
-        /* the SGLD step scaled to the operator: 0.25 / ||A||_2^2 (the gradient of
-         * ||y - A x||^2 is 2 ||A||^2-Lipschitz, so the step is a quarter of the stable range) */
-        double L2 = 1.0;
-        if ((st = stsl__op_norm2(R, &L2)) != STSL_OK) goto done;
-        step = STSL__MO_STEP_FRACTION / L2;
     }
     R->total = n;
     R->step = 0;

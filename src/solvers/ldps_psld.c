@@ -103,9 +103,9 @@ done:
 
 stsl_status stsl__solve_ldps_psld(stsl__run *R, float *x_out)
 {
-    const int T = stsl__sp_int(R->sv, STSL_PARAM_STEPS);
-    const double omega = stsl__sp(R->sv, STSL_PARAM_OMEGA);
-    const double gamma = R->sv->kind == STSL_SOLVER_PSLD ? stsl__sp(R->sv, STSL_PARAM_GAMMA) : 0.0;
+    const int T = stsl__param_int(R, STSL_PARAM_STEPS);
+    const double omega = stsl__param(R, STSL_PARAM_OMEGA);
+    const double gamma = R->sv->kind == STSL_SOLVER_PSLD ? stsl__param(R, STSL_PARAM_GAMMA) : 0.0;
     const size_t m = (size_t)R->batch * R->dz;
     int *seq = NULL;
     stsl_status st = stsl__ddim_seq(R, T, &seq);

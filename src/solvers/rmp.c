@@ -38,9 +38,6 @@
 #include <stdio.h>
 #include <string.h>
 
-/* ZETA unless set, for the impulse-noise losses (L1, Huber): chosen on validation images */
-#define RMP_IMPULSE_ZETA 10.0
-
 /* lambda = tr(A^T A)/d_y = E||A u||^2 / d_y for u ~ N(0, I), Hutchinson with 4 probes around 0.
  * The probes come from a fixed seed, not the run's: sample i of seed s must stay the single run with
  * seed s + i.  1 when the estimate is unusable (e.g. a nonlinear operator that maps 0 to 0 flatly). */
@@ -169,22 +166,17 @@ static void damp(const stsl__run *R, float *g, const double *w, double hk)
 
 stsl_status stsl__solve_rmp(stsl__run *R, float *x_out)
 {
-    stsl_solver *sv = R->sv;
-    const int variant = stsl__sp_int(sv, STSL_PARAM_VARIANT) == STSL_VARIANT_RMP_VE ? 2 : 1;
-    const int T = stsl__sp_isset(sv, STSL_PARAM_STEPS) ? stsl__sp_int(sv, STSL_PARAM_STEPS)
-                                                       : (variant == 2 ? 30 : 400);
-    const int Tin = stsl__sp_isset(sv, STSL_PARAM_INNER_STEPS)
-                        ? stsl__sp_int(sv, STSL_PARAM_INNER_STEPS)
-                        : (variant == 2 ? 20 : 1);
-    const double s1 = stsl__sp_isset(sv, STSL_PARAM_LEARNING_RATE)
-                          ? stsl__sp(sv, STSL_PARAM_LEARNING_RATE)
-                          : (variant == 2 ? 0.1 : 1.0);
-    /* zeta: 1 (the likelihood itself) for Gaussian noise; RMP_IMPULSE_ZETA for the impulse-noise
+    /* steps, inner steps and s1 have VE defaults of their own (solver_params.c) */
+    const int variant = stsl__param_int(R, STSL_PARAM_VARIANT) == STSL_VARIANT_RMP_VE ? 2 : 1;
+    const int T = stsl__param_int(R, STSL_PARAM_STEPS);
+    const int Tin = stsl__param_int(R, STSL_PARAM_INNER_STEPS);
+    const double s1 = stsl__param(R, STSL_PARAM_LEARNING_RATE);
+    /* zeta: 1 (the likelihood itself) for Gaussian noise; larger unless set for the impulse-noise
      * losses, whose bounded gradient (Huber: delta per pixel) starves the guidance while the
      * residuals of x0hat are large (docs/algorithms.md) */
-    const double zeta = stsl__zeta(R, RMP_IMPULSE_ZETA);
-    const int likvar = stsl__sp_int(sv, STSL_PARAM_LIKELIHOOD_VARIANCE);
-    const int probes = stsl__sp_int(sv, STSL_PARAM_PROBES);
+    const double zeta = stsl__param(R, STSL_PARAM_ZETA);
+    const int likvar = stsl__param_int(R, STSL_PARAM_LIKELIHOOD_VARIANCE);
+    const int probes = stsl__param_int(R, STSL_PARAM_PROBES);
     /* the noise variance: sigma_y^2, or HUBER_DELTA^2 for the impulse-noise losses (docs) */
     double sy = sqrt(stsl__noise_var(R));
     if (!(sy > 0)) sy = 1.0;
@@ -242,7 +234,7 @@ stsl_status stsl__solve_rmp(stsl__run *R, float *x_out)
         }
         st = stsl__finish(R, mu, x_out);
     } else {
-        double smin = stsl__sp(sv, STSL_PARAM_SIGMA_MIN), smax = stsl__sp(sv, STSL_PARAM_SIGMA_MAX);
+        double smin = stsl__param(R, STSL_PARAM_SIGMA_MIN), smax = stsl__param(R, STSL_PARAM_SIGMA_MAX);
         const double lo = sqrt((1 - stsl__ab(R, 0)) / stsl__ab(R, 0));
         const double hi = sqrt((1 - stsl__ab(R, R->T_train - 1)) / stsl__ab(R, R->T_train - 1));
         if (smin < lo) smin = lo;

@@ -1,7 +1,7 @@
 /*
- * solver.c -- solver handles: create/destroy/by_name, typed parameters with per-kind defaults and
- * bounds, progress, cancel (C11 atomic flag), NFE ledger, and stsl_solver_run with full argument
- * validation and dispatch to one file per method.
+ * solver.c -- solver handles: create/destroy/by_name, typed parameters (their table and defaults:
+ * solver_params.c), progress, cancel (C11 atomic flag), NFE ledger, and stsl_solver_run with full
+ * argument validation, the parameters resolved for the run, and dispatch to one file per method.
  */
 #include "solvers/solver_internal.h"
 
@@ -18,145 +18,6 @@ STSL_API const char *stsl_solver_names(void)
     return "stsl stsl-biased psld ldps dps dps-mo rmp ddim";
 }
 
-int stsl__solver_slot(stsl_param key)
-{
-    if (key == STSL_PARAM_SEED) return 0;
-    if ((int)key >= STSL__SP_FIRST && (int)key <= STSL__SP_LAST) return (int)key - STSL__SP_FIRST + 1;
-    return -1;
-}
-
-/* ---- per-kind parameter table: returns 1 and fills b when the kind uses the key ---- */
-static int kind_bounds(stsl_solver_kind kind, stsl_param key, stsl_param_bounds *b)
-{
-#define B(mn, mx, df, isint)                                                   \
-    do {                                                                       \
-        b->min = (mn);                                                         \
-        b->max = (mx);                                                         \
-        b->default_value = (df);                                               \
-        b->is_integer = (isint);                                               \
-        return 1;                                                              \
-    } while (0)
-    const int stsl_like = kind == STSL_SOLVER_STSL || kind == STSL_SOLVER_STSL_BIASED;
-    const double BIG = 1e12;
-    switch (key) {
-    case STSL_PARAM_SEED: B(0, 9007199254740992.0, 0, 1);
-    case STSL_PARAM_BATCH_LIMIT: B(1, STSL_MAX_BATCH, 64, 1);
-    case STSL_PARAM_PAD_BATCH: B(0, STSL_MAX_BATCH, 0, 1);
-    case STSL_PARAM_PROGRESS_ESTIMATE: B(0, 1, 0, 1);
-    case STSL_PARAM_STEPS:
-        switch (kind) {
-        case STSL_SOLVER_DDIM: B(1, 100000, 50, 1);
-        case STSL_SOLVER_DPS: B(1, 100000, 1000, 1);
-        case STSL_SOLVER_LDPS:
-        case STSL_SOLVER_PSLD: B(1, 100000, 1000, 1);
-        case STSL_SOLVER_STSL:
-        case STSL_SOLVER_STSL_BIASED: B(1, 100000, 50, 1);
-        case STSL_SOLVER_RMP: B(1, 100000, 400, 1);  /* VE: 30 unless set */
-        case STSL_SOLVER_DPS_MO: B(2, 100000, 100, 1);
-        }
-        return 0;
-    case STSL_PARAM_INNER_STEPS:
-        if (kind == STSL_SOLVER_STSL) B(1, 10000, 5, 1);
-        if (kind == STSL_SOLVER_STSL_BIASED) B(1, 10000, 1, 1);
-        if (kind == STSL_SOLVER_RMP) B(1, 10000, 1, 1);   /* VE: 20 unless set */
-        if (kind == STSL_SOLVER_DPS_MO) B(0, 10000, 3, 1);
-        return 0;
-    case STSL_PARAM_PROBES:
-        if (stsl_like) B(1, 256, 2, 1);
-        if (kind == STSL_SOLVER_RMP) B(1, 256, 1, 1);
-        return 0;
-    case STSL_PARAM_ETA:
-        if (kind == STSL_SOLVER_STSL) B(0, BIG, 0.02, 0);
-        if (kind == STSL_SOLVER_STSL_BIASED) B(0, BIG, 0.0, 0);
-        if (kind == STSL_SOLVER_DDIM) B(0, 1, 0.0, 0);
-        return 0;
-    case STSL_PARAM_LAMBDA:
-        if (stsl_like) B(0, BIG, 1.0, 0);
-        return 0;
-    case STSL_PARAM_LEARNING_RATE:
-        if (stsl_like) B(1e-12, BIG, 0.2, 0);   /* Adam (STEP_RULE 0): 1e-2 unless set */
-        if (kind == STSL_SOLVER_RMP) B(1e-12, 2.0, 1.0, 0);   /* VE: 0.1 unless set */
-        if (kind == STSL_SOLVER_DPS_MO) B(1e-12, BIG, 0.05, 0);
-        return 0;
-    case STSL_PARAM_LR_DECAY:
-        if (stsl_like) B(1e-6, 10, 0.998, 0);
-        return 0;
-    case STSL_PARAM_KAPPA:
-        if (stsl_like) B(0, BIG, 0.0, 0);
-        return 0;
-    case STSL_PARAM_ZETA:
-        if (kind == STSL_SOLVER_DPS) B(0, BIG, 0.3, 0);  /* 0.5 inpainting, 1.0 phase retrieval */
-        if (kind == STSL_SOLVER_RMP) B(0, BIG, 1.0, 0);   /* 10 for impulse-noise losses unless set */
-        if (kind == STSL_SOLVER_DPS_MO) B(0, BIG, 0.3, 0);
-        return 0;
-    case STSL_PARAM_OMEGA:
-        if (kind == STSL_SOLVER_LDPS || kind == STSL_SOLVER_PSLD) B(0, BIG, 1.0, 0);
-        return 0;
-    case STSL_PARAM_GAMMA:
-        if (kind == STSL_SOLVER_PSLD) B(0, BIG, 0.1, 0);
-        return 0;
-    case STSL_PARAM_TEMPERATURE:
-        if (kind == STSL_SOLVER_DPS_MO) B(0, BIG, 0.0, 0);   /* plain descent; 2 sigma_y^2 = SGLD on the likelihood */
-        return 0;
-    case STSL_PARAM_SIGMA_MIN:
-        if (kind == STSL_SOLVER_DPS_MO || kind == STSL_SOLVER_RMP) B(1e-6, 1e6, 0.01, 0);
-        return 0;
-    case STSL_PARAM_SIGMA_MAX:
-        if (kind == STSL_SOLVER_DPS_MO || kind == STSL_SOLVER_RMP) B(1e-6, 1e6, 80.0, 0);
-        return 0;
-    case STSL_PARAM_VARIANT:
-        if (kind == STSL_SOLVER_RMP) B(0, 2, STSL_VARIANT_RMP_VP, 1);
-        if (stsl_like) B(0, 3, STSL_VARIANT_STSL_SCORE_PLUS, 1);
-        return 0;
-    case STSL_PARAM_INIT:
-        if (stsl_like) B(0, 3, STSL_INIT_FRESH_NOISE, 1);
-        return 0;
-    case STSL_PARAM_SQUARED_LOSS:
-        if (stsl_like) B(0, 1, 1, 1);
-        return 0;
-    case STSL_PARAM_INNER_INCLUSIVE:
-        if (stsl_like) B(0, 1, 0, 1);
-        return 0;
-    case STSL_PARAM_ADAM_PERSIST:
-        if (stsl_like) B(0, 1, 0, 1);
-        return 0;
-    case STSL_PARAM_STEP_RULE:
-        if (stsl_like) B(0, 1, STSL_STEP_SCALED, 1);
-        return 0;
-    case STSL_PARAM_STEP_NOISE:
-        if (stsl_like) B(0, 1, 1.0, 0);
-        return 0;
-    case STSL_PARAM_LIKELIHOOD_VARIANCE:
-        if (kind == STSL_SOLVER_RMP) B(0, 1, STSL_LIKVAR_FLAT, 1);
-        return 0;
-    case STSL_PARAM_RENOISE_LEVEL:
-        if (kind == STSL_SOLVER_DPS_MO) B(0, 1, 0, 1);
-        return 0;
-    default:
-        return 0;
-    }
-#undef B
-}
-
-STSL_API stsl_status stsl_solver_param_bounds(stsl_solver_kind kind, stsl_param key,
-                                              stsl_param_bounds *bounds)
-{
-    if (!bounds || (int)kind < 0 || (int)kind >= N_KINDS) return STSL_ERR_INVALID_ARG;
-    return kind_bounds(kind, key, bounds) ? STSL_OK : STSL_ERR_UNSUPPORTED;
-}
-
-double stsl__sp(const stsl_solver *s, stsl_param key)
-{
-    int k = stsl__solver_slot(key);
-    return k < 0 ? 0.0 : s->val[k];
-}
-int stsl__sp_int(const stsl_solver *s, stsl_param key) { return (int)stsl__sp(s, key); }
-int stsl__sp_isset(const stsl_solver *s, stsl_param key)
-{
-    int k = stsl__solver_slot(key);
-    return k < 0 ? 0 : s->set[k];
-}
-
 STSL_API stsl_status stsl_solver_create(stsl_context *ctx, stsl_solver_kind kind,
                                         stsl_solver **out)
 {
@@ -171,11 +32,7 @@ STSL_API stsl_status stsl_solver_create(stsl_context *ctx, stsl_solver_kind kind
     atomic_init(&s->cancel, 0);
     s->failed_step = -1;
     s->nfe.struct_size = sizeof(stsl_nfe);
-    for (int key = 0; key <= STSL__SP_LAST; key++) {
-        int slot = stsl__solver_slot((stsl_param)key);
-        stsl_param_bounds b;
-        if (slot >= 0 && kind_bounds(kind, (stsl_param)key, &b)) s->val[slot] = b.default_value;
-    }
+    s->facts = STSL__OP_FACTS_GENERIC;
     *out = s;
     return STSL_OK;
 }
@@ -207,26 +64,27 @@ static stsl_status set_value(stsl_solver *s, stsl_param key, double value, int i
     if (!s) return STSL_ERR_INVALID_ARG;
     stsl_param_bounds b;
     int slot = stsl__solver_slot(key);
-    if (slot < 0 || !kind_bounds(s->kind, key, &b))
+    const char *pname = stsl_param_name(key) ? stsl_param_name(key) : "?";
+    if (slot < 0 || !stsl__sp_bounds(s->kind, key, &b))
         return stsl__fail(s->err, STSL_ERR_UNSUPPORTED, "solver %s: parameter %d is not used",
                           solver_names[s->kind], (int)key);
     if (b.is_integer && !is_int)
         return stsl__fail(s->err, STSL_ERR_INVALID_ARG,
-                          "solver %s: parameter %d is an integer (use stsl_solver_set_int)",
-                          solver_names[s->kind], (int)key);
+                          "solver %s: parameter %d (%s) is an integer (use stsl_solver_set_int)",
+                          solver_names[s->kind], (int)key, pname);
     if (!b.is_integer && is_int)
         return stsl__fail(s->err, STSL_ERR_INVALID_ARG,
-                          "solver %s: parameter %d is real (use stsl_solver_set_float)",
-                          solver_names[s->kind], (int)key);
+                          "solver %s: parameter %d (%s) is real (use stsl_solver_set_float)",
+                          solver_names[s->kind], (int)key, pname);
     if (!(value >= b.min && value <= b.max))
         return stsl__fail(s->err, STSL_ERR_INVALID_ARG,
-                          "solver %s: parameter %d = %g is outside [%g, %g]", solver_names[s->kind],
-                          (int)key, value, b.min, b.max);
-    if (key == STSL_PARAM_VARIANT && (s->kind == STSL_SOLVER_STSL || s->kind == STSL_SOLVER_STSL_BIASED)
-        && value != STSL_VARIANT_DEFAULT && value != STSL_VARIANT_STSL_SCORE_PLUS)
-        return stsl__fail(s->err, STSL_ERR_INVALID_ARG,
-                          "solver %s: variant %g is not an STSL variant (0 or %d)",
-                          solver_names[s->kind], value, (int)STSL_VARIANT_STSL_SCORE_PLUS);
+                          "solver %s: parameter %d (%s) = %g is outside [%g, %g]", solver_names[s->kind],
+                          (int)key, pname, value, b.min, b.max);
+    if (!stsl__sp_value_allowed(s->kind, key, value)) {
+        const char *vn = stsl_param_value_name(key, (int64_t)value);
+        return stsl__fail(s->err, STSL_ERR_INVALID_ARG, "solver %s: %s %g (%s) does not apply to it",
+                          solver_names[s->kind], pname, value, vn ? vn : "unnamed");
+    }
     s->val[slot] = value;
     s->set[slot] = 1;
     stsl__clear_error(s->err);
@@ -245,14 +103,17 @@ STSL_API stsl_status stsl_solver_set_float(stsl_solver *solver, stsl_param key, 
     return set_value(solver, key, value, 0);
 }
 
+/* What a run would use (stsl__sp_resolve against the last run's operator, or the generic one). */
 static stsl_status get_value(const stsl_solver *s, stsl_param key, double *value, int is_int)
 {
     if (!s || !value) return STSL_ERR_INVALID_ARG;
     stsl_param_bounds b;
     int slot = stsl__solver_slot(key);
-    if (slot < 0 || !kind_bounds(s->kind, key, &b)) return STSL_ERR_UNSUPPORTED;
+    if (slot < 0 || !stsl__sp_bounds(s->kind, key, &b)) return STSL_ERR_UNSUPPORTED;
     if (b.is_integer != is_int) return STSL_ERR_INVALID_ARG;
-    *value = s->val[slot];
+    double p[STSL__SP_COUNT];
+    stsl__sp_resolve(s->kind, s->val, s->set, &s->facts, p);
+    *value = p[slot];
     return STSL_OK;
 }
 
@@ -410,8 +271,6 @@ STSL_API stsl_status stsl_solver_run_seeded(stsl_solver *solver, stsl_score *sco
     R.dz = stsl__shape_size(zshape);
     R.dx = stsl__shape_size(xshape);
     R.dy = stsl__shape_size(yshape);
-    R.limit = stsl__sp_int(sv, STSL_PARAM_BATCH_LIMIT);
-    R.pad_batch = stsl__sp_int(sv, STSL_PARAM_PAD_BATCH);
     R.op_linear = linear;
     R.err = err;
     int64_t lk = STSL_LOSS_SQUARED;
@@ -419,6 +278,19 @@ STSL_API stsl_status stsl_solver_run_seeded(stsl_solver *solver, stsl_score *sco
     R.loss_kind = (int)lk;
     if (stsl__find_nonfinite(y, (size_t)batch * R.dy) != (size_t)-1)
         return stsl__fail(err, STSL_ERR_NUMERIC, "solver %s: y contains NaN or Inf", name);
+    /* The parameters of this run, resolved once against this operator (solver_params.c); the
+     * getters report the same from now on. */
+    sv->facts = (stsl__op_facts){(int)stsl_operator_get_kind(op), R.loss_kind, 1.0};
+    if (stsl__sp_needs_norm2(sv->kind, sv->set) && (st = stsl__op_norm2(&R, &sv->facts.norm2)) != STSL_OK)
+        return st;
+    stsl__sp_resolve(sv->kind, sv->val, sv->set, &sv->facts, R.p);
+    if (sv->ctx && sv->ctx->log_fn && sv->ctx->log_level <= STSL_LOG_DEBUG) {
+        char line[900];
+        stsl__sp_format(sv->kind, R.p, line, sizeof line);
+        stsl__log(sv->ctx, STSL_LOG_DEBUG, "solver %s: parameters %s", name, line);
+    }
+    R.limit = stsl__param_int(&R, STSL_PARAM_BATCH_LIMIT);
+    R.pad_batch = stsl__param_int(&R, STSL_PARAM_PAD_BATCH);
 
     stsl_autoencoder *own_ae = NULL;
     if (!ae) {
@@ -442,7 +314,7 @@ STSL_API stsl_status stsl_solver_run_seeded(stsl_solver *solver, stsl_score *sco
         R.batch = batch - R.first < group ? batch - R.first : group;
         R.y = y + (size_t)R.first * R.dy;
         R.seeds = seeds ? seeds + R.first : NULL;
-        R.seed = (uint64_t)stsl__sp(sv, STSL_PARAM_SEED) + (uint64_t)R.first;
+        R.seed = (uint64_t)stsl__param(&R, STSL_PARAM_SEED) + (uint64_t)R.first;
         R.step = R.total = 0;
         R.est = NULL;
         st = solve_group(&R, x_out + (size_t)R.first * R.dx);

@@ -1,5 +1,5 @@
 /*
- * solver_internal.h -- what every solver shares, written once (common.c, solver.c).
+ * solver_internal.h -- what every solver shares, written once (common.c, solver_params.c, solver.c).
  *
  * A run (stsl__run) bundles the borrowed handles, the shapes, the ledger and the per-run state.
  * Every network call of a solver goes through stsl__net_* / stsl__dec_* / stsl__enc_*, which
@@ -21,19 +21,16 @@
 #include "autoencoders/autoencoder_internal.h"
 #include "core/internal.h"
 #include "scores/score_internal.h"
+#include "solvers/solver_params.h"
 
 #include <stdatomic.h>
-
-/* parameter slots: SEED and the solver keys 100..124 */
-#define STSL__SP_FIRST 100
-#define STSL__SP_LAST 125
-#define STSL__SP_COUNT (STSL__SP_LAST - STSL__SP_FIRST + 2)
 
 struct stsl_solver {
     stsl_context *ctx;
     stsl_solver_kind kind;
-    double val[STSL__SP_COUNT];
+    double val[STSL__SP_COUNT];          /* as the caller set them (slots: stsl__solver_slot) */
     unsigned char set[STSL__SP_COUNT];   /* 1 when the caller set it explicitly */
+    stsl__op_facts facts;                /* of the last run's operator (getters resolve with it) */
     stsl_progress_fn progress;
     void *progress_user;
     atomic_int cancel;
@@ -41,12 +38,6 @@ struct stsl_solver {
     int failed_step;
     char err[STSL_ERRMSG_SIZE];
 };
-
-/* slot of a key, -1 when the key is not a solver key */
-int stsl__solver_slot(stsl_param key);
-double stsl__sp(const stsl_solver *s, stsl_param key);
-int stsl__sp_int(const stsl_solver *s, stsl_param key);
-int stsl__sp_isset(const stsl_solver *s, stsl_param key);
 
 typedef struct stsl__run {
     stsl_solver *sv;
@@ -68,10 +59,20 @@ typedef struct stsl__run {
                                  * in the caller's batch (PAD_BATCH < batch: solver.c) */
     int loss_kind;              /* stsl_loss of the operator (squared when it has none) */
     int op_linear;
+    double p[STSL__SP_COUNT];   /* the parameters of this run, resolved (stsl__sp_resolve) */
     int step, total;            /* current progress step (0 = initialisation) and total */
     float *est;                 /* current clean LATENT estimate (batch * dz), kept by solvers */
     char *err;
 } stsl__run;
+
+/* The run's value of a parameter (resolved: what was set, else the default that applies to this
+ * run).  The only way a method reads its parameters. */
+static inline double stsl__param(const stsl__run *R, stsl_param key)
+{
+    int k = stsl__solver_slot(key);
+    return k < 0 ? 0.0 : R->p[k];
+}
+static inline int stsl__param_int(const stsl__run *R, stsl_param key) { return (int)stsl__param(R, key); }
 
 /* Progress counts across the groups of a split batch: step `step` of this group as the caller
  * sees it, and the run's total. */
@@ -218,8 +219,5 @@ double stsl__noise_var(const stsl__run *R);
  * variance v: 1/(2v) for ||y - A x||^2, 1/v for Huber (r^2/2 inside delta), sqrt(2/v) for L1
  * (Laplace).  0 when v <= 0. */
 double stsl__nll_weight(const stsl__run *R, double v);
-/* ZETA as set; unset, `impulse` for the impulse-noise losses (L1, Huber), whose bounded gradient
- * starves a guidance step sized for Gaussian noise, else the solver's default ZETA. */
-double stsl__zeta(const stsl__run *R, double impulse);
 
 #endif

@@ -61,29 +61,22 @@
 #include <math.h>
 #include <string.h>
 
-/* Adam's LEARNING_RATE (App. B.1) when the caller did not set it; the table's default (0.2) is
- * the scaled step's (docs/algorithms.md) */
-#define STSL__ADAM_LR_DEFAULT 1e-2
-
 stsl_status stsl__solve_stsl(stsl__run *R, float *x_out)
 {
-    stsl_solver *sv = R->sv;
-    const int T = stsl__sp_int(sv, STSL_PARAM_STEPS);
-    const int K = stsl__sp_int(sv, STSL_PARAM_INNER_STEPS);
-    const int P = K + (stsl__sp_int(sv, STSL_PARAM_INNER_INCLUSIVE) ? 1 : 0);
-    const double eta = stsl__sp(sv, STSL_PARAM_ETA);
-    const int N = eta > 0 ? stsl__sp_int(sv, STSL_PARAM_PROBES) : 0;
-    const double lambda = stsl__sp(sv, STSL_PARAM_LAMBDA);
-    const double decay = stsl__sp(sv, STSL_PARAM_LR_DECAY);
-    const double kappa = stsl__sp(sv, STSL_PARAM_KAPPA);
-    const int init = stsl__sp_int(sv, STSL_PARAM_INIT);
-    const int squared = stsl__sp_int(sv, STSL_PARAM_SQUARED_LOSS);
-    const int persist = stsl__sp_int(sv, STSL_PARAM_ADAM_PERSIST);
-    const int rule = stsl__sp_int(sv, STSL_PARAM_STEP_RULE);
-    const double noise14 = stsl__sp(sv, STSL_PARAM_STEP_NOISE);
-    double lr = rule == STSL_STEP_ADAM && !stsl__sp_isset(sv, STSL_PARAM_LEARNING_RATE)
-                    ? STSL__ADAM_LR_DEFAULT
-                    : stsl__sp(sv, STSL_PARAM_LEARNING_RATE);
+    const int T = stsl__param_int(R, STSL_PARAM_STEPS);
+    const int K = stsl__param_int(R, STSL_PARAM_INNER_STEPS);
+    const int P = K + (stsl__param_int(R, STSL_PARAM_INNER_INCLUSIVE) ? 1 : 0);
+    const double eta = stsl__param(R, STSL_PARAM_ETA);
+    const int N = eta > 0 ? stsl__param_int(R, STSL_PARAM_PROBES) : 0;
+    const double lambda = stsl__param(R, STSL_PARAM_LAMBDA);
+    const double decay = stsl__param(R, STSL_PARAM_LR_DECAY);
+    const double kappa = stsl__param(R, STSL_PARAM_KAPPA);
+    const int init = stsl__param_int(R, STSL_PARAM_INIT);
+    const int squared = stsl__param_int(R, STSL_PARAM_SQUARED_LOSS);
+    const int persist = stsl__param_int(R, STSL_PARAM_ADAM_PERSIST);
+    const int rule = stsl__param_int(R, STSL_PARAM_STEP_RULE);
+    const double noise14 = stsl__param(R, STSL_PARAM_STEP_NOISE);
+    double lr = stsl__param(R, STSL_PARAM_LEARNING_RATE);   /* Adam's own unless set */
     const double sy = stsl__noise_sigma(R);
     /* the data term at the truth: lambda d_y sigma_y^2 (squared), lambda sqrt(d_y) sigma_y (norm);
      * 0 for the impulse-noise losses */

@@ -183,3 +183,39 @@ double tu_tol(double cpu, double cuda, double half)
     if (tu_half()) return half;
     return tu_on_cuda() ? cuda : cpu;
 }
+
+int tu_help_lists_default(const char *text, const char *flag, const char *value, const char *who)
+{
+    /* the flag's line: "  --flag ARG ..." at the start of a line */
+    char pat[96];
+    snprintf(pat, sizeof pat, "\n  %s ", flag);
+    const char *p = strstr(text, pat);
+    if (!p) return 0;
+    const char *d = strstr(p + 1, "default:");
+    const char *next = strstr(p + 1, "\n  --");
+    if (!d || (next && d > next)) return 0;
+    const char *end = strchr(d, '\n');
+    size_t len = end ? (size_t)(end - d) : strlen(d);
+    char line[4096];
+    if (len >= sizeof line) len = sizeof line - 1;
+    memcpy(line, d + strlen("default:"), len - strlen("default:"));
+    line[len - strlen("default:")] = '\0';
+    /* groups "VALUE (who, who)" separated by ";" */
+    char *save = NULL;
+    for (char *g = strtok_r(line, ";", &save); g; g = strtok_r(NULL, ";", &save)) {
+        while (*g == ' ') g++;
+        char *open = strchr(g, '(');
+        char *close = open ? strrchr(open, ')') : NULL;
+        if (!open || !close) continue;
+        size_t vl = (size_t)(open - g);
+        while (vl > 0 && g[vl - 1] == ' ') vl--;
+        if (vl != strlen(value) || strncmp(g, value, vl) != 0) continue;
+        *close = '\0';
+        char *save2 = NULL;
+        for (char *w = strtok_r(open + 1, ",", &save2); w; w = strtok_r(NULL, ",", &save2)) {
+            while (*w == ' ') w++;
+            if (strcmp(w, who) == 0) return 1;
+        }
+    }
+    return 0;
+}

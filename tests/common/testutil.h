@@ -63,6 +63,11 @@ stsl_context *tu_context(void);
  * device.  The values each suite uses are listed in docs/cuda.md. */
 double tu_tol(double cpu, double cuda, double half);
 
+/* 1 when a tool's generated --help (text) lists `flag` ("--steps") with a "default:" line that
+ * has a group "VALUE (a, b, ...)" whose value is `value` and whose list holds `who` -- the form
+ * examples/common/cli.c writes: "default: 50 (ddim, stsl); 1000 (dps)". */
+int tu_help_lists_default(const char *text, const char *flag, const char *value, const char *who);
+
 /* Assert a call returns the given status; on mismatch print the handle's message. */
 #define TU_ASSERT_STATUS(expr, expected)                                                  \
     do {                                                                                   \

@@ -47,7 +47,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (r < 0 || cli_parse_double(val, 0, 10, "--noise", &noise, err) != 0) usage = 1;
         } else if ((r = cli_take_task_option(argc, argv, &i, &task, err)) != 0) {
             if (r < 0) usage = 1;
-        } else if ((r = ru_take_flag(RU_SOLVER_FLAGS, argc, argv, &i, &solver_settings, err)) != 0) {
+        } else if ((r = ru_take_solver_flag(argc, argv, &i, &solver_settings, err)) != 0) {
             if (r < 0) usage = 1;
         } else {
             i++;   /* a positional argument */

@@ -120,6 +120,43 @@ static void test_version_and_sr_note(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(buf, "divisible by 2, 4, 8"));
 }
 
+/* issue 29: the task options' help is generated from the library: every option (and --noise)
+ * shows, for every task that uses it, the default stsl_operator_param_bounds reports */
+static void test_help_defaults_from_library(void)
+{
+    if (!have_tool()) return;
+    CU_ASSERT_EQUAL(run("--help"), 0);
+    static char buf[65536];
+    read_stdout(buf, sizeof buf);
+    char names[1024];
+    snprintf(names, sizeof names, "%s", stsl_operator_names());
+    int checked = 0;
+    for (char *task = strtok(names, " "); task; task = strtok(NULL, " ")) {
+        stsl_operator *op = NULL;
+        if (stsl_operator_create_by_name(NULL, task, (stsl_shape){3, 256, 256}, &op) != STSL_OK) continue;
+        stsl_operator_kind kind = stsl_operator_get_kind(op);
+        stsl_operator_destroy(op);
+        stsl_param keys[64];
+        int n = 0;
+        TU_ASSERT_OK(stsl_operator_param_keys(kind, keys, 64, &n));
+        for (int i = 0; i < n; i++) {
+            if (keys[i] == STSL_PARAM_SEED) continue;   /* the tool's --seed */
+            stsl_param_bounds b;
+            TU_ASSERT_OK(stsl_operator_param_bounds(kind, keys[i], &b));
+            char flag[80], value[64];
+            const char *vn = b.is_integer ? stsl_param_value_name(keys[i], (int64_t)b.default_value) : NULL;
+            snprintf(flag, sizeof flag, "--%s", stsl_param_name(keys[i]));
+            if (vn) snprintf(value, sizeof value, "%s", vn);
+            else snprintf(value, sizeof value, "%g", b.default_value);
+            int ok = tu_help_lists_default(buf, flag, value, task);
+            if (!ok) fprintf(stderr, "\n  --help: %s lacks default %s for %s\n", flag, value, task);
+            CU_ASSERT(ok);
+            checked++;
+        }
+    }
+    CU_ASSERT(checked > 30);
+}
+
 /* issue 17: stsl-bench --help printed a three-line usage; the option help came only with --task */
 static void test_bench_help(void)
 {
@@ -277,6 +314,7 @@ int main(void)
         {"an output extension the tool cannot write is refused up front", test_output_extension},
         {"--version works; the task list says what sr8 needs", test_version_and_sr_note},
         {"stsl-bench --help describes every option", test_bench_help},
+        {"help: every task option's default as the library reports it", test_help_defaults_from_library},
         {NULL, NULL},
     };
     return stsl_test_main("stsl-degrade", tests);

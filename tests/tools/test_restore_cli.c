@@ -147,6 +147,43 @@ static void test_help(void)
     }
 }
 
+/* issue 29: the help is generated from the library: every solver option shows, for every solver
+ * that uses it, the default stsl_solver_param_bounds reports (get-after-create) */
+static void test_help_defaults_from_library(void)
+{
+    if (!tool_present()) return;
+    CU_ASSERT_EQUAL(run("--help", out_buf, sizeof out_buf, NULL, 0), 0);
+    char names[1024];
+    snprintf(names, sizeof names, "%s", stsl_solver_names());
+    int checked = 0;
+    for (char *sv = strtok(names, " "); sv; sv = strtok(NULL, " ")) {
+        stsl_solver *s = NULL;
+        if (stsl_solver_create_by_name(NULL, sv, &s) != STSL_OK) continue;
+        stsl_solver_kind kind = stsl_solver_get_kind(s);
+        stsl_solver_destroy(s);
+        stsl_param keys[64];
+        int n = 0;
+        TU_ASSERT_OK(stsl_solver_param_keys(kind, keys, 64, &n));
+        for (int i = 0; i < n; i++) {
+            if (keys[i] == STSL_PARAM_SEED || keys[i] == STSL_PARAM_PROGRESS_ESTIMATE) continue;   /* the tool's */
+            stsl_param_bounds b;
+            TU_ASSERT_OK(stsl_solver_param_bounds(kind, keys[i], &b));
+            char flag[80], value[64];
+            const char *vn = b.is_integer ? stsl_param_value_name(keys[i], (int64_t)b.default_value) : NULL;
+            snprintf(flag, sizeof flag, "--%s", stsl_param_name(keys[i]));
+            if (vn) snprintf(value, sizeof value, "%s", vn);
+            else snprintf(value, sizeof value, "%g", b.default_value);
+            int ok = tu_help_lists_default(out_buf, flag, value, sv);
+            if (!ok) fprintf(stderr, "\n  --help: %s lacks default %s for %s\n", flag, value, sv);
+            CU_ASSERT(ok);
+            checked++;
+        }
+    }
+    CU_ASSERT(checked > 40);
+    /* and it can tell a wrong one */
+    CU_ASSERT_FALSE(tu_help_lists_default(out_buf, "--steps", "12345", "dps"));
+}
+
 static void test_bad_usage(void)
 {
     if (!tool_present()) return;
@@ -989,6 +1026,7 @@ int main(void)
 {
     static const stsl_test tests[] = {
         {"help lists tasks and solvers", test_help},
+        {"help: every solver option's default as the library reports it", test_help_defaults_from_library},
         {"bad usage exits 2 with one line", test_bad_usage},
         {"missing input exits 1", test_missing_input},
         {"solver option not for the solver exits 2", test_option_not_for_solver},
