@@ -149,10 +149,22 @@ $(BUILD)/tests/%: tests/%.c $(STATIC) $(TEST_COMMON) $(wildcard tests/common/*.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -Itests -o $@ $< $(TEST_COMMON) $(STATIC) -lcunit $(LINK_LIBS)
 
-# Tools link the shared library, as a user's program would.
+# The tools' tests (tests/tools/) also test the tools' own code (examples/common/*.c) directly,
+# built as the tools build it: against include/ and examples/ only.
+TOOL_TEST_BIN := $(filter $(BUILD)/tests/tools/%,$(TEST_BIN))
+$(TOOL_TEST_BIN): $(BUILD)/tests/tools/%: tests/tools/%.c $(STATIC) $(TEST_COMMON) $(TOOL_COMMON) \
+                  $(wildcard tests/common/*.h examples/common/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(TOOL_CFLAGS) -Itests -o $@ $< $(TEST_COMMON) $(TOOL_COMMON) $(STATIC) -lcunit \
+	    $(LINK_LIBS) -lz
+
+# Tools are programs of the public API: they compile against include/ (and examples/common/)
+# only, so a tool that includes anything under src/ fails to build, and link the shared
+# library, as a user's program would.
+TOOL_CFLAGS = $(filter-out -Isrc,$(CFLAGS_ALL)) -Iexamples
 $(BINOUT)/%: examples/%.c $(SHARED) $(TOOL_COMMON) $(wildcard examples/common/*.h)
 	@mkdir -p $(BINOUT)
-	$(CC) $(CFLAGS_ALL) -Iexamples -o $@ $< $(TOOL_COMMON) -L$(LIBOUT) -lstsl \
+	$(CC) $(TOOL_CFLAGS) -o $@ $< $(TOOL_COMMON) -L$(LIBOUT) -lstsl \
 	    -Wl,-rpath,'$$ORIGIN/$(shell realpath -m --relative-to=$(BINOUT) $(LIBOUT))' $(DEPS_LDFLAGS) \
 	    $(TOOL_TORCH_FLAGS) -lz -lm -lpthread $(SAN_FLAGS)
 

@@ -292,7 +292,7 @@ int ru_load_models(stsl_context *ctx, const char *solver, const char *model_path
             fail(err, "--vae %s: the prior %s is a pixel-space model, it uses no autoencoder",
                  vae_path, m->model_path);
             ru_models_free(m);
-            return RU_EXIT_USAGE;
+            return CLI_EXIT_USAGE;
         }
         stsl_score_shape(m->score, &m->image);
     }
@@ -427,12 +427,12 @@ int ru_restore_batch(stsl_context *ctx, ru_models *m, const ru_job *job,
     stsl_nfe nfe;
     memset(&nfe, 0, sizeof nfe);
     nfe.struct_size = sizeof nfe;
-    int rc = RU_EXIT_FAIL;
+    int rc = CLI_EXIT_FAIL;
     stsl_status st;
     /* one operator for the batch: its own randomness (masks, kernels) is the task's, from --seed */
     int code = cli_make_operator(ctx, job->task, m->image, job->task_opts, job->seed, job->noise, &op, err);
     if (code != CLI_EXIT_OK) {
-        rc = code == CLI_EXIT_USAGE ? RU_EXIT_USAGE : RU_EXIT_FAIL;
+        rc = code == CLI_EXIT_USAGE ? CLI_EXIT_USAGE : CLI_EXIT_FAIL;
         goto done;
     }
     stsl_shape ys;
@@ -471,7 +471,7 @@ int ru_restore_batch(stsl_context *ctx, ru_models *m, const ru_job *job,
     if (job->steps > 0 && ru_set_solver_param(solver, "--steps", STSL_PARAM_STEPS, job->steps, err) != 0)
         goto done;
     if (job->solver_opts && ru_apply_solver(solver, job->solver_opts, err) != 0) {
-        rc = RU_EXIT_USAGE;
+        rc = CLI_EXIT_USAGE;
         goto done;
     }
     progress_state ps = {ru_now(), 0.0, 0};
