@@ -14,6 +14,7 @@
  *    time per image likewise.
  */
 #include "common/bench_images.h"
+#include "common/metrics.h"
 #include "common/restore_util.h"
 
 #include <errno.h>
@@ -433,8 +434,8 @@ int stsl_bench_images_main(int argc, char **argv)
             float *r = restored + (size_t)g * d;
             for (int k = 0; k < K; k++)
                 for (size_t q = 0; q < d; q++) r[q] += xb[((size_t)i * K + k) * d + q] / (float)K;
-            psnr[g] = ru_psnr(clean + (size_t)g * d, r, m.image.channels, m.image.height, m.image.width);
-            ssim[g] = ru_ssim(clean + (size_t)g * d, r, m.image.channels, m.image.height, m.image.width);
+            psnr[g] = metric_psnr(clean + (size_t)g * d, r, (size_t)d);
+            ssim[g] = metric_ssim(clean + (size_t)g * d, r, m.image.channels, m.image.height, m.image.width);
             int lab = labels[8 + idx[g]];
             double secs = dt / nb;
             sum_p += psnr[g];

@@ -160,13 +160,6 @@ int ru_load_input(stsl_context *ctx, const char *path, const ru_models *m, ru_fi
  * 2-pixel white gutter, each scaled by `scale` (nearest). */
 int ru_montage(stsl_image *const *tiles, int n, int scale, stsl_image **out, char *err);
 
-/* ---- metrics on [-1, 1] images, computed on [0, 1] ------------------------------------------ */
-
-double ru_psnr(const float *a, const float *b, int channels, int height, int width);
-/* SSIM with an 11x11 Gaussian window (sigma 1.5), K1 0.01, K2 0.03, L 1, valid region, mean over
- * channels (Wang et al. 2004). */
-double ru_ssim(const float *a, const float *b, int channels, int height, int width);
-
 /* Monotonic seconds. */
 double ru_now(void);
 

@@ -2,8 +2,8 @@
 """Train the small KL autoencoder 1x28x28 <-> zc x 7 x 7 (zc = 8 by default, as shipped) on
 Fashion-MNIST (images in [-1,1]), CPU only. Loss per image: sum over pixels of (L1 + L2) reconstruction error plus
 kl_weight * KL(q(z|x) || N(0,I)) summed over the zc x 49 latent entries. After training it reports
-the test-split reconstruction PSNR (computed on the [-1,1] range with data range 2, which is
-the same number as on [0,1] with data range 1; the decoder output is clamped to [-1,1]) and
+the test-split reconstruction PSNR (scripts/stsl_metrics.py: on [0,1] with data range 1, the
+decoder output clipped) and
 latent_scale = 1 / std of the posterior means of the training images.
 
   /usr/bin/python3 scripts/train/train_vae.py --epochs 4 --threads 2
@@ -19,6 +19,8 @@ import torch  # noqa: E402
 from common import (CKPT_DIR, atomic_save, base_parser, count_params, load_checkpoint,  # noqa: E402
                     load_fmnist, log, past_deadline, seed_all, setup_threads)
 from nets import VAE  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from stsl_metrics import psnr  # noqa: E402  (scripts/: the one PSNR)
 
 CONFIG = dict(cin=1, zc=8, c1=32, c2=64)
 
@@ -31,16 +33,10 @@ def encode_all(vae, x, bs=500):
 
 @torch.no_grad()
 def test_psnr(vae, xt, bs=500):
-    """mean over images of per-image PSNR, [-1,1] range, data range 2 (decoder clamped)."""
+    """Mean over images of the PSNR of decode(encode(x)) (scripts/stsl_metrics.py)."""
     vae.eval()
-    ps = []
-    for i in range(0, xt.shape[0], bs):
-        xb = xt[i:i + bs]
-        r = vae.decode(vae.encode(xb)).clamp(-1, 1)
-        mse = (r - xb).pow(2).flatten(1).mean(1)
-        ps.append(10 * torch.log10(4.0 / mse.clamp_min(1e-12)))
-    ps = torch.cat(ps)
-    return float(ps.mean())
+    rec = torch.cat([vae.decode(vae.encode(xt[i:i + bs])) for i in range(0, xt.shape[0], bs)])
+    return psnr(rec, xt)
 
 
 def main():
