@@ -30,6 +30,7 @@ try:
 except ImportError:  # pragma: no cover
     sys.exit("bench_eval.py: needs torch: run it with Debian's /usr/bin/python3 (python3-torch)")
 
+from bench_common import read_kv  # noqa: E402
 from stsl_metrics import psnr, ssim  # noqa: E402  (scripts/: the one PSNR/SSIM, as stsl-bench's)
 
 
@@ -41,16 +42,6 @@ def default_classifier():
         if os.path.exists(p):
             return p
     return os.path.join(here, "..", "models", "fmnist-classifier.pt")
-
-
-def read_kv(path):
-    out = {}
-    with open(path) as f:
-        for line in f:
-            if "=" in line:
-                k, v = line.split("=", 1)
-                out[k.strip()] = v.strip()
-    return out
 
 
 def frechet(a, b):

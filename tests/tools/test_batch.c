@@ -410,42 +410,71 @@ static int ok_rows(const char *out)
     return count_of(read_file(csv), ",ok,");
 }
 
+/* Input and output directories tag-in/ and tag-out/, `images` inputs (and an unreadable one named
+ * `unreadable`, unless NULL), their items and a stand-in. */
+typedef struct run_fixture {
+    const char *in, *out;
+    batch_items items;
+    fake f;
+} run_fixture;
+
+static void fixture_open(run_fixture *x, const char *tag, int images, const char *unreadable)
+{
+    char name[64];
+    snprintf(name, sizeof name, "%s-in", tag);
+    x->in = fresh_dir(name);
+    snprintf(name, sizeof name, "%s-out", tag);
+    x->out = fresh_dir(name);
+    make_images(x->in, images);
+    if (unreadable) {
+        char p[1024];
+        snprintf(p, sizeof p, "%s/%s", x->in, unreadable);
+        write_file(p, "not a png");
+    }
+    CU_ASSERT_EQUAL_FATAL(batch_items_load(x->in, 1, &x->items), CLI_EXIT_OK);
+    memset(&x->f, 0, sizeof x->f);
+    pthread_mutex_init(&x->f.lock, NULL);
+}
+
+static void fixture_close(run_fixture *x)
+{
+    pthread_mutex_destroy(&x->f.lock);
+    batch_items_free(&x->items);
+}
+
 static void test_run_shards_and_resume(void)
 {
-    const char *in = fresh_dir("run-in"), *out = fresh_dir("run-out");
-    make_images(in, 7);
-    batch_items items;
-    CU_ASSERT_EQUAL_FATAL(batch_items_load(in, 1, &items), CLI_EXIT_OK);
-    fake f = {0};
-    pthread_mutex_init(&f.lock, NULL);
+    run_fixture x;
+    fixture_open(&x, "run", 7, NULL);
+    fake *f = &x.f;
     batch_counts c;
 
     /* shard 1/3 takes items 1 and 4 only */
-    CU_ASSERT_EQUAL(run_fake(&f, out, &items, 1, 3, 4, 1, &c), CLI_EXIT_OK);
+    CU_ASSERT_EQUAL(run_fake(f, x.out, &x.items, 1, 3, 4, 1, &c), CLI_EXIT_OK);
     CU_ASSERT_EQUAL(c.mine, 2);
     CU_ASSERT_EQUAL(c.done, 2);
-    for (int i = 0; i < 7; i++) CU_ASSERT_EQUAL(exists(out, items.name[i]), i % 3 == 1);
-    CU_ASSERT_EQUAL(f.calls, 1);   /* both in one call of batch 4 */
-    CU_ASSERT_EQUAL(f.max_n, 2);
-    CU_ASSERT_EQUAL(f.opened, 1);
-    CU_ASSERT_EQUAL(f.closed, 1);
+    for (int i = 0; i < 7; i++) CU_ASSERT_EQUAL(exists(x.out, x.items.name[i]), i % 3 == 1);
+    CU_ASSERT_EQUAL(f->calls, 1);   /* both in one call of batch 4 */
+    CU_ASSERT_EQUAL(f->max_n, 2);
+    CU_ASSERT_EQUAL(f->opened, 1);
+    CU_ASSERT_EQUAL(f->closed, 1);
 
     /* the other shards, two workers, batches of 2 */
-    CU_ASSERT_EQUAL(run_fake(&f, out, &items, 0, 3, 2, 2, &c), CLI_EXIT_OK);
+    CU_ASSERT_EQUAL(run_fake(f, x.out, &x.items, 0, 3, 2, 2, &c), CLI_EXIT_OK);
     CU_ASSERT_EQUAL(c.mine, 3);
     CU_ASSERT_EQUAL(c.done, 3);
-    CU_ASSERT_EQUAL(run_fake(&f, out, &items, 2, 3, 2, 2, &c), CLI_EXIT_OK);
+    CU_ASSERT_EQUAL(run_fake(f, x.out, &x.items, 2, 3, 2, 2, &c), CLI_EXIT_OK);
     CU_ASSERT_EQUAL(c.done, 2);
-    CU_ASSERT(f.max_n <= 4);
-    CU_ASSERT_EQUAL(f.opened, f.closed);
-    for (int i = 0; i < 7; i++) CU_ASSERT(exists(out, items.name[i]));
-    CU_ASSERT_EQUAL(ok_rows(out), 7);
+    CU_ASSERT(f->max_n <= 4);
+    CU_ASSERT_EQUAL(f->opened, f->closed);
+    for (int i = 0; i < 7; i++) CU_ASSERT(exists(x.out, x.items.name[i]));
+    CU_ASSERT_EQUAL(ok_rows(x.out), 7);
 
     /* the restored image is the stand-in's, written as a PNG */
     stsl_context *ctx = NULL;
     TU_ASSERT_OK(stsl_context_create(&ctx));
     char p[1024];
-    snprintf(p, sizeof p, "%s/%s", out, items.name[3]);
+    snprintf(p, sizeof p, "%s/%s", x.out, x.items.name[3]);
     stsl_image *img = NULL;
     TU_ASSERT_OK(stsl_image_load(ctx, p, 1, &img));
     if (img) CU_ASSERT_DOUBLE_EQUAL(img->data[0], -3.0 / 7.0, 1.0 / 255.0 + 1e-6);
@@ -453,98 +482,86 @@ static void test_run_shards_and_resume(void)
     stsl_context_destroy(ctx);
 
     /* resume, unsharded: every output exists, nothing restored, no row added */
-    int calls = f.calls;
-    CU_ASSERT_EQUAL(run_fake(&f, out, &items, 0, 1, 3, 1, &c), CLI_EXIT_OK);
+    int calls = f->calls;
+    CU_ASSERT_EQUAL(run_fake(f, x.out, &x.items, 0, 1, 3, 1, &c), CLI_EXIT_OK);
     CU_ASSERT_EQUAL(c.skipped, 7);
     CU_ASSERT_EQUAL(c.done, 0);
-    CU_ASSERT_EQUAL(f.calls, calls);
-    CU_ASSERT_EQUAL(ok_rows(out), 7);
+    CU_ASSERT_EQUAL(f->calls, calls);
+    CU_ASSERT_EQUAL(ok_rows(x.out), 7);
 
     /* an output lost after its row (a run killed between its row and its rename): restored
      * again, its row not written twice */
-    snprintf(p, sizeof p, "%s/%s", out, items.name[5]);
+    snprintf(p, sizeof p, "%s/%s", x.out, x.items.name[5]);
     CU_ASSERT_EQUAL(unlink(p), 0);
-    CU_ASSERT_EQUAL(run_fake(&f, out, &items, 0, 1, 3, 1, &c), CLI_EXIT_OK);
+    CU_ASSERT_EQUAL(run_fake(f, x.out, &x.items, 0, 1, 3, 1, &c), CLI_EXIT_OK);
     CU_ASSERT_EQUAL(c.done, 1);
-    CU_ASSERT(exists(out, items.name[5]));
-    CU_ASSERT_EQUAL(ok_rows(out), 7);
-    pthread_mutex_destroy(&f.lock);
-    batch_items_free(&items);
+    CU_ASSERT(exists(x.out, x.items.name[5]));
+    CU_ASSERT_EQUAL(ok_rows(x.out), 7);
+    fixture_close(&x);
 }
 
 static void test_run_claims_and_debris(void)
 {
-    const char *in = fresh_dir("claim-in"), *out = fresh_dir("claim-out");
-    make_images(in, 4);
-    batch_items items;
-    CU_ASSERT_EQUAL_FATAL(batch_items_load(in, 1, &items), CLI_EXIT_OK);
+    run_fixture x;
+    fixture_open(&x, "claim", 4, NULL);
+    fake *f = &x.f;
     /* item 1 is being restored by another writer; item 2 has a killed run's temporaries and claim
      * file */
-    int held = batch_claim_take(out, items.name[1]);
+    int held = batch_claim_take(x.out, x.items.name[1]);
     CU_ASSERT_FATAL(held >= 0);
     char p[1024];
-    snprintf(p, sizeof p, "%s/.%s.4242.tmp", out, items.name[2]);
+    snprintf(p, sizeof p, "%s/.%s.4242.tmp", x.out, x.items.name[2]);
     write_file(p, "partial");
-    snprintf(p, sizeof p, "%s/..%s.4242.tmp.0badf00d.tmp", out, items.name[2]);
+    snprintf(p, sizeof p, "%s/..%s.4242.tmp.0badf00d.tmp", x.out, x.items.name[2]);
     write_file(p, "partial");
-    snprintf(p, sizeof p, "%s/.%s.claim", out, items.name[2]);
+    snprintf(p, sizeof p, "%s/.%s.claim", x.out, x.items.name[2]);
     write_file(p, "");
-    fake f = {0};
-    pthread_mutex_init(&f.lock, NULL);
     batch_counts c;
-    CU_ASSERT_EQUAL(run_fake(&f, out, &items, 0, 1, 2, 1, &c), CLI_EXIT_OK);
+    CU_ASSERT_EQUAL(run_fake(f, x.out, &x.items, 0, 1, 2, 1, &c), CLI_EXIT_OK);
     CU_ASSERT_EQUAL(c.done, 3);
     CU_ASSERT_EQUAL(c.elsewhere, 1);
-    CU_ASSERT(!exists(out, items.name[1]));
-    CU_ASSERT(exists(out, items.name[2]));
+    CU_ASSERT(!exists(x.out, x.items.name[1]));
+    CU_ASSERT(exists(x.out, x.items.name[2]));
     /* nothing but outputs, the CSV and the claim still held */
-    DIR *d = opendir(out);
+    DIR *d = opendir(x.out);
     struct dirent *e;
     int stray = 0;
     char held_file[600];
-    snprintf(held_file, sizeof held_file, ".%s.claim", items.name[1]);
+    snprintf(held_file, sizeof held_file, ".%s.claim", x.items.name[1]);
     while ((e = readdir(d)))
         if (e->d_name[0] == '.' && strcmp(e->d_name, ".") && strcmp(e->d_name, "..") &&
             strcmp(e->d_name, held_file))
             stray++, fprintf(stderr, "\n  left: %s", e->d_name);
     closedir(d);
     CU_ASSERT_EQUAL(stray, 0);
-    batch_claim_release(out, items.name[1], held);
+    batch_claim_release(x.out, x.items.name[1], held);
     /* released: the next run restores it */
-    CU_ASSERT_EQUAL(run_fake(&f, out, &items, 0, 1, 2, 1, &c), CLI_EXIT_OK);
+    CU_ASSERT_EQUAL(run_fake(f, x.out, &x.items, 0, 1, 2, 1, &c), CLI_EXIT_OK);
     CU_ASSERT_EQUAL(c.done, 1);
     CU_ASSERT_EQUAL(c.skipped, 3);
-    CU_ASSERT_EQUAL(ok_rows(out), 4);
-    pthread_mutex_destroy(&f.lock);
-    batch_items_free(&items);
+    CU_ASSERT_EQUAL(ok_rows(x.out), 4);
+    fixture_close(&x);
 }
 
 static void test_run_failure_isolated(void)
 {
-    const char *in = fresh_dir("fail-in"), *out = fresh_dir("fail-out");
-    make_images(in, 5);
-    char p[1024];
-    snprintf(p, sizeof p, "%s/img05.png", in);
-    write_file(p, "not a png");   /* unreadable: fails at load */
-    batch_items items;
-    CU_ASSERT_EQUAL_FATAL(batch_items_load(in, 1, &items), CLI_EXIT_OK);
-    fake f = {0};
-    f.fail_name = "img02.png";    /* fails its batch's call, then its own */
-    pthread_mutex_init(&f.lock, NULL);
+    run_fixture x;
+    fixture_open(&x, "fail", 5, "img05.png");   /* unreadable: fails at load */
+    fake *f = &x.f;
+    f->fail_name = "img02.png";    /* fails its batch's call, then its own */
     batch_counts c;
-    CU_ASSERT_EQUAL(run_fake(&f, out, &items, 0, 1, 3, 1, &c), CLI_EXIT_FAIL);
+    CU_ASSERT_EQUAL(run_fake(f, x.out, &x.items, 0, 1, 3, 1, &c), CLI_EXIT_FAIL);
     CU_ASSERT_EQUAL(c.done, 4);
     CU_ASSERT_EQUAL(c.failed, 2);
-    for (int i = 0; i < 6; i++) CU_ASSERT_EQUAL(exists(out, items.name[i]), i != 2 && i != 5);
+    for (int i = 0; i < 6; i++) CU_ASSERT_EQUAL(exists(x.out, x.items.name[i]), i != 2 && i != 5);
     char csv[1024];
-    snprintf(csv, sizeof csv, "%s/results.csv", out);
+    snprintf(csv, sizeof csv, "%s/results.csv", x.out);
     const char *text = read_file(csv);
     CU_ASSERT_EQUAL(count_of(text, ",failed,"), 2);
     CU_ASSERT_EQUAL(count_of(text, ",ok,"), 4);
     /* the batch of img00..img02 failed once, then each was retried alone */
-    CU_ASSERT(f.calls >= 5);
-    pthread_mutex_destroy(&f.lock);
-    batch_items_free(&items);
+    CU_ASSERT(f->calls >= 5);
+    fixture_close(&x);
 }
 
 static void test_run_bad_config(void)
