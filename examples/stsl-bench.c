@@ -412,6 +412,7 @@ static int gmm_mode(const gmm_opts *o)
 int main(int argc, char **argv)
 {
     cli_tune_malloc();   /* before libtorch allocates anything (cli.h) */
+    cli_set_program("stsl-bench");
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             help();

@@ -31,12 +31,6 @@ static void usage(FILE *f)
                "magnitude (DC centred), scaled so its maximum is white.\n");
 }
 
-static int die(int code, const char *msg)
-{
-    fprintf(stderr, "stsl-degrade: %s\n", msg);
-    return code;
-}
-
 /* log(1 + y) per image, scaled to [-1, 1] by its maximum: a viewable magnitude. */
 static void magnitude_view(float *y, size_t n)
 {
@@ -47,6 +41,7 @@ static void magnitude_view(float *y, size_t n)
 
 int main(int argc, char **argv)
 {
+    cli_set_program("stsl-degrade");
     char err[CLI_ERR_LEN] = "";
     const char *pos[2] = {NULL, NULL}, *task = NULL, *val;
     int npos = 0;
@@ -65,34 +60,32 @@ int main(int argc, char **argv)
             return CLI_EXIT_OK;
         }
         if ((r = cli_match(argc, argv, &i, "--task", &val, err)) != 0) {
-            if (r < 0) return die(CLI_EXIT_USAGE, err);
+            if (r < 0) return cli_usage_error("%s", err);
             task = val;
         } else if ((r = cli_match(argc, argv, &i, "--noise", &val, err)) != 0) {
-            if (r < 0 || cli_parse_noise(val, &noise, err) != 0) return die(CLI_EXIT_USAGE, err);
+            if (r < 0 || cli_parse_noise(val, &noise, err) != 0) return cli_usage_error("%s", err);
         } else if ((r = cli_match(argc, argv, &i, "--seed", &val, err)) != 0) {
-            if (r < 0 || cli_parse_int(val, 0, INT64_MAX, "--seed", &seed, err) != 0) return die(CLI_EXIT_USAGE, err);
+            if (r < 0 || cli_parse_int(val, 0, INT64_MAX, "--seed", &seed, err) != 0) return cli_usage_error("%s", err);
         } else if ((r = cli_take_task_option(argc, argv, &i, &topts, err)) != 0) {
-            if (r < 0) return die(CLI_EXIT_USAGE, err);
+            if (r < 0) return cli_usage_error("%s", err);
         } else if (argv[i][0] == '-' && argv[i][1] != '\0') {
-            snprintf(err, sizeof err, "unknown option '%.64s' (see --help)", argv[i]);
-            return die(CLI_EXIT_USAGE, err);
+            return cli_usage_error("unknown option '%.64s'", argv[i]);
         } else {
-            if (npos == 2) return die(CLI_EXIT_USAGE, "too many arguments: expected INPUT OUTPUT (see --help)");
+            if (npos == 2) return cli_usage_error("too many arguments: expected INPUT OUTPUT");
             pos[npos++] = argv[i++];
         }
     }
-    if (npos < 2) return die(CLI_EXIT_USAGE, "expected INPUT OUTPUT (see --help)");
-    if (!task) return die(CLI_EXIT_USAGE, "--task TASK is required (see --help)");
+    if (npos < 2) return cli_usage_error("expected INPUT OUTPUT");
+    if (!task) return cli_usage_error("--task TASK is required");
     if (!cli_is_image_name(pos[1])) {   /* before any work, as stsl-restore */
-        snprintf(err, sizeof err, "OUTPUT '%.256s' must end in .png, .jpg or .jpeg (see --help)", pos[1]);
-        return die(CLI_EXIT_USAGE, err);
+        return cli_usage_error("OUTPUT '%.256s' must end in .png, .jpg or .jpeg", pos[1]);
     }
 
     stsl_context *ctx = NULL;
     stsl_image *in = NULL, *out = NULL;
     stsl_operator *op = NULL;
     int rc = CLI_EXIT_FAIL;
-    if (stsl_context_create(&ctx) != STSL_OK) return die(CLI_EXIT_FAIL, "cannot create a context");
+    if (stsl_context_create(&ctx) != STSL_OK) return cli_failure("cannot create a context");
     if (cli_load_image(ctx, pos[0], 0, &in, err) != 0) goto done;
     stsl_shape shape = {in->channels, in->height, in->width};
     rc = cli_make_operator(ctx, task, shape, &topts, (uint64_t)seed, noise, &op, err);
@@ -114,7 +107,7 @@ int main(int argc, char **argv)
     if (cli_save_image(ctx, out, pos[1], err) != 0) goto done;
     rc = CLI_EXIT_OK;
 done:
-    if (rc != CLI_EXIT_OK) fprintf(stderr, "stsl-degrade: %s\n", err);
+    if (rc != CLI_EXIT_OK) cli_failure("%s", err);
     stsl_operator_destroy(op);
     stsl_image_destroy(in);
     stsl_image_destroy(out);

@@ -25,21 +25,16 @@
  *
  * Exit status: 0 success, 2 bad usage, 1 any other failure (one line on stderr saying why).
  */
-#include <dirent.h>
-#include <pthread.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/batch.h"
 #include "common/restore_util.h"
 #include "stsl.h"
 
@@ -63,41 +58,19 @@ typedef struct options {
     ru_settings solver_opts;
 } options;
 
-static volatile sig_atomic_t g_interrupted = 0;
-static stsl_solver *volatile g_running = NULL;
-
-static void cancel_workers(void);
+static stsl_solver *volatile g_running = NULL;   /* single mode's solver while it runs */
 
 static void on_signal(int sig)
 {
     (void)sig;
-    g_interrupted = 1;
     stsl_solver *s = g_running;
     if (s) stsl_solver_cancel(s);
-    cancel_workers();
+    batch_interrupt();
 }
 
-static int usage_error(const char *fmt, ...)
-{
-    va_list ap;
-    fprintf(stderr, "stsl-restore: ");
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, " (see stsl-restore --help)\n");
-    return RU_EXIT_USAGE;
-}
-
-static int failure(const char *fmt, ...)
-{
-    va_list ap;
-    fprintf(stderr, "stsl-restore: ");
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "\n");
-    return RU_EXIT_FAIL;
-}
+/* "stsl-restore: ..." on stderr, returning the exit status (cli.h; cli_set_program in main). */
+#define usage_error cli_usage_error
+#define failure cli_failure
 
 static void print_help(void)
 {
@@ -381,8 +354,6 @@ static void print_summary(const options *o, const char *in, const char *out, con
     fflush(stdout);
 }
 
-static int save_claimed(stsl_context *ctx, const stsl_image *img, const char *path);
-
 /* claimed: through save_claimed (single mode), else straight to `path`. */
 static int write_montage(stsl_context *ctx, const options *o, const stsl_image *clean,
                          const ru_result *r, const char *path, int claimed)
@@ -391,7 +362,7 @@ static int write_montage(stsl_context *ctx, const options *o, const stsl_image *
     stsl_image *m = NULL;
     char err[RU_ERR_LEN];
     if (ru_montage(tiles, 3, o->montage_scale, &m, err) != 0) return failure("montage: %s", err);
-    int rc = claimed ? save_claimed(ctx, m, path) : save_image(ctx, m, path, STSL_FORMAT_AUTO);
+    int rc = claimed ? batch_save_claimed(ctx, m, path) : save_image(ctx, m, path, STSL_FORMAT_AUTO);
     stsl_image_destroy(m);
     return rc;
 }
@@ -421,100 +392,112 @@ static int run_single(stsl_context *ctx, ru_models *m, const options *o)
     int rc = ru_restore(ctx, m, &job, in, &r, err);
     if (rc != 0) {
         stsl_image_destroy(in);
-        if (rc == RU_EXIT_USAGE) return usage_error("%s", err);
+        if (rc == CLI_EXIT_USAGE) return usage_error("%s", err);
         return failure("%s: %s", o->input, err);
     }
-    rc = save_claimed(ctx, r.restored, o->output);
+    rc = batch_save_claimed(ctx, r.restored, o->output);
     if (!rc && o->montage) rc = write_montage(ctx, o, o->measured ? NULL : in, &r, o->montage, 1);
     if (!rc && !o->quiet) print_summary(o, o->input, o->output, &r);
     ru_result_free(&r);
     stsl_image_destroy(in);
-    return rc ? RU_EXIT_FAIL : RU_EXIT_OK;
+    return rc ? CLI_EXIT_FAIL : CLI_EXIT_OK;
 }
 
-/* ---- batch mode --------------------------------------------------------------------------- */
+/* ---- batch mode: the engine is common/batch.c; what an item is and how it is restored -------- */
 
-typedef struct item_list {
-    char **path;
-    int n, cap;
-} item_list;
+/* A batch worker's own context and models (worker 0 has the ones main loaded). */
+typedef struct restore_worker {
+    const options *o;
+    stsl_context *ctx;
+    ru_models *m;
+    ru_models own;
+    int own_loaded;
+} restore_worker;
 
-static int list_push(item_list *l, const char *p)
+typedef struct restore_batch {
+    const options *o;
+    stsl_context *ctx;    /* main's, for worker 0 */
+    ru_models *m;
+} restore_batch;
+
+static int open_worker(void *user, int w, stsl_context **ctx, void **state)
 {
-    if (l->n == l->cap) {
-        int cap = l->cap ? 2 * l->cap : 64;
-        char **np = realloc(l->path, (size_t)cap * sizeof *np);
-        if (!np) return -1;
-        l->path = np;
-        l->cap = cap;
+    const restore_batch *rb = user;
+    restore_worker *rw = calloc(1, sizeof *rw);
+    if (!(*state = rw)) return failure("out of memory");
+    rw->o = rb->o;
+    if (w == 0) {
+        rw->ctx = rb->ctx;
+        rw->m = rb->m;
+    } else {
+        char err[RU_ERR_LEN];
+        int rc = make_context(rb->o, &rw->ctx);
+        if (rc) return rc;
+        if (ru_load_models(rw->ctx, rb->o->solver, rb->o->model, rb->o->vae, &rw->own, err) != 0)
+            return failure("%s", err);
+        rw->own_loaded = 1;
+        rw->m = &rw->own;
     }
-    if (!(l->path[l->n] = strdup(p))) return -1;
-    l->n++;
-    return 0;
+    *ctx = rw->ctx;
+    return CLI_EXIT_OK;
 }
 
-static void list_free(item_list *l)
+static void close_worker(void *user, int w, stsl_context *ctx, void *state)
 {
-    for (int i = 0; i < l->n; i++) free(l->path[i]);
-    free(l->path);
-}
-
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-static int list_directory(const char *dir, item_list *l)
-{
-    DIR *d = opendir(dir);
-    if (!d) return failure("cannot read directory %s: %s", dir, strerror(errno));
-    struct dirent *e;
-    size_t dl = strlen(dir);
-    while ((e = readdir(d))) {
-        if (e->d_name[0] == '.' || !cli_is_image_name(e->d_name)) continue;
-        char p[PATH_MAX];
-        snprintf(p, sizeof p, "%s%s%s", dir, dl && dir[dl - 1] == '/' ? "" : "/", e->d_name);
-        struct stat st;
-        if (stat(p, &st) != 0 || !S_ISREG(st.st_mode)) continue;
-        if (list_push(l, p)) {
-            closedir(d);
-            return failure("out of memory");
-        }
+    (void)user, (void)ctx;
+    restore_worker *rw = state;
+    if (!rw) return;
+    if (w > 0) {
+        if (rw->own_loaded) ru_models_free(&rw->own);
+        stsl_context_destroy(rw->ctx);
     }
-    closedir(d);
-    return 0;
+    free(rw);
 }
 
-static int read_manifest(const char *file, item_list *l)
+static int load_item(void *state, const char *path, stsl_image **input, char *err)
 {
-    FILE *f = fopen(file, "r");
-    if (!f) return failure("cannot read %s: %s", file, strerror(errno));
-    char dir[PATH_MAX];
-    snprintf(dir, sizeof dir, "%s", file);
-    char *slash = strrchr(dir, '/');
-    if (slash) *slash = '\0';
-    else snprintf(dir, sizeof dir, ".");
-    char line[PATH_MAX];
-    int lineno = 0;
-    while (fgets(line, sizeof line, f)) {
-        lineno++;
-        size_t n = strlen(line);
-        while (n && (line[n - 1] == '\n' || line[n - 1] == '\r' || line[n - 1] == ' ' ||
-                     line[n - 1] == '\t'))
-            line[--n] = '\0';
-        char *p = line;
-        while (*p == ' ' || *p == '\t') p++;
-        if (!*p || *p == '#') continue;
-        char path[PATH_MAX * 2];
-        if (p[0] != '/' && access(p, F_OK) != 0) snprintf(path, sizeof path, "%s/%s", dir, p);
-        else snprintf(path, sizeof path, "%s", p);
-        if (list_push(l, path)) {
-            fclose(f);
-            return failure("out of memory");
-        }
-    }
-    fclose(f);
-    return 0;
+    const restore_worker *rw = state;
+    return ru_load_input(rw->ctx, path, rw->m, rw->o->fit, rw->o->measured, input, err);
+}
+
+static int restore_items(void *state, const stsl_image *const *inputs, const uint64_t *seeds, int n,
+                         stsl_solver **running, ru_result *res, char *err)
+{
+    restore_worker *rw = state;
+    ru_job job;
+    job_from(rw->o, &job);
+    job.running = running;
+    if (rw->o->jobs > 1) job.progress = 0;   /* bars of several workers would overwrite each other */
+    return ru_restore_batch(rw->ctx, rw->m, &job, inputs, seeds, n, res, err);
+}
+
+static int write_item_montage(void *user, stsl_context *ctx, const char *name, const stsl_image *in,
+                              const ru_result *r)
+{
+    const options *o = ((const restore_batch *)user)->o;
+    if (!o->montage) return 0;
+    char mp[PATH_MAX + NAME_MAX + 16];
+    snprintf(mp, sizeof mp, "%s/%s", o->montage, name);
+    return write_montage(ctx, o, o->measured ? NULL : in, r, mp, 0);
+}
+
+static void report_item(void *user, const char *path, const char *out, const ru_result *r)
+{
+    print_summary(((const restore_batch *)user)->o, path, out, r);
+}
+
+/* Restore up to --batch images per solver run, in --jobs workers.  Each image draws from its own
+ * seed (ru_image_seed of its output name), so it restores as it would in any other batch, shard,
+ * worker or company up to float rounding, and bit for bit with --pad-batch 1 (one image a run:
+ * STSL_PARAM_PAD_BATCH in stsl.h). */
+static int run_batch(stsl_context *ctx, ru_models *m, const options *o, const batch_items *items)
+{
+    restore_batch rb = {o, ctx, m};
+    const batch_ops ops = {&rb, open_worker, close_worker, load_item, restore_items,
+                           write_item_montage, report_item};
+    const batch_config cfg = {o->output, o->shard_i, o->shard_n, o->batch, o->jobs, o->seed,
+                              o->quiet, o->verbose};
+    return batch_run(&cfg, &ops, items, NULL);
 }
 
 static int mkdir_p(const char *path)
@@ -532,669 +515,6 @@ static int mkdir_p(const char *path)
     return stat(tmp, &st) == 0 && S_ISDIR(st.st_mode) ? 0 : -1;
 }
 
-static void out_name(const char *in, char *buf, size_t n)
-{
-    const char *base = strrchr(in, '/');
-    base = base ? base + 1 : in;
-    const char *dot = strrchr(base, '.');
-    int len = dot && dot != base ? (int)(dot - base) : (int)strlen(base);
-    snprintf(buf, n, "%.*s.png", len, base);
-}
-
-/* ---- results.csv: one complete row per append, whatever kills a process ------------------- */
-
-/* Called with the lock held: a writer killed inside write() may have left a row without its
- * newline; cut the file back to its last complete line so the next row starts cleanly. */
-static int csv_repair_tail(int fd)
-{
-    struct stat st;
-    if (fstat(fd, &st) != 0) return -1;
-    off_t end = st.st_size;
-    char buf[512];
-    while (end > 0) {
-        off_t start = end > (off_t)sizeof buf ? end - (off_t)sizeof buf : 0;
-        ssize_t n = pread(fd, buf, (size_t)(end - start), start);
-        if (n != end - start) return -1;
-        for (ssize_t k = n - 1; k >= 0; k--)
-            if (buf[k] == '\n') {
-                off_t keep = start + k + 1;
-                return keep == st.st_size ? 0 : ftruncate(fd, keep);
-            }
-        end = start;
-    }
-    return st.st_size == 0 ? 0 : ftruncate(fd, 0);
-}
-
-static int csv_lock(const char *csv)
-{
-    int fd = open(csv, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0666);
-    if (fd < 0) return -1;
-    if (flock(fd, LOCK_EX) != 0 || csv_repair_tail(fd) != 0) {
-        int e = errno;
-        close(fd);
-        errno = e;
-        return -1;
-    }
-    return fd;
-}
-
-/* Test hook (tests/tools/kill_batch.sh): STSL_RESTORE_KILL=csv:K or image:K makes the K-th row
- * append or image save of this process stop half-way with SIGKILL, as a crash there would. */
-static int g_kill_csv = -1, g_kill_image = -1;
-
-static void kill_hook_init(void)
-{
-    const char *e = getenv("STSL_RESTORE_KILL");
-    if (!e) return;
-    int k;
-    if (sscanf(e, "csv:%d", &k) == 1) g_kill_csv = k;
-    if (sscanf(e, "image:%d", &k) == 1) g_kill_image = k;
-}
-
-/* The image:K hook, after this process's K-th save of an image to `tmp` (for output DIR/NAME):
- * leave a partial library temporary beside it and die, as a kill inside the save would. */
-static void kill_hook_image(const char *dir, const char *name, const char *tmp)
-{
-    if (!(g_kill_image > 0 && --g_kill_image == 0)) return;
-    char part[PATH_MAX + NAME_MAX + 64];
-    struct stat st;
-    snprintf(part, sizeof part, "%s/..%s.%d.tmp.0badf00d.tmp", dir, name, (int)getpid());
-    if (link(tmp, part) == 0 && stat(part, &st) == 0 && truncate(part, st.st_size / 2)) {}
-    raise(SIGKILL);
-}
-
-/* 1 when a write failed because the file system is full (errno, or the library's message). */
-static int disk_full(int e, const char *msg)
-{
-    return e == ENOSPC || e == EDQUOT ||
-           (msg && (strstr(msg, strerror(ENOSPC)) || strstr(msg, strerror(EDQUOT))));
-}
-
-/* Append one row to OUTPUT/results.csv under an exclusive lock (shards share the file) as a
- * single write: a reader never sees half a row once the next writer has repaired the tail.
- * Returns 0, or the errno of the failure (said on stderr). */
-static int append_csv(const char *csv, const char *file, const char *status, const ru_result *r,
-                      uint64_t seed)
-{
-    int fd = csv_lock(csv);
-    if (fd < 0) {
-        int e = errno ? errno : EIO;
-        if (!disk_full(e, NULL)) failure("cannot write %s: %s", csv, strerror(e));
-        return e;
-    }
-    char row[PATH_MAX * 2 + 512];
-    int len = 0;
-    struct stat st;
-    int have_size = fstat(fd, &st) == 0;   /* the size to cut a short row back to */
-    int size_errno = have_size ? 0 : errno;
-    if (have_size && st.st_size == 0)
-        len += snprintf(row + len, sizeof row - (size_t)len,
-                        "file,status,unet_forward,unet_vjp,decoder_forward,decoder_vjp,seconds,batch,"
-                        "seed\n");
-    /* quote the file name (CSV: double any '"') */
-    row[len++] = '"';
-    for (const char *p = file; *p && len < (int)sizeof row - 200; p++) {
-        if (*p == '"') row[len++] = '"';
-        row[len++] = *p;
-    }
-    len += snprintf(row + len, sizeof row - (size_t)len, "\",%s,%llu,%llu,%llu,%llu,%.3f,%d,%llu\n",
-                    status, (unsigned long long)r->nfe.unet_forward,
-                    (unsigned long long)r->nfe.unet_vjp, (unsigned long long)r->nfe.decoder_forward,
-                    (unsigned long long)r->nfe.decoder_vjp, r->seconds, r->batch,
-                    (unsigned long long)seed);
-    if (g_kill_csv > 0 && --g_kill_csv == 0) {
-        if (write(fd, row, (size_t)len / 2) < 0) { /* killed anyway */ }
-        raise(SIGKILL);
-    }
-    /* a short write (a full disk) is followed by another, which says why it stopped */
-    ssize_t done = 0, w = 0;
-    while (done < len && (w = write(fd, row + done, (size_t)(len - done))) > 0) done += w;
-    int e = done == len ? 0 : w < 0 ? errno : EIO;
-    /* never leave a short row behind; when it cannot be cut off, the message says the row is torn */
-    int torn = e && done > 0 && (!have_size || ftruncate(fd, st.st_size) != 0);
-    int te = torn ? (have_size ? errno : size_errno) : 0;
-    flock(fd, LOCK_UN);
-    close(fd);
-    if (torn)
-        failure("cannot write %s: %s, and the partial row could not be removed: %s", csv, strerror(e),
-                strerror(te));
-    else if (e && !disk_full(e, NULL))
-        failure("cannot write %s: %s", csv, strerror(e));   /* else the caller stops */
-    return e;
-}
-
-/* Parse one CSV line "\"file\",status,...": the unquoted file and the status. */
-static int csv_parse_row(const char *line, char *file, size_t fn, char *status, size_t sn)
-{
-    if (line[0] != '"') return -1;
-    size_t k = 0;
-    const char *p = line + 1;
-    for (;; p++) {
-        if (!*p) return -1;
-        if (*p == '"') {
-            if (p[1] == '"') p++;
-            else break;
-        }
-        if (k + 1 < fn) file[k++] = *p;
-    }
-    file[k] = '\0';
-    if (p[1] != ',') return -1;
-    p += 2;
-    k = 0;
-    while (*p && *p != ',' && *p != '\n' && k + 1 < sn) status[k++] = *p++;
-    status[k] = '\0';
-    return 0;
-}
-
-/* Mark done[i] for every item with an "ok" row in the complete lines after *offset, and move
- * *offset past them: a run reads the file once at its start, then only the rows other processes
- * appended since (before it claims an item).  The items are sorted (bsearch). */
-static int csv_read_done(const char *csv, const item_list *items, char *done, off_t *offset)
-{
-    int fd = csv_lock(csv);
-    if (fd < 0) return failure("cannot write %s: %s", csv, strerror(errno));
-    struct stat st;
-    int rc = fstat(fd, &st) == 0 ? 0 : failure("cannot read %s: %s", csv, strerror(errno));
-    char line[PATH_MAX * 2 + 512], file[PATH_MAX * 2], status[32];
-    while (rc == 0 && *offset < st.st_size) {
-        size_t want = st.st_size - *offset < (off_t)sizeof line - 1 ? (size_t)(st.st_size - *offset)
-                                                                     : sizeof line - 1;
-        ssize_t n = pread(fd, line, want, *offset);
-        if (n <= 0) {
-            rc = failure("cannot read %s: %s", csv, n < 0 ? strerror(errno) : "file shrank");
-            break;
-        }
-        char *nl = memchr(line, '\n', (size_t)n);
-        if (!nl) {
-            if ((size_t)n == sizeof line - 1) *offset += n;   /* a line too long to be a row */
-            else break;                                        /* a torn row: not ours to cut */
-            continue;
-        }
-        nl[1] = '\0';
-        *offset += nl + 1 - line;
-        char *key = file;
-        char **hit;
-        if (csv_parse_row(line, file, sizeof file, status, sizeof status) == 0 && !strcmp(status, "ok") &&
-            (hit = bsearch(&key, items->path, (size_t)items->n, sizeof *items->path, cmp_str)))
-            done[hit - items->path] = 1;
-    }
-    flock(fd, LOCK_UN);
-    close(fd);
-    return rc;
-}
-
-/* ".NAME.PID.tmp" (ours) or "..NAME.PID.tmp.XXXXXXXX.tmp" (the library's temporary for it). */
-static int is_temp_of(const char *entry, const char *name)
-{
-    if (entry[0] != '.') return 0;
-    while (*entry == '.') entry++;
-    size_t n = strlen(name);
-    if (strncmp(entry, name, n) != 0 || entry[n] != '.') return 0;
-    const char *p = entry + n + 1;
-    if (!(*p >= '0' && *p <= '9')) return 0;
-    while (*p >= '0' && *p <= '9') p++;
-    if (!strcmp(p, ".tmp")) return 1;
-    if (strncmp(p, ".tmp.", 5) != 0) return 0;
-    p += 5;
-    int hex = 0;
-    while ((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')) p++, hex++;
-    return hex == 8 && !strcmp(p, ".tmp");
-}
-
-/* ".NAME.claim": the claim file of output NAME. */
-static int is_claim_of(const char *entry, const char *name)
-{
-    size_t n = strlen(name);
-    return entry[0] == '.' && !strncmp(entry + 1, name, n) && !strcmp(entry + 1 + n, ".claim");
-}
-
-/* ---- claims: one process at a time per output ---------------------------------------------- */
-
-/* A claim on DIR/NAME is an exclusive flock on DIR/.NAME.claim, held while the image is restored
- * and written.  The kernel drops it when its process dies, so a killed process's claim is free at
- * once; the file it leaves is taken over by the next claimant, who removes it on release.
- * Returns the claim's descriptor, -1 when another process holds it, -2 on an error (errno). */
-static int claim_take(const char *dir, const char *name)
-{
-    char p[PATH_MAX + NAME_MAX + 16];
-    snprintf(p, sizeof p, "%s/.%s.claim", dir, name);
-    for (int tries = 0; tries < 16; tries++) {
-        int fd = open(p, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0666);
-        if (fd < 0) return -2;
-        if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-            int e = errno;
-            close(fd);
-            if (e == EWOULDBLOCK) return -1;
-            errno = e;
-            return -2;
-        }
-        struct stat a, b;
-        if (fstat(fd, &a) == 0 && stat(p, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
-            return fd;
-        close(fd);   /* its holder released (removed) it as we opened it: take the new one */
-    }
-    errno = EAGAIN;
-    return -2;
-}
-
-/* Release a claim: its file is removed while still locked (so the path is still this one). */
-static void claim_release(const char *dir, const char *name, int fd)
-{
-    if (fd < 0) return;
-    char p[PATH_MAX + NAME_MAX + 16];
-    snprintf(p, sizeof p, "%s/.%s.claim", dir, name);
-    unlink(p);
-    close(fd);
-}
-
-/* Remove the temporaries (ours and the library's) that a killed run left for DIR/NAME: called
- * only with NAME's claim held, when no live stsl-restore can be writing them. */
-static void remove_temps_of(const char *dir, const char *name)
-{
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        if (is_temp_of(e->d_name, name)) {
-            char p[PATH_MAX + NAME_MAX + 2];
-            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-            unlink(p);
-        }
-    closedir(d);
-}
-
-/* Note which of this shard's items have debris in the output directory (temporaries or a claim
- * file of a killed run), and clean it now for those whose claim is free: the others are being
- * written by a live process (their debris, if it dies, is cleaned when they are claimed). */
-static void find_debris(const char *dir, const item_list *items, char (*names)[NAME_MAX + 8],
-                        const options *o, char *debris)
-{
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (e->d_name[0] != '.') continue;
-        for (int i = 0; i < items->n; i++)
-            if (i % o->shard_n == o->shard_i &&
-                (is_temp_of(e->d_name, names[i]) || is_claim_of(e->d_name, names[i]))) {
-                debris[i] = 1;
-                break;
-            }
-    }
-    closedir(d);
-    for (int i = 0; i < items->n; i++) {
-        if (!debris[i]) continue;
-        int fd = claim_take(dir, names[i]);
-        if (fd < 0) continue;
-        remove_temps_of(dir, names[i]);
-        claim_release(dir, names[i], fd);
-        debris[i] = 0;
-    }
-}
-
-/* Batch inputs: the directory's images or the manifest's lines, sorted; an empty list, or two
- * inputs with one output name, is an error.  `names` receives each output's file name. */
-static int list_items(const options *o, int input_is_dir, item_list *items,
-                      char (**names)[NAME_MAX + 8])
-{
-    int rc = input_is_dir ? list_directory(o->input, items) : read_manifest(o->input, items);
-    if (rc) return RU_EXIT_FAIL;
-    if (items->n == 0)
-        return failure(input_is_dir ? "%s: no .png, .jpg or .jpeg file in this directory"
-                                    : "%s: the manifest lists no input (one image path per line)",
-                       o->input);
-    qsort(items->path, (size_t)items->n, sizeof *items->path, cmp_str);
-    *names = calloc((size_t)items->n, sizeof **names);
-    if (!*names) return failure("out of memory");
-    for (int i = 0; i < items->n; i++) {
-        out_name(items->path[i], (*names)[i], sizeof (*names)[i]);
-        for (int j = 0; j < i; j++)
-            if (!strcmp((*names)[i], (*names)[j]))
-                return failure("%s and %s would both be written to %s", items->path[j],
-                               items->path[i], (*names)[i]);
-    }
-    return 0;
-}
-
-/* What the batch workers share: the item cursor, the counters, the CSV state; all under `lock`
- * (finishing an image is cheap next to restoring it). */
-typedef struct batch_state {
-    const options *o;
-    const item_list *items;
-    char (*names)[NAME_MAX + 8];
-    char csv[PATH_MAX];
-    char *has_row;             /* item i already has its "ok" row */
-    off_t csv_read;            /* results.csv is read up to here (has_row) */
-    char *debris;              /* item i had a killed run's files left when this run started */
-    int *claim;                /* item i's claim (claim_take) while this process holds it, or -1 */
-    int mine, k, done, skipped, elsewhere, failed, rc;
-    int next;                  /* the next item index to look at */
-    int stop;                  /* a worker hit a usage error or was interrupted */
-    pthread_mutex_t lock;
-} batch_state;
-
-/* One batch worker: its own context and models (a score handle serialises its calls), and the
- * solver it is running, for the signal handler to cancel. */
-typedef struct worker {
-    pthread_t thread;
-    stsl_context *ctx;
-    ru_models *m;
-    ru_models own;
-    batch_state *b;
-    stsl_solver *volatile running;
-} worker;
-
-static worker *g_workers;
-static int g_nworkers;
-
-static void cancel_workers(void)
-{
-    for (int i = 0; i < g_nworkers; i++) {
-        stsl_solver *s = g_workers[i].running;
-        if (s) stsl_solver_cancel(s);
-    }
-}
-
-/* Release item i's claim if this process holds it.  Called with b->lock held. */
-static void drop_claim(batch_state *b, int i)
-{
-    claim_release(b->o->output, b->names[i], b->claim[i]);
-    b->claim[i] = -1;
-}
-
-/* A full disk stops the batch (said once, with how to resume) instead of failing every image
- * left.  Called with b->lock held. */
-static void stop_disk_full(batch_state *b, const char *what)
-{
-    if (!b->stop)
-        b->rc = failure("%s: no space left on the device; stopping (free some space and run the "
-                        "same command again to resume)", what);
-    b->stop = 1;
-}
-
-/* Finish item i: save to a temporary, montage, append the "ok" row, rename into place; or, when
- * it failed (ok = 0, reason in err), report it and append a "failed" row.  A process killed
- * anywhere leaves either no output (the item is redone; a row written before the kill is not
- * written twice) or the output and its row.  Returns -1 when interrupted (nothing written).
- * Called with b->lock held. */
-static int finish_item(stsl_context *ctx, batch_state *b, int i, const stsl_image *in,
-                       const ru_result *r, int ok, char *err, size_t errn)
-{
-    const options *o = b->o;
-    char out[PATH_MAX + NAME_MAX + 16], tmp[PATH_MAX + NAME_MAX + 48];
-    snprintf(out, sizeof out, "%s/%s", o->output, b->names[i]);
-    snprintf(tmp, sizeof tmp, "%s/.%s.%d.tmp", o->output, b->names[i], (int)getpid());
-    b->k++;
-    if (ok) {
-        stsl_status sst = stsl_image_save(ctx, r->restored, tmp, STSL_FORMAT_PNG, 8, 0);
-        int e = errno;
-        if (sst == STSL_OK) kill_hook_image(o->output, b->names[i], tmp);
-        if (sst != STSL_OK) {
-            ru_io_message(ctx, sst, "write", out, err, errn);
-            ok = 0;
-            if (disk_full(e, err)) stop_disk_full(b, out);
-        }
-    }
-    if (ok && o->montage) {
-        char mp[PATH_MAX + NAME_MAX + 16];
-        snprintf(mp, sizeof mp, "%s/%s", o->montage, b->names[i]);
-        if (write_montage(ctx, o, o->measured ? NULL : in, r, mp, 0) != 0) ok = 0, err[0] = 0;
-    }
-    if ((g_interrupted || b->stop) && !ok) {
-        unlink(tmp);
-        drop_claim(b, i);
-        return -1;
-    }
-    const char *path = b->items->path[i];
-    const uint64_t seed = ru_image_seed(o->seed, b->names[i]);
-    int e = 0;
-    if (ok) {
-        if (!b->has_row[i] && (e = append_csv(b->csv, path, "ok", r, seed)) != 0) {
-            ok = 0, err[0] = 0;
-        } else if (rename(tmp, out) != 0) {
-            snprintf(err, errn, "cannot write %s: %s", out, strerror(e = errno));
-            ok = 0;
-        }
-        if (ok) b->has_row[i] = 1;
-    }
-    if (!ok) unlink(tmp);
-    if (!ok && disk_full(e, NULL)) {   /* every further image would fail the same way */
-        stop_disk_full(b, b->csv);
-        drop_claim(b, i);
-        return -1;
-    }
-    drop_claim(b, i);
-    if (ok) {
-        b->done++;
-        if (!o->quiet) {
-            printf("[%d/%d] ", b->k, b->mine);
-            print_summary(o, path, out, r);
-            fflush(stdout);
-        }
-    } else {
-        b->failed++;
-        if (err[0]) fprintf(stderr, "stsl-restore: %s: %s\n", path, err);
-        if ((e = append_csv(b->csv, path, "failed", r, seed)) != 0) {
-            b->rc = RU_EXIT_FAIL;
-            if (disk_full(e, NULL)) stop_disk_full(b, b->csv);
-        }
-    }
-    return 0;
-}
-
-/* 1 when OUTPUT/NAME of item i exists. */
-static int output_exists(const batch_state *b, int i)
-{
-    char out[PATH_MAX + NAME_MAX + 16];
-    struct stat st;
-    snprintf(out, sizeof out, "%s/%s", b->o->output, b->names[i]);
-    return stat(out, &st) == 0 && st.st_size > 0;
-}
-
-/* Take up to B loaded inputs of this shard (under the lock), each claimed; a skipped, claimed
- * elsewhere or unreadable item does not take a place.  Returns how many. */
-static int gather(worker *w, int B, int *idx, stsl_image **in, uint64_t *seeds, char *err,
-                  size_t errn)
-{
-    batch_state *b = w->b;
-    const options *o = b->o;
-    int n = 0;
-    for (; b->next < b->items->n && n < B && !g_interrupted && !b->stop; b->next++) {
-        const int i = b->next;
-        if (i % o->shard_n != o->shard_i) continue;
-        const char *why = NULL;
-        if (output_exists(b, i)) {
-            why = "exists";
-            b->skipped++;
-        } else if ((b->claim[i] = claim_take(o->output, b->names[i])) == -1) {
-            why = "is being restored by another process";
-            b->elsewhere++;
-        } else if (b->claim[i] < 0) {
-            b->claim[i] = -1;
-            if (n > 0) break;   /* out of descriptors, say: this item waits for the next batch */
-            b->rc = failure("cannot claim %s/%s: %s", o->output, b->names[i], strerror(errno));
-            b->stop = 1;
-            break;
-        } else if (output_exists(b, i)) {   /* finished by another process since the check */
-            drop_claim(b, i);
-            why = "exists";
-            b->skipped++;
-        } else if (csv_read_done(b->csv, b->items, b->has_row, &b->csv_read) != 0) {
-            drop_claim(b, i);
-            b->rc = RU_EXIT_FAIL;
-            b->stop = 1;
-            break;
-        }
-        if (why) {
-            b->k++;
-            if (o->verbose)
-                fprintf(stderr, "stsl-restore: [%d/%d] %s/%s %s, skipped\n", b->k, b->mine, o->output,
-                        b->names[i], why);
-            continue;
-        }
-        if (b->debris[i]) {   /* a killed run's files, busy when this run started */
-            remove_temps_of(o->output, b->names[i]);
-            b->debris[i] = 0;
-        }
-        if (ru_load_input(w->ctx, b->items->path[i], w->m, o->fit, o->measured, &in[n], err) != 0) {
-            ru_result none;
-            memset(&none, 0, sizeof none);
-            finish_item(w->ctx, b, i, NULL, &none, 0, err, errn);
-            continue;
-        }
-        idx[n] = i;
-        seeds[n] = ru_image_seed(o->seed, b->names[i]);
-        n++;
-    }
-    return n;
-}
-
-/* A worker: take a batch, restore it in one solver run, finish its images; a run that fails is
- * retried image by image, so one bad image never costs the others of its batch. */
-static void *worker_main(void *arg)
-{
-    worker *w = arg;
-    batch_state *b = w->b;
-    const options *o = b->o;
-    const int B = o->batch;
-    int *idx = calloc((size_t)B, sizeof *idx);
-    stsl_image **in = calloc((size_t)B, sizeof *in);
-    uint64_t *seeds = calloc((size_t)B, sizeof *seeds);
-    ru_result *res = calloc((size_t)B, sizeof *res);
-    char err[RU_ERR_LEN + PATH_MAX];
-    ru_job job;
-    job_from(o, &job);
-    job.running = (stsl_solver **)&w->running;
-    if (o->jobs > 1) job.progress = 0;   /* bars of several workers would overwrite each other */
-    pthread_mutex_lock(&b->lock);
-    if (!idx || !in || !seeds || !res) {
-        b->rc = failure("out of memory");
-        b->stop = 1;
-    }
-    while (!b->stop && !g_interrupted) {
-        int n = gather(w, B, idx, in, seeds, err, sizeof err);
-        if (n == 0) break;
-        pthread_mutex_unlock(&b->lock);
-        int r = ru_restore_batch(w->ctx, w->m, &job, (const stsl_image *const *)in, seeds, n, res, err);
-        if (r != 0 && r != RU_EXIT_USAGE && !g_interrupted && n > 1 && o->verbose)
-            fprintf(stderr, "stsl-restore: a run of %d images failed (%s); retrying them one by one\n", n, err);
-        pthread_mutex_lock(&b->lock);
-        if (r == RU_EXIT_USAGE) {
-            b->rc = usage_error("%s", err);
-            b->stop = 1;
-        } else if (r == 0) {
-            for (int j = 0; j < n && !b->stop; j++)
-                if (finish_item(w->ctx, b, idx[j], in[j], &res[j], 1, err, sizeof err) < 0) b->stop = 1;
-        } else if (g_interrupted) {
-            b->stop = 1;
-        } else if (n == 1) {
-            finish_item(w->ctx, b, idx[0], in[0], &res[0], 0, err, sizeof err);
-        } else {
-            /* one image may have failed the run: each alone, so the others are not lost */
-            for (int j = 0; j < n && !b->stop && !g_interrupted; j++) {
-                ru_result one;
-                pthread_mutex_unlock(&b->lock);
-                int ok = ru_restore_batch(w->ctx, w->m, &job, (const stsl_image *const *)&in[j],
-                                          &seeds[j], 1, &one, err) == 0;
-                pthread_mutex_lock(&b->lock);
-                if (!ok && g_interrupted) b->stop = 1;
-                else if (finish_item(w->ctx, b, idx[j], in[j], &one, ok, err, sizeof err) < 0) b->stop = 1;
-                ru_result_free(&one);
-            }
-        }
-        for (int j = 0; j < n; j++) {
-            drop_claim(b, idx[j]);   /* an image not finished (interrupted, stopped) */
-            ru_result_free(&res[j]);
-            stsl_image_destroy(in[j]);
-            in[j] = NULL;
-        }
-    }
-    pthread_mutex_unlock(&b->lock);
-    free(idx), free(in), free(seeds), free(res);
-    return NULL;
-}
-
-/* Restore up to --batch images per solver run, in --jobs workers.  Each image draws from its own
- * seed (ru_image_seed of its output name), so it restores as it would in any other batch, shard,
- * worker or company up to float rounding, and bit for bit with --pad-batch 1 (one image a run:
- * STSL_PARAM_PAD_BATCH in stsl.h). */
-static int run_batch(stsl_context *ctx, ru_models *m, const options *o, const item_list *items,
-                     char (*names)[NAME_MAX + 8])
-{
-    batch_state b;
-    memset(&b, 0, sizeof b);
-    b.o = o;
-    b.items = items;
-    b.names = names;
-    snprintf(b.csv, sizeof b.csv, "%s/results.csv", o->output);
-    b.has_row = calloc((size_t)items->n, 1);
-    b.debris = calloc((size_t)items->n, 1);
-    b.claim = malloc((size_t)items->n * sizeof *b.claim);
-    worker *w = calloc((size_t)o->jobs, sizeof *w);
-    if (!b.has_row || !b.debris || !b.claim || !w) {
-        free(b.has_row), free(b.debris), free(b.claim), free(w);
-        return failure("out of memory");
-    }
-    for (int i = 0; i < items->n; i++) b.claim[i] = -1;
-    pthread_mutex_init(&b.lock, NULL);
-    int rc = csv_read_done(b.csv, items, b.has_row, &b.csv_read) != 0 ? RU_EXIT_FAIL : RU_EXIT_OK;
-    if (rc == RU_EXIT_OK) find_debris(o->output, items, names, o, b.debris);
-    for (int i = 0; i < items->n; i++)
-        if (i % o->shard_n == o->shard_i) b.mine++;
-    /* worker 0 uses the models loaded already; the others load their own */
-    for (int j = 0; j < o->jobs && rc == RU_EXIT_OK; j++) {
-        w[j].b = &b;
-        if (j == 0) {
-            w[j].ctx = ctx;
-            w[j].m = m;
-        } else {
-            char err[RU_ERR_LEN];
-            if ((rc = make_context(o, &w[j].ctx)) != 0) break;
-            if (ru_load_models(w[j].ctx, o->solver, o->model, o->vae, &w[j].own, err) != 0) {
-                rc = failure("%s", err);
-                break;
-            }
-            w[j].m = &w[j].own;
-        }
-    }
-    if (rc == RU_EXIT_OK) {
-        g_workers = w;
-        g_nworkers = o->jobs;
-        int spawned = 0;
-        for (; spawned < o->jobs; spawned++)
-            if (pthread_create(&w[spawned].thread, NULL, worker_main, &w[spawned]) != 0) break;
-        if (spawned == 0) rc = failure("cannot start a worker thread");
-        for (int j = 0; j < spawned; j++) pthread_join(w[j].thread, NULL);
-        g_nworkers = 0;
-        g_workers = NULL;
-        if (b.rc) rc = b.rc;
-    }
-    for (int j = 1; j < o->jobs; j++) {
-        if (w[j].m == &w[j].own) ru_models_free(&w[j].own);
-        stsl_context_destroy(w[j].ctx);   /* NULL for workers never set up */
-    }
-    free(w);
-    free(b.has_row), free(b.debris), free(b.claim);
-    pthread_mutex_destroy(&b.lock);
-    if (rc != RU_EXIT_OK) return rc;
-    if (b.stop || g_interrupted) return failure("interrupted; run the same command again to resume");
-    if (!o->quiet)
-        printf("shard %d/%d: %d item(s): %d restored, %d skipped (already done), %d left to other "
-               "processes, %d failed; see %s\n",
-               o->shard_i, o->shard_n, b.mine, b.done, b.skipped, b.elsewhere, b.failed, b.csv);
-    if (b.failed) return failure("%d of %d item(s) failed (see %s)", b.failed, b.mine, b.csv);
-    return RU_EXIT_OK;
-}
-
-/* The directory a file would be written into ("." for a bare name). */
-static void dir_of(const char *path, char *buf, size_t n)
-{
-    const char *slash = strrchr(path, '/');
-    if (!slash) snprintf(buf, n, ".");
-    else if (slash == path) snprintf(buf, n, "/");
-    else snprintf(buf, n, "%.*s", (int)(slash - path), path);
-}
-
 /* Single mode: the output file can be created (its directory exists and is writable, it is not
  * a directory itself) -- checked before any model is loaded. */
 static int check_output_file(const char *path, const char *what)
@@ -1203,7 +523,7 @@ static int check_output_file(const char *path, const char *what)
     struct stat st;
     if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
         return failure("cannot write %s %s: it is a directory", what, path);
-    dir_of(path, dir, sizeof dir);
+    cli_dir_of(path, dir, sizeof dir);
     if (stat(dir, &st) != 0)
         return failure("cannot write %s %s: directory %s does not exist", what, path, dir);
     if (!S_ISDIR(st.st_mode))
@@ -1227,7 +547,7 @@ static int check_output_dir(const char *path, const char *what)
         if (errno != ENOENT && errno != ENOTDIR)
             return failure("cannot create %s directory %s: %s: %s", what, path, p, strerror(errno));
         char up[PATH_MAX];
-        dir_of(p, up, sizeof up);
+        cli_dir_of(p, up, sizeof up);
         if (!strcmp(up, p)) break;
         snprintf(p, sizeof p, "%s", up);
     }
@@ -1247,32 +567,6 @@ static int create_output_dir(const char *path, const char *what)
     return 0;
 }
 
-/* Single mode: write `img` to `path` through this process's temporary (DIR/.NAME.PID.tmp, renamed
- * into place) under NAME's claim, first removing the temporaries a killed run left for it (with
- * the claim held, no live stsl-restore is writing them).  When another process holds the claim,
- * nothing is removed and the last rename wins. */
-static int save_claimed(stsl_context *ctx, const stsl_image *img, const char *path)
-{
-    char dir[PATH_MAX], tmp[PATH_MAX + NAME_MAX + 48];
-    dir_of(path, dir, sizeof dir);
-    const char *slash = strrchr(path, '/');
-    const char *name = slash ? slash + 1 : path;
-    int claim = claim_take(dir, name);
-    if (claim >= 0) remove_temps_of(dir, name);
-    snprintf(tmp, sizeof tmp, "%s/.%s.%d.tmp", dir, name, (int)getpid());
-    stsl_image_format fmt = strcasecmp(cli_ext_of(path), ".png") ? STSL_FORMAT_JPEG : STSL_FORMAT_PNG;
-    int rc = save_image(ctx, img, tmp, fmt);
-    if (rc == 0) {
-        kill_hook_image(dir, name, tmp);
-        if (rename(tmp, path) != 0) {
-            rc = failure("cannot write %s: %s", path, strerror(errno));
-            unlink(tmp);
-        }
-    }
-    claim_release(dir, name, claim);
-    return rc;
-}
-
 /* 1 when both paths exist and are one file (whatever the spelling). */
 static int same_file(const char *a, const char *b)
 {
@@ -1283,20 +577,21 @@ static int same_file(const char *a, const char *b)
 int main(int argc, char **argv)
 {
     cli_tune_malloc();   /* before libtorch allocates anything (cli.h) */
+    cli_set_program("stsl-restore");
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             print_help();
-            return RU_EXIT_OK;
+            return CLI_EXIT_OK;
         }
         if (!strcmp(argv[i], "--version")) {
             printf("stsl-restore (libstsl %s)\n", stsl_version());
-            return RU_EXIT_OK;
+            return CLI_EXIT_OK;
         }
     }
     options o;
     int rc = parse_args(argc, argv, &o);
     if (rc) return rc;
-    kill_hook_init();
+    batch_kill_hook_init("STSL_RESTORE_KILL");
 
     /* mode: a directory or a manifest (batch); a file whose name or first bytes say PNG/JPEG is
      * an image (single), and must decode as one */
@@ -1312,8 +607,7 @@ int main(int argc, char **argv)
         if (s < 0) return failure("cannot read %s: %s", o.input, strerror(errno));
         batch = s == 0 && !cli_is_image_name(o.input);
     }
-    item_list items = {0};
-    char (*names)[NAME_MAX + 8] = NULL;
+    batch_items items = {0};
     if (!batch) {
         if (o.batch_flag)
             return usage_error("%s applies to a directory or manifest INPUT", o.batch_flag);
@@ -1329,8 +623,8 @@ int main(int argc, char **argv)
         int ch, h, w;
         char herr[RU_ERR_LEN];
         if (ru_image_header(o.input, &ch, &h, &w, herr) != 0) return failure("%s", herr);
-        if (check_output_file(o.output, "output")) return RU_EXIT_FAIL;
-        if (o.montage && check_output_file(o.montage, "montage")) return RU_EXIT_FAIL;
+        if (check_output_file(o.output, "output")) return CLI_EXIT_FAIL;
+        if (o.montage && check_output_file(o.montage, "montage")) return CLI_EXIT_FAIL;
     } else {
         if (stat(o.output, &st) == 0 && !S_ISDIR(st.st_mode))
             return usage_error("batch mode: OUTPUT '%s' must be a directory", o.output);
@@ -1339,12 +633,11 @@ int main(int argc, char **argv)
             if (realpath(o.input, ri) && realpath(o.output, ro) && !strcmp(ri, ro))
                 return usage_error("batch mode: OUTPUT must not be the input directory");
         }
-        rc = list_items(&o, is_dir, &items, &names);
+        rc = batch_items_load(o.input, is_dir, &items);
         if (!rc) rc = check_output_dir(o.output, "OUTPUT");
         if (!rc && o.montage) rc = check_output_dir(o.montage, "--montage");
         if (rc) {
-            free(names);
-            list_free(&items);
+            batch_items_free(&items);
             return rc;
         }
     }
@@ -1354,8 +647,7 @@ int main(int argc, char **argv)
     if (!rc) rc = check_applicable(ctx, &o);
     if (rc) {
         stsl_context_destroy(ctx);
-        free(names);
-        list_free(&items);
+        batch_items_free(&items);
         return rc;
     }
 
@@ -1363,9 +655,8 @@ int main(int argc, char **argv)
     char err[RU_ERR_LEN];
     if ((rc = ru_load_models(ctx, o.solver, o.model, o.vae, &m, err)) != 0) {
         stsl_context_destroy(ctx);
-        free(names);
-        list_free(&items);
-        return rc == RU_EXIT_USAGE ? usage_error("%s", err) : failure("%s", err);
+        batch_items_free(&items);
+        return rc == CLI_EXIT_USAGE ? usage_error("%s", err) : failure("%s", err);
     }
     if (o.verbose)
         fprintf(stderr, "stsl-restore: prior %s%s%s, images %dx%dx%d, device %s, %d thread(s), seed %llu\n",
@@ -1386,12 +677,11 @@ int main(int argc, char **argv)
     /* everything is checked: only now is anything created */
     else if (batch && (rc = create_output_dir(o.output, "OUTPUT")) == 0 &&
              (!o.montage || (rc = create_output_dir(o.montage, "--montage")) == 0))
-        rc = run_batch(ctx, &m, &o, &items, names);
+        rc = run_batch(ctx, &m, &o, &items);
     else if (!batch)
         rc = run_single(ctx, &m, &o);
     ru_models_free(&m);
     stsl_context_destroy(ctx);
-    free(names);
-    list_free(&items);
+    batch_items_free(&items);
     return rc;
 }

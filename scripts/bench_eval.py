@@ -30,6 +30,9 @@ try:
 except ImportError:  # pragma: no cover
     sys.exit("bench_eval.py: needs torch: run it with Debian's /usr/bin/python3 (python3-torch)")
 
+from bench_common import read_kv  # noqa: E402
+from stsl_metrics import psnr, ssim  # noqa: E402  (scripts/: the one PSNR/SSIM, as stsl-bench's)
+
 
 def default_classifier():
     env = os.environ.get("STSL_MODEL_DIR")
@@ -39,16 +42,6 @@ def default_classifier():
         if os.path.exists(p):
             return p
     return os.path.join(here, "..", "models", "fmnist-classifier.pt")
-
-
-def read_kv(path):
-    out = {}
-    with open(path) as f:
-        for line in f:
-            if "=" in line:
-                k, v = line.split("=", 1)
-                out[k.strip()] = v.strip()
-    return out
 
 
 def frechet(a, b):
@@ -64,32 +57,6 @@ def frechet(a, b):
     m = r1 @ s2 @ r1
     ev = torch.linalg.eigvalsh((m + m.T) / 2).clamp(min=0)
     return float(((mu1 - mu2) ** 2).sum() + torch.trace(s1) + torch.trace(s2) - 2 * ev.sqrt().sum())
-
-
-def psnr(a, b):
-    """Mean PSNR over the batch, on [0, 1] after clipping (as stsl-bench)."""
-    a = ((a.double() + 1) / 2).clamp(0, 1)
-    b = ((b.double() + 1) / 2).clamp(0, 1)
-    mse = ((a - b) ** 2).flatten(1).mean(1).clamp(min=1e-12)
-    return float((10 * torch.log10(1 / mse)).mean())
-
-
-def ssim(a, b):
-    """Mean SSIM: 11x11 Gaussian window (sigma 1.5), K1 0.01, K2 0.03, L 1, valid region."""
-    a = ((a.double() + 1) / 2).clamp(0, 1)
-    b = ((b.double() + 1) / 2).clamp(0, 1)
-    c = a.shape[1]
-    g = torch.exp(-(torch.arange(11, dtype=torch.float64) - 5) ** 2 / (2 * 1.5 ** 2))
-    g = g / g.sum()
-    w = (g[:, None] * g[None, :]).expand(c, 1, 11, 11).contiguous()
-    f = lambda x: torch.nn.functional.conv2d(x, w, groups=c)  # noqa: E731
-    ma, mb = f(a), f(b)
-    va = f(a * a) - ma * ma
-    vb = f(b * b) - mb * mb
-    cab = f(a * b) - ma * mb
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
-    m = ((2 * ma * mb + c1) * (2 * cab + c2)) / ((ma * ma + mb * mb + c1) * (va + vb + c2))
-    return float(m.mean())
 
 
 def load(run, name, shape):

@@ -21,20 +21,12 @@ import subprocess
 import sys
 import zlib
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_common import cpu_model, read_kv  # noqa: E402
+
 TASK_ORDER = ["gaussian-blur", "motion-blur", "sr4", "random-inpaint", "box-inpaint", "salt-pepper"]
 MONTAGE_CONFIGS = ["stsl@50xK5", "stsl-biased@50", "psld@50", "psld@1000", "ldps@1000", "dps@1000",
                    "dps-mo@100", "rmp@400"]
-
-
-def read_kv(path):
-    out = {}
-    if os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                if "=" in line:
-                    k, v = line.split("=", 1)
-                    out[k.strip()] = v.strip()
-    return out
 
 
 def read_text(path, default=""):
@@ -158,15 +150,7 @@ def montage(path, tiles_rows, h, w, scale=2, gap=2):
 # ---- report --------------------------------------------------------------------------------------
 
 def machine():
-    cpu = "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    cpu = cpu_model()
     mem = "?"
     try:
         with open("/proc/meminfo") as f:

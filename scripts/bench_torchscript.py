@@ -36,6 +36,7 @@ import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import export_torchscript as ets  # noqa: E402
+from bench_common import cpu_model, parse_key_values  # noqa: E402
 
 
 # ---- a DDPM-style UNet (scriptable) ----
@@ -246,14 +247,7 @@ def lib_time(bench, path, threads, repeats, warmup, batch=1):
     out = subprocess.run([bench, path, "--threads", str(threads), "--repeats", str(repeats),
                           "--warmup", str(warmup), "--batch", str(batch)],
                          check=True, capture_output=True, text=True).stdout
-    res = {}
-    for line in out.splitlines():
-        k, _, v = line.partition(" ")
-        try:
-            res[k] = float(v)
-        except ValueError:
-            res[k] = v
-    return res
+    return parse_key_values(out)
 
 
 # ---- executor warm-up study (fresh process per setting) ----
@@ -302,15 +296,7 @@ def warmup_study(path, shape, threads):
 
 
 def machine():
-    cpu = platform.processor() or "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    cpu = cpu_model(platform.processor() or "?")
     return f"{platform.node()}: {cpu}, {os.cpu_count()} logical CPUs, {platform.system()} " \
            f"{platform.release()}, torch {torch.__version__} (Debian python3-torch / libtorch-dev)"
 

@@ -244,7 +244,7 @@ st_build() {
   make --no-print-directory -j"$JOBS" "${MAKEVARS[@]}" all "${tests[@]}" || return 1
   grep -q STSL_WITH_TORCH=1 <(make --no-print-directory -n "${MAKEVARS[@]}" "$B/obj/core/context.o" -B 2>/dev/null) \
     || { echo "error: the build did not find libtorch (WITH_TORCH=0)"; return 1; }
-  cc -std=c11 -O2 -Wall -Wextra -Werror -D_GNU_SOURCE -Iinclude -Iexamples scripts/cuda_probe.c -L$B/lib -lstsl \
+  cc -std=c11 -O2 -Wall -Wextra -Werror -D_GNU_SOURCE -Iinclude -Iexamples scripts/cuda_probe.c examples/common/metrics.c -L$B/lib -lstsl \
      -Wl,-rpath,"$ROOT/$B/lib" "${extra[@]}" -lm -o $B/cuda_probe || return 1
   ldd $B/lib/libstsl.so | grep -E 'torch|c10|png|jpeg|fftw|cunit' || true
   # (reported, not fatal: the suites' own exit then shows what an exported C++ symbol costs)

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import cuda_standins  # noqa: E402
+from bench_common import parse_key_values  # noqa: E402
 
 
 def log(msg):
@@ -57,14 +58,7 @@ def probe(binary, model, device, half, repeats, steps, timeout):
                        capture_output=True, text=True, timeout=timeout)
     if r.returncode != 0:
         raise RuntimeError("cuda_probe: " + (r.stderr.strip().splitlines() or ["failed"])[0])
-    out = {}
-    for line in r.stdout.splitlines():
-        k, _, v = line.partition(" ")
-        try:
-            out[k] = float(v)
-        except ValueError:
-            out[k] = v
-    return out
+    return parse_key_values(r.stdout)
 
 
 def linear_schedule(T=1000):

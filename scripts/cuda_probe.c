@@ -6,7 +6,8 @@
  *       eps and its VJP (batch 2, seeded inputs) on the CPU and on DEVICE, in float32 and in
  *       float16; then DPS and STSL restorations (STEPS reverse steps, gaussian-blur, same seed) on
  *       both devices.  Keys: <what>_rel (max |a - b| / (1 + max |b|)), <solver>_rmse (RMSE of
- *       the two restorations, [-1, 1] scale), <solver>_psnr_cpu / _dev against the clean image.
+ *       the two restorations, [-1, 1] scale), <solver>_psnr_cpu / _dev against the clean image
+ *       (examples/common/metrics.c).
  *       Tolerances (docs/cuda.md): eps and VJP 2e-3 in float32, 2e-2 in float16; restorations
  *       RMSE 0.05.  A line "FAIL key value > tolerance" and exit status 1 when one is exceeded.
  *   cuda_probe time MODEL DEVICE HALF [REPEATS] [STEPS]
@@ -21,7 +22,8 @@
 #include <time.h>
 
 #include "stsl.h"
-#include "common/timing.h"   /* examples/common */
+#include "common/metrics.h"   /* examples/common: the PSNR every C program uses */
+#include "common/timing.h"    /* examples/common */
 
 static double rel_err(const float *a, const float *b, size_t n)
 {
@@ -182,12 +184,6 @@ static int restore(loaded *l, const problem *p, const char *solver, int steps, f
     return rc;
 }
 
-static double psnr(const float *a, const float *b, size_t n)
-{
-    double e = rmse(a, b, n);
-    return 20 * log10(2.0 / fmax(e, 1e-12));   /* [-1, 1] images: peak-to-peak 2 */
-}
-
 static int cmd_compare(const char *model, const char *device, int steps)
 {
     loaded cpu, dev;
@@ -223,8 +219,8 @@ static int cmd_compare(const char *model, const char *device, int steps)
             snprintf(key, sizeof key, "%s_rmse", solvers[k]);
             printf("%s_steps %d\n", solvers[k], steps);
             check(key, rmse(r1, r0, cpu.d), 0.05);
-            printf("%s_psnr_cpu %.2f\n%s_psnr_dev %.2f\n", solvers[k], psnr(r0, p.clean, cpu.d),
-                   solvers[k], psnr(r1, p.clean, cpu.d));
+            printf("%s_psnr_cpu %.2f\n%s_psnr_dev %.2f\n", solvers[k], metric_psnr(r0, p.clean, cpu.d),
+                   solvers[k], metric_psnr(r1, p.clean, cpu.d));
         }
         free(r0), free(r1);
         free_problem(&p);

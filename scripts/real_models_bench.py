@@ -31,6 +31,9 @@ RESULTS = os.path.join(ROOT, "docs", "bench", "real-models.json")
 DOC = os.path.join(ROOT, "docs", "real-models.md")
 EXPORTER = os.path.join(ROOT, "scripts", "export_torchscript.py")
 
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from bench_common import cpu_model  # noqa: E402
+
 # Architectures as published: DPS configs/model_config.yaml (FFHQ 256) and guided-diffusion's
 # README flags for the unconditional ImageNet 256x256 model; Stable Diffusion v1.5's
 # unet/vae/scheduler config.json.
@@ -83,14 +86,7 @@ def measured(cmd, env=None, cwd=None):
 
 @functools.lru_cache(maxsize=None)
 def machine():
-    cpu = "?"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     import torch
     return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {platform.system()}"
 

@@ -14,12 +14,12 @@
  *    time per image likewise.
  */
 #include "common/bench_images.h"
+#include "common/metrics.h"
 #include "common/restore_util.h"
 
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,28 +39,6 @@ typedef struct bi_opts {
     cli_task_opts task_opts;
     ru_settings solver_opts;
 } bi_opts;
-
-static int bi_usage(const char *fmt, ...)
-{
-    va_list ap;
-    fprintf(stderr, "stsl-bench: ");
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, " (see stsl-bench --help)\n");
-    return RU_EXIT_USAGE;
-}
-
-static int bi_fail(const char *fmt, ...)
-{
-    va_list ap;
-    fprintf(stderr, "stsl-bench: ");
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "\n");
-    return RU_EXIT_FAIL;
-}
 
 void stsl_bench_images_help(void)
 {
@@ -113,10 +91,10 @@ static int bi_parse(int argc, char **argv, bi_opts *o)
         const char *a = argv[i];
         int r = ru_take_solver_flag(argc, argv, &i, &o->solver_opts, err);
         if (r == 0) r = cli_take_task_option(argc, argv, &i, &o->task_opts, err);
-        if (r < 0) return bi_usage("%s", err);
+        if (r < 0) return cli_usage_error("%s", err);
         if (r > 0) continue;
         if (!strcmp(a, "--quiet")) { o->quiet = 1; i++; continue; }
-        if (i + 1 >= argc) return bi_usage("unknown option or missing value: '%s'", a);
+        if (i + 1 >= argc) return cli_usage_error("unknown option or missing value: '%s'", a);
         const char *v = argv[i + 1];
         char *end = NULL;
         long long iv = 0;
@@ -128,7 +106,7 @@ static int bi_parse(int argc, char **argv, bi_opts *o)
         }
 #define INT_OPT(flag, field, lo, hi)                                                   \
     if (!strcmp(a, flag)) {                                                            \
-        if (!is_num || iv < (lo) || iv > (hi)) return bi_usage("%s: bad value '%s'", flag, v); \
+        if (!is_num || iv < (lo) || iv > (hi)) return cli_usage_error("%s: bad value '%s'", flag, v); \
         o->field = (int)iv;                                                            \
         i += 2;                                                                        \
         continue;                                                                      \
@@ -139,14 +117,14 @@ static int bi_parse(int argc, char **argv, bi_opts *o)
         INT_OPT("--samples", samples, 1, 256)
 #undef INT_OPT
         if (!strcmp(a, "--seed")) {
-            if (!is_num || iv < 0 || iv > (1ll << 40)) return bi_usage("--seed: bad value '%s'", v);
+            if (!is_num || iv < 0 || iv > (1ll << 40)) return cli_usage_error("--seed: bad value '%s'", v);
             o->seed = (uint64_t)iv;
             i += 2;
             continue;
         }
         if (!strcmp(a, "--noise")) {
             double d = strtod(v, &end);
-            if (!*v || *end || !(d >= 0 && d <= 100)) return bi_usage("--noise: bad value '%s'", v);
+            if (!*v || *end || !(d >= 0 && d <= 100)) return cli_usage_error("--noise: bad value '%s'", v);
             o->noise = d;
             i += 2;
             continue;
@@ -162,12 +140,12 @@ static int bi_parse(int argc, char **argv, bi_opts *o)
         else if (!strcmp(a, "--indices")) dst = &o->indices;
         else if (!strcmp(a, "--data")) dst = &o->data;
         else if (!strcmp(a, "--label")) dst = &o->label;
-        if (!dst) return bi_usage("unknown option '%s'", a);
+        if (!dst) return cli_usage_error("unknown option '%s'", a);
         *dst = v;
         i += 2;
     }
-    if (!o->task) return bi_usage("--task is required");
-    if (!o->solver) return bi_usage("--solver is required");
+    if (!o->task) return cli_usage_error("--task is required");
+    if (!o->solver) return cli_usage_error("--solver is required");
     return 0;
 }
 
@@ -274,15 +252,15 @@ int stsl_bench_images_main(int argc, char **argv)
              exe_relative("../share/stsl/data/bench_indices.txt", ipath, sizeof ipath) != 0)
         snprintf(ipath, sizeof ipath, "data/bench_indices.txt");
     int *idx = malloc(BI_MAX_N * sizeof *idx);
-    if (!idx) return bi_fail("out of memory");
+    if (!idx) return cli_failure("out of memory");
     int nidx = read_indices(ipath, idx, BI_MAX_N);
     if (nidx < 0) {
         free(idx);
-        return bi_fail("cannot read the index list %s%s", ipath, nidx == -2 ? " (bad line)" : "");
+        return cli_failure("cannot read the index list %s%s", ipath, nidx == -2 ? " (bad line)" : "");
     }
     if (o.n > nidx) {
         free(idx);
-        return bi_usage("--n %d: the index list %s has %d entries", o.n, ipath, nidx);
+        return cli_usage_error("--n %d: the index list %s has %d entries", o.n, ipath, nidx);
     }
     const char *ddir = o.data ? o.data : getenv("STSL_FMNIST_DIR");
     if (!ddir || !*ddir) ddir = "/usr/share/datasets/fashion-mnist";
@@ -297,7 +275,7 @@ int stsl_bench_images_main(int argc, char **argv)
         free(images);
         free(labels);
         free(idx);
-        return bi_fail("cannot read the Fashion-MNIST test set (%s, %s): install Debian's "
+        return cli_failure("cannot read the Fashion-MNIST test set (%s, %s): install Debian's "
                        "dataset-fashion-mnist or pass --data DIR",
                        img_path, lab_path);
     }
@@ -307,7 +285,7 @@ int stsl_bench_images_main(int argc, char **argv)
         free(images);
         free(labels);
         free(idx);
-        return bi_fail("the Fashion-MNIST test files are truncated");
+        return cli_failure("the Fashion-MNIST test files are truncated");
     }
     for (int i = 0; i < o.n; i++)
         if ((uint32_t)idx[i] >= count) {
@@ -315,11 +293,11 @@ int stsl_bench_images_main(int argc, char **argv)
             free(images);
             free(labels);
             free(idx);
-            return bi_fail("index %d in %s is beyond the %u test images", bad, ipath, count);
+            return cli_failure("index %d in %s is beyond the %u test images", bad, ipath, count);
         }
 
     stsl_context *ctx = NULL;
-    if (stsl_context_create(&ctx) != STSL_OK) return bi_fail("cannot create a context");
+    if (stsl_context_create(&ctx) != STSL_OK) return cli_failure("cannot create a context");
     stsl_context_set_threads(ctx, o.threads);
     stsl_context_set_device(ctx, o.device);
     ru_models m;
@@ -329,22 +307,22 @@ int stsl_bench_images_main(int argc, char **argv)
     double *psnr = NULL, *ssim = NULL;
     FILE *csv = NULL;
     int loaded = 0;
-    rc = RU_EXIT_FAIL;
+    rc = CLI_EXIT_FAIL;
     if (ru_load_models(ctx, o.solver, o.model, o.vae, &m, err) != 0) {
-        bi_fail("%s", err);
+        cli_failure("%s", err);
         goto done;
     }
     loaded = 1;
     if (m.image.height != (int)rows || m.image.width != (int)cols || m.image.channels != 1) {
-        bi_fail("the model restores %dx%dx%d images; the data set has 1x%ux%u", m.image.channels,
+        cli_failure("the model restores %dx%dx%d images; the data set has 1x%ux%u", m.image.channels,
                 m.image.height, m.image.width, rows, cols);
         goto done;
     }
     /* operator */
     int code = cli_make_operator(ctx, o.task, m.image, &o.task_opts, o.seed, o.noise, &op, err);
     if (code != CLI_EXIT_OK) {
-        if (code == CLI_EXIT_USAGE) rc = bi_usage("%s", err);
-        else bi_fail("%s", err);
+        if (code == CLI_EXIT_USAGE) rc = cli_usage_error("%s", err);
+        else cli_failure("%s", err);
         goto done;
     }
     stsl_shape ys;
@@ -362,7 +340,7 @@ int stsl_bench_images_main(int argc, char **argv)
     psnr = calloc((size_t)N, sizeof(double));
     ssim = calloc((size_t)N, sizeof(double));
     if (!clean || !meas || !restored || !y || !xb || !yview || !psnr || !ssim) {
-        bi_fail("out of memory");
+        cli_failure("out of memory");
         goto done;
     }
     for (int i = 0; i < N; i++)
@@ -372,17 +350,17 @@ int stsl_bench_images_main(int argc, char **argv)
     /* solver, validated once */
     stsl_solver *solver = NULL;
     if (stsl_solver_create_by_name(ctx, o.solver, &solver) != STSL_OK) {
-        rc = bi_usage("%s", stsl_context_last_error(ctx));
+        rc = cli_usage_error("%s", stsl_context_last_error(ctx));
         goto done;
     }
     if (stsl_solver_set_int(solver, STSL_PARAM_SEED, (int64_t)o.seed) != STSL_OK ||
         stsl_solver_set_int(solver, STSL_PARAM_BATCH_LIMIT, STSL_MAX_BATCH) != STSL_OK) {
-        rc = bi_usage("solver %s: %s", o.solver, stsl_solver_last_error(solver));
+        rc = cli_usage_error("solver %s: %s", o.solver, stsl_solver_last_error(solver));
         stsl_solver_destroy(solver);
         goto done;
     }
     if (ru_apply_solver(solver, &o.solver_opts, err) != 0) {
-        rc = bi_usage("solver %s: %s", o.solver, err);
+        rc = cli_usage_error("solver %s: %s", o.solver, err);
         stsl_solver_destroy(solver);
         goto done;
     }
@@ -400,7 +378,7 @@ int stsl_bench_images_main(int argc, char **argv)
         csv = fopen(o.csv, "a");
         if (!csv) {
             stsl_solver_destroy(solver);
-            bi_fail("cannot write %s: %s", o.csv, strerror(errno));
+            cli_failure("cannot write %s: %s", o.csv, strerror(errno));
             goto done;
         }
         if (fresh)
@@ -423,7 +401,7 @@ int stsl_bench_images_main(int argc, char **argv)
             if (stsl_operator_measure(op, clean + (size_t)g * d, yview, 1, o.seed + (uint64_t)idx[g]) !=
                 STSL_OK) {
                 stsl_solver_destroy(solver);
-                bi_fail("degrading image %d: %s", idx[g], stsl_operator_last_error(op));
+                cli_failure("degrading image %d: %s", idx[g], stsl_operator_last_error(op));
                 goto done;
             }
             for (int k = 0; k < K; k++) memcpy(y + ((size_t)i * K + k) * dy, yview, dy * sizeof(float));
@@ -439,7 +417,7 @@ int stsl_bench_images_main(int argc, char **argv)
         nfe.struct_size = sizeof nfe;
         stsl_solver_get_nfe(solver, &nfe);
         if (st != STSL_OK) {
-            bi_fail("solver %s failed on images %d..%d: %s", o.solver, idx[b0], idx[b0 + nb - 1],
+            cli_failure("solver %s failed on images %d..%d: %s", o.solver, idx[b0], idx[b0 + nb - 1],
                     *stsl_solver_last_error(solver) ? stsl_solver_last_error(solver)
                                                     : stsl_strerror(st));
             stsl_solver_destroy(solver);
@@ -453,8 +431,8 @@ int stsl_bench_images_main(int argc, char **argv)
             float *r = restored + (size_t)g * d;
             for (int k = 0; k < K; k++)
                 for (size_t q = 0; q < d; q++) r[q] += xb[((size_t)i * K + k) * d + q] / (float)K;
-            psnr[g] = ru_psnr(clean + (size_t)g * d, r, m.image.channels, m.image.height, m.image.width);
-            ssim[g] = ru_ssim(clean + (size_t)g * d, r, m.image.channels, m.image.height, m.image.width);
+            psnr[g] = metric_psnr(clean + (size_t)g * d, r, (size_t)d);
+            ssim[g] = metric_ssim(clean + (size_t)g * d, r, m.image.channels, m.image.height, m.image.width);
             int lab = labels[8 + idx[g]];
             double secs = dt / nb;
             sum_p += psnr[g];
@@ -485,18 +463,18 @@ int stsl_bench_images_main(int argc, char **argv)
     if (o.out) {
         char path[PATH_MAX];
         if (mkdir(o.out, 0777) != 0 && errno != EEXIST) {
-            bi_fail("cannot create %s: %s", o.out, strerror(errno));
+            cli_failure("cannot create %s: %s", o.out, strerror(errno));
             goto done;
         }
         if (write_f32(o.out, "clean.f32", clean, (size_t)N * d) || write_f32(o.out, "restored.f32", restored, (size_t)N * d) ||
             write_f32(o.out, "measured.f32", meas, (size_t)N * d)) {
-            bi_fail("cannot write the arrays under %s", o.out);
+            cli_failure("cannot write the arrays under %s", o.out);
             goto done;
         }
         snprintf(path, sizeof path, "%.3900s/items.csv", o.out);
         FILE *f = fopen(path, "w");
         if (!f) {
-            bi_fail("cannot write %s", path);
+            cli_failure("cannot write %s", path);
             goto done;
         }
         fprintf(f, "index,label,psnr,ssim\n");
@@ -537,12 +515,12 @@ int stsl_bench_images_main(int argc, char **argv)
             stsl_image_destroy(mont);
             for (int q = 0; q < 3; q++) stsl_image_destroy(t[q]);
             if (!ok) {
-                bi_fail("cannot write PNGs under %s", o.out);
+                cli_failure("cannot write PNGs under %s", o.out);
                 goto done;
             }
         }
     }
-    rc = RU_EXIT_OK;
+    rc = CLI_EXIT_OK;
 done:
     if (csv) fclose(csv);
     stsl_operator_destroy(op);

@@ -22,6 +22,43 @@ static int fail(char *err, const char *fmt, ...)
     return -1;
 }
 
+static const char *g_program = "stsl";
+
+void cli_set_program(const char *name)
+{
+    if (name && *name) g_program = name;
+}
+
+const char *cli_program(void) { return g_program; }
+
+static int report(int status, const char *tail, const char *fmt, va_list ap)
+{
+    fprintf(stderr, "%s: ", g_program);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "%s\n", tail);
+    return status;
+}
+
+int cli_usage_error(const char *fmt, ...)
+{
+    char tail[128];
+    snprintf(tail, sizeof tail, " (see %s --help)", g_program);
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = report(CLI_EXIT_USAGE, tail, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+int cli_failure(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = report(CLI_EXIT_FAIL, "", fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
 int cli_tune_malloc(void)
 {
 #ifdef __GLIBC__
@@ -305,6 +342,14 @@ const char *cli_ext_of(const char *path)
     const char *slash = strrchr(path, '/');
     const char *dot = strrchr(path, '.');
     return dot && (!slash || dot > slash) ? dot : "";
+}
+
+void cli_dir_of(const char *path, char *buf, size_t n)
+{
+    const char *slash = strrchr(path, '/');
+    if (!slash) snprintf(buf, n, ".");
+    else if (slash == path) snprintf(buf, n, "/");
+    else snprintf(buf, n, "%.*s", (int)(slash - path), path);
 }
 
 int cli_is_image_name(const char *path)

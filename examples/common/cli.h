@@ -23,6 +23,14 @@
 #define CLI_EXIT_FAIL 1
 #define CLI_EXIT_USAGE 2
 
+/* The tools' messages: one line on stderr, "PROGRAM: message" (PROGRAM as set by
+ * cli_set_program, at the start of main; "stsl" before).  cli_usage_error adds
+ * " (see PROGRAM --help)" and returns CLI_EXIT_USAGE; cli_failure returns CLI_EXIT_FAIL. */
+void cli_set_program(const char *name);
+const char *cli_program(void);
+int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+int cli_failure(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 /* The restoring tools' allocator policy (glibc only; a no-op elsewhere): keep freed memory in the
  * process instead of returning it to the kernel after every network call.  libtorch frees all of a
  * VJP's activations at its end; with glibc's defaults the heap is then trimmed (or the blocks
@@ -110,6 +118,8 @@ int cli_make_operator(stsl_context *ctx, const char *task, stsl_shape shape, con
 
 /* The extension of the file name in `path` (".png"; "" when none). */
 const char *cli_ext_of(const char *path);
+/* The directory a file `path` would be written into ("." for a bare name, "/" at the root). */
+void cli_dir_of(const char *path, char *buf, size_t n);
 /* 1 when `path` ends in .png, .jpg or .jpeg (any case): the names the tools read and write. */
 int cli_is_image_name(const char *path);
 

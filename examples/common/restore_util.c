@@ -285,7 +285,7 @@ int ru_load_models(stsl_context *ctx, const char *solver, const char *model_path
             fail(err, "--vae %s: the prior %s is a pixel-space model, it uses no autoencoder",
                  vae_path, m->model_path);
             ru_models_free(m);
-            return RU_EXIT_USAGE;
+            return CLI_EXIT_USAGE;
         }
         stsl_score_shape(m->score, &m->image);
     }
@@ -420,12 +420,12 @@ int ru_restore_batch(stsl_context *ctx, ru_models *m, const ru_job *job,
     stsl_nfe nfe;
     memset(&nfe, 0, sizeof nfe);
     nfe.struct_size = sizeof nfe;
-    int rc = RU_EXIT_FAIL;
+    int rc = CLI_EXIT_FAIL;
     stsl_status st;
     /* one operator for the batch: its own randomness (masks, kernels) is the task's, from --seed */
     int code = cli_make_operator(ctx, job->task, m->image, job->task_opts, job->seed, job->noise, &op, err);
     if (code != CLI_EXIT_OK) {
-        rc = code == CLI_EXIT_USAGE ? RU_EXIT_USAGE : RU_EXIT_FAIL;
+        rc = code == CLI_EXIT_USAGE ? CLI_EXIT_USAGE : CLI_EXIT_FAIL;
         goto done;
     }
     stsl_shape ys;
@@ -462,7 +462,7 @@ int ru_restore_batch(stsl_context *ctx, ru_models *m, const ru_job *job,
         goto done;
     }
     if (job->solver_opts && ru_apply_solver(solver, job->solver_opts, err) != 0) {
-        rc = RU_EXIT_USAGE;
+        rc = CLI_EXIT_USAGE;
         goto done;
     }
     progress_state ps = {ru_now(), 0.0, 0};
@@ -736,70 +736,4 @@ int ru_montage(stsl_image *const *tiles, int n, int scale, stsl_image **out, cha
         x0 += t->width * scale + gap;
     }
     return 0;
-}
-
-/* ------------------------------------------------------------------------------------------ */
-/* Metrics                                                                                     */
-/* ------------------------------------------------------------------------------------------ */
-
-static double unit(float v)
-{
-    double u = 0.5 * ((double)v + 1.0);
-    return u < 0.0 ? 0.0 : u > 1.0 ? 1.0 : u;
-}
-
-double ru_psnr(const float *a, const float *b, int channels, int height, int width)
-{
-    size_t n = (size_t)channels * height * width;
-    double se = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        double d = unit(a[i]) - unit(b[i]);
-        se += d * d;
-    }
-    double mse = se / (double)n;
-    if (mse <= 1e-12) return 120.0;
-    return 10.0 * log10(1.0 / mse);
-}
-
-double ru_ssim(const float *a, const float *b, int channels, int height, int width)
-{
-    enum { K = 11 };
-    double g[K], gs = 0.0;
-    for (int i = 0; i < K; i++) {
-        double d = i - K / 2;
-        g[i] = exp(-d * d / (2.0 * 1.5 * 1.5));
-        gs += g[i];
-    }
-    for (int i = 0; i < K; i++) g[i] /= gs;
-    const double C1 = 0.01 * 0.01, C2 = 0.03 * 0.03;
-    int kh = height < K ? height : K, kw = width < K ? width : K;
-    /* Images smaller than the window: use a window as large as the image (renormalised). */
-    double total = 0.0;
-    long count = 0;
-    for (int c = 0; c < channels; c++) {
-        const float *pa = a + (size_t)c * height * width, *pb = b + (size_t)c * height * width;
-        for (int i = 0; i + kh <= height; i++)
-            for (int j = 0; j + kw <= width; j++) {
-                double ma = 0, mb = 0, saa = 0, sbb = 0, sab = 0, ws = 0;
-                for (int u = 0; u < kh; u++)
-                    for (int v = 0; v < kw; v++) {
-                        double wgt = g[u + (K - kh) / 2] * g[v + (K - kw) / 2];
-                        double xa = unit(pa[(size_t)(i + u) * width + j + v]);
-                        double xb = unit(pb[(size_t)(i + u) * width + j + v]);
-                        ws += wgt;
-                        ma += wgt * xa;
-                        mb += wgt * xb;
-                        saa += wgt * xa * xa;
-                        sbb += wgt * xb * xb;
-                        sab += wgt * xa * xb;
-                    }
-                ma /= ws;
-                mb /= ws;
-                double va = saa / ws - ma * ma, vb = sbb / ws - mb * mb, cab = sab / ws - ma * mb;
-                total += ((2 * ma * mb + C1) * (2 * cab + C2)) /
-                         ((ma * ma + mb * mb + C1) * (va + vb + C2));
-                count++;
-            }
-    }
-    return count ? total / (double)count : 1.0;
 }

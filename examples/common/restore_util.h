@@ -19,11 +19,6 @@
 #define RU_ERR_LEN 1024
 #define RU_MAX_SETTINGS 64
 
-/* Exit statuses of the tools (DESIGN.md section 5). */
-#define RU_EXIT_OK 0
-#define RU_EXIT_FAIL 1
-#define RU_EXIT_USAGE 2
-
 /* ---- parameters given by flag ------------------------------------------------------------ */
 
 /* Solver options are the library's solver parameters by name or alias (stsl_param_name:
@@ -74,7 +69,7 @@ typedef struct ru_models {
 
 /* Load the prior (model_path NULL: the bundled default for `solver`) and, for a latent prior,
  * its autoencoder (vae_path NULL: the file named by the prior's pairs_with, next to the prior or
- * among the bundled models; missing there, an error naming it).  Returns 0, RU_EXIT_USAGE (a
+ * among the bundled models; missing there, an error naming it).  Returns 0, CLI_EXIT_USAGE (a
  * vae_path given for a pixel-space prior) or -1 (any other failure), err set. */
 int ru_load_models(stsl_context *ctx, const char *solver, const char *model_path,
                    const char *vae_path, ru_models *m, char *err);
@@ -104,7 +99,7 @@ typedef struct ru_result {
 } ru_result;
 
 /* Restore `input` (clean image of m->image shape, or with job->measured the measurement).
- * Returns 0, RU_EXIT_USAGE (an option the task or solver refuses) or RU_EXIT_FAIL, err set. */
+ * Returns 0, CLI_EXIT_USAGE (an option the task or solver refuses) or CLI_EXIT_FAIL, err set. */
 int ru_restore(stsl_context *ctx, ru_models *m, const ru_job *job, const stsl_image *input,
                ru_result *res, char *err);
 /* Restore n inputs in one solver run: image i is degraded with and restored from seeds[i]
@@ -157,13 +152,6 @@ int ru_load_input(stsl_context *ctx, const char *path, const ru_models *m, ru_fi
 /* Side-by-side montage of 1..4 images of equal channels and height (NULL entries skipped), with a
  * 2-pixel white gutter, each scaled by `scale` (nearest). */
 int ru_montage(stsl_image *const *tiles, int n, int scale, stsl_image **out, char *err);
-
-/* ---- metrics on [-1, 1] images, computed on [0, 1] ------------------------------------------ */
-
-double ru_psnr(const float *a, const float *b, int channels, int height, int width);
-/* SSIM with an 11x11 Gaussian window (sigma 1.5), K1 0.01, K2 0.03, L 1, valid region, mean over
- * channels (Wang et al. 2004). */
-double ru_ssim(const float *a, const float *b, int channels, int height, int width);
 
 /* Monotonic seconds. */
 double ru_now(void);

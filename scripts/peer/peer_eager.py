@@ -35,6 +35,8 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from stsl_metrics import psnr  # noqa: E402  (the one PSNR, as stsl-bench's)
 
 # ---- public enum values of include/stsl.h (checked against the header by `prepare`) ----------
 P_NOISE_SIGMA, P_SEED, P_KERNEL_SIZE, P_BLUR_SIGMA, P_BOUNDARY = 1, 2, 3, 4, 5
@@ -79,14 +81,6 @@ def load_images(indices):
     # stsl-bench: v / 127.5 - 1 in float32
     x = imgs[indices].astype(np.float32) / np.float32(127.5) - np.float32(1.0)
     return x.reshape(len(indices), 1, rows, cols)
-
-
-def psnr(clean, restored):
-    """As stsl-bench (ru_psnr): both mapped to [0, 1] and clipped, PSNR with peak 1."""
-    a = np.clip(0.5 * (clean.astype(np.float64) + 1.0), 0.0, 1.0)
-    b = np.clip(0.5 * (restored.astype(np.float64) + 1.0), 0.0, 1.0)
-    mse = float(np.mean((a - b) ** 2))
-    return 120.0 if mse <= 1e-12 else 10.0 * math.log10(1.0 / mse)
 
 
 # ---- operator definitions (docs/operators.md, src/operators/) --------------------------------

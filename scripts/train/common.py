@@ -247,6 +247,44 @@ def load_checkpoint(path):
     return None
 
 
+def epoch_train_loop(model, opt, n, args, ckpt_path, name, lr, batch_step, end_epoch, lr_floor=0.0):
+    """The resumable epoch loop of the classifier and the autoencoder: resume from ckpt_path, then
+    per epoch n // args.batch batches of a random permutation of range(n), the learning rate
+    following a cosine from lr down to lr_floor * lr over all the planned steps; a checkpoint after
+    each epoch; stop early when another epoch would pass args.deadline.
+    batch_step(idx, epoch, i, nb) trains on the indices idx (batch i of nb) and returns a tuple of
+    losses; end_epoch(mean_losses) evaluates and returns the rest of the epoch's log line."""
+    start, step = 0, 0
+    ck = load_checkpoint(ckpt_path)
+    if ck is not None:
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        start, step = ck["epoch"], ck["step"]
+    B = args.batch
+    nb = n // B
+    total = args.epochs * nb
+    for epoch in range(start, args.epochs):
+        t0 = time.time()
+        model.train()
+        perm = torch.randperm(n)
+        sums = None
+        for i in range(nb):
+            cur = lr * (lr_floor + (1.0 - lr_floor) * 0.5 * (1 + math.cos(math.pi * step / total)))
+            for g in opt.param_groups:
+                g["lr"] = cur
+            losses = batch_step(perm[i * B:(i + 1) * B], epoch, i, nb)
+            step += 1
+            sums = list(losses) if sums is None else [a + b for a, b in zip(sums, losses)]
+        text = end_epoch([v / nb for v in sums])
+        dt = time.time() - t0
+        log("%s epoch %d/%d %s  %.1fs/epoch" % (name, epoch + 1, args.epochs, text, dt))
+        atomic_save({"model": model.state_dict(), "opt": opt.state_dict(), "epoch": epoch + 1,
+                     "step": step, "args": vars(args)}, ckpt_path)
+        if past_deadline(args, dt):
+            log("deadline reached")
+            break
+
+
 def count_params(m):
     return sum(p.numel() for p in m.parameters())
 

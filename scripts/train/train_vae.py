@@ -2,13 +2,12 @@
 """Train the small KL autoencoder 1x28x28 <-> zc x 7 x 7 (zc = 8 by default, as shipped) on
 Fashion-MNIST (images in [-1,1]), CPU only. Loss per image: sum over pixels of (L1 + L2) reconstruction error plus
 kl_weight * KL(q(z|x) || N(0,I)) summed over the zc x 49 latent entries. After training it reports
-the test-split reconstruction PSNR (computed on the [-1,1] range with data range 2, which is
-the same number as on [0,1] with data range 1; the decoder output is clamped to [-1,1]) and
+the test-split reconstruction PSNR (scripts/stsl_metrics.py: on [0,1] with data range 1, the
+decoder output clipped) and
 latent_scale = 1 / std of the posterior means of the training images.
 
   /usr/bin/python3 scripts/train/train_vae.py --epochs 4 --threads 2
 """
-import math
 import os
 import sys
 import time
@@ -16,9 +15,11 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 
-from common import (CKPT_DIR, atomic_save, base_parser, count_params, load_checkpoint,  # noqa: E402
-                    load_fmnist, log, past_deadline, seed_all, setup_threads)
+from common import (CKPT_DIR, atomic_save, base_parser, count_params, epoch_train_loop,  # noqa: E402
+                    load_fmnist, log, seed_all, setup_threads)
 from nets import VAE  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from stsl_metrics import psnr  # noqa: E402  (scripts/: the one PSNR)
 
 CONFIG = dict(cin=1, zc=8, c1=32, c2=64)
 
@@ -31,16 +32,10 @@ def encode_all(vae, x, bs=500):
 
 @torch.no_grad()
 def test_psnr(vae, xt, bs=500):
-    """mean over images of per-image PSNR, [-1,1] range, data range 2 (decoder clamped)."""
+    """Mean over images of the PSNR of decode(encode(x)) (scripts/stsl_metrics.py)."""
     vae.eval()
-    ps = []
-    for i in range(0, xt.shape[0], bs):
-        xb = xt[i:i + bs]
-        r = vae.decode(vae.encode(xb)).clamp(-1, 1)
-        mse = (r - xb).pow(2).flatten(1).mean(1)
-        ps.append(10 * torch.log10(4.0 / mse.clamp_min(1e-12)))
-    ps = torch.cat(ps)
-    return float(ps.mean())
+    rec = torch.cat([vae.decode(vae.encode(xt[i:i + bs])) for i in range(0, xt.shape[0], bs)])
+    return psnr(rec, xt)
 
 
 def main():
@@ -59,53 +54,32 @@ def main():
     log("VAE params", count_params(vae))
     lr = args.lr or 1e-3
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
-    start, step = 0, 0
-    ck = load_checkpoint(args.ckpt)
-    if ck is not None:
-        vae.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["opt"])
-        start, step = ck["epoch"], ck["step"]
-    n, B = x.shape[0], args.batch
-    nb = n // B
-    total = args.epochs * nb
+
+    def batch_step(idx, epoch, i, nb):
+        xb = x[idx]
+        m = torch.rand(idx.shape[0]) < 0.5
+        xb = torch.where(m[:, None, None, None], xb.flip(3), xb)
+        mean, logvar = vae.moments(xb)
+        z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
+        r = vae.decode(z)
+        d = r - xb
+        rec = (d.abs() + d.pow(2)).flatten(1).sum(1).mean()
+        kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).flatten(1).sum(1).mean()
+        loss = rec + args.kl_weight * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 5.0)
+        opt.step()
+        if i % 100 == 0:
+            log("vae epoch %d batch %d/%d rec %.2f kl %.1f" % (epoch + 1, i, nb, rec.item(), kl.item()))
+        return rec.item(), kl.item()
+
+    def end_epoch(mean):
+        return "rec %.2f kl %.1f test PSNR(2k) %.2f dB" % (mean[0], mean[1], test_psnr(vae, xt[:2000]))
+
     t_run = time.time()
-    for epoch in range(start, args.epochs):
-        t0 = time.time()
-        vae.train()
-        perm = torch.randperm(n)
-        s_rec = s_kl = 0.0
-        for i in range(nb):
-            xb = x[perm[i * B:(i + 1) * B]]
-            m = torch.rand(B) < 0.5
-            xb = torch.where(m[:, None, None, None], xb.flip(3), xb)
-            cur = lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / total)))
-            for g in opt.param_groups:
-                g["lr"] = cur
-            mean, logvar = vae.moments(xb)
-            z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
-            r = vae.decode(z)
-            d = r - xb
-            rec = (d.abs() + d.pow(2)).flatten(1).sum(1).mean()
-            kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).flatten(1).sum(1).mean()
-            loss = rec + args.kl_weight * kl
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(vae.parameters(), 5.0)
-            opt.step()
-            step += 1
-            s_rec += rec.item()
-            s_kl += kl.item()
-            if i % 100 == 0:
-                log("vae epoch %d batch %d/%d rec %.2f kl %.1f" % (epoch + 1, i, nb, rec.item(), kl.item()))
-        psnr = test_psnr(vae, xt[:2000])
-        dt = time.time() - t0
-        log("vae epoch %d/%d rec %.2f kl %.1f test PSNR(2k) %.2f dB  %.1fs/epoch"
-            % (epoch + 1, args.epochs, s_rec / nb, s_kl / nb, psnr, dt))
-        atomic_save({"model": vae.state_dict(), "opt": opt.state_dict(), "epoch": epoch + 1,
-                     "step": step, "args": vars(args)}, args.ckpt)
-        if past_deadline(args, dt):
-            log("deadline reached")
-            break
+    epoch_train_loop(vae, opt, x.shape[0], args, args.ckpt, "vae", lr, batch_step, end_epoch,
+                     lr_floor=0.05)
     psnr = test_psnr(vae, xt)
     z = encode_all(vae, x)
     std = float(z.std())

@@ -4,7 +4,7 @@
 #ifndef STSL_AUTOENCODER_INTERNAL_H
 #define STSL_AUTOENCODER_INTERNAL_H
 
-#include "../core/internal.h"
+#include "core/internal.h"
 
 /* Implementations work on UNSCALED latents; the common layer applies latent_scale. */
 typedef struct stsl__ae_ops {

@@ -1,7 +1,7 @@
 /* Allocation wrappers.  Every allocation of the library goes through here so that the
  * fault-injection build (-DSTSL_FAULT_INJECTION) can fail the n-th one (issue 9), the way
  * SQLite tests itself. */
-#include "internal.h"
+#include "core/internal.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -1,6 +1,6 @@
 /* Context: the log sink, thread count and device.  The library has no global mutable state
  * besides the fault-injection test hook. */
-#include "internal.h"
+#include "core/internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>

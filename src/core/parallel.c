@@ -1,6 +1,6 @@
 /* A minimal parallel-for over contiguous chunks.  Only element-wise independent work uses it,
  * so results never depend on the number of threads. */
-#include "internal.h"
+#include "core/internal.h"
 
 typedef struct chunk {
     stsl__range_fn fn;

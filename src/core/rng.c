@@ -2,7 +2,7 @@
  * as easy as 1, 2, 3").  Block `c` of (seed, stream) is philox(key = seed, counter = {c, stream}),
  * so draw i is a pure function of (seed, stream, i): results do not depend on how the work is
  * split over threads, batches or devices. */
-#include "internal.h"
+#include "core/internal.h"
 
 #include <math.h>
 

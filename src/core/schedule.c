@@ -1,6 +1,6 @@
 /* Noise schedules of VP diffusion (x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps) and the
  * sigma ladders of EDM/VE samplers. */
-#include "internal.h"
+#include "core/internal.h"
 
 #include <math.h>
 

@@ -1,5 +1,5 @@
 /* Version, status strings, per-handle error text and small shared checks. */
-#include "internal.h"
+#include "core/internal.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -10,7 +10,7 @@
  * general kernels) and FFTW r2c/c2r on a zero-extended buffer large enough that the circular
  * correlation has no wrap-around (large general kernels).
  */
-#include "operator_internal.h"
+#include "operators/operator_internal.h"
 
 #include <fftw3.h>
 #include <math.h>

@@ -6,7 +6,7 @@
  * resize is a 2x2 box average instead of PIL's Lanczos, and the step length is kept above
  * 2% of the diagonal so intensity 1 terminates.
  */
-#include "operator_internal.h"
+#include "operators/operator_internal.h"
 
 #include <math.h>
 #include <string.h>

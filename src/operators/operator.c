@@ -3,7 +3,7 @@
  * validation, dispatch, the noise model (measure) and the data-fit loss.  The maps themselves live in conv.c, resize.c, pointwise.c,
  * phase.c; matrix and custom operators are small enough to live here.
  */
-#include "operator_internal.h"
+#include "operators/operator_internal.h"
 
 #include <math.h>
 #include <stdatomic.h>

@@ -9,7 +9,7 @@
 #ifndef STSL_OPERATOR_INTERNAL_H
 #define STSL_OPERATOR_INTERNAL_H
 
-#include "../core/internal.h"
+#include "core/internal.h"
 
 /* Every parameter an operator may use; which keys a kind accepts is decided in operator.c. */
 typedef struct stsl__op_params {

@@ -8,7 +8,7 @@
  * Re(U^H z) equals U^H of the Hermitian part of z, which is what a c2r transform of the
  * symmetrised half spectrum computes.
  */
-#include "operator_internal.h"
+#include "operators/operator_internal.h"
 
 #include <fftw3.h>
 #include <math.h>

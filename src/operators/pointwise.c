@@ -2,7 +2,7 @@
  * pointwise.c -- operators that act on each value independently: identity (denoise,
  * salt-pepper), inpainting masks (random, box, user) and hdr clipping.
  */
-#include "operator_internal.h"
+#include "operators/operator_internal.h"
 
 #include <math.h>
 #include <string.h>

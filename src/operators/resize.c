@@ -6,7 +6,7 @@
  * (MATLAB's symmetric padding).  Adjoint: X = R_v^T Y R_h.  Back-projection: the same Resizer
  * upscaling by the factor (bicubic, or nearest for the box filter).
  */
-#include "operator_internal.h"
+#include "operators/operator_internal.h"
 
 #include <math.h>
 #include <stdatomic.h>

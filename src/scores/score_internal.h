@@ -6,7 +6,7 @@
 #ifndef STSL_SCORE_INTERNAL_H
 #define STSL_SCORE_INTERNAL_H
 
-#include "../core/internal.h"
+#include "core/internal.h"
 
 typedef struct stsl__score_ops {
     const char *name;   /* "torchscript", "gmm", "custom" */

@@ -13,6 +13,28 @@ if make --no-print-directory install DESTDIR="$root" PREFIX=/usr >"$root/install
 else
   bad "make install"; tail -20 "$root/install.log"
 fi
+# BINDIR holds the user tools only (issue 29: the benchmark drivers are not installed), each a
+# program of the shared library.
+installed=$(ls "$root/usr/bin" 2>/dev/null | sort | tr '\n' ' ')
+if [ "$installed" = "stsl-degrade stsl-restore " ]; then
+  ok "bin/ holds the user tools: $installed"
+else
+  bad "bin/ holds '$installed', not 'stsl-degrade stsl-restore '"
+fi
+for t in stsl-degrade stsl-restore; do
+  if readelf -d "$root/usr/bin/$t" 2>/dev/null | grep -q 'NEEDED.*libstsl.so.1'; then
+    ok "$t links libstsl.so.1"
+  else
+    bad "$t does not link libstsl.so.1"
+  fi
+done
+# Tools use the public API (the Makefile compiles them without -Isrc); a relative include would
+# still reach src/, so look for one.  stsl-bench's testbed include is the one known exception.
+if grep -rnE '#[[:space:]]*include[[:space:]]*"[^"]*\.\./' examples >"$root/inc.log"; then
+  bad "a tool includes by a relative path: $(head -1 "$root/inc.log")"
+else
+  ok "no tool includes by a relative path (src/ is out of reach)"
+fi
 multi=$(cc -print-multiarch 2>/dev/null || true)
 pcdir="$root/usr/lib/pkgconfig"
 export PKG_CONFIG_PATH="$pcdir" PKG_CONFIG_SYSROOT_DIR="$root" PKG_CONFIG_LIBDIR="$pcdir"
