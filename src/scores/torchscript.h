@@ -4,7 +4,8 @@
 #ifndef STSL_TORCHSCRIPT_H
 #define STSL_TORCHSCRIPT_H
 
-#include "meta.h"
+#include "models/meta.h"
+#include "scores/score_internal.h"
 
 #ifdef STSL_WITH_TORCH
 #include "../../shim/shim.h"

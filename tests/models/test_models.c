@@ -11,7 +11,7 @@
 
 #ifdef STSL_WITH_TORCH
 #include "../../shim/shim.h"
-#include "scores/meta.h"
+#include "models/meta.h"
 #endif
 
 static char model_path[512];
