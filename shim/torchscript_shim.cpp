@@ -145,32 +145,21 @@ static stsl_status guarded(const char *what, stsl_status lib_status, char *err, 
     }
 }
 
-static c10::Device resolve_device(const char *name)
+/* The device src/models chose: CUDA device `cuda_index`, or the CPU (-1).  Only what libtorch
+ * alone knows is checked here: whether CUDA is there, and how many GPUs. */
+static c10::Device cuda_or_cpu(int cuda_index)
 {
-    std::string d = name ? name : "cpu";
-    if (d.empty() || d == "cpu") return c10::Device(c10::kCPU);
-    bool cuda_ok = torch::cuda::is_available();
-    if (d == "auto") return cuda_ok ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
-    if (d == "cuda" || starts_with(d, "cuda:")) {
-        long index = 0;
-        if (d.size() > 5) {
-            std::string num = d.substr(5);
-            if (num.empty() || num.size() > 4 || num.find_first_not_of("0123456789") != std::string::npos)
-                throw ShimError{STSL_ERR_BACKEND, "device \"" + d + "\" is malformed (use cpu, cuda, cuda:N or auto)"};
-            index = std::stol(num);
-        }
-        if (!cuda_ok)
-            throw ShimError{STSL_ERR_BACKEND,
-                            "device \"" + d + "\" requested but CUDA is not available (libtorch " +
-                                "built without CUDA, or no GPU/driver present); use \"cpu\" or \"auto\""};
-        long count = (long)torch::cuda::device_count();
-        if (index >= count)
-            throw ShimError{STSL_ERR_BACKEND, "device \"" + d + "\" requested but only " +
-                                                  std::to_string(count) + " CUDA device(s) present"};
-        return c10::Device(c10::kCUDA, (c10::DeviceIndex)index);
-    }
-    throw ShimError{STSL_ERR_BACKEND,
-                    "device \"" + d + "\" is not known (use cpu, cuda, cuda:N or auto)"};
+    if (cuda_index < 0) return c10::Device(c10::kCPU);
+    const std::string name = "cuda:" + std::to_string(cuda_index);
+    if (!torch::cuda::is_available())
+        throw ShimError{STSL_ERR_BACKEND,
+                        "device \"" + name + "\" requested but CUDA is not available (libtorch " +
+                            "built without CUDA, or no GPU/driver present); use \"cpu\" or \"auto\""};
+    long count = (long)torch::cuda::device_count();
+    if (cuda_index >= count)
+        throw ShimError{STSL_ERR_BACKEND, "device \"" + name + "\" requested but only " +
+                                              std::to_string(count) + " CUDA device(s) present"};
+    return c10::Device(c10::kCUDA, (c10::DeviceIndex)cuda_index);
 }
 
 /* Whether a graph (and its nested blocks) holds an op whose autograd meaning freezing would lose:
@@ -354,9 +343,9 @@ static torch::jit::Module frozen_or_same(torch::jit::Module module, bool *frozen
     }
 }
 
-extern "C" stsl_status stsl_shim_load(const char *path, const char *device,
-                                      stsl_precision precision, stsl_shim_module **out, char *err,
-                                      size_t err_size)
+extern "C" stsl_status stsl_shim_load(const char *path, int cuda_index,
+                                      stsl_precision precision, int float32_fallback,
+                                      stsl_shim_module **out, char *err, size_t err_size)
 {
     if (out) *out = nullptr;
     if (path == nullptr || out == nullptr) {
@@ -369,11 +358,10 @@ extern "C" stsl_status stsl_shim_load(const char *path, const char *device,
         return STSL_ERR_INVALID_ARG;
     }
     return guarded("not a TorchScript file", STSL_ERR_FORMAT, err, err_size, [&]() {
-        c10::Device dev = resolve_device(device);
+        c10::Device dev = cuda_or_cpu(cuda_index);
         std::string why = precision_unsupported(dev, precision);
         if (!why.empty()) {
-            /* "auto" asks for the best the machine has: without a GPU that is float32 */
-            if (device != nullptr && std::string(device) == "auto" && dev.is_cpu())
+            if (float32_fallback)
                 precision = STSL_PRECISION_FLOAT32;
             else
                 throw ShimError{STSL_ERR_BACKEND, std::string(precision_name(precision)) +
