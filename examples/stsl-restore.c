@@ -128,7 +128,8 @@ static void print_help(void)
            "  --vae VAE.pt         autoencoder of a latent prior (default: the file its pairs_with\n"
            "                       names, next to the prior or among the bundled models; an\n"
            "                       error when missing; refused with a pixel-space prior)\n"
-           "  --device D           auto | cpu | cuda | cuda:N (default auto)\n"
+           "  --device D           cpu | auto | cuda | cuda:N (default " STSL_DEFAULT_DEVICE ", the\n"
+           "                       library's; auto: the GPU when there is one)\n"
            "  --threads N          CPU threads (default 1: the bundled 28x28 models gain little\n"
            "                       from more, and a busy machine loses a lot)\n"
            "  --seed N             seed of the degradation and the sampler (default 0)\n"
@@ -196,7 +197,6 @@ static int parse_args(int argc, char **argv, options *o)
     o->noise = -1.0;
     o->threads = 1;
     o->montage_scale = 1;
-    o->device = "auto";
     o->shard_n = 1;
     o->batch = DEFAULT_BATCH;
     o->jobs = 1;
@@ -313,8 +313,6 @@ static int parse_args(int argc, char **argv, options *o)
         return usage_error("unknown task '%s' (tasks: %s)", o->task, stsl_operator_names());
     if (!name_in_list(o->solver, stsl_solver_names()))
         return usage_error("unknown solver '%s' (solvers: %s)", o->solver, stsl_solver_names());
-    if (strcmp(o->device, "auto") && strcmp(o->device, "cpu") && strncmp(o->device, "cuda", 4))
-        return usage_error("--device: '%s' is not auto, cpu, cuda or cuda:N", o->device);
     return 0;
 }
 
@@ -348,8 +346,9 @@ static int make_context(const options *o, stsl_context **out)
     *out = NULL;
     if (stsl_context_create(out) != STSL_OK) return failure("cannot create a context");
     stsl_context_set_threads(*out, o->threads);
-    if (stsl_context_set_device(*out, o->device) != STSL_OK)
-        return usage_error("--device %s: %s", o->device, stsl_context_last_error(*out));
+    /* the library reads the device string (and says what it accepts); no --device: its default */
+    if (o->device && stsl_context_set_device(*out, o->device) != STSL_OK)
+        return usage_error("--device: %s", stsl_context_last_error(*out));
     stsl_context_set_log(*out, log_sink, NULL, o->verbose ? STSL_LOG_INFO : STSL_LOG_WARN);
     return 0;
 }
@@ -1373,7 +1372,7 @@ int main(int argc, char **argv)
     if (o.verbose)
         fprintf(stderr, "stsl-restore: prior %s%s%s, images %dx%dx%d, device %s, %d thread(s), seed %llu\n",
                 m.model_path, m.ae ? ", autoencoder " : "", m.ae ? m.vae_path : "", m.image.channels,
-                m.image.height, m.image.width, o.device, o.threads, (unsigned long long)o.seed);
+                m.image.height, m.image.width, o.device ? o.device : STSL_DEFAULT_DEVICE, o.threads, (unsigned long long)o.seed);
 
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
