@@ -533,6 +533,34 @@ STSL_API const char *stsl_score_meta(const stsl_score *score, const char *key);
 STSL_API const char *stsl_score_last_error(const stsl_score *score);
 
 /* ------------------------------------------------------------------------------------------ */
+/* A model file's record, read without loading the model (since 1.2).                          */
+/* ------------------------------------------------------------------------------------------ */
+
+/* The stsl_meta.txt record of a model file (docs/models.md), read from the file's archive and
+ * validated as a load validates it -- without loading the network: no weights are read and
+ * nothing runs, so it costs milliseconds whatever the file declares.  A program can thus
+ * compare its input with what a model declares (and refuse a mismatch) before a load, whose
+ * probe forward runs the network on one sample of the declared shape.  Roles: unet,
+ * autoencoder, encoder, decoder; a record a load would refuse is refused with the load's
+ * message (STSL_ERR_MODEL), a file that is not TorchScript is STSL_ERR_FORMAT, an unreadable
+ * one STSL_ERR_IO; STSL_ERR_UNSUPPORTED without the TorchScript backend.  The caller owns
+ * *out (stsl_model_record_destroy). */
+typedef struct stsl_model_record stsl_model_record;
+STSL_API stsl_status stsl_model_record_read(stsl_context *ctx, const char *path,
+                                            stsl_model_record **out);
+/* NULL is a no-op. */
+STSL_API void stsl_model_record_destroy(stsl_model_record *rec);
+/* Value of `key` as written ("role", "name", "pairs_with", ...), NULL when absent; owned by the
+ * record. */
+STSL_API const char *stsl_model_record_get(const stsl_model_record *rec, const char *key);
+/* The shapes a model declares, per sample: image (what it restores, or encodes/decodes) and
+ * latent.  A pixel-space unet: image = its sample_shape, latent all zero; a latent unet: image
+ * all zero (its autoencoder's record says it), latent = its sample_shape; an autoencoder,
+ * encoder or decoder: its image_shape and latent_shape.  Either pointer may be NULL. */
+STSL_API stsl_status stsl_model_record_shapes(const stsl_model_record *rec, stsl_shape *image,
+                                              stsl_shape *latent);
+
+/* ------------------------------------------------------------------------------------------ */
 /* Autoencoders: E(x), D(z) and J_D(z)^T u.                                                    */
 /* ------------------------------------------------------------------------------------------ */
 

@@ -65,6 +65,12 @@ typedef struct stsl_shim_module stsl_shim_module;
 STSL_SHIM_API stsl_status stsl_shim_load(const char *path, int cuda_index,
                                          stsl_precision precision, int float32_fallback,
                                          stsl_shim_module **out, char *err, size_t err_size);
+/* The stsl_meta.txt record of a TorchScript file, read from its archive without loading the
+ * module (no code, no weights: libtorch's archive reader only), into buf (cap bytes, at least
+ * STSL_SHIM_META_MAX); *len its length.  Errors as stsl_shim_load's (STSL_ERR_IO,
+ * STSL_ERR_FORMAT, STSL_ERR_MODEL: no record or over STSL_SHIM_META_MAX). */
+STSL_SHIM_API stsl_status stsl_shim_read_meta(const char *path, char *buf, size_t cap, size_t *len,
+                                              char *err, size_t err_size);
 /* Free the module and everything it holds; NULL is a no-op. */
 STSL_SHIM_API void stsl_shim_free(stsl_shim_module *m);
 

@@ -14,6 +14,7 @@
 #include <torch/csrc/jit/passes/inliner.h>
 #include <torch/script.h>
 #include <torch/version.h>
+#include <caffe2/serialize/inline_container.h>
 
 #include <cctype>
 #include <cstdio>
@@ -343,6 +344,26 @@ static torch::jit::Module frozen_or_same(torch::jit::Module module, bool *frozen
     }
 }
 
+/* A missing file is STSL_ERR_IO, one that is not a zip archive STSL_ERR_FORMAT (as a load says). */
+static void check_archive(const char *path)
+{
+    std::ifstream f(path, std::ios::binary);
+    if (!f) throw ShimError{STSL_ERR_IO, std::string("cannot open '") + path + "'"};
+    char magic[4] = {0, 0, 0, 0};
+    f.read(magic, 4);
+    if (f.gcount() != 4 || std::memcmp(magic, "PK\x03\x04", 4) != 0)
+        throw ShimError{STSL_ERR_FORMAT,
+                        std::string("'") + path +
+                            "' is not a TorchScript file (not a zip archive written by torch.jit.save)"};
+}
+
+static std::string no_record(const char *path)
+{
+    return std::string("'") + path +
+           "' has no stsl_meta.txt metadata record (write it with "
+           "scripts/export_torchscript.py; docs/models.md)";
+}
+
 extern "C" stsl_status stsl_shim_load(const char *path, int cuda_index,
                                       stsl_precision precision, int float32_fallback,
                                       stsl_shim_module **out, char *err, size_t err_size)
@@ -372,16 +393,7 @@ extern "C" stsl_status stsl_shim_load(const char *path, int cuda_index,
                                                            ? " or bfloat16"
                                                            : "")};
         }
-        {
-            std::ifstream f(path, std::ios::binary);
-            if (!f) throw ShimError{STSL_ERR_IO, std::string("cannot open '") + path + "'"};
-            char magic[4] = {0, 0, 0, 0};
-            f.read(magic, 4);
-            if (f.gcount() != 4 || std::memcmp(magic, "PK\x03\x04", 4) != 0)
-                throw ShimError{STSL_ERR_FORMAT,
-                                std::string("'") + path +
-                                    "' is not a TorchScript file (not a zip archive written by torch.jit.save)"};
-        }
+        check_archive(path);
         std::unordered_map<std::string, std::string> extra{{STSL_SHIM_META_NAME, std::string()}};
         torch::jit::Module module;
         try {
@@ -395,11 +407,7 @@ extern "C" stsl_status stsl_shim_load(const char *path, int cuda_index,
                                                  "' is not a loadable TorchScript file: " + why + hint};
         }
         const std::string &meta = extra[STSL_SHIM_META_NAME];
-        if (meta.empty())
-            throw ShimError{STSL_ERR_MODEL,
-                            std::string("'") + path +
-                                "' has no stsl_meta.txt metadata record (write it with "
-                                "scripts/export_torchscript.py; docs/models.md)"};
+        if (meta.empty()) throw ShimError{STSL_ERR_MODEL, no_record(path)};
         if (meta.size() > STSL_SHIM_META_MAX)
             throw ShimError{STSL_ERR_MODEL, "stsl_meta.txt record is " + std::to_string(meta.size()) +
                                                 " bytes, over the 65536-byte limit"};
@@ -419,6 +427,31 @@ extern "C" stsl_status stsl_shim_load(const char *path, int cuda_index,
         m->precision = precision;
         m->frozen = frozen;
         *out = m;
+        return STSL_OK;
+    });
+}
+
+extern "C" stsl_status stsl_shim_read_meta(const char *path, char *buf, size_t cap, size_t *len,
+                                           char *err, size_t err_size)
+{
+    if (len) *len = 0;
+    if (path == nullptr || buf == nullptr || len == nullptr || cap < STSL_SHIM_META_MAX) {
+        put_err(err, err_size, "stsl_shim_read_meta: bad argument");
+        return STSL_ERR_INVALID_ARG;
+    }
+    return guarded("not a TorchScript file", STSL_ERR_FORMAT, err, err_size, [&]() {
+        check_archive(path);
+        caffe2::serialize::PyTorchStreamReader reader{std::string(path)};
+        const std::string name = std::string("extra/") + STSL_SHIM_META_NAME;
+        if (!reader.hasRecord(name)) throw ShimError{STSL_ERR_MODEL, no_record(path)};
+        auto record = reader.getRecord(name);
+        const size_t n = std::get<1>(record);
+        if (n == 0) throw ShimError{STSL_ERR_MODEL, no_record(path)};
+        if (n > STSL_SHIM_META_MAX)
+            throw ShimError{STSL_ERR_MODEL, "stsl_meta.txt record is " + std::to_string(n) +
+                                                " bytes, over the 65536-byte limit"};
+        std::memcpy(buf, std::get<0>(record).get(), n);
+        *len = n;
         return STSL_OK;
     });
 }
