@@ -1363,7 +1363,16 @@ int main(int argc, char **argv)
 
     ru_models m;
     char err[RU_ERR_LEN];
-    if ((rc = ru_load_models(ctx, o.solver, o.model, o.vae, &m, err)) != 0) {
+    /* what the files declare first; a single input whose size the model cannot take is refused
+     * before any network runs (a load probes its network on the declared shape) */
+    rc = ru_find_models(ctx, o.solver, o.model, o.vae, &m, err);
+    if (rc == 0 && !batch) {
+        int ch, h, w;
+        rc = ru_image_header(o.input, &ch, &h, &w, err);
+        if (rc == 0) rc = ru_check_size(ch, h, w, &m, o.fit, o.measured, err);
+    }
+    if (rc == 0) rc = ru_open_models(ctx, &m, err);
+    if (rc != 0) {
         stsl_context_destroy(ctx);
         free(names);
         list_free(&items);

@@ -1016,6 +1016,24 @@ static void test_size_checked_from_header(void)
     CU_ASSERT_EQUAL(count_lines(err_buf), 1);
     CU_ASSERT_PTR_NOT_NULL(strstr(err_buf, "8192x8192 with 1 channel(s)"));
     CU_ASSERT_PTR_NOT_NULL(strstr(err_buf, "--resize"));
+    /* the input is compared with what the model's record declares before the model is loaded:
+     * this one's network fails on its declared 2,9,9 (a load's probe says so), and an 8x8 input
+     * gets the size message, not the probe's (stsl_model_record_read, issue 30 item 4) */
+    char small[1100];
+    snprintf(small, sizeof small, "%s/small-8x8.png", g_dir);
+    make_image(small, 77);
+    snprintf(args, sizeof args, "'%s' '%s/odd-out.png' --task sr2 --solver dps --steps 2 --model '%s'",
+             small, g_dir, tu_path("scores/fixtures/hostile_shape_odd.pt"));
+    CU_ASSERT_EQUAL(run(args, NULL, 0, err_buf, sizeof err_buf), 1);
+    if (!strstr(err_buf, "the input is 8x8 with 1 channel(s)")) fprintf(stderr, "\n  %s", err_buf);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err_buf, "the input is 8x8 with 1 channel(s)"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err_buf, "restores 9x9 images"));
+    CU_ASSERT_PTR_NULL(strstr(err_buf, "does not run"));
+    /* the same model with a fitting request is loaded, and its probe refuses it */
+    snprintf(args, sizeof args, "'%s' '%s/odd-out.png' --task sr2 --solver dps --steps 2 --resize --model '%s'",
+             small, g_dir, tu_path("scores/fixtures/hostile_shape_odd.pt"));
+    CU_ASSERT_EQUAL(run(args, NULL, 0, err_buf, sizeof err_buf), 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err_buf, "does not run on sample_shape"));
     /* a model declaring more than a load may probe is refused (library limit) */
     snprintf(args, sizeof args, "'%s' '%s/huge-out.png' --task sr2 --solver dps --model '%s'", in, g_dir,
              tu_path("scores/fixtures/hostile_shape_big.pt"));
