@@ -142,6 +142,9 @@ $(BUILD)/obj/%.o: src/%.c include/stsl.h $(wildcard src/*/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -c $< -o $@
 
+# src/models is the one user of the shim's C interface: shim/shim.h refuses any other includer.
+$(BUILD)/obj/models/%.o: CFLAGS_ALL += -DSTSL_SHIM_USER
+
 $(BUILD)/obj/shim/%.o: shim/%.cpp $(wildcard shim/*.h) include/stsl.h
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS_ALL) -c $< -o $@

@@ -69,9 +69,6 @@ static void on_signal(int sig)
 }
 
 /* "stsl-restore: ..." on stderr, returning the exit status (cli.h; cli_set_program in main). */
-#define usage_error cli_usage_error
-#define failure cli_failure
-
 static void print_help(void)
 {
     printf("usage: stsl-restore INPUT OUTPUT --task TASK --solver SOLVER [options]\n"
@@ -100,7 +97,8 @@ static void print_help(void)
            "  --vae VAE.pt         autoencoder of a latent prior (default: the file its pairs_with\n"
            "                       names, next to the prior or among the bundled models; an\n"
            "                       error when missing; refused with a pixel-space prior)\n"
-           "  --device D           auto | cpu | cuda | cuda:N (default auto)\n"
+           "  --device D           cpu | auto | cuda | cuda:N (default " STSL_DEFAULT_DEVICE ", the\n"
+           "                       library's; auto: the GPU when there is one)\n"
            "  --threads N          CPU threads (default 1: the bundled 28x28 models gain little\n"
            "                       from more, and a busy machine loses a lot)\n"
            "  --seed N             seed of the degradation and the sampler (default 0)\n"
@@ -168,7 +166,6 @@ static int parse_args(int argc, char **argv, options *o)
     o->noise = -1.0;
     o->threads = 1;
     o->montage_scale = 1;
-    o->device = "auto";
     o->shard_n = 1;
     o->batch = DEFAULT_BATCH;
     o->jobs = 1;
@@ -179,19 +176,19 @@ static int parse_args(int argc, char **argv, options *o)
         if (a[0] != '-' || a[1] == '\0') {
             if (npos == 0) o->input = a;
             else if (npos == 1) o->output = a;
-            else return usage_error("unexpected argument '%s'", a);
+            else return cli_usage_error("unexpected argument '%s'", a);
             npos++;
             i++;
             continue;
         }
         int r = ru_take_solver_flag(argc, argv, &i, &o->solver_opts, err);
         if (r == 0) r = cli_take_task_option(argc, argv, &i, &o->task_opts, err);
-        if (r < 0) return usage_error("%s", err);
+        if (r < 0) return cli_usage_error("%s", err);
         if (r > 0) continue;
         if (!strcmp(a, "--measured")) { o->measured = 1; i++; continue; }
         if (!strcmp(a, "--resize") || !strcmp(a, "--crop")) {
             ru_fit f = a[2] == 'r' ? RU_FIT_RESIZE : RU_FIT_CROP;
-            if (o->fit && o->fit != f) return usage_error("--resize and --crop exclude each other");
+            if (o->fit && o->fit != f) return cli_usage_error("--resize and --crop exclude each other");
             o->fit = f;
             i++;
             continue;
@@ -208,7 +205,7 @@ static int parse_args(int argc, char **argv, options *o)
         for (int k = 0; valued[k]; k++) {
             size_t len = strlen(valued[k]);
             if (!strcmp(a, valued[k])) {
-                if (i + 1 >= argc) return usage_error("%s needs a value", a);
+                if (i + 1 >= argc) return cli_usage_error("%s needs a value", a);
                 name = valued[k];
                 val = argv[i + 1];
                 i += 2;
@@ -221,7 +218,7 @@ static int parse_args(int argc, char **argv, options *o)
                 break;
             }
         }
-        if (!name) return usage_error("unknown option '%s'", a);
+        if (!name) return cli_usage_error("unknown option '%s'", a);
         long long v;
         if (!strcmp(name, "--task")) o->task = val;
         else if (!strcmp(name, "--solver")) o->solver = val;
@@ -230,22 +227,22 @@ static int parse_args(int argc, char **argv, options *o)
         else if (!strcmp(name, "--device")) o->device = val;
         else if (!strcmp(name, "--montage")) o->montage = val;
         else if (!strcmp(name, "--threads")) {
-            if (parse_long(val, 1, 256, &v)) return usage_error("--threads: '%s' is not in 1..256", val);
+            if (parse_long(val, 1, 256, &v)) return cli_usage_error("--threads: '%s' is not in 1..256", val);
             o->threads = (int)v;
         } else if (!strcmp(name, "--montage-scale")) {
-            if (parse_long(val, 1, 64, &v)) return usage_error("--montage-scale: '%s' is not in 1..64", val);
+            if (parse_long(val, 1, 64, &v)) return cli_usage_error("--montage-scale: '%s' is not in 1..64", val);
             o->montage_scale = (int)v;
         } else if (!strcmp(name, "--seed")) {
-            if (parse_long(val, 0, (1ll << 53), &v)) return usage_error("--seed: '%s' is not a seed (0..2^53)", val);
+            if (parse_long(val, 0, (1ll << 53), &v)) return cli_usage_error("--seed: '%s' is not a seed (0..2^53)", val);
             o->seed = (uint64_t)v;
         } else if (!strcmp(name, "--noise")) {
-            if (cli_parse_noise(val, &o->noise, err) != 0) return usage_error("%s", err);
+            if (cli_parse_noise(val, &o->noise, err) != 0) return cli_usage_error("%s", err);
         } else if (!strcmp(name, "--batch")) {
             if (parse_long(val, 1, STSL_MAX_BATCH, &v))
-                return usage_error("--batch: '%s' is not in 1..%d", val, STSL_MAX_BATCH);
+                return cli_usage_error("--batch: '%s' is not in 1..%d", val, STSL_MAX_BATCH);
             o->batch = (int)v;
         } else if (!strcmp(name, "--jobs")) {
-            if (parse_long(val, 1, 64, &v)) return usage_error("--jobs: '%s' is not in 1..64", val);
+            if (parse_long(val, 1, 64, &v)) return cli_usage_error("--jobs: '%s' is not in 1..64", val);
             o->jobs = (int)v;
         } else if (!strcmp(name, "--shard")) {
             /* two decimal numbers, each checked for range before it is narrowed */
@@ -261,24 +258,22 @@ static int parse_args(int argc, char **argv, options *o)
                      parse_long(first, 0, sn - 1, &si) == 0;
             }
             if (!ok)
-                return usage_error("--shard: '%s' is not I/N with 0 <= I < N <= %d", val, INT_MAX);
+                return cli_usage_error("--shard: '%s' is not I/N with 0 <= I < N <= %d", val, INT_MAX);
             o->shard_i = (int)si;
             o->shard_n = (int)sn;
         }
         if (!o->batch_flag && (!strcmp(name, "--shard") || !strcmp(name, "--batch") || !strcmp(name, "--jobs")))
             o->batch_flag = name;
     }
-    if (npos < 2) return usage_error("INPUT and OUTPUT are required");
+    if (npos < 2) return cli_usage_error("INPUT and OUTPUT are required");
     if (o->fit && o->measured)
-        return usage_error("--resize/--crop apply to a clean INPUT, not to a --measured one");
-    if (!o->task) return usage_error("--task is required");
-    if (!o->solver) return usage_error("--solver is required");
+        return cli_usage_error("--resize/--crop apply to a clean INPUT, not to a --measured one");
+    if (!o->task) return cli_usage_error("--task is required");
+    if (!o->solver) return cli_usage_error("--solver is required");
     if (!name_in_list(o->task, stsl_operator_names()))
-        return usage_error("unknown task '%s' (tasks: %s)", o->task, stsl_operator_names());
+        return cli_usage_error("unknown task '%s' (tasks: %s)", o->task, stsl_operator_names());
     if (!name_in_list(o->solver, stsl_solver_names()))
-        return usage_error("unknown solver '%s' (solvers: %s)", o->solver, stsl_solver_names());
-    if (strcmp(o->device, "auto") && strcmp(o->device, "cpu") && strncmp(o->device, "cuda", 4))
-        return usage_error("--device: '%s' is not auto, cpu, cuda or cuda:N", o->device);
+        return cli_usage_error("unknown solver '%s' (solvers: %s)", o->solver, stsl_solver_names());
     return 0;
 }
 
@@ -289,10 +284,10 @@ static int check_applicable(stsl_context *ctx, const options *o)
     char err[RU_ERR_LEN];
     stsl_solver *s = NULL;
     if (stsl_solver_create_by_name(ctx, o->solver, &s) != STSL_OK)
-        return usage_error("%s", stsl_context_last_error(ctx));
+        return cli_usage_error("%s", stsl_context_last_error(ctx));
     int rc = ru_apply_solver(s, &o->solver_opts, err);
     stsl_solver_destroy(s);
-    if (rc) return usage_error("solver %s: %s", o->solver, err);
+    if (rc) return cli_usage_error("solver %s: %s", o->solver, err);
     return 0;
 }
 
@@ -309,10 +304,11 @@ static void log_sink(void *user, stsl_log_level level, const char *msg)
 static int make_context(const options *o, stsl_context **out)
 {
     *out = NULL;
-    if (stsl_context_create(out) != STSL_OK) return failure("cannot create a context");
+    if (stsl_context_create(out) != STSL_OK) return cli_failure("cannot create a context");
     stsl_context_set_threads(*out, o->threads);
-    if (stsl_context_set_device(*out, o->device) != STSL_OK)
-        return usage_error("--device %s: %s", o->device, stsl_context_last_error(*out));
+    /* the library reads the device string (and says what it accepts); no --device: its default */
+    if (o->device && stsl_context_set_device(*out, o->device) != STSL_OK)
+        return cli_usage_error("--device: %s", stsl_context_last_error(*out));
     stsl_context_set_log(*out, log_sink, NULL, o->verbose ? STSL_LOG_INFO : STSL_LOG_WARN);
     return 0;
 }
@@ -339,7 +335,7 @@ static int save_image(stsl_context *ctx, const stsl_image *img, const char *path
     if (st != STSL_OK) {
         char msg[RU_ERR_LEN + PATH_MAX];
         ru_io_message(ctx, st, "write", path, msg, sizeof msg);
-        return failure("%s", msg);
+        return cli_failure("%s", msg);
     }
     return 0;
 }
@@ -361,7 +357,7 @@ static int write_montage(stsl_context *ctx, const options *o, const stsl_image *
     stsl_image *tiles[3] = {(stsl_image *)clean, r->measurement_view, r->restored};
     stsl_image *m = NULL;
     char err[RU_ERR_LEN];
-    if (ru_montage(tiles, 3, o->montage_scale, &m, err) != 0) return failure("montage: %s", err);
+    if (ru_montage(tiles, 3, o->montage_scale, &m, err) != 0) return cli_failure("montage: %s", err);
     int rc = claimed ? batch_save_claimed(ctx, m, path) : save_image(ctx, m, path, STSL_FORMAT_AUTO);
     stsl_image_destroy(m);
     return rc;
@@ -385,15 +381,15 @@ static int run_single(stsl_context *ctx, ru_models *m, const options *o)
 {
     stsl_image *in = NULL;
     char err[RU_ERR_LEN];
-    if (ru_load_input(ctx, o->input, m, o->fit, o->measured, &in, err)) return failure("%s", err);
+    if (ru_load_input(ctx, o->input, m, o->fit, o->measured, &in, err)) return cli_failure("%s", err);
     ru_job job;
     job_from(o, &job);
     ru_result r;
     int rc = ru_restore(ctx, m, &job, in, &r, err);
     if (rc != 0) {
         stsl_image_destroy(in);
-        if (rc == CLI_EXIT_USAGE) return usage_error("%s", err);
-        return failure("%s: %s", o->input, err);
+        if (rc == CLI_EXIT_USAGE) return cli_usage_error("%s", err);
+        return cli_failure("%s: %s", o->input, err);
     }
     rc = batch_save_claimed(ctx, r.restored, o->output);
     if (!rc && o->montage) rc = write_montage(ctx, o, o->measured ? NULL : in, &r, o->montage, 1);
@@ -424,7 +420,7 @@ static int open_worker(void *user, int w, stsl_context **ctx, void **state)
 {
     const restore_batch *rb = user;
     restore_worker *rw = calloc(1, sizeof *rw);
-    if (!(*state = rw)) return failure("out of memory");
+    if (!(*state = rw)) return cli_failure("out of memory");
     rw->o = rb->o;
     if (w == 0) {
         rw->ctx = rb->ctx;
@@ -434,7 +430,7 @@ static int open_worker(void *user, int w, stsl_context **ctx, void **state)
         int rc = make_context(rb->o, &rw->ctx);
         if (rc) return rc;
         if (ru_load_models(rw->ctx, rb->o->solver, rb->o->model, rb->o->vae, &rw->own, err) != 0)
-            return failure("%s", err);
+            return cli_failure("%s", err);
         rw->own_loaded = 1;
         rw->m = &rw->own;
     }
@@ -522,14 +518,14 @@ static int check_output_file(const char *path, const char *what)
     char dir[PATH_MAX];
     struct stat st;
     if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
-        return failure("cannot write %s %s: it is a directory", what, path);
+        return cli_failure("cannot write %s %s: it is a directory", what, path);
     cli_dir_of(path, dir, sizeof dir);
     if (stat(dir, &st) != 0)
-        return failure("cannot write %s %s: directory %s does not exist", what, path, dir);
+        return cli_failure("cannot write %s %s: directory %s does not exist", what, path, dir);
     if (!S_ISDIR(st.st_mode))
-        return failure("cannot write %s %s: %s is not a directory", what, path, dir);
+        return cli_failure("cannot write %s %s: %s is not a directory", what, path, dir);
     if (access(dir, W_OK) != 0)
-        return failure("cannot write %s %s: directory %s is not writable", what, path, dir);
+        return cli_failure("cannot write %s %s: directory %s is not writable", what, path, dir);
     return 0;
 }
 
@@ -539,22 +535,22 @@ static int check_output_file(const char *path, const char *what)
 static int check_output_dir(const char *path, const char *what)
 {
     if (cli_is_image_name(path))
-        return usage_error("batch mode: %s '%s' names an image file; give a directory", what, path);
+        return cli_usage_error("batch mode: %s '%s' names an image file; give a directory", what, path);
     char p[PATH_MAX];
     snprintf(p, sizeof p, "%s", path);
     struct stat st;
     while (stat(p, &st) != 0) {
         if (errno != ENOENT && errno != ENOTDIR)
-            return failure("cannot create %s directory %s: %s: %s", what, path, p, strerror(errno));
+            return cli_failure("cannot create %s directory %s: %s: %s", what, path, p, strerror(errno));
         char up[PATH_MAX];
         cli_dir_of(p, up, sizeof up);
         if (!strcmp(up, p)) break;
         snprintf(p, sizeof p, "%s", up);
     }
     if (!S_ISDIR(st.st_mode))
-        return failure("cannot create %s directory %s: %s is not a directory", what, path, p);
+        return cli_failure("cannot create %s directory %s: %s is not a directory", what, path, p);
     if (access(p, W_OK) != 0)
-        return failure("cannot %s %s directory %s: %s is not writable", strcmp(p, path) ? "create" : "write",
+        return cli_failure("cannot %s %s directory %s: %s is not writable", strcmp(p, path) ? "create" : "write",
                        what, path, p);
     return 0;
 }
@@ -562,8 +558,8 @@ static int check_output_dir(const char *path, const char *what)
 /* Batch mode: create the output directory (checked by check_output_dir). */
 static int create_output_dir(const char *path, const char *what)
 {
-    if (mkdir_p(path) != 0) return failure("cannot create %s directory %s: %s", what, path, strerror(errno));
-    if (access(path, W_OK) != 0) return failure("cannot write %s directory %s: %s", what, path, strerror(errno));
+    if (mkdir_p(path) != 0) return cli_failure("cannot create %s directory %s: %s", what, path, strerror(errno));
+    if (access(path, W_OK) != 0) return cli_failure("cannot write %s directory %s: %s", what, path, strerror(errno));
     return 0;
 }
 
@@ -596,42 +592,42 @@ int main(int argc, char **argv)
     /* mode: a directory or a manifest (batch); a file whose name or first bytes say PNG/JPEG is
      * an image (single), and must decode as one */
     struct stat st;
-    if (stat(o.input, &st) != 0) return failure("cannot read %s: %s", o.input, strerror(errno));
+    if (stat(o.input, &st) != 0) return cli_failure("cannot read %s: %s", o.input, strerror(errno));
     int batch = 0, is_dir = 0;
     if (S_ISDIR(st.st_mode)) {
         batch = is_dir = 1;
     } else if (!S_ISREG(st.st_mode)) {   /* a FIFO would block the open, a device never end */
-        return failure("cannot read %s: not a regular file or a directory", o.input);
+        return cli_failure("cannot read %s: not a regular file or a directory", o.input);
     } else {
         int s = sniff_image(o.input);
-        if (s < 0) return failure("cannot read %s: %s", o.input, strerror(errno));
+        if (s < 0) return cli_failure("cannot read %s: %s", o.input, strerror(errno));
         batch = s == 0 && !cli_is_image_name(o.input);
     }
     batch_items items = {0};
     if (!batch) {
         if (o.batch_flag)
-            return usage_error("%s applies to a directory or manifest INPUT", o.batch_flag);
+            return cli_usage_error("%s applies to a directory or manifest INPUT", o.batch_flag);
         if (!cli_is_image_name(o.output))
-            return usage_error("OUTPUT '%s' must end in .png, .jpg or .jpeg", o.output);
+            return cli_usage_error("OUTPUT '%s' must end in .png, .jpg or .jpeg", o.output);
         if (o.montage && !cli_is_image_name(o.montage))
-            return usage_error("--montage '%s' must end in .png, .jpg or .jpeg", o.montage);
+            return cli_usage_error("--montage '%s' must end in .png, .jpg or .jpeg", o.montage);
         if (same_file(o.input, o.output) || (o.montage && same_file(o.input, o.montage)))
-            return usage_error("%s '%s' is the input file itself", same_file(o.input, o.output) ? "OUTPUT" : "--montage",
+            return cli_usage_error("%s '%s' is the input file itself", same_file(o.input, o.output) ? "OUTPUT" : "--montage",
                                same_file(o.input, o.output) ? o.output : o.montage);
         /* a file that is not an image fails now, not after the models have loaded (its header:
          * its size is compared with the model's before it is decoded) */
         int ch, h, w;
         char herr[RU_ERR_LEN];
-        if (ru_image_header(o.input, &ch, &h, &w, herr) != 0) return failure("%s", herr);
+        if (ru_image_header(o.input, &ch, &h, &w, herr) != 0) return cli_failure("%s", herr);
         if (check_output_file(o.output, "output")) return CLI_EXIT_FAIL;
         if (o.montage && check_output_file(o.montage, "montage")) return CLI_EXIT_FAIL;
     } else {
         if (stat(o.output, &st) == 0 && !S_ISDIR(st.st_mode))
-            return usage_error("batch mode: OUTPUT '%s' must be a directory", o.output);
+            return cli_usage_error("batch mode: OUTPUT '%s' must be a directory", o.output);
         if (is_dir) {
             char ri[PATH_MAX], ro[PATH_MAX];
             if (realpath(o.input, ri) && realpath(o.output, ro) && !strcmp(ri, ro))
-                return usage_error("batch mode: OUTPUT must not be the input directory");
+                return cli_usage_error("batch mode: OUTPUT must not be the input directory");
         }
         rc = batch_items_load(o.input, is_dir, &items);
         if (!rc) rc = check_output_dir(o.output, "OUTPUT");
@@ -653,15 +649,24 @@ int main(int argc, char **argv)
 
     ru_models m;
     char err[RU_ERR_LEN];
-    if ((rc = ru_load_models(ctx, o.solver, o.model, o.vae, &m, err)) != 0) {
+    /* what the files declare first; a single input whose size the model cannot take is refused
+     * before any network runs (a load probes its network on the declared shape) */
+    rc = ru_find_models(ctx, o.solver, o.model, o.vae, &m, err);
+    if (rc == 0 && !batch) {
+        int ch, h, w;
+        rc = ru_image_header(o.input, &ch, &h, &w, err);
+        if (rc == 0) rc = ru_check_size(ch, h, w, &m, o.fit, o.measured, err);
+    }
+    if (rc == 0) rc = ru_open_models(ctx, &m, err);
+    if (rc != 0) {
         stsl_context_destroy(ctx);
         batch_items_free(&items);
-        return rc == CLI_EXIT_USAGE ? usage_error("%s", err) : failure("%s", err);
+        return rc == CLI_EXIT_USAGE ? cli_usage_error("%s", err) : cli_failure("%s", err);
     }
     if (o.verbose)
         fprintf(stderr, "stsl-restore: prior %s%s%s, images %dx%dx%d, device %s, %d thread(s), seed %llu\n",
                 m.model_path, m.ae ? ", autoencoder " : "", m.ae ? m.vae_path : "", m.image.channels,
-                m.image.height, m.image.width, o.device, o.threads, (unsigned long long)o.seed);
+                m.image.height, m.image.width, o.device ? o.device : STSL_DEFAULT_DEVICE, o.threads, (unsigned long long)o.seed);
 
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -673,7 +678,7 @@ int main(int argc, char **argv)
     stsl_operator *probe = NULL;
     rc = cli_make_operator(ctx, o.task, m.image, &o.task_opts, o.seed, o.noise, &probe, err);
     stsl_operator_destroy(probe);
-    if (rc != CLI_EXIT_OK) rc = rc == CLI_EXIT_USAGE ? usage_error("%s", err) : failure("%s", err);
+    if (rc != CLI_EXIT_OK) rc = rc == CLI_EXIT_USAGE ? cli_usage_error("%s", err) : cli_failure("%s", err);
     /* everything is checked: only now is anything created */
     else if (batch && (rc = create_output_dir(o.output, "OUTPUT")) == 0 &&
              (!o.montage || (rc = create_output_dir(o.montage, "--montage")) == 0))

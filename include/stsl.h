@@ -111,7 +111,15 @@ typedef enum stsl_log_level {
  * call libstsl with the handle that is logging.  `msg` is valid during the call only. */
 typedef void (*stsl_log_fn)(void *user, stsl_log_level level, const char *msg);
 
-/* Create a context: 1 thread, device "cpu", no log sink (messages are dropped). */
+/* The device of a new context, and of every tool that is not given one.  The CPU, not "auto":
+ * an embedder gets no surprise from the machine it happens to run on -- no GPU memory taken and
+ * no CUDA initialisation in a process that did not ask for them, the same numbers on every
+ * machine (a GPU's kernels round differently), and float16 never silently turned into float32
+ * (which "auto" does without a GPU).  A program that wants the GPU says "auto" or "cuda". */
+#define STSL_DEFAULT_DEVICE "cpu"
+
+/* Create a context: 1 thread, device STSL_DEFAULT_DEVICE ("cpu"), no log sink (messages are
+ * dropped). */
 STSL_API stsl_status stsl_context_create(stsl_context **out);
 /* Destroy; every handle created from it must have been destroyed first. */
 STSL_API void stsl_context_destroy(stsl_context *ctx);
@@ -125,9 +133,14 @@ STSL_API stsl_status stsl_context_set_log(stsl_context *ctx, stsl_log_fn fn, voi
  * and to calls made afterwards. */
 STSL_API stsl_status stsl_context_set_threads(stsl_context *ctx, int threads);
 STSL_API int stsl_context_get_threads(const stsl_context *ctx);
-/* Device for models loaded afterwards: "cpu", "cuda", "cuda:N" or "auto" (CUDA when the
- * library was built with a CUDA libtorch and a GPU is present, else CPU).  The string is
- * copied.  An unavailable device is reported when a model is loaded (STSL_ERR_BACKEND). */
+/* Device for models loaded afterwards: exactly "cpu", "cuda" (= "cuda:0"), "cuda:N" with N a
+ * decimal 0..255 without sign or leading zeros, or "auto" (CUDA device 0 when the library was
+ * built with a CUDA libtorch and a GPU is present at load, else the CPU); lower case, no
+ * blanks.  Anything else is STSL_ERR_INVALID_ARG and leaves the device as it was; the message
+ * (stsl_context_last_error) names the accepted spellings.  This is the library's one reader of
+ * device strings: the tools pass their --device through it.  The string is not kept.  A
+ * device that is not there (no CUDA, too few GPUs) is reported when a model is loaded
+ * (STSL_ERR_BACKEND).  Default: STSL_DEFAULT_DEVICE. */
 STSL_API stsl_status stsl_context_set_device(stsl_context *ctx, const char *device);
 /* Precision of the network evaluations of TorchScript models loaded afterwards (the library's
  * own arithmetic stays float32/float64).  FLOAT16 and BFLOAT16 are mixed precision, libtorch's
@@ -548,6 +561,34 @@ STSL_API stsl_status stsl_score_tweedie(stsl_score *score, const float *x, const
  * the score. */
 STSL_API const char *stsl_score_meta(const stsl_score *score, const char *key);
 STSL_API const char *stsl_score_last_error(const stsl_score *score);
+
+/* ------------------------------------------------------------------------------------------ */
+/* A model file's record, read without loading the model (since 1.2).                          */
+/* ------------------------------------------------------------------------------------------ */
+
+/* The stsl_meta.txt record of a model file (docs/models.md), read from the file's archive and
+ * validated as a load validates it -- without loading the network: no weights are read and
+ * nothing runs, so it costs milliseconds whatever the file declares.  A program can thus
+ * compare its input with what a model declares (and refuse a mismatch) before a load, whose
+ * probe forward runs the network on one sample of the declared shape.  Roles: unet,
+ * autoencoder, encoder, decoder; a record a load would refuse is refused with the load's
+ * message (STSL_ERR_MODEL), a file that is not TorchScript is STSL_ERR_FORMAT, an unreadable
+ * one STSL_ERR_IO; STSL_ERR_UNSUPPORTED without the TorchScript backend.  The caller owns
+ * *out (stsl_model_record_destroy). */
+typedef struct stsl_model_record stsl_model_record;
+STSL_API stsl_status stsl_model_record_read(stsl_context *ctx, const char *path,
+                                            stsl_model_record **out);
+/* NULL is a no-op. */
+STSL_API void stsl_model_record_destroy(stsl_model_record *rec);
+/* Value of `key` as written ("role", "name", "pairs_with", ...), NULL when absent; owned by the
+ * record. */
+STSL_API const char *stsl_model_record_get(const stsl_model_record *rec, const char *key);
+/* The shapes a model declares, per sample: image (what it restores, or encodes/decodes) and
+ * latent.  A pixel-space unet: image = its sample_shape, latent all zero; a latent unet: image
+ * all zero (its autoencoder's record says it), latent = its sample_shape; an autoencoder,
+ * encoder or decoder: its image_shape and latent_shape.  Either pointer may be NULL. */
+STSL_API stsl_status stsl_model_record_shapes(const stsl_model_record *rec, stsl_shape *image,
+                                              stsl_shape *latent);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Autoencoders: E(x), D(z) and J_D(z)^T u.                                                    */

@@ -15,6 +15,7 @@ Importable functions (training scripts use these)::
                        latent_scale=0.18215)
 
     make_meta(...) / parse_meta(text) / read_meta(path) / check_file(path)
+    (the record's functions are stsl_export.meta's: make_record, parse_record, read_record)
     wrap_diffusers_unet(unet) / wrap_diffusers_vae(vae)    (when diffusers is importable)
 
 Command line::
@@ -55,155 +56,19 @@ except ImportError:  # the first python3 on PATH may be one without torch (pyenv
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from stsl_export import frontends  # noqa: E402
 
-META_NAME = "stsl_meta.txt"
-FORMAT_VERSION = 1
-ROLES = ("unet", "autoencoder", "encoder", "decoder")
-PREDICTIONS = ("eps", "v", "x0")
-SCHEDULES = ("linear", "scaled-linear", "cosine")
-SPACES = ("pixel", "latent")
-MAX_BYTES = 64 * 1024
-MAX_LINES = 256
-_KEY_RE = re.compile(r"^[a-z0-9_]{1,64}$")
+# The record: one writer and reader for every script (scripts/stsl_export/meta.py).
+from stsl_export.meta import (FORMAT_VERSION, META_NAME, PREDICTIONS, ROLES,  # noqa: E402,F401
+                              SCHEDULES, SPACES, RecordError, _shape, make_record, parse_record,
+                              read_record, save_module)
 
-Shape = Tuple[int, int, int]
+# Earlier names of the record's functions, kept for scripts that import them from here.
+make_meta = make_record
+parse_meta = parse_record
+read_meta = read_record
 
 
-class ExportError(RuntimeError):
+class ExportError(RecordError):
     """The model or the requested metadata does not fit the contract."""
-
-
-# ------------------------------------------------------------------------------------------
-# The metadata record
-# ------------------------------------------------------------------------------------------
-
-def _shape(value, key: str) -> Shape:
-    if isinstance(value, str):
-        value = [v.strip() for v in value.split(",")]
-    try:
-        s = tuple(int(v) for v in value)
-    except (TypeError, ValueError):
-        raise ExportError(f"{key} must be C,H,W integers, got {value!r}") from None
-    if len(s) != 3 or min(s) < 1:
-        raise ExportError(f"{key} must be three positive integers C,H,W, got {value!r}")
-    return s  # type: ignore[return-value]
-
-
-def _num(x: float) -> str:
-    return repr(float(x))
-
-
-def make_meta(role: str, *, name: Optional[str] = None, prediction: str = "eps",
-              schedule: str = "linear", beta_start: float = 1e-4, beta_end: float = 0.02,
-              cosine_s: float = 0.008, timesteps: int = 1000,
-              sample_shape: Optional[Sequence[int]] = None, space: str = "pixel",
-              pairs_with: Optional[str] = None, image_shape: Optional[Sequence[int]] = None,
-              latent_shape: Optional[Sequence[int]] = None,
-              latent_scale: Optional[float] = None, value_range=(-1, 1),
-              extra: Optional[Dict[str, str]] = None) -> str:
-    """The text of a stsl_meta.txt record, validated as strictly as the library does."""
-    if role not in ROLES:
-        raise ExportError(f"role must be one of {ROLES}, got {role!r}")
-    lines = [f"stsl_model_format = {FORMAT_VERSION}", f"role = {role}"]
-    if name is not None:
-        if "\n" in name or "\r" in name:
-            raise ExportError("name must be one line")
-        lines.append(f"name = {name.strip()}")
-    lo, hi = (float(v) for v in value_range)
-    if (lo, hi) != (-1.0, 1.0):
-        raise ExportError("value_range must be -1,1 (wrap the model: see --value-range)")
-    if role == "unet":
-        if prediction not in PREDICTIONS:
-            raise ExportError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
-        if schedule not in SCHEDULES:
-            raise ExportError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
-        if not 1 <= int(timesteps) <= 100000:
-            raise ExportError("timesteps must be in 1..100000")
-        if sample_shape is None:
-            raise ExportError("a unet needs sample_shape")
-        if space not in SPACES:
-            raise ExportError(f"space must be one of {SPACES}, got {space!r}")
-        if space == "latent" and not pairs_with:
-            raise ExportError("a latent unet needs pairs_with (the autoencoder file name)")
-        lines += [f"prediction = {prediction}", f"schedule = {schedule}"]
-        if schedule == "cosine":
-            lines.append(f"cosine_s = {_num(cosine_s)}")
-        else:
-            if not 0 < beta_start <= beta_end < 1:
-                raise ExportError("need 0 < beta_start <= beta_end < 1")
-            lines += [f"beta_start = {_num(beta_start)}", f"beta_end = {_num(beta_end)}"]
-        s = _shape(sample_shape, "sample_shape")
-        lines += [f"timesteps = {int(timesteps)}", "sample_shape = %d,%d,%d" % s,
-                  f"space = {space}"]
-        if pairs_with:
-            lines.append(f"pairs_with = {pairs_with}")
-    else:
-        if image_shape is None or latent_shape is None or latent_scale is None:
-            raise ExportError(f"role {role} needs image_shape, latent_shape and latent_scale")
-        if not 1e-6 <= float(latent_scale) <= 1e6:
-            raise ExportError("latent_scale must be in [1e-6, 1e6]")
-        lines += ["image_shape = %d,%d,%d" % _shape(image_shape, "image_shape"),
-                  "latent_shape = %d,%d,%d" % _shape(latent_shape, "latent_shape"),
-                  f"latent_scale = {_num(latent_scale)}"]
-    lines.append("value_range = -1,1")
-    for k, v in (extra or {}).items():
-        if not _KEY_RE.match(k) or "\n" in str(v):
-            raise ExportError(f"extra key {k!r} is not [a-z0-9_] or its value is not one line")
-        lines.append(f"{k} = {v}")
-    text = "\n".join(lines) + "\n"
-    parse_meta(text)  # same rules as the library
-    return text
-
-
-def parse_meta(text) -> Dict[str, str]:
-    """Parse a record with the library's grammar (docs/models.md §3); raises ExportError."""
-    if isinstance(text, bytes):
-        try:
-            text = text.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise ExportError(f"stsl_meta.txt is not UTF-8: {e}") from None
-    if not text:
-        raise ExportError("stsl_meta.txt is empty")
-    if len(text.encode("utf-8")) > MAX_BYTES:
-        raise ExportError("stsl_meta.txt is over 64 KiB")
-    if text.startswith("\ufeff"):
-        text = text[1:]
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    if len(lines) > MAX_LINES:
-        raise ExportError(f"stsl_meta.txt has more than {MAX_LINES} lines")
-    out: Dict[str, str] = {}
-    for i, raw in enumerate(lines, 1):
-        line = raw[:-1] if raw.endswith("\r") else raw
-        if any((ord(c) < 32 and c != "\t") or 0x7f <= ord(c) <= 0x9f for c in line):
-            raise ExportError(f"line {i}: control character")
-        s = line.strip(" \t")
-        if not s or s.startswith("#"):
-            continue
-        if "=" not in s:
-            raise ExportError(f"line {i}: expected 'key = value'")
-        k, v = s.split("=", 1)
-        k, v = k.strip(" \t"), v.strip(" \t")
-        if not _KEY_RE.match(k):
-            raise ExportError(f"line {i}: key {k!r} is not lower-case [a-z0-9_]{{1,64}}")
-        if len(v.encode("utf-8")) > 1024:
-            raise ExportError(f"line {i}: value longer than 1024 bytes")
-        if k in out:
-            raise ExportError(f"line {i}: key {k!r} given twice")
-        out[k] = v
-    if not out:
-        raise ExportError("stsl_meta.txt has no 'key = value' line")
-    return out
-
-
-def read_meta(path: str) -> Dict[str, str]:
-    """The record of a model file (ExportError when absent)."""
-    files = {META_NAME: ""}
-    torch.jit.load(path, map_location="cpu", _extra_files=files)
-    text = files[META_NAME]
-    if not text:
-        raise ExportError(f"{path}: no {META_NAME} record")
-    return parse_meta(text)
 
 
 # ------------------------------------------------------------------------------------------
@@ -456,7 +321,7 @@ def _save(sm, path: str, meta: str) -> None:
         raise ExportError("the exported graph fixes a device that the library cannot move: "
                           + "; ".join(pins[:3]) + (f" (and {len(pins) - 3} more)"
                                                    if len(pins) > 3 else ""))
-    torch.jit.save(portable, path, _extra_files={META_NAME: meta})
+    save_module(portable, path, meta)
 
 
 def _compare(name: str, ref: torch.Tensor, got: torch.Tensor, rtol: float, atol: float) -> float:
@@ -898,7 +763,7 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
         if not (a.out or a.encoder_out):
             raise ExportError("give --out, or --encoder-out and --decoder-out")
         return 0
-    except (ExportError, frontends.FrontendError) as e:
+    except (RecordError, frontends.FrontendError) as e:
         print(f"export_torchscript: {e}", file=sys.stderr)
         return 1
 

@@ -28,6 +28,12 @@
 
 #include "stsl.h"
 
+/* Only src/models includes this header (its objects are compiled with STSL_SHIM_USER): every
+ * other C file reaches libtorch through models/model.h. */
+#if !defined(__cplusplus) && !defined(STSL_SHIM_USER)
+#error "shim/shim.h is src/models' alone: include models/model.h instead"
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -45,19 +51,26 @@ typedef struct stsl_shim_module stsl_shim_module;
 /* Largest metadata record the shim hands out (docs/models.md: 64 KiB); larger is refused. */
 #define STSL_SHIM_META_MAX (64 * 1024)
 
-/* Load a TorchScript file onto `device` ("cpu", "cuda", "cuda:N", "auto"; NULL = "cpu").
+/* Load a TorchScript file onto CUDA device `cuda_index`, or the CPU when it is -1 (the caller,
+ * src/models, has read the device setting and resolved "auto": no string reaches the shim).
  * Every device the file's graphs fix as a constant becomes the device of the method's first
  * tensor input (a file traced on the CPU runs on CUDA, and the other way round).
  * precision: FLOAT32, or FLOAT16 / BFLOAT16 as autocast (mixed precision) around every forward
  * evaluation; the weights stay float32.  A precision the device cannot run (libtorch 1.13's CPU
- * has no float16 autocast) is STSL_ERR_BACKEND, except with "auto" resolved to the CPU, which
- * then runs in float32 (stsl_shim_precision says which).
- * Errors: STSL_ERR_BACKEND (device unavailable or malformed device string, precision not
- * supported there), STSL_ERR_IO (cannot read the file), STSL_ERR_FORMAT (not a TorchScript
- * archive), STSL_ERR_MODEL (no stsl_meta.txt record, or the record is over STSL_SHIM_META_MAX). */
-STSL_SHIM_API stsl_status stsl_shim_load(const char *path, const char *device,
-                                         stsl_precision precision, stsl_shim_module **out,
-                                         char *err, size_t err_size);
+ * has no float16 autocast) is STSL_ERR_BACKEND, unless float32_fallback is 1: then the module
+ * runs in float32 (stsl_shim_precision says which).
+ * Errors: STSL_ERR_BACKEND (CUDA not available, no such GPU, precision not supported there),
+ * STSL_ERR_IO (cannot read the file), STSL_ERR_FORMAT (not a TorchScript archive),
+ * STSL_ERR_MODEL (no stsl_meta.txt record, or the record is over STSL_SHIM_META_MAX). */
+STSL_SHIM_API stsl_status stsl_shim_load(const char *path, int cuda_index,
+                                         stsl_precision precision, int float32_fallback,
+                                         stsl_shim_module **out, char *err, size_t err_size);
+/* The stsl_meta.txt record of a TorchScript file, read from its archive without loading the
+ * module (no code, no weights: libtorch's archive reader only), into buf (cap bytes, at least
+ * STSL_SHIM_META_MAX); *len its length.  Errors as stsl_shim_load's (STSL_ERR_IO,
+ * STSL_ERR_FORMAT, STSL_ERR_MODEL: no record or over STSL_SHIM_META_MAX). */
+STSL_SHIM_API stsl_status stsl_shim_read_meta(const char *path, char *buf, size_t cap, size_t *len,
+                                              char *err, size_t err_size);
 /* Free the module and everything it holds; NULL is a no-op. */
 STSL_SHIM_API void stsl_shim_free(stsl_shim_module *m);
 

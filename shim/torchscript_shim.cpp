@@ -14,6 +14,7 @@
 #include <torch/csrc/jit/passes/inliner.h>
 #include <torch/script.h>
 #include <torch/version.h>
+#include <caffe2/serialize/inline_container.h>
 
 #include <cctype>
 #include <cstdio>
@@ -145,32 +146,21 @@ static stsl_status guarded(const char *what, stsl_status lib_status, char *err, 
     }
 }
 
-static c10::Device resolve_device(const char *name)
+/* The device src/models chose: CUDA device `cuda_index`, or the CPU (-1).  Only what libtorch
+ * alone knows is checked here: whether CUDA is there, and how many GPUs. */
+static c10::Device cuda_or_cpu(int cuda_index)
 {
-    std::string d = name ? name : "cpu";
-    if (d.empty() || d == "cpu") return c10::Device(c10::kCPU);
-    bool cuda_ok = torch::cuda::is_available();
-    if (d == "auto") return cuda_ok ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
-    if (d == "cuda" || starts_with(d, "cuda:")) {
-        long index = 0;
-        if (d.size() > 5) {
-            std::string num = d.substr(5);
-            if (num.empty() || num.size() > 4 || num.find_first_not_of("0123456789") != std::string::npos)
-                throw ShimError{STSL_ERR_BACKEND, "device \"" + d + "\" is malformed (use cpu, cuda, cuda:N or auto)"};
-            index = std::stol(num);
-        }
-        if (!cuda_ok)
-            throw ShimError{STSL_ERR_BACKEND,
-                            "device \"" + d + "\" requested but CUDA is not available (libtorch " +
-                                "built without CUDA, or no GPU/driver present); use \"cpu\" or \"auto\""};
-        long count = (long)torch::cuda::device_count();
-        if (index >= count)
-            throw ShimError{STSL_ERR_BACKEND, "device \"" + d + "\" requested but only " +
-                                                  std::to_string(count) + " CUDA device(s) present"};
-        return c10::Device(c10::kCUDA, (c10::DeviceIndex)index);
-    }
-    throw ShimError{STSL_ERR_BACKEND,
-                    "device \"" + d + "\" is not known (use cpu, cuda, cuda:N or auto)"};
+    if (cuda_index < 0) return c10::Device(c10::kCPU);
+    const std::string name = "cuda:" + std::to_string(cuda_index);
+    if (!torch::cuda::is_available())
+        throw ShimError{STSL_ERR_BACKEND,
+                        "device \"" + name + "\" requested but CUDA is not available (libtorch " +
+                            "built without CUDA, or no GPU/driver present); use \"cpu\" or \"auto\""};
+    long count = (long)torch::cuda::device_count();
+    if (cuda_index >= count)
+        throw ShimError{STSL_ERR_BACKEND, "device \"" + name + "\" requested but only " +
+                                              std::to_string(count) + " CUDA device(s) present"};
+    return c10::Device(c10::kCUDA, (c10::DeviceIndex)cuda_index);
 }
 
 /* Whether a graph (and its nested blocks) holds an op whose autograd meaning freezing would lose:
@@ -354,9 +344,29 @@ static torch::jit::Module frozen_or_same(torch::jit::Module module, bool *frozen
     }
 }
 
-extern "C" stsl_status stsl_shim_load(const char *path, const char *device,
-                                      stsl_precision precision, stsl_shim_module **out, char *err,
-                                      size_t err_size)
+/* A missing file is STSL_ERR_IO, one that is not a zip archive STSL_ERR_FORMAT (as a load says). */
+static void check_archive(const char *path)
+{
+    std::ifstream f(path, std::ios::binary);
+    if (!f) throw ShimError{STSL_ERR_IO, std::string("cannot open '") + path + "'"};
+    char magic[4] = {0, 0, 0, 0};
+    f.read(magic, 4);
+    if (f.gcount() != 4 || std::memcmp(magic, "PK\x03\x04", 4) != 0)
+        throw ShimError{STSL_ERR_FORMAT,
+                        std::string("'") + path +
+                            "' is not a TorchScript file (not a zip archive written by torch.jit.save)"};
+}
+
+static std::string no_record(const char *path)
+{
+    return std::string("'") + path +
+           "' has no stsl_meta.txt metadata record (write it with "
+           "scripts/export_torchscript.py; docs/models.md)";
+}
+
+extern "C" stsl_status stsl_shim_load(const char *path, int cuda_index,
+                                      stsl_precision precision, int float32_fallback,
+                                      stsl_shim_module **out, char *err, size_t err_size)
 {
     if (out) *out = nullptr;
     if (path == nullptr || out == nullptr) {
@@ -369,11 +379,10 @@ extern "C" stsl_status stsl_shim_load(const char *path, const char *device,
         return STSL_ERR_INVALID_ARG;
     }
     return guarded("not a TorchScript file", STSL_ERR_FORMAT, err, err_size, [&]() {
-        c10::Device dev = resolve_device(device);
+        c10::Device dev = cuda_or_cpu(cuda_index);
         std::string why = precision_unsupported(dev, precision);
         if (!why.empty()) {
-            /* "auto" asks for the best the machine has: without a GPU that is float32 */
-            if (device != nullptr && std::string(device) == "auto" && dev.is_cpu())
+            if (float32_fallback)
                 precision = STSL_PRECISION_FLOAT32;
             else
                 throw ShimError{STSL_ERR_BACKEND, std::string(precision_name(precision)) +
@@ -384,16 +393,7 @@ extern "C" stsl_status stsl_shim_load(const char *path, const char *device,
                                                            ? " or bfloat16"
                                                            : "")};
         }
-        {
-            std::ifstream f(path, std::ios::binary);
-            if (!f) throw ShimError{STSL_ERR_IO, std::string("cannot open '") + path + "'"};
-            char magic[4] = {0, 0, 0, 0};
-            f.read(magic, 4);
-            if (f.gcount() != 4 || std::memcmp(magic, "PK\x03\x04", 4) != 0)
-                throw ShimError{STSL_ERR_FORMAT,
-                                std::string("'") + path +
-                                    "' is not a TorchScript file (not a zip archive written by torch.jit.save)"};
-        }
+        check_archive(path);
         std::unordered_map<std::string, std::string> extra{{STSL_SHIM_META_NAME, std::string()}};
         torch::jit::Module module;
         try {
@@ -407,11 +407,7 @@ extern "C" stsl_status stsl_shim_load(const char *path, const char *device,
                                                  "' is not a loadable TorchScript file: " + why + hint};
         }
         const std::string &meta = extra[STSL_SHIM_META_NAME];
-        if (meta.empty())
-            throw ShimError{STSL_ERR_MODEL,
-                            std::string("'") + path +
-                                "' has no stsl_meta.txt metadata record (write it with "
-                                "scripts/export_torchscript.py; docs/models.md)"};
+        if (meta.empty()) throw ShimError{STSL_ERR_MODEL, no_record(path)};
         if (meta.size() > STSL_SHIM_META_MAX)
             throw ShimError{STSL_ERR_MODEL, "stsl_meta.txt record is " + std::to_string(meta.size()) +
                                                 " bytes, over the 65536-byte limit"};
@@ -431,6 +427,31 @@ extern "C" stsl_status stsl_shim_load(const char *path, const char *device,
         m->precision = precision;
         m->frozen = frozen;
         *out = m;
+        return STSL_OK;
+    });
+}
+
+extern "C" stsl_status stsl_shim_read_meta(const char *path, char *buf, size_t cap, size_t *len,
+                                           char *err, size_t err_size)
+{
+    if (len) *len = 0;
+    if (path == nullptr || buf == nullptr || len == nullptr || cap < STSL_SHIM_META_MAX) {
+        put_err(err, err_size, "stsl_shim_read_meta: bad argument");
+        return STSL_ERR_INVALID_ARG;
+    }
+    return guarded("not a TorchScript file", STSL_ERR_FORMAT, err, err_size, [&]() {
+        check_archive(path);
+        caffe2::serialize::PyTorchStreamReader reader{std::string(path)};
+        const std::string name = std::string("extra/") + STSL_SHIM_META_NAME;
+        if (!reader.hasRecord(name)) throw ShimError{STSL_ERR_MODEL, no_record(path)};
+        auto record = reader.getRecord(name);
+        const size_t n = std::get<1>(record);
+        if (n == 0) throw ShimError{STSL_ERR_MODEL, no_record(path)};
+        if (n > STSL_SHIM_META_MAX)
+            throw ShimError{STSL_ERR_MODEL, "stsl_meta.txt record is " + std::to_string(n) +
+                                                " bytes, over the 65536-byte limit"};
+        std::memcpy(buf, std::get<0>(record).get(), n);
+        *len = n;
         return STSL_OK;
     });
 }

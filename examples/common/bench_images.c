@@ -63,7 +63,7 @@ void stsl_bench_images_help(void)
            "  --seed S           operator and sampler seed (default 0)\n"
            "  --noise SIGMA      measurement noise (default: the task's)\n"
            "  --model F --vae F  priors (default: the bundled ones, as stsl-restore)\n"
-           "  --device D         auto | cpu | cuda (default auto)\n"
+           "  --device D         cpu | auto | cuda | cuda:N (default " STSL_DEFAULT_DEVICE ", the library's)\n"
            "  --threads N        CPU threads (default 1)\n"
            "  --indices FILE     test index list (default data/bench_indices.txt)\n"
            "  --data DIR         directory of t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz\n"
@@ -85,7 +85,6 @@ static int bi_parse(int argc, char **argv, bi_opts *o)
     o->batch = 10;
     o->samples = 1;
     o->noise = -1.0;
-    o->device = "auto";
     char err[RU_ERR_LEN];
     for (int i = 1; i < argc;) {
         const char *a = argv[i];
@@ -299,7 +298,12 @@ int stsl_bench_images_main(int argc, char **argv)
     stsl_context *ctx = NULL;
     if (stsl_context_create(&ctx) != STSL_OK) return cli_failure("cannot create a context");
     stsl_context_set_threads(ctx, o.threads);
-    stsl_context_set_device(ctx, o.device);
+    /* the library reads the device string; no --device: its default */
+    if (o.device && stsl_context_set_device(ctx, o.device) != STSL_OK) {
+        int rc = cli_usage_error("--device: %s", stsl_context_last_error(ctx));
+        stsl_context_destroy(ctx);
+        return rc;
+    }
     ru_models m;
     char err[RU_ERR_LEN];
     stsl_operator *op = NULL;

@@ -221,7 +221,13 @@ void ru_models_free(ru_models *m)
     m->ae = NULL;
 }
 
-int ru_load_models(stsl_context *ctx, const char *solver, const char *model_path,
+/* The library's message for a failed call, or its status's name. */
+static const char *lib_error(stsl_context *ctx, stsl_status st)
+{
+    return *stsl_context_last_error(ctx) ? stsl_context_last_error(ctx) : stsl_strerror(st);
+}
+
+int ru_find_models(stsl_context *ctx, const char *solver, const char *model_path,
                    const char *vae_path, ru_models *m, char *err)
 {
     memset(m, 0, sizeof *m);
@@ -235,61 +241,92 @@ int ru_load_models(stsl_context *ctx, const char *solver, const char *model_path
         return -1;
     }
     if (!file_exists(m->model_path)) return fail(err, "cannot read model %s", m->model_path);
-    stsl_status st = stsl_score_load(ctx, m->model_path, &m->score);
-    if (st != STSL_OK)
-        return fail(err, "cannot load model %s: %s", m->model_path,
-                    *stsl_context_last_error(ctx) ? stsl_context_last_error(ctx) : stsl_strerror(st));
-    if (stsl_score_is_latent(m->score)) {
-        if (vae_path) {
-            snprintf(m->vae_path, sizeof m->vae_path, "%s", vae_path);
-        } else {
-            const char *pairs = stsl_score_meta(m->score, "pairs_with");
-            /* the file the prior names (the record requires it), next to the prior or among the
-             * bundled models; never another autoencoder in its place */
-            if (!pairs || !*pairs) {
-                ru_models_free(m);
-                return fail(err, "latent prior %s names no autoencoder (pairs_with): pass --vae FILE",
-                            m->model_path);
-            }
-            const char *base = strrchr(pairs, '/');
-            base = base ? base + 1 : pairs;
-            const char *slash = strrchr(m->model_path, '/');
-            int dl = slash ? (int)(slash - m->model_path) : 1;
-            snprintf(m->vae_path, sizeof m->vae_path, "%.*s/%s", dl, slash ? m->model_path : ".",
-                     base);
-            if (!file_exists(m->vae_path) &&
-                ru_find_model(base, m->vae_path, sizeof m->vae_path, NULL) != 0) {
-                fail(err,
-                     "latent prior %s pairs with the autoencoder %s (its pairs_with), which is "
-                     "neither next to it nor among the bundled models: put it there or pass --vae "
-                     "FILE",
-                     m->model_path, base);
-                ru_models_free(m);   /* `base` points into the prior's record */
-                return -1;
-            }
+    /* the records only: what the files declare, before anything runs */
+    stsl_model_record *rec = NULL;
+    stsl_status st = stsl_model_record_read(ctx, m->model_path, &rec);
+    if (st != STSL_OK) return fail(err, "cannot load model %s: %s", m->model_path, lib_error(ctx, st));
+    const char *role = stsl_model_record_get(rec, "role");
+    if (strcmp(role, "unet") != 0) {
+        fail(err, "cannot load model %s: it is a model of role '%s', not a prior (unet)",
+             m->model_path, role);
+        stsl_model_record_destroy(rec);
+        return -1;
+    }
+    stsl_shape latent;
+    stsl_model_record_shapes(rec, &m->image, &latent);
+    if (!latent.channels) {   /* pixel space */
+        stsl_model_record_destroy(rec);
+        if (!vae_path) return 0;
+        /* said, not ignored: the user expects it to be used */
+        fail(err, "--vae %s: the prior %s is a pixel-space model, it uses no autoencoder",
+             vae_path, m->model_path);
+        return CLI_EXIT_USAGE;
+    }
+    if (vae_path) {
+        snprintf(m->vae_path, sizeof m->vae_path, "%s", vae_path);
+    } else {
+        const char *pairs = stsl_model_record_get(rec, "pairs_with");
+        /* the file the prior names (the record requires it), next to the prior or among the
+         * bundled models; never another autoencoder in its place */
+        if (!pairs || !*pairs) {
+            stsl_model_record_destroy(rec);
+            return fail(err, "latent prior %s names no autoencoder (pairs_with): pass --vae FILE",
+                        m->model_path);
         }
-        if (!file_exists(m->vae_path)) {
-            ru_models_free(m);
-            return fail(err, "cannot read autoencoder %s", m->vae_path);
-        }
-        st = stsl_autoencoder_load(ctx, m->vae_path, NULL, &m->ae);
-        if (st != STSL_OK) {
-            fail(err, "cannot load autoencoder %s: %s", m->vae_path,
-                 *stsl_context_last_error(ctx) ? stsl_context_last_error(ctx) : stsl_strerror(st));
-            ru_models_free(m);
+        const char *base = strrchr(pairs, '/');
+        base = base ? base + 1 : pairs;
+        const char *slash = strrchr(m->model_path, '/');
+        int dl = slash ? (int)(slash - m->model_path) : 1;
+        snprintf(m->vae_path, sizeof m->vae_path, "%.*s/%s", dl, slash ? m->model_path : ".", base);
+        if (!file_exists(m->vae_path) &&
+            ru_find_model(base, m->vae_path, sizeof m->vae_path, NULL) != 0) {
+            fail(err,
+                 "latent prior %s pairs with the autoencoder %s (its pairs_with), which is "
+                 "neither next to it nor among the bundled models: put it there or pass --vae "
+                 "FILE",
+                 m->model_path, base);
+            stsl_model_record_destroy(rec);   /* `base` points into the prior's record */
             return -1;
         }
-        stsl_autoencoder_image_shape(m->ae, &m->image);
-    } else {
-        if (vae_path) {   /* said, not ignored: the user expects it to be used */
-            fail(err, "--vae %s: the prior %s is a pixel-space model, it uses no autoencoder",
-                 vae_path, m->model_path);
-            ru_models_free(m);
-            return CLI_EXIT_USAGE;
-        }
-        stsl_score_shape(m->score, &m->image);
     }
+    stsl_model_record_destroy(rec);
+    if (!file_exists(m->vae_path)) return fail(err, "cannot read autoencoder %s", m->vae_path);
+    st = stsl_model_record_read(ctx, m->vae_path, &rec);
+    if (st != STSL_OK)
+        return fail(err, "cannot load autoencoder %s: %s", m->vae_path, lib_error(ctx, st));
+    stsl_model_record_shapes(rec, &m->image, NULL);
+    stsl_model_record_destroy(rec);
     return 0;
+}
+
+int ru_open_models(stsl_context *ctx, ru_models *m, char *err)
+{
+    stsl_status st = stsl_score_load(ctx, m->model_path, &m->score);
+    if (st != STSL_OK)
+        return fail(err, "cannot load model %s: %s", m->model_path, lib_error(ctx, st));
+    if (stsl_score_is_latent(m->score) != (m->vae_path[0] != '\0')) {   /* changed since read */
+        ru_models_free(m);
+        return fail(err, "cannot load model %s: the file changed while it was read", m->model_path);
+    }
+    if (!m->vae_path[0]) {
+        stsl_score_shape(m->score, &m->image);
+        return 0;
+    }
+    st = stsl_autoencoder_load(ctx, m->vae_path, NULL, &m->ae);
+    if (st != STSL_OK) {
+        fail(err, "cannot load autoencoder %s: %s", m->vae_path, lib_error(ctx, st));
+        ru_models_free(m);
+        return -1;
+    }
+    stsl_autoencoder_image_shape(m->ae, &m->image);
+    return 0;
+}
+
+int ru_load_models(stsl_context *ctx, const char *solver, const char *model_path,
+                   const char *vae_path, ru_models *m, char *err)
+{
+    int rc = ru_find_models(ctx, solver, model_path, vae_path, m, err);
+    return rc ? rc : ru_open_models(ctx, m, err);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -669,15 +706,9 @@ int ru_image_header(const char *path, int *channels, int *height, int *width, ch
     return fail(err, "cannot read %s: %s header truncated or malformed", path, kind);
 }
 
-int ru_load_input(stsl_context *ctx, const char *path, const ru_models *m, ru_fit fit,
-                  int measured, stsl_image **out, char *err)
+int ru_check_size(int file_ch, int file_h, int file_w, const ru_models *m, ru_fit fit,
+                  int measured, char *err)
 {
-    *out = NULL;
-    stsl_image *img = NULL;
-    /* the header first: a size the model cannot take fails before the decode (an 8192x8192 PNG
-     * of a few hundred KB takes seconds and a GB to decode) */
-    int file_ch, file_h, file_w;
-    if (ru_image_header(path, &file_ch, &file_h, &file_w, err) != 0) return -1;
     const int same_size = file_h == m->image.height && file_w == m->image.width;
     if (!measured && !same_size && fit == RU_FIT_NONE)
         return fail(err,
@@ -687,6 +718,19 @@ int ru_load_input(stsl_context *ctx, const char *path, const ru_models *m, ru_fi
                     "and scale that, or --model a prior trained at %dx%d (docs/real-models.md)",
                     file_w, file_h, file_ch, m->model_path, m->image.width, m->image.height,
                     m->image.channels, m->image.width, m->image.height, file_w, file_h);
+    return 0;
+}
+
+int ru_load_input(stsl_context *ctx, const char *path, const ru_models *m, ru_fit fit,
+                  int measured, stsl_image **out, char *err)
+{
+    *out = NULL;
+    stsl_image *img = NULL;
+    /* the header first: a size the model cannot take fails before the decode (an 8192x8192 PNG
+     * of a few hundred KB takes seconds and a GB to decode) */
+    int file_ch, file_h, file_w;
+    if (ru_image_header(path, &file_ch, &file_h, &file_w, err) != 0) return -1;
+    if (ru_check_size(file_ch, file_h, file_w, m, fit, measured, err) != 0) return -1;
     /* channels converted to the model's by the library */
     stsl_status st = stsl_image_load(ctx, path, m->image.channels, &img);
     if (st != STSL_OK) return read_failure(ctx, st, path, err);

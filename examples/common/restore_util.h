@@ -73,6 +73,13 @@ typedef struct ru_models {
  * vae_path given for a pixel-space prior) or -1 (any other failure), err set. */
 int ru_load_models(stsl_context *ctx, const char *solver, const char *model_path,
                    const char *vae_path, ru_models *m, char *err);
+/* ru_load_models in two halves.  ru_find_models resolves the paths and reads what the files
+ * declare (stsl_model_record_read: no network loaded, nothing run), m->image included, with
+ * ru_load_models' refusals; ru_open_models then loads them (each load probes its network on
+ * the declared shape), so a caller can compare its input with m->image in between. */
+int ru_find_models(stsl_context *ctx, const char *solver, const char *model_path,
+                   const char *vae_path, ru_models *m, char *err);
+int ru_open_models(stsl_context *ctx, ru_models *m, char *err);
 void ru_models_free(ru_models *m);
 
 /* ---- one restoration ---------------------------------------------------------------------- */
@@ -141,6 +148,10 @@ int ru_fit_image(const stsl_image *in, ru_fit mode, int height, int width, stsl_
  * stsl_image_load gives them: PNG transparency adds one).  Opens without blocking: a FIFO, a
  * device or a directory is refused ("not a regular file"), never waited on.  0, or -1 with err. */
 int ru_image_header(const char *path, int *channels, int *height, int *width, char *err);
+/* 0 when an input of file_ch x file_h x file_w fits the model `m` (as ru_load_input decides:
+ * same size, or fit / measured), else -1 with ru_load_input's message. */
+int ru_check_size(int file_ch, int file_h, int file_w, const ru_models *m, ru_fit fit,
+                  int measured, char *err);
 /* Load an input for the model `m`: channels converted to the model's; a size that differs is
  * fitted with `fit`, or (RU_FIT_NONE) an error naming the file's size and channels, the model's,
  * and the options that fit it -- found from the file's header, before it is decoded.  A file that

@@ -355,15 +355,11 @@ def cmd_prepare(a):
 # ---- models ------------------------------------------------------------------------------------
 
 def read_meta(torch, path):
-    extra = {"stsl_meta.txt": ""}
-    js = torch.jit.load(path, map_location="cpu", _extra_files=extra)
-    meta = {}
-    txt = extra["stsl_meta.txt"]
-    for line in (txt.decode() if isinstance(txt, bytes) else txt).splitlines():
-        if "=" in line and not line.lstrip().startswith("#"):
-            k, v = line.split("=", 1)
-            meta[k.strip()] = v.strip()
-    return js, meta
+    """(torch.jit.load's module, parsed record) of a model file: scripts/stsl_export/meta.py."""
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    from stsl_export import meta as record
+    js, text = record.load_module(path)
+    return js, record.parse_record(text)
 
 
 def eager_module(torch, path, cls, cfg):

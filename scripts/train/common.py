@@ -153,15 +153,12 @@ def base_parser(desc, epochs, out):
     return p
 
 
-RECORD_NAME = "stsl_meta.txt"  # the metadata record inside every exported TorchScript file
+# The metadata record of every exported file: written and read by scripts/stsl_export/meta.py
+# alone (the library's grammar).
+sys.path.insert(0, os.path.dirname(HERE))
+from stsl_export import meta as record  # noqa: E402
 
-
-def load_scripted(path):
-    """An exported TorchScript file on the CPU and the text of its record (RECORD_NAME)."""
-    extra = {RECORD_NAME: ""}
-    module = torch.jit.load(path, map_location="cpu", _extra_files=extra)
-    text = extra[RECORD_NAME]
-    return module, text.decode() if isinstance(text, bytes) else text
+load_scripted = record.load_module   # (module on the CPU, record text) of an exported file
 
 
 STEPS_NOTE = "(%s training steps)"  # how an export's record comment states the steps behind it

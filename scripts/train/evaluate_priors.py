@@ -28,7 +28,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from common import REPO, MODELS_DIR, linear_schedule, load_fmnist, load_scripted, log, seed_all  # noqa: E402
+from common import (REPO, MODELS_DIR, linear_schedule, load_fmnist, load_scripted, log,  # noqa: E402
+                    record, seed_all)
 
 BEGIN, END = "<!-- prior-eval:begin -->", "<!-- prior-eval:end -->"
 
@@ -36,13 +37,7 @@ BEGIN, END = "<!-- prior-eval:begin -->", "<!-- prior-eval:end -->"
 def load_model(path):
     m, text = load_scripted(path)
     m.eval()
-    meta = {}
-    for line in text.splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            k, v = line.split("=", 1)
-            meta[k.strip()] = v.strip()
-    return m, meta
+    return m, record.parse_record(text)
 
 
 def ddim_timesteps(T, steps):

@@ -17,8 +17,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 
-from common import (BETA_END, BETA_START, CKPT_DIR, MODELS_DIR, RECORD_NAME, STEPS_NOTE,  # noqa: E402
-                    TIMESTEPS, count_params, load_file, load_scripted, log, recorded_steps)
+from common import (BETA_END, BETA_START, CKPT_DIR, MODELS_DIR, STEPS_NOTE,  # noqa: E402
+                    TIMESTEPS, count_params, load_file, load_scripted, log, record, recorded_steps)
 from nets import VAE, Classifier, LatentNet, PixelUNet  # noqa: E402
 import train_ddpm  # noqa: E402
 import train_latent  # noqa: E402
@@ -29,32 +29,20 @@ from export_torchscript import device_pins  # noqa: E402
 
 
 def unet_meta(name, shape, space, pairs_with=None, comment=""):
-    lines = ["# " + comment] if comment else []
-    lines += ["stsl_model_format = 1", "role = unet", "name = %s" % name, "prediction = eps",
-              "schedule = linear", "beta_start = %g" % BETA_START, "beta_end = %g" % BETA_END,
-              "timesteps = %d" % TIMESTEPS, "sample_shape = %s" % ",".join(str(s) for s in shape),
-              "space = %s" % space]
-    if pairs_with:
-        lines.append("pairs_with = %s" % pairs_with)
-    lines.append("value_range = -1,1")
-    return "\n".join(lines) + "\n"
+    return record.make_record("unet", name=name, prediction="eps", schedule="linear",
+                              beta_start=BETA_START, beta_end=BETA_END, timesteps=TIMESTEPS,
+                              sample_shape=shape, space=space, pairs_with=pairs_with,
+                              comment=comment)
 
 
 def vae_meta(name, latent_shape, scale, comment=""):
-    lines = ["# " + comment] if comment else []
-    lines += ["stsl_model_format = 1", "role = autoencoder", "name = %s" % name,
-              "image_shape = 1,28,28", "latent_shape = %s" % ",".join(str(s) for s in latent_shape),
-              "latent_scale = %.9g" % scale,
-              "value_range = -1,1"]
-    return "\n".join(lines) + "\n"
+    return record.make_record("autoencoder", name=name, image_shape=(1, 28, 28),
+                              latent_shape=latent_shape, latent_scale=scale, comment=comment)
 
 
 def classifier_meta(name, comment=""):
-    lines = ["# " + comment] if comment else []
-    lines += ["stsl_model_format = 1", "role = classifier", "name = %s" % name,
-              "image_shape = 1,28,28", "value_range = -1,1", "num_classes = 10",
-              "feature_dim = 128"]
-    return "\n".join(lines) + "\n"
+    return record.make_record("classifier", name=name, image_shape=(1, 28, 28),
+                              extra={"num_classes": "10", "feature_dim": "128"}, comment=comment)
 
 
 def _load_weights(final_path, ckpt_path, default_config):
@@ -86,7 +74,7 @@ def save_and_check(module, path, meta, inputs, methods=("forward",)):
     scripted = torch.jit.script(module)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp"
-    torch.jit.save(scripted, tmp, _extra_files={RECORD_NAME: meta})
+    record.save_module(scripted, tmp, meta)
     os.replace(tmp, path)
     loaded, got = load_scripted(path)
     assert got == meta, "metadata record did not round-trip"

@@ -1,96 +1,62 @@
 /*
  * torchscript.c -- autoencoder handles backed by TorchScript (docs/models.md §2): one file with
  * encode/decode methods (role autoencoder), or an encoder file and a decoder file whose forward
- * encodes / decodes (roles encoder, decoder).  The common layer (autoencoder.c) applies the
- * latent scale, locks and checks outputs; this file only runs the unscaled modules.
+ * encodes / decodes (roles encoder, decoder); the files are models of the models room
+ * (models/model.h).  The common layer (autoencoder.c) applies the latent scale, locks and
+ * checks outputs; this file only runs the unscaled modules.
  *
- * Built without libtorch (WITH_TORCH=0) stsl_autoencoder_load returns STSL_ERR_UNSUPPORTED.
+ * Built without libtorch (WITH_TORCH=0) stsl_autoencoder_load returns STSL_ERR_UNSUPPORTED
+ * (from stsl__model_open).
  */
 #include "autoencoders/autoencoder_internal.h"
-#include "scores/torchscript.h"
+#include "models/model.h"
 
 #include <stdio.h>
 #include <string.h>
 
-#ifndef STSL_WITH_TORCH
-
-STSL_API stsl_status stsl_autoencoder_load(stsl_context *ctx, const char *path,
-                                           const char *decoder_path, stsl_autoencoder **out)
-{
-    (void)path;
-    (void)decoder_path;
-    if (out) *out = NULL;
-    if (!ctx || !out) return STSL_ERR_INVALID_ARG;
-    return stsl__ctx_fail(ctx, STSL_ERR_UNSUPPORTED,
-                          "stsl_autoencoder_load: built without TorchScript support (rebuild with "
-                          "libtorch, WITH_TORCH=1)");
-}
-
-#else
-
 typedef struct ts_ae {
-    stsl_shim_module *enc, *dec;   /* the same module twice for a single file */
+    stsl__model *enc, *dec;   /* the same model twice for a single file */
     const char *enc_method, *dec_method;
 } ts_ae;
-
-static void dims_of(stsl_shape s, int batch, int64_t d[4])
-{
-    d[0] = batch;
-    d[1] = s.channels;
-    d[2] = s.height;
-    d[3] = s.width;
-}
 
 static stsl_status ts_encode(stsl_autoencoder *ae, const float *x, float *z, int batch, char *err)
 {
     ts_ae *t = ae->impl;
-    int64_t xd[4], zd[4];
-    dims_of(ae->image, batch, xd);
-    dims_of(ae->latent, batch, zd);
-    return stsl_shim_forward(t->enc, t->enc_method, x, xd, NULL, z, zd, stsl__ctx_threads(ae->ctx),
-                             err, STSL_ERRMSG_SIZE);
+    return stsl__model_forward(t->enc, t->enc_method, x, ae->image, NULL, z, ae->latent, batch,
+                               err);
 }
 
 static stsl_status ts_decode(stsl_autoencoder *ae, const float *z, float *x, int batch, char *err)
 {
     ts_ae *t = ae->impl;
-    int64_t xd[4], zd[4];
-    dims_of(ae->image, batch, xd);
-    dims_of(ae->latent, batch, zd);
-    return stsl_shim_forward(t->dec, t->dec_method, z, zd, NULL, x, xd, stsl__ctx_threads(ae->ctx),
-                             err, STSL_ERRMSG_SIZE);
+    return stsl__model_forward(t->dec, t->dec_method, z, ae->latent, NULL, x, ae->image, batch,
+                               err);
 }
 
 static stsl_status ts_decode_vjp(stsl_autoencoder *ae, const float *z, const float *u, float *x,
                                  float *out, int batch, char *err)
 {
     ts_ae *t = ae->impl;
-    int64_t xd[4], zd[4];
-    dims_of(ae->image, batch, xd);
-    dims_of(ae->latent, batch, zd);
-    return stsl_shim_vjp(t->dec, t->dec_method, z, zd, NULL, u, xd, x, out,
-                         stsl__ctx_threads(ae->ctx), err, STSL_ERRMSG_SIZE);
+    return stsl__model_vjp(t->dec, t->dec_method, z, ae->latent, NULL, u, ae->image, x, out,
+                           batch, err);
 }
 
 static stsl_status ts_decode_keep(stsl_autoencoder *ae, const float *z, float *x, int batch,
                                   void **state, char *err)
 {
     ts_ae *t = ae->impl;
-    int64_t xd[4], zd[4];
-    dims_of(ae->image, batch, xd);
-    dims_of(ae->latent, batch, zd);
-    stsl_shim_graph *g = NULL;
-    stsl_status st = stsl_shim_forward_graph(t->dec, t->dec_method, z, zd, NULL, x, xd,
-                                             stsl__ctx_threads(ae->ctx), &g, err, STSL_ERRMSG_SIZE);
-    if (st == STSL_OK) *state = g;
+    stsl__model_pass *pass = NULL;
+    stsl_status st = stsl__model_forward_keep(t->dec, t->dec_method, z, ae->latent, NULL, x,
+                                              ae->image, batch, &pass, err);
+    if (st == STSL_OK) *state = pass;
     return st;
 }
 
 static stsl_status ts_keep_vjp(stsl_autoencoder *ae, void *state, const float *u, float *out,
                                char *err)
 {
-    return stsl_shim_graph_vjp((stsl_shim_graph *)state, u, out, stsl__ctx_threads(ae->ctx), err,
-                               STSL_ERRMSG_SIZE);
+    ts_ae *t = ae->impl;
+    return stsl__model_pass_vjp(t->dec, state, u, out, err);
 }
 
 /* out = J_encode(x)^T v by autograd through the encoder method */
@@ -98,21 +64,18 @@ static stsl_status ts_encode_vjp(stsl_autoencoder *ae, const float *x, const flo
                                  int batch, char *err)
 {
     ts_ae *t = ae->impl;
-    int64_t xd[4], zd[4];
-    dims_of(ae->image, batch, xd);
-    dims_of(ae->latent, batch, zd);
-    return stsl_shim_vjp(t->enc, t->enc_method, x, xd, NULL, v, zd, NULL, out,
-                         stsl__ctx_threads(ae->ctx), err, STSL_ERRMSG_SIZE);
+    return stsl__model_vjp(t->enc, t->enc_method, x, ae->image, NULL, v, ae->latent, NULL, out,
+                           batch, err);
 }
 
-static void ts_keep_free(void *state) { stsl_shim_graph_free((stsl_shim_graph *)state); }
+static void ts_keep_free(void *state) { stsl__model_pass_free(state); }
 
 static void ts_destroy(stsl_autoencoder *ae)
 {
     ts_ae *t = ae->impl;
     if (!t) return;
-    if (t->dec != t->enc) stsl_shim_free(t->dec);
-    stsl_shim_free(t->enc);
+    if (t->dec != t->enc) stsl__model_free(t->dec);
+    stsl__model_free(t->enc);
     stsl__free(t);
     ae->impl = NULL;
 }
@@ -127,20 +90,12 @@ static bool same_shape(stsl_shape a, stsl_shape b)
 }
 
 /* Probe one method on a batch of 1 zeros; a rejection is STSL_ERR_SHAPE. */
-static stsl_status probe(stsl_context *ctx, const char *path, stsl_shim_module *m,
+static stsl_status probe(stsl_context *ctx, const char *path, stsl__model *m,
                          const char *method, stsl_shape in, stsl_shape out, const char *in_key)
 {
-    size_t ni = stsl__shape_size(in), no = stsl__shape_size(out);
-    float *buf = stsl__alloc_floats(ni + no);
-    if (!buf) return stsl__ctx_fail(ctx, STSL_ERR_NOMEM, "stsl_autoencoder_load: out of memory");
-    memset(buf, 0, (ni + no) * sizeof *buf);
-    int64_t di[4], dout[4];
-    dims_of(in, 1, di);
-    dims_of(out, 1, dout);
     char err[STSL_ERRMSG_SIZE] = "";
-    stsl_status st = stsl_shim_forward(m, method, buf, di, NULL, buf + ni, dout,
-                                       stsl__ctx_threads(ctx), err, sizeof err);
-    stsl__free(buf);
+    stsl_status st = stsl__model_probe(m, method, in, out, 0, err);
+    if (st == STSL_ERR_NOMEM) return stsl__ctx_fail(ctx, st, "stsl_autoencoder_load: %s", err);
     if (st != STSL_OK)
         return stsl__ctx_fail(ctx, STSL_ERR_SHAPE, "'%s': %s does not map %s %d,%d,%d to %d,%d,%d: %s",
                               path, method, in_key, (int)in.channels, (int)in.height,
@@ -157,10 +112,7 @@ STSL_API stsl_status stsl_autoencoder_load(stsl_context *ctx, const char *path,
     if (!path)
         return stsl__ctx_fail(ctx, STSL_ERR_INVALID_ARG, "stsl_autoencoder_load: path is NULL");
 
-    stsl_shim_module *enc = NULL, *dec = NULL;
-    stsl__meta_entry *e1 = NULL, *e2 = NULL;
-    int n1 = 0, n2 = 0;
-    stsl__model_meta m1, m2;
+    stsl__model *enc = NULL, *dec = NULL;
     ts_ae *t = NULL;
     stsl_autoencoder *ae = NULL;
     char err[STSL_ERRMSG_SIZE] = "";
@@ -169,18 +121,19 @@ STSL_API stsl_status stsl_autoencoder_load(stsl_context *ctx, const char *path,
     stsl_status st;
 
     if (!decoder_path) {
-        st = stsl__ts_open(ctx, path, 1u << STSL__ROLE_AUTOENCODER, &enc, &e1, &n1, &m1);
+        st = stsl__model_open(ctx, path, 1u << STSL__ROLE_AUTOENCODER, &enc);
         if (st != STSL_OK) return st;
         dec = enc;
         enc_method = "encode";
         dec_method = "decode";
     } else {
-        st = stsl__ts_open(ctx, path, 1u << STSL__ROLE_ENCODER, &enc, &e1, &n1, &m1);
+        st = stsl__model_open(ctx, path, 1u << STSL__ROLE_ENCODER, &enc);
         if (st != STSL_OK) return st;
-        st = stsl__ts_open(ctx, decoder_path, 1u << STSL__ROLE_DECODER, &dec, &e2, &n2, &m2);
+        st = stsl__model_open(ctx, decoder_path, 1u << STSL__ROLE_DECODER, &dec);
         if (st != STSL_OK) goto fail;
-        if (!same_shape(m1.image_shape, m2.image_shape) ||
-            !same_shape(m1.latent_shape, m2.latent_shape) || m1.latent_scale != m2.latent_scale) {
+        const stsl__model_meta *m1 = stsl__model_get_meta(enc), *m2 = stsl__model_get_meta(dec);
+        if (!same_shape(m1->image_shape, m2->image_shape) ||
+            !same_shape(m1->latent_shape, m2->latent_shape) || m1->latent_scale != m2->latent_scale) {
             st = stsl__ctx_fail(ctx, STSL_ERR_MODEL,
                                 "encoder '%s' and decoder '%s' disagree on image_shape, "
                                 "latent_shape or latent_scale", path, decoder_path);
@@ -189,10 +142,11 @@ STSL_API stsl_status stsl_autoencoder_load(stsl_context *ctx, const char *path,
         enc_method = "forward";
         dec_method = "forward";
     }
+    const stsl__model_meta m1 = *stsl__model_get_meta(enc);
 
-    st = stsl_shim_check_method(enc, enc_method, 1, err, sizeof err);
+    st = stsl__model_check_method(enc, enc_method, 1, err);
     if (st == STSL_OK) {
-        st = stsl_shim_check_method(dec, dec_method, 1, err, sizeof err);
+        st = stsl__model_check_method(dec, dec_method, 1, err);
         if (st != STSL_OK) {
             st = stsl__ctx_fail(ctx, st, "'%s': %s", dec_file, err);
             goto fail;
@@ -223,21 +177,15 @@ STSL_API stsl_status stsl_autoencoder_load(stsl_context *ctx, const char *path,
               path, decoder_path ? " + " : "", decoder_path ? decoder_path : "",
               (int)m1.image_shape.channels, (int)m1.image_shape.height, (int)m1.image_shape.width,
               (int)m1.latent_shape.channels, (int)m1.latent_shape.height,
-              (int)m1.latent_shape.width, m1.latent_scale, stsl_shim_device(enc),
-              stsl_shim_precision_name(stsl_shim_precision(enc)));
-    stsl__meta_free(e1, n1);
-    stsl__meta_free(e2, n2);
+              (int)m1.latent_shape.width, m1.latent_scale, stsl__model_device(enc),
+              stsl__model_precision_name(enc));
     stsl__clear_error(ctx->err);
     *out = ae;
     return STSL_OK;
 
 fail:
     stsl__free(t);
-    if (dec != enc) stsl_shim_free(dec);
-    stsl_shim_free(enc);
-    stsl__meta_free(e1, n1);
-    stsl__meta_free(e2, n2);
+    if (dec != enc) stsl__model_free(dec);
+    stsl__model_free(enc);
     return st;
 }
-
-#endif /* STSL_WITH_TORCH */

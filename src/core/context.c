@@ -1,5 +1,6 @@
-/* Context: the log sink, thread count and device.  The library has no global mutable state
- * besides the fault-injection test hook. */
+/* Context: the log sink, thread count and precision (its device: models/device.c, beside the one
+ * reader of device strings).  The library has no global mutable state besides the
+ * fault-injection test hook. */
 #include "core/internal.h"
 
 #include <stdio.h>
@@ -14,7 +15,8 @@ STSL_API stsl_status stsl_context_create(stsl_context **out)
     if (!ctx) return STSL_ERR_NOMEM;
     ctx->threads = 1;
     ctx->log_level = STSL_LOG_INFO;
-    snprintf(ctx->device, sizeof ctx->device, "cpu");
+    /* ctx->device: calloc's zero is STSL__DEVICE_CPU, the default (STSL_DEFAULT_DEVICE);
+     * stsl_context_set_device is in models/device.c, with the one reader of device strings */
     *out = ctx;
     return STSL_OK;
 }
@@ -46,30 +48,6 @@ STSL_API stsl_status stsl_context_set_threads(stsl_context *ctx, int threads)
 }
 
 STSL_API int stsl_context_get_threads(const stsl_context *ctx) { return ctx ? ctx->threads : 1; }
-
-/* "cpu", "auto", "cuda" or "cuda:N" with N a decimal 0..255. */
-static bool device_name_valid(const char *d)
-{
-    if (!strcmp(d, "cpu") || !strcmp(d, "auto") || !strcmp(d, "cuda")) return true;
-    if (strncmp(d, "cuda:", 5) != 0) return false;
-    const char *p = d + 5;
-    if (!*p || strlen(p) > 3) return false;
-    for (const char *q = p; *q; q++)
-        if (*q < '0' || *q > '9') return false;
-    return atoi(p) <= 255;
-}
-
-STSL_API stsl_status stsl_context_set_device(stsl_context *ctx, const char *device)
-{
-    if (!ctx) return STSL_ERR_INVALID_ARG;
-    if (!device) return stsl__fail(ctx->err, STSL_ERR_INVALID_ARG, "device is NULL");
-    if (!device_name_valid(device))
-        return stsl__fail(ctx->err, STSL_ERR_INVALID_ARG,
-                          "device '%.32s' is not one of cpu, cuda, cuda:N, auto", device);
-    snprintf(ctx->device, sizeof ctx->device, "%s", device);
-    stsl__clear_error(ctx->err);
-    return STSL_OK;
-}
 
 STSL_API stsl_status stsl_context_set_precision(stsl_context *ctx, stsl_precision precision)
 {

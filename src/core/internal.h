@@ -58,13 +58,26 @@ void stsl__clear_error(char *buf);
 
 /* ---- context ---- */
 
+/* The device models load on, as stsl__device_parse (models/device.h, the one reader of a device
+ * string) reads it.  CPU is 0 on purpose: a new context (calloc'd) holds the default,
+ * STSL_DEFAULT_DEVICE "cpu" (test_core checks that parsing STSL_DEFAULT_DEVICE gives it). */
+typedef enum stsl__device_kind {
+    STSL__DEVICE_CPU = 0,
+    STSL__DEVICE_CUDA = 1,   /* index: which GPU, 0..255 */
+    STSL__DEVICE_AUTO = 2    /* CUDA device 0 when one is usable at load, else the CPU */
+} stsl__device_kind;
+typedef struct stsl__device {
+    stsl__device_kind kind;
+    int index;
+} stsl__device;
+
 struct stsl_context {
     stsl_log_fn log_fn;
     void *log_user;
     stsl_log_level log_level;
     int threads;
     stsl_precision precision;
-    char device[64];
+    stsl__device device;
     char err[STSL_ERRMSG_SIZE];
 };
 

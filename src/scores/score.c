@@ -30,11 +30,7 @@ STSL_API void stsl_score_destroy(stsl_score *s)
 {
     if (!s) return;
     if (s->ops && s->ops->destroy) s->ops->destroy(s);
-    for (int i = 0; i < s->n_meta; i++) {
-        stsl__free(s->meta[i].key);
-        stsl__free(s->meta[i].value);
-    }
-    stsl__free(s->meta);
+    stsl__meta_free(s->meta, s->n_meta);
     stsl_schedule_destroy(s->owned_sched);
     pthread_mutex_destroy(&s->lock);
     stsl__free(s);

@@ -7,6 +7,7 @@
 #define STSL_SCORE_INTERNAL_H
 
 #include "core/internal.h"
+#include "models/meta.h"   /* stsl__meta_entry: a model file's record, kept by its score */
 
 typedef struct stsl__score_ops {
     const char *name;   /* "torchscript", "gmm", "custom" */
@@ -26,12 +27,6 @@ typedef struct stsl__score_ops {
                             float *vjp, int batch, char *err);
     void (*keep_free)(void *state);
 } stsl__score_ops;
-
-/* Metadata key/value pairs of a model file (docs/models.md). */
-typedef struct stsl__meta_entry {
-    char *key;
-    char *value;
-} stsl__meta_entry;
 
 struct stsl_score {
     const stsl__score_ops *ops;

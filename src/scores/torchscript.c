@@ -1,85 +1,23 @@
 /*
- * torchscript.c -- score handles backed by a TorchScript UNet (docs/models.md), through the C++
- * shim in shim/.  The common layer (score.c) validates arguments, locks and checks outputs;
- * this file loads the file, converts v- and x0-prediction to eps and calls the shim.
+ * torchscript.c -- score handles backed by a TorchScript UNet (docs/models.md), a model of the
+ * models room (models/model.h: loading, record, device).  The common layer (score.c) validates
+ * arguments, locks and checks outputs; this file checks the UNet's contract, converts v- and
+ * x0-prediction to eps and calls the model.
  *
- * Built without libtorch (WITH_TORCH=0) the entry points return STSL_ERR_UNSUPPORTED.
+ * Built without libtorch (WITH_TORCH=0) stsl_score_load returns STSL_ERR_UNSUPPORTED (from
+ * stsl__model_open).
  */
-#include "torchscript.h"
+#include "models/model.h"
+#include "scores/score_internal.h"
 
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 
-#define NO_TORCH_MSG "built without TorchScript support (rebuild with libtorch, WITH_TORCH=1)"
-
-#ifndef STSL_WITH_TORCH
-
-/* stsl_has_torch is in core/status.c; stsl_cuda_available needs the shim, so it lives here. */
-STSL_API int stsl_cuda_available(void) { return 0; }
-
-STSL_API stsl_status stsl_score_load(stsl_context *ctx, const char *path, stsl_score **out)
-{
-    (void)path;
-    if (out) *out = NULL;
-    if (!ctx || !out) return STSL_ERR_INVALID_ARG;
-    return stsl__ctx_fail(ctx, STSL_ERR_UNSUPPORTED, "stsl_score_load: " NO_TORCH_MSG);
-}
-
-#else
-
-STSL_API int stsl_cuda_available(void) { return stsl_shim_cuda_available(); }
-
-stsl_status stsl__ts_open(stsl_context *ctx, const char *path, unsigned allowed_roles,
-                          stsl_shim_module **mod, stsl__meta_entry **entries, int *count,
-                          stsl__model_meta *meta)
-{
-    *mod = NULL;
-    *entries = NULL;
-    *count = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        int e = errno;
-        return stsl__ctx_fail(ctx, STSL_ERR_IO, "cannot open model file '%s': %s", path,
-                              strerror(e));
-    }
-    fclose(f);
-
-    char err[STSL_ERRMSG_SIZE] = "";
-    stsl_shim_module *m = NULL;
-    stsl_status st = stsl_shim_load(path, ctx->device, ctx->precision, &m, err, sizeof err);
-    if (st != STSL_OK) return stsl__ctx_fail(ctx, st, "%s", err);
-
-    size_t len = 0;
-    const char *text = stsl_shim_meta(m, &len);
-    stsl__meta_entry *e = NULL;
-    int n = 0;
-    st = stsl__meta_parse(text, len, &e, &n, err);
-    if (st == STSL_OK) st = stsl__meta_validate(e, n, allowed_roles, meta, err);
-    if (st != STSL_OK) {
-        stsl__meta_free(e, n);
-        stsl_shim_free(m);
-        return stsl__ctx_fail(ctx, st, "'%s': %s", path, err);
-    }
-    *mod = m;
-    *entries = e;
-    *count = n;
-    return STSL_OK;
-}
-
 typedef struct ts_score {
-    stsl_shim_module *mod;
+    stsl__model *model;
     stsl__prediction pred;
 } ts_score;
-
-static void ts_dims(const stsl_score *s, int batch, int64_t d[4])
-{
-    d[0] = batch;
-    d[1] = s->shape.channels;
-    d[2] = s->shape.height;
-    d[3] = s->shape.width;
-}
 
 /* In place: model output -> eps, sample by sample (abar at the fractional t).
  *   v:  eps = sqrt(abar) v + sqrt(1 - abar) x
@@ -120,10 +58,7 @@ static stsl_status ts_eps(stsl_score *s, const float *x, const float *t, float *
     ts_score *ts = s->impl;
     stsl_status st = need_sigma(s, ts->pred, t, batch, err);
     if (st != STSL_OK) return st;
-    int64_t d[4];
-    ts_dims(s, batch, d);
-    st = stsl_shim_forward(ts->mod, "forward", x, d, t, eps, d, stsl__ctx_threads(s->ctx), err,
-                           STSL_ERRMSG_SIZE);
+    st = stsl__model_forward(ts->model, "forward", x, s->shape, t, eps, s->shape, batch, err);
     if (st != STSL_OK) return st;
     if (ts->pred != STSL__PRED_EPS) to_eps(s, ts->pred, x, t, eps, batch);
     return STSL_OK;
@@ -135,10 +70,8 @@ static stsl_status ts_eps_vjp(stsl_score *s, const float *x, const float *t, con
     ts_score *ts = s->impl;
     stsl_status st = need_sigma(s, ts->pred, t, batch, err);
     if (st != STSL_OK) return st;
-    int64_t d[4];
-    ts_dims(s, batch, d);
-    st = stsl_shim_vjp(ts->mod, "forward", x, d, t, v, d, eps, vjp, stsl__ctx_threads(s->ctx),
-                       err, STSL_ERRMSG_SIZE);
+    st = stsl__model_vjp(ts->model, "forward", x, s->shape, t, v, s->shape, eps, vjp, batch,
+                         err);
     if (st != STSL_OK) return st;
     if (ts->pred != STSL__PRED_EPS) {
         if (eps) to_eps(s, ts->pred, x, t, eps, batch);
@@ -154,14 +87,12 @@ static stsl_status ts_eps_keep(stsl_score *s, const float *x, const float *t, fl
     ts_score *ts = s->impl;
     stsl_status st = need_sigma(s, ts->pred, t, batch, err);
     if (st != STSL_OK) return st;
-    int64_t d[4];
-    ts_dims(s, batch, d);
-    stsl_shim_graph *g = NULL;
-    st = stsl_shim_forward_graph(ts->mod, "forward", x, d, t, eps, d, stsl__ctx_threads(s->ctx),
-                                 &g, err, STSL_ERRMSG_SIZE);
+    stsl__model_pass *pass = NULL;
+    st = stsl__model_forward_keep(ts->model, "forward", x, s->shape, t, eps, s->shape, batch,
+                                  &pass, err);
     if (st != STSL_OK) return st;
     if (ts->pred != STSL__PRED_EPS) to_eps(s, ts->pred, x, t, eps, batch);
-    *state = g;
+    *state = pass;
     return STSL_OK;
 }
 
@@ -169,20 +100,19 @@ static stsl_status ts_keep_vjp(stsl_score *s, void *state, const float *t, const
                                float *vjp, int batch, char *err)
 {
     ts_score *ts = s->impl;
-    stsl_status st = stsl_shim_graph_vjp((stsl_shim_graph *)state, v, vjp,
-                                         stsl__ctx_threads(s->ctx), err, STSL_ERRMSG_SIZE);
+    stsl_status st = stsl__model_pass_vjp(ts->model, state, v, vjp, err);
     if (st != STSL_OK) return st;
     if (ts->pred != STSL__PRED_EPS) to_eps(s, ts->pred, v, t, vjp, batch);   /* as ts_eps_vjp */
     return STSL_OK;
 }
 
-static void ts_keep_free(void *state) { stsl_shim_graph_free((stsl_shim_graph *)state); }
+static void ts_keep_free(void *state) { stsl__model_pass_free(state); }
 
 static void ts_destroy(stsl_score *s)
 {
     ts_score *ts = s->impl;
     if (!ts) return;
-    stsl_shim_free(ts->mod);
+    stsl__model_free(ts->model);
     stsl__free(ts);
     s->impl = NULL;
 }
@@ -201,20 +131,16 @@ STSL_API stsl_status stsl_score_load(stsl_context *ctx, const char *path, stsl_s
     if (!ctx || !out) return STSL_ERR_INVALID_ARG;
     if (!path) return stsl__ctx_fail(ctx, STSL_ERR_INVALID_ARG, "stsl_score_load: path is NULL");
 
-    stsl_shim_module *mod = NULL;
-    stsl__meta_entry *entries = NULL;
-    int n_entries = 0;
-    stsl__model_meta meta;
-    stsl_status st = stsl__ts_open(ctx, path, 1u << STSL__ROLE_UNET, &mod, &entries, &n_entries,
-                                   &meta);
+    stsl__model *model = NULL;
+    stsl_status st = stsl__model_open(ctx, path, 1u << STSL__ROLE_UNET, &model);
     if (st != STSL_OK) return st;
+    const stsl__model_meta meta = *stsl__model_get_meta(model);
 
     char err[STSL_ERRMSG_SIZE] = "";
     stsl_schedule *sched = NULL;
     stsl_score *s = NULL;
     ts_score *ts = NULL;
-    float *probe = NULL;
-    st = stsl_shim_check_method(mod, "forward", 2, err, sizeof err);
+    st = stsl__model_check_method(model, "forward", 2, err);
     if (st != STSL_OK) {
         st = stsl__ctx_fail(ctx, st, "'%s': %s", path, err);
         goto fail;
@@ -227,6 +153,20 @@ STSL_API stsl_status stsl_score_load(stsl_context *ctx, const char *path, stsl_s
         st = stsl__ctx_fail(ctx, st, "'%s': schedule from stsl_meta.txt: %s", path, err);
         goto fail;
     }
+    /* Probe: one forward on a batch of 1 zeros at t = 0 checks that the module accepts
+     * sample_shape and returns it (and warms libtorch up). */
+    st = stsl__model_probe(model, "forward", meta.sample_shape, meta.sample_shape, 1, err);
+    if (st == STSL_ERR_NOMEM) {
+        st = stsl__ctx_fail(ctx, st, "stsl_score_load: %s", err);
+        goto fail;
+    }
+    if (st != STSL_OK) {
+        st = stsl__ctx_fail(ctx, STSL_ERR_SHAPE,
+                            "'%s': the model does not run on sample_shape %d,%d,%d of its metadata: %s",
+                            path, (int)meta.sample_shape.channels, (int)meta.sample_shape.height,
+                            (int)meta.sample_shape.width, err);
+        goto fail;
+    }
     ts = stsl__calloc(1, sizeof *ts);
     if (!ts) {
         st = stsl__ctx_fail(ctx, STSL_ERR_NOMEM, "stsl_score_load: out of memory");
@@ -234,65 +174,30 @@ STSL_API stsl_status stsl_score_load(stsl_context *ctx, const char *path, stsl_s
     }
     st = stsl__score_new(ctx, &ts_ops, meta.sample_shape, &s);
     if (st != STSL_OK) goto fail;
-    ts->mod = mod;
     ts->pred = meta.prediction;
-    mod = NULL;
-    s->impl = ts;
-    ts = NULL;
     s->owned_sched = sched;
     s->sched = sched;
     sched = NULL;
     s->latent = meta.latent;
-    const char *name = meta.name ? meta.name : "";
-    const char *pairs = meta.pairs_with ? meta.pairs_with : "";
-
-    /* Probe: one forward on a batch of 1 zeros at t = 0 checks that the module accepts
-     * sample_shape and returns it (and warms libtorch up). */
-    size_t d = stsl__shape_size(s->shape);
-    probe = stsl__alloc_floats(2 * d + 1);
-    if (!probe) {
-        st = stsl__ctx_fail(ctx, STSL_ERR_NOMEM, "stsl_score_load: out of memory");
-        goto fail;
-    }
-    memset(probe, 0, (2 * d + 1) * sizeof *probe);
-    int64_t dims[4];
-    ts_dims(s, 1, dims);
-    st = stsl_shim_forward(((ts_score *)s->impl)->mod, "forward", probe, dims, probe + 2 * d,
-                           probe + d, dims, stsl__ctx_threads(ctx), err, sizeof err);
-    if (st != STSL_OK) {
-        st = stsl__ctx_fail(ctx, STSL_ERR_SHAPE,
-                            "'%s': the model does not run on sample_shape %d,%d,%d of its metadata: %s",
-                            path, (int)s->shape.channels, (int)s->shape.height,
-                            (int)s->shape.width, err);
-        goto fail;
-    }
-    stsl__free(probe);
-    probe = NULL;
-
-    /* The record goes to the handle (stsl_score_meta); meta's string pointers die with it. */
-    s->meta = entries;
-    s->n_meta = n_entries;
-    entries = NULL;
     stsl__log(ctx, STSL_LOG_INFO,
               "loaded '%s': unet '%s', prediction %s, %d steps, sample %d,%d,%d, %s%s, device %s (%s)%s",
-              path, name, pred_name(((ts_score *)s->impl)->pred), s->sched->timesteps,
+              path, meta.name ? meta.name : "", pred_name(ts->pred), s->sched->timesteps,
               (int)s->shape.channels, (int)s->shape.height, (int)s->shape.width,
-              s->latent ? "latent, pairs with " : "pixel", s->latent ? pairs : "",
-              stsl_shim_device(((ts_score *)s->impl)->mod),
-              stsl_shim_precision_name(stsl_shim_precision(((ts_score *)s->impl)->mod)),
-              stsl_shim_is_frozen(((ts_score *)s->impl)->mod) ? ", frozen" : "");
+              s->latent ? "latent, pairs with " : "pixel",
+              s->latent && meta.pairs_with ? meta.pairs_with : "", stsl__model_device(model),
+              stsl__model_precision_name(model), stsl__model_is_frozen(model) ? ", frozen" : "");
+    /* The record goes to the handle (stsl_score_meta); meta's strings die with it. */
+    stsl__model_take_record(model, &s->meta, &s->n_meta);
+    ts->model = model;
+    s->impl = ts;
     stsl__clear_error(ctx->err);
     *out = s;
     return STSL_OK;
 
 fail:
-    stsl__free(probe);
     stsl__free(ts);
     stsl_score_destroy(s);
     stsl_schedule_destroy(sched);
-    stsl__meta_free(entries, n_entries);
-    stsl_shim_free(mod);
+    stsl__model_free(model);
     return st;
 }
-
-#endif /* STSL_WITH_TORCH */

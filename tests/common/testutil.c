@@ -137,7 +137,7 @@ const char *tu_tmpdir(void)
 const char *tu_device(void)
 {
     const char *d = getenv("STSL_TEST_DEVICE");
-    return d && *d ? d : "cpu";
+    return d && *d ? d : STSL_DEFAULT_DEVICE;
 }
 
 stsl_precision tu_precision(void)

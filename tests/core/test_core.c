@@ -2,6 +2,7 @@
  * known-answer test), schedules and sigma ladders, the parallel-for. */
 #include "common/testutil.h"
 #include "core/internal.h"
+#include "models/device.h"
 
 #include <math.h>
 #include <stdatomic.h>
@@ -86,23 +87,68 @@ static void test_context_device(void)
 {
     stsl_context *ctx = NULL;
     TU_ASSERT_OK(stsl_context_create(&ctx));
-    const char *good[] = {"cpu", "cuda", "cuda:0", "cuda:1", "cuda:15", "cuda:255", "auto"};
-    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
-        TU_ASSERT_OK(stsl_context_set_device(ctx, good[i]));
-    const char *bad[] = {"gpu", "cuda:x", "cuda:", "cuda:-1", "cuda:256", "cuda:1234", "",
-                         "CPU", "cpu ", " cuda", "cuda:0:1", "cuda0", "mps"};
+    /* the default a new context holds is the one include/stsl.h states */
+    stsl__device def = {STSL__DEVICE_AUTO, 7};
+    char err[STSL_ERRMSG_SIZE] = "";
+    TU_ASSERT_OK(stsl__device_parse(STSL_DEFAULT_DEVICE, &def, err));
+    CU_ASSERT_EQUAL(ctx->device.kind, def.kind);
+    CU_ASSERT_EQUAL(ctx->device.index, def.index);
+    CU_ASSERT_EQUAL(def.kind, STSL__DEVICE_CPU);
+    /* every spelling the setter accepts, and what it reads */
+    static const struct {
+        const char *text;
+        stsl__device_kind kind;
+        int index;
+    } good[] = {{"cpu", STSL__DEVICE_CPU, 0},      {"auto", STSL__DEVICE_AUTO, 0},
+                {"cuda", STSL__DEVICE_CUDA, 0},    {"cuda:0", STSL__DEVICE_CUDA, 0},
+                {"cuda:1", STSL__DEVICE_CUDA, 1},  {"cuda:15", STSL__DEVICE_CUDA, 15},
+                {"cuda:99", STSL__DEVICE_CUDA, 99}, {"cuda:100", STSL__DEVICE_CUDA, 100},
+                {"cuda:255", STSL__DEVICE_CUDA, 255}};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        TU_ASSERT_OK(stsl_context_set_device(ctx, good[i].text));
+        CU_ASSERT_STRING_EQUAL(stsl_context_last_error(ctx), "");
+        CU_ASSERT_EQUAL(ctx->device.kind, good[i].kind);
+        CU_ASSERT_EQUAL(ctx->device.index, good[i].index);
+        char name[STSL__DEVICE_NAME_SIZE];
+        const char *canon = good[i].kind == STSL__DEVICE_CUDA && !strchr(good[i].text, ':')
+                                ? "cuda:0" : good[i].text;
+        CU_ASSERT_STRING_EQUAL(stsl__device_name(ctx->device, name), canon);
+    }
+    /* refused: named, and the device stays what it was (cuda:255, the last accepted) */
+    const char *bad[] = {"gpu", "cuda:x", "cuda:", "cuda:-1", "cuda:+1", "cuda:256", "cuda:1234",
+                         "cuda:00", "cuda:01", "cuda: 1", "cuda:1 ", "", "CPU", "Auto", "CUDA",
+                         "cpu ", " cuda", "\tcpu", "cuda:0:1", "cuda0", "cuda:0x1", "mps",
+                         "cpu\n", "cu", "autox"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         TU_ASSERT_STATUS(stsl_context_set_device(ctx, bad[i]), STSL_ERR_INVALID_ARG);
-        CU_ASSERT(stsl_context_last_error(ctx)[0] != '\0');
+        const char *msg = stsl_context_last_error(ctx);
+        if (!strstr(msg, "cpu, cuda, cuda:N (N = 0..255) or auto"))
+            fprintf(stderr, "\n  '%s': message '%s'\n", bad[i], msg);
+        CU_ASSERT_PTR_NOT_NULL(strstr(msg, "cpu, cuda, cuda:N (N = 0..255) or auto"));
+        CU_ASSERT_EQUAL(ctx->device.kind, STSL__DEVICE_CUDA);
+        CU_ASSERT_EQUAL(ctx->device.index, 255);
     }
     /* an absurdly long string is refused, not overflowed */
     char longname[1000];
     memset(longname, 'c', sizeof longname - 1);
     longname[sizeof longname - 1] = 0;
     TU_ASSERT_STATUS(stsl_context_set_device(ctx, longname), STSL_ERR_INVALID_ARG);
+    memcpy(longname, "cuda:", 5);
+    memset(longname + 5, '1', sizeof longname - 6);
+    TU_ASSERT_STATUS(stsl_context_set_device(ctx, longname), STSL_ERR_INVALID_ARG);
     TU_ASSERT_STATUS(stsl_context_set_device(ctx, NULL), STSL_ERR_INVALID_ARG);
     CU_ASSERT(stsl_context_last_error(ctx)[0] != '\0');
     TU_ASSERT_STATUS(stsl_context_set_device(NULL, "cpu"), STSL_ERR_INVALID_ARG);
+    /* what a load makes of a choice: auto is GPU 0 with CUDA, else the CPU with float32 allowed */
+    int auto_cpu = -1;
+    const stsl__device cpu = {STSL__DEVICE_CPU, 0}, autod = {STSL__DEVICE_AUTO, 0},
+                       gpu3 = {STSL__DEVICE_CUDA, 3};
+    CU_ASSERT_EQUAL(stsl__device_resolve(cpu, &auto_cpu), -1);
+    CU_ASSERT_EQUAL(auto_cpu, 0);
+    CU_ASSERT_EQUAL(stsl__device_resolve(gpu3, &auto_cpu), 3);
+    CU_ASSERT_EQUAL(auto_cpu, 0);
+    CU_ASSERT_EQUAL(stsl__device_resolve(autod, &auto_cpu), stsl_cuda_available() ? 0 : -1);
+    CU_ASSERT_EQUAL(auto_cpu, !stsl_cuda_available());
     /* half precision flag */
     TU_ASSERT_OK(stsl_context_set_half(ctx, 1));
     TU_ASSERT_OK(stsl_context_set_half(ctx, 0));

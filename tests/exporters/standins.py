@@ -34,6 +34,7 @@ EXPORTER = os.path.join(ROOT, "scripts", "export_torchscript.py")
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 sys.path.insert(0, CODE)
 from stsl_export import frontends, safetensors_lite  # noqa: E402
+from stsl_export import meta as stsl_meta  # noqa: E402
 
 torch.set_num_threads(1)
 ADM = dict(image_size=16, num_channels=8, num_res_blocks=1, channel_mult="1,2",
@@ -119,9 +120,9 @@ def write_pinned(d):
     g = torch.Generator().manual_seed(3)
     trace = ets.trace_checked(model, (torch.randn(2, 3, size, size, generator=g),
                                       torch.tensor([3.0, 700.0])))
-    meta = ets.make_meta("unet", name="standin-adm-pinned", sample_shape=(3, size, size),
+    meta = stsl_meta.make_record("unet", name="standin-adm-pinned", sample_shape=(3, size, size),
                          extra=extra)
-    torch.jit.save(trace, os.path.join(d, "adm_raw_trace.pt"), _extra_files={ets.META_NAME: meta})
+    torch.jit.save(trace, os.path.join(d, "adm_raw_trace.pt"), _extra_files={stsl_meta.META_NAME: meta})
     pinned = 0
     for _, graph in ets._graphs(trace):
         for const in list(ets._device_constants(graph)):
@@ -130,7 +131,7 @@ def write_pinned(d):
             const.destroy()
             pinned += 1
     check(pinned >= 2, f"the raw trace fixed {pinned} devices (arange and to)")
-    torch.jit.save(trace, os.path.join(d, "adm_pinned_cuda.pt"), _extra_files={ets.META_NAME: meta})
+    torch.jit.save(trace, os.path.join(d, "adm_pinned_cuda.pt"), _extra_files={stsl_meta.META_NAME: meta})
 
 
 def make(d):
@@ -203,7 +204,7 @@ def make(d):
     shipped = sorted(os.path.join(models, n) for n in os.listdir(models) if n.endswith(".pt"))
     for f in [os.path.join(d, n) for n in ("adm.pt", "adm_cond.pt", "sd_vae.pt", "sd_unet.pt",
                                            "sdv_unet.pt")] + shipped:
-        if ets.read_meta(f).get("role") not in ets.ROLES:   # the classifier: pins only
+        if stsl_meta.read_record(f).get("role") not in stsl_meta.ROLES:   # the classifier: pins only
             pins = ets.device_pins(torch.jit.load(f))
             check(not pins, f"{os.path.basename(f)} fixes no device ({pins})")
             continue

@@ -3,7 +3,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "scores/meta.h"
+#include "models/meta.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

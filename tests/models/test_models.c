@@ -9,10 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#ifdef STSL_WITH_TORCH
-#include "../../shim/shim.h"
-#include "scores/meta.h"
-#endif
+#include "models/model.h"
 
 static char model_path[512];
 static const char *model(const char *file)
@@ -117,30 +114,28 @@ static void test_vae(void)
 }
 
 /* The evaluation classifier is not a prior or an autoencoder, so no public handle loads it; the
- * shim checks that it is TorchScript with a metadata record of role classifier (the image
- * benchmark runs it from Python, scripts/bench_eval.py). */
+ * models room opens it as TorchScript with a metadata record, unvalidated (role classifier),
+ * whose methods take one tensor (the image benchmark runs it from Python, scripts/bench_eval.py). */
 static void test_classifier(void)
 {
 #ifdef STSL_WITH_TORCH
-    stsl_shim_module *m = NULL;
+    stsl_context *ctx = tu_context();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ctx);
+    stsl__model *m = NULL;
     char err[STSL_ERRMSG_SIZE] = "";
-    stsl_status st = stsl_shim_load(model("fmnist-classifier.pt"), tu_device(), tu_precision(), &m,
-                                   err, sizeof err);
-    if (st != STSL_OK) fprintf(stderr, "\n  %s: %s\n", model_path, err);
+    stsl_status st = stsl__model_open(ctx, model("fmnist-classifier.pt"), 0, &m);
+    if (st != STSL_OK) fprintf(stderr, "\n  %s\n", stsl_context_last_error(ctx));
     TU_ASSERT_OK(st);
     if (m) {
-        size_t len = 0;
-        const char *text = stsl_shim_meta(m, &len);
-        stsl__meta_entry *e = NULL;
         int n = 0;
-        TU_ASSERT_OK(stsl__meta_parse(text, len, &e, &n, err));
+        const stsl__meta_entry *e = stsl__model_record(m, &n);
         CU_ASSERT_STRING_EQUAL(stsl__meta_get(e, n, "role"), "classifier");
         CU_ASSERT_STRING_EQUAL(stsl__meta_get(e, n, "image_shape"), "1,28,28");
-        stsl__meta_free(e, n);
-        TU_ASSERT_OK(stsl_shim_check_method(m, "forward", 1, err, sizeof err));
-        TU_ASSERT_OK(stsl_shim_check_method(m, "features", 1, err, sizeof err));
+        TU_ASSERT_OK(stsl__model_check_method(m, "forward", 1, err));
+        TU_ASSERT_OK(stsl__model_check_method(m, "features", 1, err));
     }
-    stsl_shim_free(m);
+    stsl__model_free(m);
+    stsl_context_destroy(ctx);
 #endif
 }
 

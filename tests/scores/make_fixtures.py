@@ -42,6 +42,7 @@ import torch.nn.functional as F  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "scripts"))
 import export_torchscript as ets  # noqa: E402
+from stsl_export import meta as stsl_meta  # noqa: E402
 
 torch.set_num_threads(1)
 torch.use_deterministic_algorithms(True)
@@ -258,29 +259,29 @@ def main(outdir):
 
     # broken files
     torch.manual_seed(6)
-    good_meta = ets.make_meta("unet", prediction="eps", schedule="linear", beta_start=1e-4,
+    good_meta = stsl_meta.make_record("unet", prediction="eps", schedule="linear", beta_start=1e-4,
                               beta_end=0.02, timesteps=1000, sample_shape=shape)
     sm = torch.jit.script(TinyUNet().eval())
     torch.jit.save(sm, P("no_meta.pt"))
     torch.jit.save(sm, P("bad_meta.pt"), _extra_files={
-        ets.META_NAME: good_meta.replace("prediction = eps", "prediction = noise")})
+        stsl_meta.META_NAME: good_meta.replace("prediction = eps", "prediction = noise")})
     torch.save(TinyUNet().state_dict(), P("state_dict.pt"))
     with open(P("garbage.pt"), "w") as f:
         f.write("this is not a TorchScript file\n")
     torch.jit.save(torch.jit.script(OneInput().eval()), P("wrong_signature.pt"),
-                   _extra_files={ets.META_NAME: good_meta})
+                   _extra_files={stsl_meta.META_NAME: good_meta})
     torch.manual_seed(7)
     torch.jit.save(torch.jit.script(TinyUNet(ch=1).eval()), P("wrong_channels.pt"),
-                   _extra_files={ets.META_NAME: good_meta.replace("sample_shape = 2,8,8",
+                   _extra_files={stsl_meta.META_NAME: good_meta.replace("sample_shape = 2,8,8",
                                                                   "sample_shape = 3,8,8")})
     torch.jit.save(torch.jit.script(OneChannelOut().eval()), P("wrong_output.pt"),
-                   _extra_files={ets.META_NAME: good_meta})
+                   _extra_files={stsl_meta.META_NAME: good_meta})
     torch.manual_seed(8)
     torch.jit.save(torch.jit.script(NotDifferentiable().eval()), P("not_differentiable.pt"),
-                   _extra_files={ets.META_NAME: good_meta})
+                   _extra_files={stsl_meta.META_NAME: good_meta})
     torch.manual_seed(9)
     torch.jit.save(torch.jit.script(BatchOfOne().eval()), P("batch_one.pt"),
-                   _extra_files={ets.META_NAME: good_meta})
+                   _extra_files={stsl_meta.META_NAME: good_meta})
     total = sum(os.path.getsize(P(f)) for f in os.listdir(outdir))
     print(f"wrote {len(os.listdir(outdir))} files, {total} bytes, into {outdir}")
 

@@ -40,7 +40,7 @@ import torch.nn as nn  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "scripts"))
 sys.path.insert(0, HERE)
-import export_torchscript as ets  # noqa: E402
+from stsl_export import meta as stsl_meta  # noqa: E402
 from make_fixtures import TinyAE, TinyUNet  # noqa: E402
 
 torch.set_num_threads(1)
@@ -136,13 +136,13 @@ def main(outdir):
     with open(P("hostile_flipped.pt"), "wb") as f:
         f.write(bytes(flipped))
 
-    meta = ets.make_meta("unet", prediction="eps", schedule="linear", beta_start=1e-4,
+    meta = stsl_meta.make_record("unet", prediction="eps", schedule="linear", beta_start=1e-4,
                          beta_end=0.02, timesteps=1000, sample_shape=SHAPE)
-    ae_meta = ets.make_meta("autoencoder", image_shape=(1, 8, 8), latent_shape=(2, 4, 4),
+    ae_meta = stsl_meta.make_record("autoencoder", image_shape=(1, 8, 8), latent_shape=(2, 4, 4),
                             latent_scale=0.5)
 
     def save(module, name, record):
-        torch.jit.save(torch.jit.script(module.eval()), P(name), _extra_files={ets.META_NAME: record})
+        torch.jit.save(torch.jit.script(module.eval()), P(name), _extra_files={stsl_meta.META_NAME: record})
 
     torch.manual_seed(31)
     unet = TinyUNet()

@@ -1,11 +1,11 @@
-/* Parser and validator of the stsl_meta.txt record (src/scores/meta.c). */
+/* Parser and validator of the stsl_meta.txt record (src/models/meta.c). */
 #include <locale.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/testutil.h"
-#include "scores/meta.h"
+#include "models/meta.h"
 
 static const char UNET[] =
     "stsl_model_format = 1\n"

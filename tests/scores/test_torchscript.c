@@ -15,9 +15,7 @@
 #include "common/testutil.h"
 #include "autoencoders/autoencoder_internal.h"
 #include "scores/score_internal.h"
-#ifdef STSL_WITH_TORCH
-#include "../../shim/shim.h"
-#endif
+#include "models/model.h"
 
 /* tu_path returns one static buffer: copy into rotating buffers so that several paths can be
  * arguments of one call. */
@@ -564,21 +562,22 @@ static void test_frozen(void)
     } cases[] = {{"scores/fixtures/unet_eps.pt", 1},
                  {"scores/fixtures/ae.pt", 1},
                  {"scores/fixtures/not_differentiable.pt", 0}};
+    stsl_context *ctx = NULL;
+    TU_ASSERT_OK(stsl_context_create(&ctx));   /* the CPU: the library's default */
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        char err[STSL_ERRMSG_SIZE] = "";
-        stsl_shim_module *m = NULL;
-        TU_ASSERT_OK(stsl_shim_load(fx(cases[i].file), "cpu", 0, &m, err, sizeof err));
+        stsl__model *m = NULL;
+        TU_ASSERT_OK(stsl__model_open(ctx, fx(cases[i].file), 0, &m));
         if (!m) {
-            fprintf(stderr, "\n  %s: %s\n", cases[i].file, err);
+            fprintf(stderr, "\n  %s: %s\n", cases[i].file, stsl_context_last_error(ctx));
             continue;
         }
-        if (stsl_shim_is_frozen(m) != cases[i].frozen)
-            fprintf(stderr, "\n  %s: frozen %d, expected %d\n", cases[i].file, stsl_shim_is_frozen(m),
+        if (stsl__model_is_frozen(m) != cases[i].frozen)
+            fprintf(stderr, "\n  %s: frozen %d, expected %d\n", cases[i].file, stsl__model_is_frozen(m),
                     cases[i].frozen);
-        CU_ASSERT_EQUAL(stsl_shim_is_frozen(m), cases[i].frozen);
-        stsl_shim_free(m);
+        CU_ASSERT_EQUAL(stsl__model_is_frozen(m), cases[i].frozen);
+        stsl__model_free(m);
     }
-    CU_ASSERT_EQUAL(stsl_shim_is_frozen(NULL), 0);
+    stsl_context_destroy(ctx);
 }
 
 static void test_build_flags(void)

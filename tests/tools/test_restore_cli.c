@@ -49,7 +49,8 @@ static int run(const char *args, char *out, size_t outn, char *err, size_t errn)
     char cmd[20000], po[1200], pe[1200];
     snprintf(po, sizeof po, "%s/stdout.txt", g_dir);
     snprintf(pe, sizeof pe, "%s/stderr.txt", g_dir);
-    /* runs that load a model do so on STSL_TEST_DEVICE when it is set (the tool's default: auto) */
+    /* runs that load a model do so on STSL_TEST_DEVICE when it is set (the tool's default: the
+     * library's, STSL_DEFAULT_DEVICE) */
     char devarg[128] = "";
     const char *dev = getenv("STSL_TEST_DEVICE");
     if (dev && *dev && strlen(dev) < 64 && !strchr(dev, '\'') && strstr(args, "--model "))
@@ -948,6 +949,37 @@ static void test_messages_and_refusals(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(err_buf, "--vae"));
 }
 
+/* --device is read by the library alone: a spelling it refuses is a usage error carrying the
+ * library's own message, before any model is loaded; --help states the library's default. */
+static void test_device_from_library(void)
+{
+    if (!tool_present()) return;
+    char in[1100], args[16384];
+    snprintf(in, sizeof in, "%s/dev-in.png", g_dir);
+    make_image(in, 31);
+    const char *bad[] = {"CUDA", "cuda:01", "gpu", "cuda:256", "auto "};
+    stsl_context *ctx = NULL;
+    TU_ASSERT_OK(stsl_context_create(&ctx));
+    for (size_t k = 0; ctx && k < sizeof bad / sizeof bad[0]; k++) {
+        TU_ASSERT_STATUS(stsl_context_set_device(ctx, bad[k]), STSL_ERR_INVALID_ARG);
+        /* a model that does not exist: the device is refused before any load is tried */
+        snprintf(args, sizeof args, "'%s' '%s/dev-out.png' --task sr2 --solver dps --device '%s' "
+                 "--model '%s/no-such-model.pt'", in, g_dir, bad[k], g_dir);
+        int rc = run(args, NULL, 0, err_buf, sizeof err_buf);
+        if (rc != 2 || !strstr(err_buf, stsl_context_last_error(ctx)))
+            fprintf(stderr, "\n  --device '%s': exit %d, stderr '%s'\n", bad[k], rc, err_buf);
+        CU_ASSERT_EQUAL(rc, 2);
+        CU_ASSERT_EQUAL(count_lines(err_buf), 1);
+        CU_ASSERT_PTR_NOT_NULL(strstr(err_buf, "--device"));
+        CU_ASSERT_PTR_NOT_NULL(strstr(err_buf, stsl_context_last_error(ctx)));
+    }
+    stsl_context_destroy(ctx);
+    snprintf(args, sizeof args, "%s/dev-out.png", g_dir);
+    CU_ASSERT(!exists(args));
+    CU_ASSERT_EQUAL(run("--help", out_buf, sizeof out_buf, NULL, 0), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out_buf, "(default " STSL_DEFAULT_DEVICE ", the"));
+}
+
 /* A full disk (results.csv on /dev/full) stops the batch with one line saying so, instead of
  * failing every image left ("short write" for each). */
 static void test_disk_full_stops(void)
@@ -1015,6 +1047,24 @@ static void test_size_checked_from_header(void)
     CU_ASSERT_EQUAL(count_lines(err_buf), 1);
     CU_ASSERT_PTR_NOT_NULL(strstr(err_buf, "8192x8192 with 1 channel(s)"));
     CU_ASSERT_PTR_NOT_NULL(strstr(err_buf, "--resize"));
+    /* the input is compared with what the model's record declares before the model is loaded:
+     * this one's network fails on its declared 2,9,9 (a load's probe says so), and an 8x8 input
+     * gets the size message, not the probe's (stsl_model_record_read, issue 30 item 4) */
+    char small[1100];
+    snprintf(small, sizeof small, "%s/small-8x8.png", g_dir);
+    make_image(small, 77);
+    snprintf(args, sizeof args, "'%s' '%s/odd-out.png' --task sr2 --solver dps --steps 2 --model '%s'",
+             small, g_dir, tu_path("scores/fixtures/hostile_shape_odd.pt"));
+    CU_ASSERT_EQUAL(run(args, NULL, 0, err_buf, sizeof err_buf), 1);
+    if (!strstr(err_buf, "the input is 8x8 with 1 channel(s)")) fprintf(stderr, "\n  %s", err_buf);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err_buf, "the input is 8x8 with 1 channel(s)"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err_buf, "restores 9x9 images"));
+    CU_ASSERT_PTR_NULL(strstr(err_buf, "does not run"));
+    /* the same model with a fitting request is loaded, and its probe refuses it */
+    snprintf(args, sizeof args, "'%s' '%s/odd-out.png' --task sr2 --solver dps --steps 2 --resize --model '%s'",
+             small, g_dir, tu_path("scores/fixtures/hostile_shape_odd.pt"));
+    CU_ASSERT_EQUAL(run(args, NULL, 0, err_buf, sizeof err_buf), 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err_buf, "does not run on sample_shape"));
     /* a model declaring more than a load may probe is refused (library limit) */
     snprintf(args, sizeof args, "'%s' '%s/huge-out.png' --task sr2 --solver dps --model '%s'", in, g_dir,
              tu_path("scores/fixtures/hostile_shape_big.pt"));
@@ -1050,6 +1100,7 @@ int main(void)
         {"a full disk stops the batch with one message", test_disk_full_stops},
         {"a missing pairs_with autoencoder is an error naming it", test_missing_pairs_with},
         {"an input's size is checked from its header before decoding", test_size_checked_from_header},
+        {"--device is read by the library: its message, its default", test_device_from_library},
         {NULL, NULL},
     };
     return stsl_test_main("tools/restore_cli", tests);

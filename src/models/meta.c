@@ -5,7 +5,7 @@
  * bounded, nothing is allocated before the whole record is known to be well formed, and numbers
  * are parsed by a strict grammar that does not depend on the C locale.
  */
-#include "meta.h"
+#include "models/meta.h"
 
 #include <errno.h>
 #include <locale.h>

@@ -5,7 +5,13 @@
 #ifndef STSL_META_H
 #define STSL_META_H
 
-#include "score_internal.h"
+#include "core/internal.h"
+
+/* One key/value pair of a record (both NUL-terminated, owned by the entry array). */
+typedef struct stsl__meta_entry {
+    char *key;
+    char *value;
+} stsl__meta_entry;
 
 /* The largest sample a model file may declare, in values per sample (sample_shape of a UNet;
  * image_shape and latent_shape of an autoencoder): 2^22, 16 MiB of float32 (4x1024x1024).  A
