@@ -68,7 +68,6 @@ static void on_signal(int sig)
     batch_interrupt();
 }
 
-/* "stsl-restore: ..." on stderr, returning the exit status (cli.h; cli_set_program in main). */
 static void print_help(void)
 {
     printf("usage: stsl-restore INPUT OUTPUT --task TASK --solver SOLVER [options]\n"
