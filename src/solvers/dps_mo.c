@@ -30,17 +30,64 @@
  * (SGLD acts on z0 through D): n (1 + N) decoder VJPs (one pass each), + 1 decoder forward for
  * the output.
  */
+/*
+ * dps_mo.c -- DPS with Measurements Optimization (Chen, Wang & Zhou, arXiv 2412.03941; only the
+ * summary is in ../shared/papers, so "MO l.N" below are the lines of the paper's MO algorithm as
+ * the summary and public reimplementations give them: l.2-7 N SGLD steps on ||y - A x0||^2 from
+ * the estimate, l.9 re-noise to the current level, l.10 denoise; "EDM" is Karras et al.'s Euler
+ * step, the paper's outer loop).  The reading here is the one that makes it a valid reverse
+ * process (issue 28; docs/algorithms.md, dps-mo):
+ *
+ * VE coordinates on the VP model: x_vp = sqrt(abar) x, sigma^2 = (1 - abar)/abar, denoiser
+ * D(x, sigma) = x0hat_vp(sqrt(abar) x, t(sigma)); EDM ladder sigma_1 = SIGMA_MAX > ... > sigma_n =
+ * SIGMA_MIN (rho 7), sigma_{n+1} = 0.  The sampler is the Euler discretisation of the posterior
+ * probability-flow ODE dx/dsigma = (x - E[x0 | x, y]) / sigma: EDM's step with the posterior
+ * denoiser E[x0 | x, y] in place of D(x).  DPS and MO are two estimates of that denoiser's
+ * correction E[x0 | x, y] - D(x) = sigma^2 grad_x log p(y | x) (Tweedie's formula for p(x | y)):
+ *   x ~ N(0, sigma_1^2 I)
+ *   for i = 1 .. n (sigma = sigma_i, r = sigma_{i+1}/sigma_i):
+ *     1. DPS (one UNet VJP): x0 = D(x), and with DPS's p(y | x) ~ p(y | x0 = D(x)), Gaussian of
+ *        variance v = sigma_y^2 + sigma^2 ||A||_2^2 (sigma_y^2 plus the bound sigma^2 on
+ *        Cov[x0 | x] seen through A, as PiGDM does with its r^2):
+ *          xd = x0 - zeta sigma^2 grad_x [w(v) l(y, A D(x))]
+ *        with w(v) l the noise model's negative log-likelihood (stsl__nll_weight).  ZETA = 1 is
+ *        that likelihood; the step is in the units of the posterior mean, so it does not depend
+ *        on the number of levels (the Euler step below lets (1 - r) of it into x, a Riemann sum
+ *        of the ODE), on d_y (squared residual, not its norm) or on sigma_y (it is in v).
+ *     2. MO l.2-7 (N steps, operator work only): SGLD from u = xd on the surrogate posterior of
+ *        the clean image, q(u) ~ exp(-w(sigma_y^2) l(y, A u) - ||u - xd||^2 / (2 sigma^2)):
+ *          u <- u - h grad(-log q)(u) + sqrt(2 h TEMPERATURE) xi,
+ *          h = LEARNING_RATE / (w L + 1/sigma^2)  (L: Lipschitz constant of grad l)
+ *        The paper's loss has no prior term; its SGLD is then flat along A's null space and every
+ *        step adds noise there that nothing takes out (docs/algorithms.md).  The term
+ *        ||u - xd||^2 / (2 sigma^2) is the forward kernel x = x0 + sigma eps seen from x0: it holds
+ *        u to what the current level allows, so TEMPERATURE 1 (q itself) samples and 0 optimises.
+ *     3. MO l.9-10 (one UNet forward, only when N > 0): re-noise to the CURRENT level with the
+ *        path's own noise x - x0 (the paper draws fresh noise: with N = 0 that turned D(x) into
+ *        D(D(x) + sigma xi), an under-dispersed sampler, spread 0.61 of the prior) and denoise:
+ *          x0' = D(x + (u - xd), sigma) + (xd - x0)
+ *        D(x + delta) - D(x) ~ J_D delta = Cov[x0 | x] delta / sigma^2: the denoiser projects MO's
+ *        increment delta onto what the prior allows at this level; DPS's increment, already a
+ *        posterior-mean correction, is added as is.  N = 0: x0' = xd, no forward.
+ *     4. EDM Euler step: x <- x0' + r (x - x0').
+ *   return x0' of the last level
+ * With zeta 0 and N 0 this is EDM's deterministic sampler of the prior (tests/solvers,
+ * test_solvers_exact: "dps-mo with guidance and MO off").  RENOISE_LEVEL 1 replaces 3.-4. by the
+ * fresh re-noising of u to the NEXT level, x <- u + sigma_{i+1} xi (no forward; the option kept for
+ * comparison, worse on the testbed).
+ * Defaults: the parameter table (solver.c).
+ * NFE: n UNet VJPs (step 1, one pass each: stsl__kept) + n UNet forwards (step 3, when N > 0).
+ * Latent prior (SGLD acts on z0 through the decoder): n (1 + N) decoder VJPs (one pass each),
+ * + 1 decoder forward for the output.
+ */
 #include "solvers/solver_internal.h"
 
 #include <math.h>
 #include <string.h>
 
-/* SGLD step when LEARNING_RATE is unset: this fraction of 1/||A||_2^2 */
-#define STSL__MO_STEP_FRACTION 0.25
-/* ZETA when unset for the impulse-noise losses (Huber, L1): their gradient is bounded (delta per
- * pixel), so the DPS step of 0.3 that suits Gaussian noise barely moves the sample in 100 levels.
- * Validation salt-pepper (8 images): zeta 0.3 19.6 dB, 0.6 24.2, 1 27.0, 1.5 28.4, 2 27.7, 3 25.5. */
-#define STSL__MO_IMPULSE_ZETA 1.5
+/* lower bound on j (a Rayleigh quotient of the denoiser's Jacobian, in (0, 1] for a log-concave
+ * prior) where it divides MO's increment: a flat direction of the prior takes no correction */
+#define STSL__MO_J_FLOOR 1e-6
 
 stsl_status stsl__solve_dps_mo(stsl__run *R, float *x_out)
 {
@@ -48,17 +95,17 @@ stsl_status stsl__solve_dps_mo(stsl__run *R, float *x_out)
     const int n = stsl__sp_int(sv, STSL_PARAM_STEPS);
     const int NS = stsl__sp_int(sv, STSL_PARAM_INNER_STEPS);
     const int renoise_next = stsl__sp_int(sv, STSL_PARAM_RENOISE_LEVEL);
-    double step = stsl__sp(sv, STSL_PARAM_LEARNING_RATE);
+    const double step_frac = stsl__sp(sv, STSL_PARAM_LEARNING_RATE);
     const double temp = stsl__sp(sv, STSL_PARAM_TEMPERATURE);
-    const double zeta = stsl__zeta(R, STSL__MO_IMPULSE_ZETA);
+    const double zeta = stsl__sp(sv, STSL_PARAM_ZETA);
     double smin = stsl__sp(sv, STSL_PARAM_SIGMA_MIN), smax = stsl__sp(sv, STSL_PARAM_SIGMA_MAX);
     const size_t m = (size_t)R->batch * R->dz;
     stsl_status st = STSL_OK;
-    double *sig = stsl__alloc_doubles((size_t)n + 1);
+    double *sig = stsl__alloc_doubles((size_t)n + 1), *loss = NULL, *jr = NULL;
     float *x = stsl__run_floats(R, m), *x0 = stsl__run_floats(R, m), *xv = stsl__run_floats(R, m),
           *eps = stsl__run_floats(R, m), *g = stsl__run_floats(R, m), *xi = stsl__run_floats(R, m),
-          *c = stsl__run_floats(R, m);
-    if (!sig || !x || !x0 || !xv || !eps || !g || !xi || !c) {
+          *c = stsl__run_floats(R, m), *xd = stsl__run_floats(R, m), *u = stsl__run_floats(R, m);
+    if (!sig || !x || !x0 || !xv || !eps || !g || !xi || !c || !xd || !u) {
         st = stsl__fail(R->err, STSL_ERR_NOMEM, "solver dps-mo: out of memory");
         goto done;
     }
@@ -79,12 +126,24 @@ stsl_status stsl__solve_dps_mo(stsl__run *R, float *x_out)
         }
         sig[n] = 0.0;
     }
-    if (!stsl__sp_isset(sv, STSL_PARAM_LEARNING_RATE)) {
-        /* the SGLD step scaled to the operator: 0.25 / ||A||_2^2 (the gradient of
-         * ||y - A x||^2 is 2 ||A||^2-Lipschitz, so the step is a quarter of the stable range) */
-        double L2 = 1.0;
-        if ((st = stsl__op_norm2(R, &L2)) != STSL_OK) goto done;
-        step = STSL__MO_STEP_FRACTION / L2;
+    /* ||A||_2^2 (power iteration, no network call): the bound on A Cov[x0|x] A^T in step 1 and
+     * the curvature of the likelihood in step 2 */
+    double L2 = 1.0;
+    if ((st = stsl__op_norm2(R, &L2)) != STSL_OK) goto done;
+    /* the noise model: variance vy and the factor wy making wy * l its negative log-likelihood;
+     * a noiseless operator (vy = 0) makes the likelihood a constraint: 1/wy = 0 below */
+    const double vy = stsl__noise_var(R);
+    const double inv_wy = vy > 0 ? 1.0 / stsl__nll_weight(R, vy) : 0.0;
+    /* Lipschitz constant of grad l: 2 ||A||^2 for ||y - A x||^2, ||A||^2 for Huber (r^2/2) and
+     * as the scale of L1's */
+    const double lip = (R->loss_kind == STSL_LOSS_SQUARED ? 2.0 : 1.0) * L2;
+    /* ||r||^2 from the loss: l = ||r||^2, Huber r^2/2 inside delta (L1: as Huber, a scale) */
+    const double resid_scale = R->loss_kind == STSL_LOSS_SQUARED ? 1.0 : 2.0;
+    loss = stsl__alloc_doubles((size_t)R->batch);
+    jr = stsl__alloc_doubles((size_t)R->batch);
+    if (!loss || !jr) {
+        st = stsl__fail(R->err, STSL_ERR_NOMEM, "solver dps-mo: out of memory");
+        goto done;
     }
     R->total = n;
     R->step = 0;
@@ -94,38 +153,70 @@ stsl_status stsl__solve_dps_mo(stsl__run *R, float *x_out)
     R->est = x0;
     for (int i = 0; i < n; i++) {
         R->step = i + 1;
-        const double t = stsl__time_of_sigma(R, sig[i]), ab = stsl__ab(R, t), sab = sqrt(ab);
-        /* 1. denoise + DPS step (gradient w.r.t. x = sqrt(ab) * gradient w.r.t. x_vp) */
+        const double si = sig[i], s2 = si * si;
+        const double t = stsl__time_of_sigma(R, si), ab = stsl__ab(R, t), sab = sqrt(ab);
+        /* 1. x0 = D(x), c = grad_x0 l(y, A x0) and g = J_vp^T c in one kept UNet pass; the
+         * VE Jacobian of D is J = sqrt(ab) J_vp (symmetric: Cov[x0|x] / sigma^2) */
         for (size_t k = 0; k < m; k++) xv[k] = (float)(sab * x[k]);
-        if ((st = stsl__chain_grad(R, xv, t, 1.0, 0, eps, x0, NULL, g)) != STSL_OK) goto done;
-        for (size_t k = 0; k < m; k++) {
-            const double d = -zeta * g[k] / sab;
-            x[k] = (float)(x[k] + d);
-            /* RENOISE_LEVEL 1: the MO starts from the clean estimate moved by the DPS step
-             * (the denoiser's Jacobian is ~I at small sigma, ~0 at large: the step moves x0
-             * by at most d) */
-            if (renoise_next) x0[k] = (float)(x0[k] + d / (1.0 + sig[i] * sig[i]));
+        {
+            stsl__kept kp = {0};
+            st = stsl__tweedie_keep(R, xv, t, eps, x0, R->batch, &kp);
+            if (st == STSL_OK) st = stsl__data_cotangent(R, x0, 1.0, 1, loss, NULL, c);
+            if (st == STSL_OK) st = stsl__tweedie_kept_vjp(R, &kp, c, g);
+            stsl__kept_free(&kp);
+            if (st != STSL_OK) goto done;
         }
-        /* 2. MO: SGLD on ||y - A D(z0)||^2 from x0 */
+        for (int b = 0; b < R->batch; b++) {
+            const size_t o = (size_t)b * R->dz;
+            double q = 0;   /* c^T J c */
+            for (size_t k = 0; k < R->dz; k++) q += (double)c[o + k] * sab * g[o + k];
+            const double r2 = resid_scale * loss[b];   /* ||y - A x0||^2 */
+            double cc = 0;
+            for (size_t k = 0; k < R->dz; k++) cc += (double)c[o + k] * c[o + k];
+            /* j: the Rayleigh quotient of J along c, the prior's Cov[x0|x] / sigma^2 there */
+            jr[b] = cc > 0 && q > 0 ? q / cc : STSL__MO_J_FLOOR;
+            if (jr[b] < STSL__MO_J_FLOOR) jr[b] = STSL__MO_J_FLOOR;
+            const double vb = vy + (r2 > 0 && q > 0 ? s2 * q / (4.0 * r2) : 0.0);
+            const double wb = vb > 0 ? stsl__nll_weight(R, vb) : 0.0;
+            for (size_t k = 0; k < R->dz; k++)
+                xd[o + k] = (float)(x0[o + k] - zeta * s2 * wb * sab * g[o + k]);
+        }
+        /* 2. MO l.2-7: SGLD from xd on -log q(u) = wy l(y, A u) + ||u - x0||^2 / (2 sigma^2 j),
+         * the Gaussian conditional of x0 ~ N(x0hat, sigma^2 j I); h wy and h / (sigma^2 j) written
+         * so that a noiseless operator (1/wy = 0) is finite */
+        memcpy(u, xd, m * sizeof(float));
         for (int s = 0; s < NS; s++) {
-            if ((st = stsl__data_cotangent(R, x0, 1.0, 1, NULL, NULL, c)) != STSL_OK) goto done;
-            const double sd = sqrt(2.0 * step * temp);
-            if (sd > 0) stsl__noise(R, STSL_TAG_SGLD, (uint64_t)i, (uint64_t)s, xi, R->dz);
-            for (size_t k = 0; k < m; k++)
-                x0[k] = (float)(x0[k] - step * c[k] + (sd > 0 ? sd * xi[k] : 0.0));
+            if ((st = stsl__data_cotangent(R, u, 1.0, 1, NULL, NULL, c)) != STSL_OK) goto done;
+            if (temp > 0) stsl__noise(R, STSL_TAG_SGLD, (uint64_t)i, (uint64_t)s, xi, R->dz);
+            for (int b = 0; b < R->batch; b++) {
+                const size_t o = (size_t)b * R->dz;
+                const double sj = s2 * jr[b], curv = lip * sj + inv_wy;
+                const double h_data = step_frac * sj / curv, h_prior = step_frac * inv_wy / curv;
+                const double sd = sqrt(2.0 * step_frac * sj * inv_wy / curv * temp);
+                for (size_t k = o; k < o + R->dz; k++)
+                    u[k] = (float)(u[k] - h_data * c[k] - h_prior * (u[k] - x0[k]) +
+                                   (temp > 0 ? sd * xi[k] : 0.0));
+            }
         }
-        stsl__noise(R, STSL_TAG_RENOISE, (uint64_t)i, 0, xi, R->dz);
         if (renoise_next) {
-            /* 3'. the MO result re-noised to the NEXT level: x_{i+1} ~ N(x0, sigma_{i+1}^2 I)
-             * (no Euler step, no forward: the next level's denoiser sees all of the MO) */
-            for (size_t k = 0; k < m; k++) x[k] = (float)(x0[k] + sig[i + 1] * xi[k]);
+            /* 3'. the MO result re-noised with fresh noise to the NEXT level (no Euler step) */
+            stsl__noise(R, STSL_TAG_RENOISE, (uint64_t)i, 0, xi, R->dz);
+            for (size_t k = 0; k < m; k++) x[k] = (float)(u[k] + sig[i + 1] * xi[k]);
+            memcpy(x0, u, m * sizeof(float));
         } else {
-            /* 3. re-noise to sigma_i and denoise */
-            for (size_t k = 0; k < m; k++) xv[k] = (float)(sab * (x0[k] + sig[i] * xi[k]));
-            if ((st = stsl__net_eps_t(R, xv, t, eps, R->batch)) != STSL_OK) goto done;
-            stsl__tweedie(ab, xv, eps, x0, m);
-            /* 4. Euler step */
-            const double r = sig[i + 1] / sig[i];
+            if (NS > 0) {
+                /* 3. MO l.9-10: re-noise with the path's own noise, denoise at sigma_i:
+                 * x0' = D(x + (u - xd)) + (xd - x0) */
+                for (int b = 0; b < R->batch; b++)
+                    for (size_t k = (size_t)b * R->dz; k < (size_t)(b + 1) * R->dz; k++)
+                        xv[k] = (float)(sab * (x[k] + (u[k] - x0[k]) / jr[b]));
+                if ((st = stsl__net_eps_t(R, xv, t, eps, R->batch)) != STSL_OK) goto done;
+                stsl__tweedie(ab, xv, eps, x0, m);
+            } else {
+                memcpy(x0, xd, m * sizeof(float));
+            }
+            /* 4. EDM Euler step with the posterior-denoiser estimate x0' */
+            const double r = sig[i + 1] / si;
             for (size_t k = 0; k < m; k++) x[k] = (float)(x0[k] + r * (x[k] - x0[k]));
         }
         if ((st = stsl__check_finite(R, x, m, "the DPS-MO iterate")) != STSL_OK) goto done;
@@ -142,5 +233,9 @@ done:
     stsl__free(g);
     stsl__free(xi);
     stsl__free(c);
+    stsl__free(loss);
+    stsl__free(jr);
+    stsl__free(xd);
+    stsl__free(u);
     return st;
 }

@@ -76,7 +76,8 @@ static int kind_bounds(stsl_solver_kind kind, stsl_param key, stsl_param_bounds 
     case STSL_PARAM_LEARNING_RATE:
         if (stsl_like) B(1e-12, BIG, 0.2, 0);   /* Adam (STEP_RULE 0): 1e-2 unless set */
         if (kind == STSL_SOLVER_RMP) B(1e-12, 2.0, 1.0, 0);   /* VE: 0.1 unless set */
-        if (kind == STSL_SOLVER_DPS_MO) B(1e-12, BIG, 0.05, 0);
+        /* DPS-MO: the SGLD step as a fraction of 1/curvature of its target (dps_mo.c) */
+        if (kind == STSL_SOLVER_DPS_MO) B(1e-12, 1.0, 0.25, 0);
         return 0;
     case STSL_PARAM_LR_DECAY:
         if (stsl_like) B(1e-6, 10, 0.998, 0);
@@ -87,7 +88,8 @@ static int kind_bounds(stsl_solver_kind kind, stsl_param key, stsl_param_bounds 
     case STSL_PARAM_ZETA:
         if (kind == STSL_SOLVER_DPS) B(0, BIG, 0.3, 0);  /* 0.5 inpainting, 1.0 phase retrieval */
         if (kind == STSL_SOLVER_RMP) B(0, BIG, 1.0, 0);   /* 10 for impulse-noise losses unless set */
-        if (kind == STSL_SOLVER_DPS_MO) B(0, BIG, 0.3, 0);
+        /* DPS-MO: 1 = DPS's Gaussian likelihood, in posterior-mean units (dps_mo.c) */
+        if (kind == STSL_SOLVER_DPS_MO) B(0, BIG, 1.0, 0);
         return 0;
     case STSL_PARAM_OMEGA:
         if (kind == STSL_SOLVER_LDPS || kind == STSL_SOLVER_PSLD) B(0, BIG, 1.0, 0);
@@ -96,7 +98,8 @@ static int kind_bounds(stsl_solver_kind kind, stsl_param key, stsl_param_bounds 
         if (kind == STSL_SOLVER_PSLD) B(0, BIG, 0.1, 0);
         return 0;
     case STSL_PARAM_TEMPERATURE:
-        if (kind == STSL_SOLVER_DPS_MO) B(0, BIG, 0.0, 0);   /* plain descent; 2 sigma_y^2 = SGLD on the likelihood */
+        /* DPS-MO: 1 = SGLD samples MO's surrogate posterior, 0 = plain descent (dps_mo.c) */
+        if (kind == STSL_SOLVER_DPS_MO) B(0, BIG, 1.0, 0);
         return 0;
     case STSL_PARAM_SIGMA_MIN:
         if (kind == STSL_SOLVER_DPS_MO || kind == STSL_SOLVER_RMP) B(1e-6, 1e6, 0.01, 0);
