@@ -87,7 +87,7 @@
 
 /* lower bound on j (a Rayleigh quotient of the denoiser's Jacobian, in (0, 1] for a log-concave
  * prior) where it divides MO's increment: a flat direction of the prior takes no correction */
-#define STSL__MO_J_FLOOR 1e-6
+#define STSL__MO_J_FLOOR 1e-2
 
 stsl_status stsl__solve_dps_mo(stsl__run *R, float *x_out)
 {
@@ -101,7 +101,7 @@ stsl_status stsl__solve_dps_mo(stsl__run *R, float *x_out)
     double smin = stsl__sp(sv, STSL_PARAM_SIGMA_MIN), smax = stsl__sp(sv, STSL_PARAM_SIGMA_MAX);
     const size_t m = (size_t)R->batch * R->dz;
     stsl_status st = STSL_OK;
-    double *sig = stsl__alloc_doubles((size_t)n + 1), *loss = NULL, *jr = NULL;
+    double *sig = stsl__alloc_doubles((size_t)n + 1), *loss = NULL, *jr = NULL, *loss1 = NULL;
     float *x = stsl__run_floats(R, m), *x0 = stsl__run_floats(R, m), *xv = stsl__run_floats(R, m),
           *eps = stsl__run_floats(R, m), *g = stsl__run_floats(R, m), *xi = stsl__run_floats(R, m),
           *c = stsl__run_floats(R, m), *xd = stsl__run_floats(R, m), *u = stsl__run_floats(R, m);
@@ -136,12 +136,13 @@ stsl_status stsl__solve_dps_mo(stsl__run *R, float *x_out)
     const double inv_wy = vy > 0 ? 1.0 / stsl__nll_weight(R, vy) : 0.0;
     /* Lipschitz constant of grad l: 2 ||A||^2 for ||y - A x||^2, ||A||^2 for Huber (r^2/2) and
      * as the scale of L1's */
-    const double lip = (R->loss_kind == STSL_LOSS_SQUARED ? 2.0 : 1.0) * L2;
-    /* ||r||^2 from the loss: l = ||r||^2, Huber r^2/2 inside delta (L1: as Huber, a scale) */
-    const double resid_scale = R->loss_kind == STSL_LOSS_SQUARED ? 1.0 : 2.0;
+    const double lip = (R->loss_kind == STSL_LOSS_SQUARED ? 2.0 : 1.0) * L2;   /* kappa L2 */
+    /* l = (kappa/2) ||r||^2: kappa 2 for ||y - A x||^2, 1 for Huber inside delta (L1: as Huber) */
+    const double kappa = R->loss_kind == STSL_LOSS_SQUARED ? 2.0 : 1.0;
     loss = stsl__alloc_doubles((size_t)R->batch);
     jr = stsl__alloc_doubles((size_t)R->batch);
-    if (!loss || !jr) {
+    loss1 = stsl__alloc_doubles((size_t)R->batch);
+    if (!loss || !jr || !loss1) {
         st = stsl__fail(R->err, STSL_ERR_NOMEM, "solver dps-mo: out of memory");
         goto done;
     }
@@ -166,20 +167,29 @@ stsl_status stsl__solve_dps_mo(stsl__run *R, float *x_out)
             stsl__kept_free(&kp);
             if (st != STSL_OK) goto done;
         }
+        /* d = J c (the DPS direction), and ||A d||^2 from the loss at x0 + d (linear A:
+         * l(x0 + d) = l(x0) + q + (kappa/2) ||A d||^2, q = c^T J c; operator work only) */
+        for (size_t k = 0; k < m; k++) u[k] = (float)(x0[k] + sab * g[k]);
+        if ((st = stsl__data_cotangent(R, u, 1.0, 1, loss1, NULL, xi)) != STSL_OK) goto done;
         for (int b = 0; b < R->batch; b++) {
             const size_t o = (size_t)b * R->dz;
-            double q = 0;   /* c^T J c */
-            for (size_t k = 0; k < R->dz; k++) q += (double)c[o + k] * sab * g[o + k];
-            const double r2 = resid_scale * loss[b];   /* ||y - A x0||^2 */
-            double cc = 0;
-            for (size_t k = 0; k < R->dz; k++) cc += (double)c[o + k] * c[o + k];
-            /* j: the Rayleigh quotient of J along c, the prior's Cov[x0|x] / sigma^2 there */
-            jr[b] = cc > 0 && q > 0 ? q / cc : STSL__MO_J_FLOOR;
-            if (jr[b] < STSL__MO_J_FLOOR) jr[b] = STSL__MO_J_FLOOR;
-            const double vb = vy + (r2 > 0 && q > 0 ? s2 * q / (4.0 * r2) : 0.0);
-            const double wb = vb > 0 ? stsl__nll_weight(R, vb) : 0.0;
-            for (size_t k = 0; k < R->dz; k++)
-                xd[o + k] = (float)(x0[o + k] - zeta * s2 * wb * sab * g[o + k]);
+            double q = 0, cc = 0;
+            for (size_t k = o; k < o + R->dz; k++) {
+                q += (double)c[k] * sab * g[k];
+                cc += (double)c[k] * c[k];
+            }
+            /* j: the Rayleigh quotient of J along c, Cov[x0|x] / sigma^2 in that direction;
+             * in (0, 1] for a log-concave prior, clamped there for a learned denoiser */
+            jr[b] = cc > 0 && q > 0 ? q / cc : 1.0;
+            jr[b] = jr[b] < STSL__MO_J_FLOOR ? STSL__MO_J_FLOOR : jr[b] > 1.0 ? 1.0 : jr[b];
+            /* exact minimiser along d of w l(x0 + a d) + a^2 d^T Cov^-1 d / 2, d^T Cov^-1 d =
+             * q / sigma^2 (the Gaussian approximation N(x0hat, sigma^2 J) of p(x0 | x)) */
+            double Ad2 = 2.0 / kappa * (loss1[b] - loss[b] - q);
+            if (Ad2 < 0) Ad2 = 0;
+            const double den = kappa * s2 * Ad2 + inv_wy * q;
+            const double alpha = q > 0 && den > 0 ? -s2 * q / den : 0.0;
+            for (size_t k = o; k < o + R->dz; k++)
+                xd[k] = (float)(x0[k] + zeta * alpha * sab * g[k]);
         }
         /* 2. MO l.2-7: SGLD from xd on -log q(u) = wy l(y, A u) + ||u - x0||^2 / (2 sigma^2 j),
          * the Gaussian conditional of x0 ~ N(x0hat, sigma^2 j I); h wy and h / (sigma^2 j) written
@@ -235,6 +245,7 @@ done:
     stsl__free(c);
     stsl__free(loss);
     stsl__free(jr);
+    stsl__free(loss1);
     stsl__free(xd);
     stsl__free(u);
     return st;

@@ -98,8 +98,9 @@ static int kind_bounds(stsl_solver_kind kind, stsl_param key, stsl_param_bounds 
         if (kind == STSL_SOLVER_PSLD) B(0, BIG, 0.1, 0);
         return 0;
     case STSL_PARAM_TEMPERATURE:
-        /* DPS-MO: 1 = SGLD samples MO's surrogate posterior, 0 = plain descent (dps_mo.c) */
-        if (kind == STSL_SOLVER_DPS_MO) B(0, BIG, 1.0, 0);
+        /* DPS-MO: 0 = MO's Gaussian surrogate's mean (= its mode), what the Euler step needs;
+         * 1 = SGLD samples the surrogate (dps_mo.c) */
+        if (kind == STSL_SOLVER_DPS_MO) B(0, BIG, 0.0, 0);
         return 0;
     case STSL_PARAM_SIGMA_MIN:
         if (kind == STSL_SOLVER_DPS_MO || kind == STSL_SOLVER_RMP) B(1e-6, 1e6, 0.01, 0);
