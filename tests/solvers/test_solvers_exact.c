@@ -226,9 +226,10 @@ static void prior_fit(const stsl__testbed *tb, const float *x, int n, double *sp
 
 /* DPS-MO with guidance and MO off (zeta 0, N 0) is its outer loop alone and must sample the prior
  * as DDIM does (issue 28: the re-noise/denoise of the MO step turned D(x) into D(D(x) + sigma xi),
- * spread 0.61, TV 0.27).  PRIOR_N samples: the TV of PRIOR_N exact draws over 25 components is
- * about 0.04, the spread's standard error 0.005; bounds: spread >= PRIOR_SPREAD_MIN, TV <=
- * PRIOR_TV_MAX, checked on DDIM too (the reference sampler: 0.99 / 0.09 at 50 steps). */
+ * spread 0.61, TV 0.27), at its default ETA and at ETA 0 (the probability-flow ODE).  PRIOR_N
+ * samples: the TV of PRIOR_N exact draws over 25 components is about 0.04, the spread's standard
+ * error 0.005; bounds: spread >= PRIOR_SPREAD_MIN, TV <= PRIOR_TV_MAX, checked on DDIM too (the
+ * reference sampler: 0.99 / 0.09 at 50 steps). */
 #define PRIOR_N 2000
 #define PRIOR_SPREAD_MIN 0.95
 #define PRIOR_TV_MAX 0.10
@@ -245,15 +246,16 @@ static void test_dps_mo_prior(void)
     if (!tb || !score || !op) return;
     float *y = malloc(PRIOR_N * tb->dy * sizeof(float)), *x = malloc(PRIOR_N * tb->dx * sizeof(float));
     for (int i = 0; i < PRIOR_N; i++) stsl__testbed_y(tb, y + i * tb->dy);
-    const char *names[] = {"ddim", "dps-mo"};
-    for (int s = 0; s < 2; s++) {
+    const char *names[] = {"ddim", "dps-mo", "dps-mo eta 0"};
+    for (int s = 0; s < 3; s++) {
         stsl_solver *sv = NULL;
-        TU_ASSERT_OK(stsl_solver_create_by_name(ctx, names[s], &sv));
+        TU_ASSERT_OK(stsl_solver_create_by_name(ctx, s ? "dps-mo" : "ddim", &sv));
         if (!sv) continue;
-        if (s == 1) {
+        if (s >= 1) {
             TU_ASSERT_OK(stsl_solver_set_float(sv, STSL_PARAM_ZETA, 0.0));
             TU_ASSERT_OK(stsl_solver_set_int(sv, STSL_PARAM_INNER_STEPS, 0));
         }
+        if (s == 2) TU_ASSERT_OK(stsl_solver_set_float(sv, STSL_PARAM_ETA, 0.0));
         stsl_solver_set_int(sv, STSL_PARAM_SEED, 77);
         stsl_solver_set_int(sv, STSL_PARAM_BATCH_LIMIT, 4096);
         TU_ASSERT_OK(stsl_solver_run(sv, score, op, NULL, y, x, PRIOR_N));
@@ -323,8 +325,7 @@ static void image_case(const char *opname)
         if (verbose) printf("  rmp@20 SW %.4f mean err %.4f\n", sw, me);
         CU_ASSERT(isfinite(me));
     }
-    /* DPS-MO as a user gets it: its SGLD temperature follows the operator's noise (a fixed
-     * temperature of 1 drowned the image in null-space noise) */
+    /* DPS-MO as a user gets it (library defaults) */
     if (run_as(tb, score, op, "dps-mo", 1, 0, 0, ex, &sw, &me) == 0) {
         if (verbose) printf("  dps-mo (library defaults) SW %.4f mean err %.4f\n", sw, me);
         CU_ASSERT(sw <= 0.5 * sw_prior);
