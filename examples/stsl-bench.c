@@ -4,7 +4,7 @@
  *   stsl-bench --prior gmm [--dx 8,80,800] [--dy 1,2,4] [--seeds N | --seed S] [--n SAMPLES]
  *              [--solvers a,b,...] [--threads N] [--dump DIR] [--markdown FILE] [--quiet]
  *   a solver may carry options: "stsl:init=1:steps=100" (steps k probes eta lambda lr decay kappa
- *   zeta omega gamma temp sigma_min sigma_max variant init squared inclusive persist rule
+ *   zeta omega gamma sigma_min sigma_max variant init squared inclusive persist rule
  *   stepnoise likvar renoise)
  *
  * GMM mode: the exact-posterior testbed (MCGdiff benchmark, src/solvers/testbed.h).  For every
@@ -114,7 +114,7 @@ static void help(void)
            "  --n N              samples per solver and instance (2..100000, default 1000)\n"
            "  --solvers LIST     default ddim,dps,ldps,psld,stsl,stsl-biased,rmp,dps-mo; each may carry\n"
            "                     options: \"stsl:init=1:steps=100\" (steps k probes eta lambda lr decay\n"
-           "                     kappa zeta omega gamma temp sigma_min sigma_max variant init squared\n"
+           "                     kappa zeta omega gamma sigma_min sigma_max variant init squared\n"
            "                     inclusive persist)\n"
            "  --threads N        CPU threads (default 1)\n"
            "  --dump DIR         write one instance (--dx N --dy N --seed S) and all samples as CSV\n"
@@ -184,7 +184,7 @@ static const struct { const char *name; stsl_param key; } param_names[] = {
     {"probes", STSL_PARAM_PROBES}, {"eta", STSL_PARAM_ETA}, {"lambda", STSL_PARAM_LAMBDA},
     {"lr", STSL_PARAM_LEARNING_RATE}, {"decay", STSL_PARAM_LR_DECAY}, {"kappa", STSL_PARAM_KAPPA},
     {"zeta", STSL_PARAM_ZETA}, {"omega", STSL_PARAM_OMEGA}, {"gamma", STSL_PARAM_GAMMA},
-    {"temp", STSL_PARAM_TEMPERATURE}, {"sigma_min", STSL_PARAM_SIGMA_MIN},
+    {"sigma_min", STSL_PARAM_SIGMA_MIN},
     {"sigma_max", STSL_PARAM_SIGMA_MAX}, {"variant", STSL_PARAM_VARIANT}, {"init", STSL_PARAM_INIT},
     {"squared", STSL_PARAM_SQUARED_LOSS}, {"inclusive", STSL_PARAM_INNER_INCLUSIVE},
     {"persist", STSL_PARAM_ADAM_PERSIST}, {"rule", STSL_PARAM_STEP_RULE},

@@ -32,18 +32,17 @@ double ru_now(void) { return ex_clock_s(CLOCK_MONOTONIC); }
 /* ------------------------------------------------------------------------------------------ */
 
 const ru_flag RU_SOLVER_FLAGS[] = {
-    {"--K", STSL_PARAM_INNER_STEPS, "inner steps: STSL K, RMP T_in, DPS-MO SGLD steps"},
+    {"--K", STSL_PARAM_INNER_STEPS, "inner steps: STSL K, RMP T_in, DPS-MO MO directions per level"},
     {"--inner-steps", STSL_PARAM_INNER_STEPS, NULL},
     {"--probes", STSL_PARAM_PROBES, "STSL / RMP (tweedie) Hutchinson probes N"},
-    {"--eta", STSL_PARAM_ETA, "STSL second-order weight; DDIM eta"},
+    {"--eta", STSL_PARAM_ETA, "STSL second-order weight; DDIM eta; DPS-MO re-noise eta (1 ancestral, 0 ODE)"},
     {"--lambda", STSL_PARAM_LAMBDA, "STSL likelihood strength"},
-    {"--lr", STSL_PARAM_LEARNING_RATE, "STSL step fraction (scaled) or Adam lr; DPS-MO SGLD step; RMP s1"},
+    {"--lr", STSL_PARAM_LEARNING_RATE, "STSL step fraction (scaled) or Adam lr; RMP s1"},
     {"--lr-decay", STSL_PARAM_LR_DECAY, "STSL lr multiplier per reverse step"},
     {"--kappa", STSL_PARAM_KAPPA, "STSL proximal weight"},
-    {"--zeta", STSL_PARAM_ZETA, "DPS / RMP / DPS-MO guidance scale"},
+    {"--zeta", STSL_PARAM_ZETA, "DPS / RMP guidance scale; DPS-MO likelihood weight (1 = the likelihood)"},
     {"--omega", STSL_PARAM_OMEGA, "LDPS/PSLD data weight"},
     {"--gamma", STSL_PARAM_GAMMA, "PSLD gluing weight"},
-    {"--temperature", STSL_PARAM_TEMPERATURE, "DPS-MO SGLD temperature (0 plain descent)"},
     {"--sigma-min", STSL_PARAM_SIGMA_MIN, "DPS-MO / RMP-VE ladder end"},
     {"--sigma-max", STSL_PARAM_SIGMA_MAX, "DPS-MO / RMP-VE ladder start"},
     {"--variant", STSL_PARAM_VARIANT, "default | rmp-vp | rmp-ve | score-plus"},
@@ -56,7 +55,7 @@ const ru_flag RU_SOLVER_FLAGS[] = {
     {"--step-rule", STSL_PARAM_STEP_RULE, "STSL inner update: adam | scaled"},
     {"--step-noise", STSL_PARAM_STEP_NOISE, "STSL line-14 noise (0 as written, 1 DDPM)"},
     {"--likelihood-variance", STSL_PARAM_LIKELIHOOD_VARIANCE, "RMP v_k: flat | tweedie"},
-    {"--renoise-level", STSL_PARAM_RENOISE_LEVEL, "DPS-MO re-noise to the current (0) or next (1) level"},
+    {"--renoise-level", STSL_PARAM_RENOISE_LEVEL, "DPS-MO next level by the eta step (0) or all fresh noise (1)"},
     {NULL, 0, NULL},
 };
 

@@ -32,7 +32,7 @@ typedef struct ru_flag {
 } ru_flag;
 
 /* Solver flags: --K --probes --eta --lambda --lr --lr-decay --kappa --zeta --omega --gamma
- * --temperature --sigma-min --sigma-max --variant --init --squared-loss --inner-inclusive
+ * --sigma-min --sigma-max --variant --init --squared-loss --inner-inclusive
  * --adam-persist --batch-limit (terminated by a NULL flag). */
 extern const ru_flag RU_SOLVER_FLAGS[];
 /* Task (operator) options are those of stsl-degrade: common/cli.h (cli_take_task_option). */
