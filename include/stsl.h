@@ -281,17 +281,21 @@ typedef enum stsl_param {
 
     /* solvers (100..) */
     STSL_PARAM_STEPS = 100,          /* int: reverse (outer) steps T */
-    STSL_PARAM_INNER_STEPS = 101,    /* int: STSL K, RMP T_in, MO SGLD steps N */
+    STSL_PARAM_INNER_STEPS = 101,    /* int: STSL K, RMP T_in, DPS-MO's MO directions N per level
+                                      * (one UNet VJP each, after the DPS one) */
     STSL_PARAM_PROBES = 102,         /* int: STSL / RMP Hutchinson probes N */
-    STSL_PARAM_ETA = 103,            /* float: STSL second-order step eta; DDIM eta */
+    STSL_PARAM_ETA = 103,            /* float: STSL second-order step eta; DDIM eta; DPS-MO's
+                                      * re-noise eta (1 DDPM ancestral, 0 probability-flow ODE) */
     STSL_PARAM_LAMBDA = 104,         /* float: STSL likelihood strength */
-    STSL_PARAM_LEARNING_RATE = 105,  /* float: STSL step (STEP_RULE); MO SGLD step; RMP s1 */
+    STSL_PARAM_LEARNING_RATE = 105,  /* float: STSL step (STEP_RULE); RMP s1 */
     STSL_PARAM_LR_DECAY = 106,       /* float: STSL lr multiplier per reverse step */
     STSL_PARAM_KAPPA = 107,          /* float >= 0: STSL proximal weight */
-    STSL_PARAM_ZETA = 108,           /* float >= 0: DPS / RMP / DPS-MO guidance scale */
+    STSL_PARAM_ZETA = 108,           /* float >= 0: DPS / RMP guidance scale; DPS-MO likelihood
+                                      * weight (1: the noise model's likelihood, 0: the prior) */
     STSL_PARAM_OMEGA = 109,          /* float >= 0: LDPS/PSLD data weight */
     STSL_PARAM_GAMMA = 110,          /* float >= 0: PSLD gluing weight */
-    STSL_PARAM_TEMPERATURE = 111,    /* float >= 0: MO SGLD temperature (0: plain descent) */
+    STSL_PARAM_TEMPERATURE = 111,    /* no solver since issue 28 (was DPS-MO's SGLD temperature;
+                                      * setting it returns STSL_ERR_UNSUPPORTED) */
     STSL_PARAM_SIGMA_MIN = 112,      /* float > 0: EDM/VE ladder end */
     STSL_PARAM_SIGMA_MAX = 113,      /* float > 0: EDM/VE ladder start */
     STSL_PARAM_VARIANT = 114,        /* int: solver-specific variant (see stsl_variant) */
@@ -305,8 +309,8 @@ typedef enum stsl_param {
     STSL_PARAM_STEP_NOISE = 122,     /* float in [0, 1]: STSL line-14 noise, sigma = value *
                                       * sqrt(beta~_k) (1 = DDPM ancestral, 0 = as written) */
     STSL_PARAM_LIKELIHOOD_VARIANCE = 123, /* int: stsl_likelihood_variance, RMP's v_k */
-    STSL_PARAM_RENOISE_LEVEL = 124,  /* int 0/1: DPS-MO re-noises the MO result to the current
-                                      * level (0) or to the next level (1, then no Euler step) */
+    STSL_PARAM_RENOISE_LEVEL = 124,  /* int 0/1: DPS-MO steps to the next level with DDIM's ETA
+                                      * step (0) or re-noises its estimate with all fresh noise (1) */
     STSL_PARAM_PAD_BATCH = 125       /* int >= 0: 0 off (default: calls hold the whole batch); P:
                                       * a batch runs as groups of at most P samples, each group's
                                       * network and autoencoder calls shaped as in a run of P

@@ -1,55 +1,102 @@
 /*
- * dps_mo.c -- DPS with Measurement Optimisation (MO summary; structure from the summary, settings
- * chosen on the GMM testbed, docs/algorithms.md).  The DPS step of 1. is taken in the model's VP
- * coordinates (x_vp -= zeta grad_{x_vp} ||.||, i.e. x -= zeta grad_{x_vp} / sqrt(abar)), so zeta means
- * what it means for dps; taking it in VE coordinates (x -= zeta grad_x) made it ~abar times weaker
- * and the sampler 5x worse on the testbed.
+ * dps_mo.c -- DPS with Measurements Optimization (Chen, Wang & Zhou, arXiv 2412.03941; only the
+ * summary is in ../shared/papers: "MO l.N" are the lines of the paper's MO algorithm as the
+ * summary and public reimplementations give them: l.1 the DPS step, l.2-7 N optimisation steps on
+ * the measurement loss from the estimate, l.9 re-noise, l.10 denoise).  The reading here is the
+ * one that makes it a valid reverse process (issue 28; docs/algorithms.md, dps-mo).
  *
- * Outer loop: an EDM (Karras) ladder sigma_1 = sigma_max > ... > sigma_n = sigma_min (rho 7),
- * sigma_{n+1} = 0, in VE coordinates mapped onto the VP model: x_vp = sqrt(abar) x,
- * sigma^2 = (1 - abar)/abar, denoiser D(x, sigma) = x0hat_vp(sqrt(abar) x, t(sigma)).
- *   x ~ N(0, sigma_max^2 I)
- *   for i = 1 .. n:
- *     1. x0 = D(x, sigma_i) and the DPS step on x (one UNet forward + one VJP):
- *          x_vp <- x_vp - zeta grad_{x_vp} ||y - A x0hat||          (norm, as DPS)
- *     2. MO: N SGLD steps on the measurement loss only, from x0 (operator work only):
- *          x0 <- x0 - step grad ||y - A x0||^2 + sqrt(2 step temperature) xi
- *     3. re-noise to the current level and denoise: x0 <- D(x0 + sigma_i xi', sigma_i)  (one forward)
- *     4. Euler step to the next level: x <- x0 + (sigma_{i+1}/sigma_i) (x - x0)
- *   return x0 of the last level
- * Defaults: solver_params.c (LEARNING_RATE, the SGLD step, a fraction of 1/||A||_2^2 unless set;
- * ZETA larger for the impulse-noise losses; SIGMA_MIN clamped to the schedule's range).  TEMPERATURE 2 sigma_y^2 makes the
- * SGLD target the Gaussian likelihood exp(-||y - A x0||^2 / (2 sigma_y^2)) (the GMM testbed sets it),
- * but that target is flat along A's null space: every step adds sqrt(2 step temperature) of noise
- * there that nothing in MO pulls back, and the re-noise/denoise at small sigma cannot remove it.  On
- * the shipped prior plain descent (temperature 0) restored 1.2-3.8 dB better on every validation
- * task (sr4 17.3 vs 13.7 dB: the operator-scaled step is 4 there), docs/algorithms.md.
- * With INNER = 0 it is DPS on an EDM/Euler ladder.
- * NFE: n UNet VJPs (step 1, one pass each: stsl__kept) + n UNet forwards (step 3).  Latent prior
- * (SGLD acts on z0 through D): n (1 + N) decoder VJPs (one pass each), + 1 decoder forward for
- * the output.
+ * VE coordinates on the VP model: x_vp = sqrt(abar) x, sigma^2 = (1 - abar)/abar, denoiser
+ * D(x) = x0hat_vp(sqrt(abar) x, t(sigma)); EDM ladder sigma_1 = SIGMA_MAX > ... > sigma_n =
+ * SIGMA_MIN (rho 7), sigma_{n+1} = 0.  The sampler is DDPM/DDIM's step on that ladder with the
+ * POSTERIOR denoiser E[x0 | x, y] in place of D(x).  Its estimate (eq. T, Tweedie for p(x0 | x)):
+ *   p(x0 | x) ~ N(D(x), C),  C = sigma^2 J,  J = dD/dx (symmetric: Cov[x0 | x] / sigma^2),
+ * so E[x0 | x, y] is the minimiser of the surrogate's negative log-posterior, in units of l
+ *   F(u) = l(y, A u) + iw/2 (u - D(x))^T C^-1 (u - D(x)),   iw = 1 / (ZETA w(v_y))     (eq. F)
+ * (w l: the noise model's negative log-likelihood, stsl__nll_weight; a noiseless operator: iw = 0).
+ * DPS and MO are K = 1 + N steps of its minimisation over directions preconditioned by C, each
+ * exact along its direction and H-conjugate to the earlier ones (preconditioned CG; H u =
+ * grad l(x0 + u) - grad l(x0) + iw C^-1 u, operator work only; C v is one UNet VJP):
+ *   x ~ N(0, sigma_1^2 I);  s_prev = 0
+ *   for i = 1 .. n (sigma = sigma_i):
+ *     0. x0 = D(x) (kept for its VJP), r = -grad l(x0), u = x0, s = 0        [s = C^-1 (u - x0)]
+ *     for j = 0 .. N (one UNet VJP each):
+ *       1. DPS (j = 0, N = 0 or i = 1): v = r, the preconditioned DPS gradient C grad l(x0)
+ *          (as DPS's J^T A^T (A x0 - y), here exactly line-searched in posterior-mean units)
+ *       2. MO l.2-7 (j >= 1; j = 0 when N >= 1 and i > 1: the previous level's correction v =
+ *          s_prev, carried as a warm start): v = r
+ *          p = C v, conjugated against the earlier p (H-orthogonal); u += a p, s += a C^-1 p,
+ *          r -= a H p, a = (r . p) / (p . H p)     (skipped where p . H p <= 0: not convex there)
+ *     s_prev = s;  x0' = u                                                   [~ E[x0 | x, y]]
+ *     3. MO l.9-10 as DDIM's step with ETA (fresh noise; ETA 1 = DDPM's ancestral step, the
+ *        reverse SDE; 0 = Euler on the probability-flow ODE), eps^ = (x - x0') / sigma:
+ *          x <- x0' + sqrt(sigma_{i+1}^2 - e^2) eps^ + e xi,  e = ETA sigma_{i+1} sqrt(1 - sigma_{i+1}^2/sigma^2)
+ *        RENOISE_LEVEL 1: x <- x0' + sigma_{i+1} xi (all fresh noise, the paper's l.9 read literally)
+ *   return x0' of the last level
+ * ZETA 0: x0' = D(x), one UNet forward per level: the prior sampler (tests/solvers,
+ * test_solvers_exact "dps-mo with guidance and MO off").
+ * Where the paper is silent and what was chosen: the MO loss's prior term (none in the paper, whose
+ * SGLD drifted freely along A's null space; here the Tweedie Gaussian of eq. F), the optimiser
+ * (paper: SGLD with a step and temperature; here conjugate directions, no step to set, no noise:
+ * the step needs the mean), the re-noise (paper: fresh noise to the current level and a denoise,
+ * which turned D(x) into D(D(x) + sigma xi), an under-dispersed sampler; here DDPM's posterior
+ * q(x_{i+1} | x_i, x0')).  The probe of H p is taken at x0 + tau p with |tau p| = 0.1 max(|x0|, 1)
+ * and divided by tau: at small sigma p is tiny and the float difference grad l(x0 + p) - grad l(x0)
+ * would be roundoff (exact for a linear A and the squared loss; a secant otherwise).
+ * Defaults: the parameter table (solver_params.c).
+ * NFE per level (ZETA > 0): 1 + N UNet VJPs (the first one pass: stsl__kept); ZETA 0: 1 forward.
+ * Latent prior (l goes through the decoder): 2 + N decoder VJPs per level (grad l at x0 and at
+ * each probe; one pass each when the autoencoder keeps evaluations, else a forward + a VJP),
+ * + 1 decoder forward for the output.
  */
 #include "solvers/solver_internal.h"
 
 #include <math.h>
 #include <string.h>
 
+/* the probe of H p: |tau p| = STSL__MO_PROBE max(|x0|, 1) (header) */
+#define STSL__MO_PROBE 0.1
+
+static double dot(const float *a, const float *b, size_t n)
+{
+    double s = 0;
+    for (size_t k = 0; k < n; k++) s += (double)a[k] * b[k];
+    return s;
+}
+
+/* out = C v = sigma^2 J v at the level's kept evaluation: J_vp^T v (stsl__tweedie_kept_vjp; a
+ * full VJP at the same point after the first), J = sqrt(ab) J_vp, J^T = J */
+static stsl_status cov_times(stsl__run *R, stsl__kept *kp, double s2, double sab, const float *v,
+                             float *out)
+{
+    stsl_status st = stsl__tweedie_kept_vjp(R, kp, v, out);
+    const size_t m = (size_t)R->batch * R->dz;
+    if (st == STSL_OK)
+        for (size_t k = 0; k < m; k++) out[k] = (float)(s2 * sab * out[k]);
+    return st;
+}
+
 stsl_status stsl__solve_dps_mo(stsl__run *R, float *x_out)
 {
     const int n = stsl__param_int(R, STSL_PARAM_STEPS);
     const int NS = stsl__param_int(R, STSL_PARAM_INNER_STEPS);
     const int renoise_next = stsl__param_int(R, STSL_PARAM_RENOISE_LEVEL);
-    const double step = stsl__param(R, STSL_PARAM_LEARNING_RATE);   /* per ||A||^2 unless set */
-    const double temp = stsl__param(R, STSL_PARAM_TEMPERATURE);
+    const double eta = stsl__param(R, STSL_PARAM_ETA);
     const double zeta = stsl__param(R, STSL_PARAM_ZETA);
     double smin = stsl__param(R, STSL_PARAM_SIGMA_MIN), smax = stsl__param(R, STSL_PARAM_SIGMA_MAX);
-    const size_t m = (size_t)R->batch * R->dz;
+    const int K = 1 + NS;   /* directions (UNet VJPs) per level */
+    const size_t m = (size_t)R->batch * R->dz, B = (size_t)R->batch, dz = R->dz;
     stsl_status st = STSL_OK;
     double *sig = stsl__alloc_doubles((size_t)n + 1);
     float *x = stsl__run_floats(R, m), *x0 = stsl__run_floats(R, m), *xv = stsl__run_floats(R, m),
-          *eps = stsl__run_floats(R, m), *g = stsl__run_floats(R, m), *xi = stsl__run_floats(R, m),
-          *c = stsl__run_floats(R, m);
-    if (!sig || !x || !x0 || !xv || !eps || !g || !xi || !c) {
+          *eps = stsl__run_floats(R, m), *c0 = stsl__run_floats(R, m), *r = stsl__run_floats(R, m),
+          *u = stsl__run_floats(R, m), *s = stsl__run_floats(R, m), *sprev = stsl__run_floats(R, m),
+          *xi = stsl__run_floats(R, m);
+    /* the level's directions p, their C^-1 p and H p, K of each (conjugation needs them all) */
+    float *P = stsl__run_floats(R, (size_t)K * m), *SP = stsl__run_floats(R, (size_t)K * m),
+          *HP = stsl__run_floats(R, (size_t)K * m);
+    double *pHp = stsl__alloc_doubles((size_t)K * B), *tau = stsl__alloc_doubles(B);
+    if (!sig || !x || !x0 || !xv || !eps || !c0 || !r || !u || !s || !sprev || !xi || !P || !SP ||
+        !HP || !pHp || !tau) {
         st = stsl__fail(R->err, STSL_ERR_NOMEM, "solver dps-mo: out of memory");
         goto done;
     }
@@ -70,47 +117,89 @@ stsl_status stsl__solve_dps_mo(stsl__run *R, float *x_out)
         }
         sig[n] = 0.0;
     }
+    /* eq. F's prior weight iw = 1 / (ZETA w(v_y)) */
+    const double vy = stsl__noise_var(R);
+    const double iw = vy > 0 && zeta > 0 ? 1.0 / (zeta * stsl__nll_weight(R, vy)) : 0.0;
     R->total = n;
     R->step = 0;
     stsl__noise(R, STSL_TAG_INIT_NOISE, 0, 0, x, R->dz);
     for (size_t k = 0; k < m; k++) x[k] = (float)(sig[0] * x[k]);
     memset(x0, 0, m * sizeof(float));
+    memset(sprev, 0, m * sizeof(float));
     R->est = x0;
     for (int i = 0; i < n; i++) {
         R->step = i + 1;
-        const double t = stsl__time_of_sigma(R, sig[i]), ab = stsl__ab(R, t), sab = sqrt(ab);
-        /* 1. denoise + DPS step (gradient w.r.t. x = sqrt(ab) * gradient w.r.t. x_vp) */
+        const double si = sig[i], s2 = si * si;
+        const double t = stsl__time_of_sigma(R, si), ab = stsl__ab(R, t), sab = sqrt(ab);
         for (size_t k = 0; k < m; k++) xv[k] = (float)(sab * x[k]);
-        if ((st = stsl__chain_grad(R, xv, t, 1.0, 0, eps, x0, NULL, g)) != STSL_OK) goto done;
-        for (size_t k = 0; k < m; k++) {
-            const double d = -zeta * g[k] / sab;
-            x[k] = (float)(x[k] + d);
-            /* RENOISE_LEVEL 1: the MO starts from the clean estimate moved by the DPS step
-             * (the denoiser's Jacobian is ~I at small sigma, ~0 at large: the step moves x0
-             * by at most d) */
-            if (renoise_next) x0[k] = (float)(x0[k] + d / (1.0 + sig[i] * sig[i]));
-        }
-        /* 2. MO: SGLD on ||y - A D(z0)||^2 from x0 */
-        for (int s = 0; s < NS; s++) {
-            if ((st = stsl__data_cotangent(R, x0, 1.0, 1, NULL, NULL, c)) != STSL_OK) goto done;
-            const double sd = sqrt(2.0 * step * temp);
-            if (sd > 0) stsl__noise(R, STSL_TAG_SGLD, (uint64_t)i, (uint64_t)s, xi, R->dz);
-            for (size_t k = 0; k < m; k++)
-                x0[k] = (float)(x0[k] - step * c[k] + (sd > 0 ? sd * xi[k] : 0.0));
-        }
-        stsl__noise(R, STSL_TAG_RENOISE, (uint64_t)i, 0, xi, R->dz);
-        if (renoise_next) {
-            /* 3'. the MO result re-noised to the NEXT level: x_{i+1} ~ N(x0, sigma_{i+1}^2 I)
-             * (no Euler step, no forward: the next level's denoiser sees all of the MO) */
-            for (size_t k = 0; k < m; k++) x[k] = (float)(x0[k] + sig[i + 1] * xi[k]);
+        if (zeta > 0) {
+            /* 0. x0 = D(x) kept for the VJPs of 1.-2., r = -grad l(x0) */
+            stsl__kept kp = {0};
+            st = stsl__tweedie_keep(R, xv, t, eps, x0, R->batch, &kp);
+            if (st == STSL_OK) st = stsl__data_cotangent(R, x0, 1.0, 1, NULL, NULL, c0);
+            memcpy(u, x0, m * sizeof(float));
+            memset(s, 0, m * sizeof(float));
+            for (size_t k = 0; k < m; k++) r[k] = -c0[k];
+            for (int j = 0; j < K && st == STSL_OK; j++) {
+                float *p = P + (size_t)j * m, *sp = SP + (size_t)j * m, *hp = HP + (size_t)j * m;
+                /* 1. DPS: v = r; 2. MO: v = s_prev first (warm start), then v = r */
+                const float *v = j == 0 && NS > 0 && i > 0 ? sprev : r;
+                memcpy(sp, v, m * sizeof(float));
+                if ((st = cov_times(R, &kp, s2, sab, v, p)) != STSL_OK) break;
+                /* H p = (grad l(x0 + tau p) - grad l(x0)) / tau + iw C^-1 p */
+                for (size_t b = 0; b < B; b++) {
+                    const size_t o = b * dz;
+                    const double pn = sqrt(dot(p + o, p + o, dz)), xn = sqrt(dot(x0 + o, x0 + o, dz));
+                    tau[b] = pn > 0 ? STSL__MO_PROBE * (xn > 1 ? xn : 1) / pn : 1;
+                    for (size_t k = o; k < o + dz; k++) xi[k] = (float)(x0[k] + tau[b] * p[k]);
+                }
+                if ((st = stsl__data_cotangent(R, xi, 1.0, 1, NULL, NULL, hp)) != STSL_OK) break;
+                for (size_t k = 0; k < m; k++)
+                    hp[k] = (float)((hp[k] - c0[k]) / tau[k / dz] + iw * sp[k]);
+                for (size_t b = 0; b < B; b++) {
+                    const size_t o = b * dz;
+                    /* H-conjugate to the earlier directions (Gram-Schmidt in the H inner product) */
+                    for (int l = 0; l < j; l++) {
+                        const double dl = pHp[(size_t)l * B + b];
+                        if (!(dl > 0)) continue;
+                        const size_t ol = (size_t)l * m + o;
+                        const double be = dot(HP + ol, p + o, dz) / dl;
+                        for (size_t k = 0; k < dz; k++) {
+                            p[o + k] = (float)(p[o + k] - be * P[ol + k]);
+                            sp[o + k] = (float)(sp[o + k] - be * SP[ol + k]);
+                            hp[o + k] = (float)(hp[o + k] - be * HP[ol + k]);
+                        }
+                    }
+                    /* exact step along p: a = (r . p) / (p . H p) */
+                    const double d = dot(p + o, hp + o, dz);
+                    pHp[(size_t)j * B + b] = d;
+                    if (!(d > 0)) continue;
+                    const double a = dot(r + o, p + o, dz) / d;
+                    for (size_t k = o; k < o + dz; k++) {
+                        u[k] = (float)(u[k] + a * p[k]);
+                        s[k] = (float)(s[k] + a * sp[k]);
+                        r[k] = (float)(r[k] - a * hp[k]);
+                    }
+                }
+            }
+            stsl__kept_free(&kp);
+            if (st != STSL_OK) goto done;
+            memcpy(sprev, s, m * sizeof(float));
+            memcpy(x0, u, m * sizeof(float));   /* x0' */
         } else {
-            /* 3. re-noise to sigma_i and denoise */
-            for (size_t k = 0; k < m; k++) xv[k] = (float)(sab * (x0[k] + sig[i] * xi[k]));
             if ((st = stsl__net_eps_t(R, xv, t, eps, R->batch)) != STSL_OK) goto done;
             stsl__tweedie(ab, xv, eps, x0, m);
-            /* 4. Euler step */
-            const double r = sig[i + 1] / sig[i];
-            for (size_t k = 0; k < m; k++) x[k] = (float)(x0[k] + r * (x[k] - x0[k]));
+        }
+        /* 3. x <- x0' + sqrt(sigma_{i+1}^2 - e^2) (x - x0') / sigma + e xi */
+        const double nx = sig[i + 1], q = nx / si;
+        if (renoise_next) {
+            stsl__noise(R, STSL_TAG_RENOISE, (uint64_t)i, 0, xi, R->dz);
+            for (size_t k = 0; k < m; k++) x[k] = (float)(x0[k] + nx * xi[k]);
+        } else {
+            const double e = eta * nx * sqrt(1 - q * q), cd = sqrt(nx * nx - e * e) / si;
+            if (e > 0) stsl__noise(R, STSL_TAG_RENOISE, (uint64_t)i, 0, xi, R->dz);
+            for (size_t k = 0; k < m; k++)
+                x[k] = (float)(x0[k] + cd * (x[k] - x0[k]) + (e > 0 ? e * xi[k] : 0.0));
         }
         if ((st = stsl__check_finite(R, x, m, "the DPS-MO iterate")) != STSL_OK) goto done;
         if ((st = stsl__progress(R, R->step, x0)) != STSL_OK) goto done;
@@ -123,8 +212,16 @@ done:
     stsl__free(x0);
     stsl__free(xv);
     stsl__free(eps);
-    stsl__free(g);
+    stsl__free(c0);
+    stsl__free(r);
+    stsl__free(u);
+    stsl__free(s);
+    stsl__free(sprev);
     stsl__free(xi);
-    stsl__free(c);
+    stsl__free(P);
+    stsl__free(SP);
+    stsl__free(HP);
+    stsl__free(pHp);
+    stsl__free(tau);
     return st;
 }

@@ -280,9 +280,7 @@ STSL_API stsl_status stsl_solver_run_seeded(stsl_solver *solver, stsl_score *sco
         return stsl__fail(err, STSL_ERR_NUMERIC, "solver %s: y contains NaN or Inf", name);
     /* The parameters of this run, resolved once against this operator (solver_params.c); the
      * getters report the same from now on. */
-    sv->facts = (stsl__op_facts){(int)stsl_operator_get_kind(op), R.loss_kind, 1.0};
-    if (stsl__sp_needs_norm2(sv->kind, sv->set) && (st = stsl__op_norm2(&R, &sv->facts.norm2)) != STSL_OK)
-        return st;
+    sv->facts = (stsl__op_facts){(int)stsl_operator_get_kind(op), R.loss_kind};
     stsl__sp_resolve(sv->kind, sv->val, sv->set, &sv->facts, R.p);
     if (sv->ctx && sv->ctx->log_fn && sv->ctx->log_level <= STSL_LOG_DEBUG) {
         char line[900];

@@ -29,19 +29,19 @@ static const stsl__value_name LIKVAR_NAMES[] = {
  * (stsl-restore's --K, stsl-bench's k=, temp=, sigma_min=, ...). */
 static const stsl__param_meta META[] = {
     {STSL_PARAM_STEPS, "steps", "", "reverse (outer) steps T", NULL},
-    {STSL_PARAM_INNER_STEPS, "inner-steps", "K k inner", "inner steps: STSL K, RMP T_in, DPS-MO SGLD steps", NULL},
+    {STSL_PARAM_INNER_STEPS, "inner-steps", "K k inner", "inner steps: STSL K, RMP T_in, DPS-MO MO directions per level", NULL},
     {STSL_PARAM_PROBES, "probes", "", "STSL / RMP (tweedie) Hutchinson probes N", NULL},
-    {STSL_PARAM_ETA, "eta", "", "STSL second-order weight; DDIM eta", NULL},
+    {STSL_PARAM_ETA, "eta", "", "STSL second-order weight; DDIM eta; DPS-MO re-noise eta (1 ancestral, 0 ODE)", NULL},
     {STSL_PARAM_LAMBDA, "lambda", "", "STSL likelihood strength", NULL},
     {STSL_PARAM_LEARNING_RATE, "lr", "learning-rate",
-     "STSL step fraction (scaled) or Adam lr; DPS-MO SGLD step (unset: a fraction of 1/||A||^2); RMP s1", NULL},
+     "STSL step fraction (scaled) or Adam lr; RMP s1", NULL},
     {STSL_PARAM_LR_DECAY, "lr-decay", "decay", "STSL lr multiplier per reverse step", NULL},
     {STSL_PARAM_KAPPA, "kappa", "", "STSL proximal weight", NULL},
     {STSL_PARAM_ZETA, "zeta", "",
-     "DPS / RMP / DPS-MO guidance scale (unset: DPS's by task, RMP's and DPS-MO's larger for l1/huber losses)", NULL},
+     "DPS / RMP guidance scale (unset: DPS's by task, RMP's larger for l1/huber losses); DPS-MO likelihood weight (1 = the likelihood)", NULL},
     {STSL_PARAM_OMEGA, "omega", "", "LDPS/PSLD data weight", NULL},
     {STSL_PARAM_GAMMA, "gamma", "", "PSLD gluing weight", NULL},
-    {STSL_PARAM_TEMPERATURE, "temperature", "temp", "DPS-MO SGLD temperature (0 plain descent)", NULL},
+    {STSL_PARAM_TEMPERATURE, "temperature", "temp", "no solver uses it since 1.2 (DPS-MO's measurement optimisation has no SGLD)", NULL},
     {STSL_PARAM_SIGMA_MIN, "sigma-min", "sigma_min", "DPS-MO / RMP-VE ladder end", NULL},
     {STSL_PARAM_SIGMA_MAX, "sigma-max", "sigma_max", "DPS-MO / RMP-VE ladder start", NULL},
     {STSL_PARAM_VARIANT, "variant", "", "solver variant", VARIANT_NAMES},
@@ -52,7 +52,7 @@ static const stsl__param_meta META[] = {
     {STSL_PARAM_STEP_RULE, "step-rule", "rule", "STSL inner update", STEP_RULE_NAMES},
     {STSL_PARAM_STEP_NOISE, "step-noise", "stepnoise", "STSL line-14 noise (0 as written, 1 DDPM)", NULL},
     {STSL_PARAM_LIKELIHOOD_VARIANCE, "likelihood-variance", "likvar", "RMP v_k", LIKVAR_NAMES},
-    {STSL_PARAM_RENOISE_LEVEL, "renoise-level", "renoise", "DPS-MO re-noise to the current (0) or next (1) level", NULL},
+    {STSL_PARAM_RENOISE_LEVEL, "renoise-level", "renoise", "DPS-MO next level by the eta step (0) or all fresh noise (1)", NULL},
     {STSL_PARAM_BATCH_LIMIT, "batch-limit", "", "max points per network call (memory bound)", NULL},
     {STSL_PARAM_PAD_BATCH, "pad-batch", "",
      "run a batch as groups of P, calls shaped for P (1: same bits at any batch)", NULL},
@@ -80,7 +80,6 @@ typedef struct sp_row {
     double min, max, def;
     int is_integer;
     unsigned only;        /* integer keys: the values allowed (bit per value), 0: all in range */
-    int per_norm2;        /* the default is def / ||A||_2^2 (the operator's gain) */
 } sp_row;
 
 /* One row per (key, group of kinds with the same bounds and default): edit a kind's default on
@@ -88,51 +87,52 @@ typedef struct sp_row {
  * operator; RULES below change them. */
 static const sp_row ROWS[] = {
     /* key                            kinds                    min    max     default int */
-    {STSL_PARAM_SEED,                 ALL_KINDS,               0, 9007199254740992.0, 0, 1, 0, 0},
-    {STSL_PARAM_BATCH_LIMIT,          ALL_KINDS,               1, STSL_MAX_BATCH, 64, 1, 0, 0},
-    {STSL_PARAM_PAD_BATCH,            ALL_KINDS,               0, STSL_MAX_BATCH, 0, 1, 0, 0},
-    {STSL_PARAM_PROGRESS_ESTIMATE,    ALL_KINDS,               0, 1, 0, 1, 0, 0},
-    {STSL_PARAM_STEPS,                K(DDIM) | STSL_LIKE,     1, 100000, 50, 1, 0, 0},
-    {STSL_PARAM_STEPS,                K(DPS) | K(LDPS) | K(PSLD), 1, 100000, 1000, 1, 0, 0},
-    {STSL_PARAM_STEPS,                K(RMP),                  1, 100000, 400, 1, 0, 0},
-    {STSL_PARAM_STEPS,                K(DPS_MO),               2, 100000, 100, 1, 0, 0},
-    {STSL_PARAM_INNER_STEPS,          K(STSL),                 1, 10000, 5, 1, 0, 0},
-    {STSL_PARAM_INNER_STEPS,          K(STSL_BIASED) | K(RMP), 1, 10000, 1, 1, 0, 0},
-    {STSL_PARAM_INNER_STEPS,          K(DPS_MO),               0, 10000, 3, 1, 0, 0},
-    {STSL_PARAM_PROBES,               STSL_LIKE,               1, 256, 2, 1, 0, 0},
-    {STSL_PARAM_PROBES,               K(RMP),                  1, 256, 1, 1, 0, 0},
-    {STSL_PARAM_ETA,                  K(STSL),                 0, BIG, 0.02, 0, 0, 0},
-    {STSL_PARAM_ETA,                  K(STSL_BIASED),          0, BIG, 0.0, 0, 0, 0},
-    {STSL_PARAM_ETA,                  K(DDIM),                 0, 1, 0.0, 0, 0, 0},
-    {STSL_PARAM_LAMBDA,               STSL_LIKE,               0, BIG, 1.0, 0, 0, 0},
+    {STSL_PARAM_SEED,                 ALL_KINDS,               0, 9007199254740992.0, 0, 1, 0},
+    {STSL_PARAM_BATCH_LIMIT,          ALL_KINDS,               1, STSL_MAX_BATCH, 64, 1, 0},
+    {STSL_PARAM_PAD_BATCH,            ALL_KINDS,               0, STSL_MAX_BATCH, 0, 1, 0},
+    {STSL_PARAM_PROGRESS_ESTIMATE,    ALL_KINDS,               0, 1, 0, 1, 0},
+    {STSL_PARAM_STEPS,                K(DDIM) | STSL_LIKE,     1, 100000, 50, 1, 0},
+    {STSL_PARAM_STEPS,                K(DPS) | K(LDPS) | K(PSLD), 1, 100000, 1000, 1, 0},
+    {STSL_PARAM_STEPS,                K(RMP),                  1, 100000, 400, 1, 0},
+    {STSL_PARAM_STEPS,                K(DPS_MO),               2, 100000, 100, 1, 0},
+    {STSL_PARAM_INNER_STEPS,          K(STSL),                 1, 10000, 5, 1, 0},
+    {STSL_PARAM_INNER_STEPS,          K(STSL_BIASED) | K(RMP), 1, 10000, 1, 1, 0},
+    /* DPS-MO: MO's directions per level after the DPS one, one UNet VJP each (dps_mo.c) */
+    {STSL_PARAM_INNER_STEPS,          K(DPS_MO),               0, 64, 1, 1, 0},
+    {STSL_PARAM_PROBES,               STSL_LIKE,               1, 256, 2, 1, 0},
+    {STSL_PARAM_PROBES,               K(RMP),                  1, 256, 1, 1, 0},
+    {STSL_PARAM_ETA,                  K(STSL),                 0, BIG, 0.02, 0, 0},
+    {STSL_PARAM_ETA,                  K(STSL_BIASED),          0, BIG, 0.0, 0, 0},
+    {STSL_PARAM_ETA,                  K(DDIM),                 0, 1, 0.0, 0, 0},
+    /* DPS-MO: DDIM's eta on its ladder (dps_mo.c).  1 (DDPM's ancestral step) is better guided
+     * but under-disperses the prior at 100 levels (within-component spread 0.94); 0.75: 0.956,
+     * 0.5: 0.972 but -0.9 dB on sr4 (docs/algorithms.md, dps-mo) */
+    {STSL_PARAM_ETA,                  K(DPS_MO),               0, 1, 0.75, 0, 0},
+    {STSL_PARAM_LAMBDA,               STSL_LIKE,               0, BIG, 1.0, 0, 0},
     /* STSL: the scaled step's fraction (STEP_RULE scaled); Adam's lr is a rule below */
-    {STSL_PARAM_LEARNING_RATE,        STSL_LIKE,               1e-12, BIG, 0.2, 0, 0, 0},
-    {STSL_PARAM_LEARNING_RATE,        K(RMP),                  1e-12, 2.0, 1.0, 0, 0, 0},
-    /* DPS-MO: the SGLD step is this fraction of 1/||A||_2^2 (the gradient of ||y - A x||^2 is
-     * 2 ||A||^2-Lipschitz, so a quarter of the stable range) */
-    {STSL_PARAM_LEARNING_RATE,        K(DPS_MO),               1e-12, BIG, 0.25, 0, 0, 1},
-    {STSL_PARAM_LR_DECAY,             STSL_LIKE,               1e-6, 10, 0.998, 0, 0, 0},
-    {STSL_PARAM_KAPPA,                STSL_LIKE,               0, BIG, 0.0, 0, 0, 0},
-    {STSL_PARAM_ZETA,                 K(DPS),                  0, BIG, 0.3, 0, 0, 0},
-    {STSL_PARAM_ZETA,                 K(RMP),                  0, BIG, 1.0, 0, 0, 0},
-    {STSL_PARAM_ZETA,                 K(DPS_MO),               0, BIG, 0.3, 0, 0, 0},
-    {STSL_PARAM_OMEGA,                K(LDPS) | K(PSLD),       0, BIG, 1.0, 0, 0, 0},
-    {STSL_PARAM_GAMMA,                K(PSLD),                 0, BIG, 0.1, 0, 0, 0},
-    /* plain descent; 2 sigma_y^2 = SGLD on the likelihood */
-    {STSL_PARAM_TEMPERATURE,          K(DPS_MO),               0, BIG, 0.0, 0, 0, 0},
-    {STSL_PARAM_SIGMA_MIN,            K(DPS_MO) | K(RMP),      1e-6, 1e6, 0.01, 0, 0, 0},
-    {STSL_PARAM_SIGMA_MAX,            K(DPS_MO) | K(RMP),      1e-6, 1e6, 80.0, 0, 0, 0},
-    {STSL_PARAM_VARIANT,              K(RMP),                  0, 2, STSL_VARIANT_RMP_VP, 1, 0, 0},
+    {STSL_PARAM_LEARNING_RATE,        STSL_LIKE,               1e-12, BIG, 0.2, 0, 0},
+    {STSL_PARAM_LEARNING_RATE,        K(RMP),                  1e-12, 2.0, 1.0, 0, 0},
+    {STSL_PARAM_LR_DECAY,             STSL_LIKE,               1e-6, 10, 0.998, 0, 0},
+    {STSL_PARAM_KAPPA,                STSL_LIKE,               0, BIG, 0.0, 0, 0},
+    {STSL_PARAM_ZETA,                 K(DPS),                  0, BIG, 0.3, 0, 0},
+    {STSL_PARAM_ZETA,                 K(RMP),                  0, BIG, 1.0, 0, 0},
+    /* DPS-MO: 1 = DPS's Gaussian likelihood, in posterior-mean units (dps_mo.c) */
+    {STSL_PARAM_ZETA,                 K(DPS_MO),               0, BIG, 1.0, 0, 0},
+    {STSL_PARAM_OMEGA,                K(LDPS) | K(PSLD),       0, BIG, 1.0, 0, 0},
+    {STSL_PARAM_GAMMA,                K(PSLD),                 0, BIG, 0.1, 0, 0},
+    {STSL_PARAM_SIGMA_MIN,            K(DPS_MO) | K(RMP),      1e-6, 1e6, 0.01, 0, 0},
+    {STSL_PARAM_SIGMA_MAX,            K(DPS_MO) | K(RMP),      1e-6, 1e6, 80.0, 0, 0},
+    {STSL_PARAM_VARIANT,              K(RMP),                  0, 2, STSL_VARIANT_RMP_VP, 1, 0},
     {STSL_PARAM_VARIANT,              STSL_LIKE,               0, 3, STSL_VARIANT_STSL_SCORE_PLUS, 1,
-     (1u << STSL_VARIANT_DEFAULT) | (1u << STSL_VARIANT_STSL_SCORE_PLUS), 0},
-    {STSL_PARAM_INIT,                 STSL_LIKE,               0, 3, STSL_INIT_FRESH_NOISE, 1, 0, 0},
-    {STSL_PARAM_SQUARED_LOSS,         STSL_LIKE,               0, 1, 1, 1, 0, 0},
-    {STSL_PARAM_INNER_INCLUSIVE,      STSL_LIKE,               0, 1, 0, 1, 0, 0},
-    {STSL_PARAM_ADAM_PERSIST,         STSL_LIKE,               0, 1, 0, 1, 0, 0},
-    {STSL_PARAM_STEP_RULE,            STSL_LIKE,               0, 1, STSL_STEP_SCALED, 1, 0, 0},
-    {STSL_PARAM_STEP_NOISE,           STSL_LIKE,               0, 1, 1.0, 0, 0, 0},
-    {STSL_PARAM_LIKELIHOOD_VARIANCE,  K(RMP),                  0, 1, STSL_LIKVAR_FLAT, 1, 0, 0},
-    {STSL_PARAM_RENOISE_LEVEL,        K(DPS_MO),               0, 1, 0, 1, 0, 0},
+     (1u << STSL_VARIANT_DEFAULT) | (1u << STSL_VARIANT_STSL_SCORE_PLUS)},
+    {STSL_PARAM_INIT,                 STSL_LIKE,               0, 3, STSL_INIT_FRESH_NOISE, 1, 0},
+    {STSL_PARAM_SQUARED_LOSS,         STSL_LIKE,               0, 1, 1, 1, 0},
+    {STSL_PARAM_INNER_INCLUSIVE,      STSL_LIKE,               0, 1, 0, 1, 0},
+    {STSL_PARAM_ADAM_PERSIST,         STSL_LIKE,               0, 1, 0, 1, 0},
+    {STSL_PARAM_STEP_RULE,            STSL_LIKE,               0, 1, STSL_STEP_SCALED, 1, 0},
+    {STSL_PARAM_STEP_NOISE,           STSL_LIKE,               0, 1, 1.0, 0, 0},
+    {STSL_PARAM_LIKELIHOOD_VARIANCE,  K(RMP),                  0, 1, STSL_LIKVAR_FLAT, 1, 0},
+    {STSL_PARAM_RENOISE_LEVEL,        K(DPS_MO),               0, 1, 0, 1, 0},
 };
 #define N_ROWS (sizeof ROWS / sizeof ROWS[0])
 
@@ -168,10 +168,8 @@ static const sp_rule RULES[] = {
     {K(DPS), STSL_PARAM_ZETA, WHEN_OP_KINDS, 0, OPK(RANDOM_INPAINT) | OPK(BOX_INPAINT) | OPK(MASK_INPAINT), 0.5},
     {K(DPS), STSL_PARAM_ZETA, WHEN_OP_KINDS, 0, OPK(PHASE_RETRIEVAL), 1.0},
     /* The impulse-noise losses' bounded gradient (Huber: delta per pixel) starves a guidance
-     * step sized for Gaussian noise (docs/algorithms.md).  DPS-MO, validation salt-pepper
-     * (8 images): zeta 0.3 19.6 dB, 0.6 24.2, 1 27.0, 1.5 28.4, 2 27.7, 3 25.5. */
+     * step sized for Gaussian noise (docs/algorithms.md). */
     {K(RMP), STSL_PARAM_ZETA, WHEN_IMPULSE_LOSS, 0, 0, 10.0},
-    {K(DPS_MO), STSL_PARAM_ZETA, WHEN_IMPULSE_LOSS, 0, 0, 1.5},
 };
 #define N_RULES (sizeof RULES / sizeof RULES[0])
 
@@ -226,7 +224,7 @@ void stsl__sp_resolve(stsl_solver_kind kind, const double *val, const unsigned c
             out[s] = val[s];
             ruled[s] = 1;
         } else {
-            out[s] = r->per_norm2 && f->norm2 > 0 ? r->def / f->norm2 : r->def;
+            out[s] = r->def;
         }
     }
     /* then the rules, on keys still at their default; they read settings no rule changes */
@@ -239,15 +237,6 @@ void stsl__sp_resolve(stsl_solver_kind kind, const double *val, const unsigned c
             ruled[s] = 1;
         }
     }
-}
-
-int stsl__sp_needs_norm2(stsl_solver_kind kind, const unsigned char *set)
-{
-    for (int s = 0; s < STSL__SP_COUNT; s++) {
-        const sp_row *r = find_row(kind, slot_key(s));
-        if (r && r->per_norm2 && !(set && set[s])) return 1;
-    }
-    return 0;
 }
 
 int stsl__sp_bounds(stsl_solver_kind kind, stsl_param key, stsl_param_bounds *b)

@@ -23,11 +23,10 @@
 typedef struct stsl__op_facts {
     int op_kind;      /* stsl_operator_kind, -1 for the generic operator */
     int loss;         /* stsl_loss */
-    double norm2;     /* ||A||_2^2 (1 unless measured: stsl__sp_needs_norm2) */
 } stsl__op_facts;
 /* The operator getters resolve against before a solver's first run: no kind of its own,
- * Gaussian noise (squared loss), ||A||_2 = 1. */
-#define STSL__OP_FACTS_GENERIC ((stsl__op_facts){-1, STSL_LOSS_SQUARED, 1.0})
+ * Gaussian noise (squared loss). */
+#define STSL__OP_FACTS_GENERIC ((stsl__op_facts){-1, STSL_LOSS_SQUARED})
 
 /* slot of a key, -1 when the key is not a solver key */
 int stsl__solver_slot(stsl_param key);
@@ -41,9 +40,6 @@ int stsl__sp_value_allowed(stsl_solver_kind kind, stsl_param key, double value);
  * values set (val, set: per slot) and the operator's facts. */
 void stsl__sp_resolve(stsl_solver_kind kind, const double *val, const unsigned char *set,
                       const stsl__op_facts *facts, double *out);
-/* 1 when the resolution needs the operator's ||A||_2^2 (a default of this kind, left unset, is
- * scaled by it): the run measures it then. */
-int stsl__sp_needs_norm2(stsl_solver_kind kind, const unsigned char *set);
 /* "name=value ..." of every parameter the kind uses (resolved values p), into buf. */
 void stsl__sp_format(stsl_solver_kind kind, const double *p, char *buf, size_t n);
 

@@ -502,15 +502,6 @@ stsl_status stsl__testbed_configure(const stsl__testbed *tb, stsl_solver *solver
     case STSL_SOLVER_STSL_BIASED:
         st = stsl_solver_set_float(solver, STSL_PARAM_LAMBDA, 1.0 / (2.0 * s2));
         break;
-    case STSL_SOLVER_DPS_MO: {
-        /* ||A||_2^2 <= Frobenius^2 */
-        double fa = 0;
-        for (size_t i = 0; i < tb->dx * tb->dy; i++) fa += tb->A[i] * tb->A[i];
-        st = stsl_solver_set_float(solver, STSL_PARAM_TEMPERATURE, 2.0 * s2);
-        if (st == STSL_OK)
-            st = stsl_solver_set_float(solver, STSL_PARAM_LEARNING_RATE, 0.25 / (fa > 0 ? fa : 1));
-        break;
-    }
     default: break;
     }
     return st;

@@ -60,9 +60,8 @@ void stsl__testbed_y(const stsl__testbed *tb, float *y);
 
 /* The settings a solver gets in the testbed (docs/algorithms.md, "exact-posterior testbed"):
  * defaults, except that likelihood weights are made consistent with sigma_y where the solver
- * has one: stsl/stsl-biased LAMBDA = 1/(2 sigma_y^2); dps-mo TEMPERATURE = 2 sigma_y^2 and SGLD
- * step 0.25 / ||A||_F^2 (Langevin step
- * h = 2 sigma_y^2 step <= sigma_y^2 / (2 ||A||^2): half the stable bound).  rmp reads sigma_y from the operator (zeta = 1 is exact);
+ * has one: stsl/stsl-biased LAMBDA = 1/(2 sigma_y^2).  rmp and dps-mo read sigma_y from the
+ * operator (zeta = 1 is exact);
  * dps, ldps and psld keep their step-size defaults (they are step sizes, not weights). */
 stsl_status stsl__testbed_configure(const stsl__testbed *tb, stsl_solver *solver);
 

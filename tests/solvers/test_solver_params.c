@@ -193,22 +193,19 @@ static void test_dependent_defaults(void)
 static void test_operator_dependent_defaults(void)
 {
     setup();
-    stsl_operator *huber = NULL, *inpaint = NULL, *scaled = NULL;
-    const float one = 1.0f, three = 3.0f;
+    stsl_operator *huber = NULL, *inpaint = NULL;
+    const float one = 1.0f;
     TU_ASSERT_OK(stsl_operator_create_matrix(ctx, (stsl_shape){1, 1, 1}, 1, &one, &huber));
     TU_ASSERT_OK(stsl_operator_set_int(huber, STSL_PARAM_LOSS, STSL_LOSS_HUBER));
     TU_ASSERT_OK(stsl_operator_create(ctx, STSL_OP_RANDOM_INPAINT, (stsl_shape){1, 1, 1}, 0, &inpaint));
     TU_ASSERT_OK(stsl_operator_set_float(inpaint, STSL_PARAM_DROP_RATE, 0.0));
-    TU_ASSERT_OK(stsl_operator_create_matrix(ctx, (stsl_shape){1, 1, 1}, 1, &three, &scaled));
     struct {
         stsl_solver_kind kind;
         stsl_operator *op;
         stsl_param changed;
     } cases[] = {
         {STSL_SOLVER_RMP, huber, STSL_PARAM_ZETA},
-        {STSL_SOLVER_DPS_MO, huber, STSL_PARAM_ZETA},
         {STSL_SOLVER_DPS, inpaint, STSL_PARAM_ZETA},
-        {STSL_SOLVER_DPS_MO, scaled, STSL_PARAM_LEARNING_RATE},   /* per ||A||_2^2 = 9 */
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         stsl_solver *s = NULL;
@@ -229,7 +226,6 @@ static void test_operator_dependent_defaults(void)
     }
     stsl_operator_destroy(huber);
     stsl_operator_destroy(inpaint);
-    stsl_operator_destroy(scaled);
 }
 
 /* ---- the lookups: argument validation, uniqueness, round trips ---- */

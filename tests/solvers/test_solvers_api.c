@@ -291,10 +291,17 @@ static void test_nfe_pixel(void)
     check_nfe(s, gmm, NULL, B, (expect){(uint64_t)B, (uint64_t)(40 - 1) * 2 * B, 0, 0, 0, 0},
               "rmp ve");
     stsl_solver_destroy(s);
-    /* dps-mo: 1 VJP (the DPS step, one pass) + 1 forward (the projection) per level; SGLD is
-     * operator work only */
+    /* dps-mo: 1 + N UNet VJPs per level (the DPS direction from the kept pass, N MO directions
+     * as full VJPs at the same point; the probes of H p are operator work only); N 3 too; with
+     * zeta 0 (the prior sampler) 1 forward per level */
     s = make("dps-mo", T);
-    check_nfe(s, gmm, NULL, B, (expect){(uint64_t)T * B, (uint64_t)T * B, 0, 0, 0, 0}, "dps-mo");
+    int64_t mo_n = -1;
+    TU_ASSERT_OK(stsl_solver_get_int(s, STSL_PARAM_INNER_STEPS, &mo_n));
+    check_nfe(s, gmm, NULL, B, (expect){0, (uint64_t)T * (1 + mo_n) * B, 0, 0, 0, 0}, "dps-mo");
+    stsl_solver_set_int(s, STSL_PARAM_INNER_STEPS, 3);
+    check_nfe(s, gmm, NULL, B, (expect){0, (uint64_t)T * 4 * B, 0, 0, 0, 0}, "dps-mo N 3");
+    stsl_solver_set_float(s, STSL_PARAM_ZETA, 0.0);
+    check_nfe(s, gmm, NULL, B, (expect){(uint64_t)T * B, 0, 0, 0, 0, 0}, "dps-mo zeta 0");
     stsl_solver_destroy(s);
 }
 
@@ -377,6 +384,15 @@ static void test_nfe_latent(void)
     s = make("dps", T);
     check_nfe(s, lat, ae, B, (expect){0, (uint64_t)T * B, (uint64_t)(T + 1) * B, (uint64_t)T * B, 0, 0},
               "dps latent");
+    stsl_solver_destroy(s);
+    /* dps-mo, N 2: 1 + N UNet VJPs per level; grad l through the decoder at x0 and at each of the
+     * 1 + N probes: 2 + N decoder VJPs per level, each a forward + a VJP with this test autoencoder
+     * (it cannot keep an evaluation), + 1 decoder forward for the output */
+    s = make("dps-mo", T);
+    stsl_solver_set_int(s, STSL_PARAM_INNER_STEPS, 2);
+    check_nfe(s, lat, ae, B,
+              (expect){0, (uint64_t)T * 3 * B, (uint64_t)(T * 4 + 1) * B, (uint64_t)T * 4 * B, 0, 0},
+              "dps-mo latent");
     stsl_solver_destroy(s);
     /* psld: + 1 encoder forward per step for the gluing term */
     s = make("psld", T);

@@ -197,6 +197,86 @@ static void test_stsl_defaults(void)
     stsl__testbed_destroy(tb);
 }
 
+/* Spread and weights of samples x (n x d_x) against the testbed's PRIOR: each sample is assigned
+ * to the nearest component mean (the means are >= 16 apart at d_x 8, the unit-variance components
+ * overlap by < 1e-12); spread = sqrt(mean squared residual / var) (1 for exact draws), tv = the total
+ * variation between the assigned fractions and the weights. */
+static void prior_fit(const stsl__testbed *tb, const float *x, int n, double *spread, double *tv)
+{
+    double *cnt = calloc((size_t)tb->k, sizeof(double)), ss = 0;
+    for (int i = 0; i < n; i++) {
+        int best = 0;
+        double bd = INFINITY;
+        for (int c = 0; c < tb->k; c++) {
+            double d2 = 0;
+            for (size_t d = 0; d < tb->dx; d++) {
+                double u = x[(size_t)i * tb->dx + d] - tb->mu[(size_t)c * tb->dx + d];
+                d2 += u * u;
+            }
+            if (d2 < bd) bd = d2, best = c;
+        }
+        cnt[best] += 1;
+        ss += bd;
+    }
+    *spread = sqrt(ss / ((double)n * tb->dx) / tb->var);
+    *tv = 0;
+    for (int c = 0; c < tb->k; c++) *tv += 0.5 * fabs(cnt[c] / n - tb->w[c]);
+    free(cnt);
+}
+
+/* DPS-MO with guidance and MO off (zeta 0, N 0) is its outer loop alone and must sample the prior
+ * as DDIM does (issue 28: the re-noise/denoise of the MO step turned D(x) into D(D(x) + sigma xi),
+ * spread 0.61, TV 0.27), at its default ETA and at ETA 0 (the probability-flow ODE).  PRIOR_N
+ * samples: the TV of PRIOR_N exact draws over 25 components is about 0.04, the spread's standard
+ * error 0.005; bounds: spread >= PRIOR_SPREAD_MIN, TV <= PRIOR_TV_MAX, checked on DDIM too (the
+ * reference sampler: 0.99 / 0.09 at 50 steps). */
+#define PRIOR_N 2000
+#define PRIOR_SPREAD_MIN 0.95
+#define PRIOR_TV_MAX 0.10
+static void test_dps_mo_prior(void)
+{
+    setup();
+    char err[STSL_ERRMSG_SIZE];
+    stsl__testbed *tb = NULL;
+    stsl_score *score = NULL;
+    stsl_operator *op = NULL;
+    TU_ASSERT_OK(stsl__testbed_mcg(8, 2, 3, &tb, err));
+    TU_ASSERT_OK(stsl__testbed_score(tb, ctx, sched, &score, err));
+    TU_ASSERT_OK(stsl__testbed_operator(tb, ctx, &op, err));
+    if (!tb || !score || !op) return;
+    float *y = malloc(PRIOR_N * tb->dy * sizeof(float)), *x = malloc(PRIOR_N * tb->dx * sizeof(float));
+    for (int i = 0; i < PRIOR_N; i++) stsl__testbed_y(tb, y + i * tb->dy);
+    const char *names[] = {"ddim", "dps-mo", "dps-mo eta 0"};
+    for (int s = 0; s < 3; s++) {
+        stsl_solver *sv = NULL;
+        TU_ASSERT_OK(stsl_solver_create_by_name(ctx, s ? "dps-mo" : "ddim", &sv));
+        if (!sv) continue;
+        if (s >= 1) {
+            TU_ASSERT_OK(stsl_solver_set_float(sv, STSL_PARAM_ZETA, 0.0));
+            TU_ASSERT_OK(stsl_solver_set_int(sv, STSL_PARAM_INNER_STEPS, 0));
+        }
+        if (s == 2) TU_ASSERT_OK(stsl_solver_set_float(sv, STSL_PARAM_ETA, 0.0));
+        stsl_solver_set_int(sv, STSL_PARAM_SEED, 77);
+        stsl_solver_set_int(sv, STSL_PARAM_BATCH_LIMIT, 4096);
+        TU_ASSERT_OK(stsl_solver_run(sv, score, op, NULL, y, x, PRIOR_N));
+        double spread = 0, tv = 1;
+        prior_fit(tb, x, PRIOR_N, &spread, &tv);
+        if (verbose) printf("\n  %s, guidance off: within-component spread %.3f, weight TV %.3f", names[s], spread, tv);
+        if (!(spread >= PRIOR_SPREAD_MIN && tv <= PRIOR_TV_MAX))
+            fprintf(stderr, "\n  %s with guidance off: spread %.3f (>= %.2f), TV %.3f (<= %.2f)\n", names[s],
+                    spread, PRIOR_SPREAD_MIN, tv, PRIOR_TV_MAX);
+        CU_ASSERT(spread >= PRIOR_SPREAD_MIN);
+        CU_ASSERT(spread <= 1.0 / PRIOR_SPREAD_MIN);
+        CU_ASSERT(tv <= PRIOR_TV_MAX);
+        stsl_solver_destroy(sv);
+    }
+    free(y);
+    free(x);
+    stsl_operator_destroy(op);
+    stsl_score_destroy(score);
+    stsl__testbed_destroy(tb);
+}
+
 static void image_case(const char *opname)
 {
     setup();
@@ -245,8 +325,7 @@ static void image_case(const char *opname)
         if (verbose) printf("  rmp@20 SW %.4f mean err %.4f\n", sw, me);
         CU_ASSERT(isfinite(me));
     }
-    /* DPS-MO as a user gets it: its SGLD temperature follows the operator's noise (a fixed
-     * temperature of 1 drowned the image in null-space noise) */
+    /* DPS-MO as a user gets it (library defaults) */
     if (run_as(tb, score, op, "dps-mo", 1, 0, 0, ex, &sw, &me) == 0) {
         if (verbose) printf("  dps-mo (library defaults) SW %.4f mean err %.4f\n", sw, me);
         CU_ASSERT(sw <= 0.5 * sw_prior);
@@ -306,6 +385,7 @@ int main(void)
         {"testbed: exact sampler and sliced Wasserstein", test_testbed_self},
         {"MCG GMM d_x 8 d_y 2: every solver vs the exact posterior", test_mcg},
         {"MCG GMM d_x 80 d_y 2: stsl defaults vs the literal reading and dps", test_stsl_defaults},
+        {"MCG GMM prior: dps-mo with guidance and MO off samples it as ddim does", test_dps_mo_prior},
         {"image GMM under gaussian-blur", test_image_blur},
         {"image GMM under sr2", test_image_sr2},
         {"image GMM under random-inpaint", test_image_inpaint},
