@@ -115,6 +115,12 @@ STATIC := $(LIBOUT)/libstsl.a
 # check_exports.sh (make check-exports) keeps it so.
 STATIC_LINK := $(STATIC) -Wl,--exclude-libs,ALL
 
+# The exact-posterior GMM testbed (tests/support/): test and benchmark support, not part of
+# libstsl.  It uses the library's internals (allocator, seeded streams), so it is built with -Isrc
+# into its own archive, linked by the test programs and stsl-bench together with libstsl.a.
+TESTBED_SRC := $(wildcard tests/support/*.c)
+TESTBED_LIB := $(BUILD)/libstsl_testbed.a
+
 TEST_SRC := $(sort $(wildcard tests/*/test_*.c))
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 TEST_COMMON := $(wildcard tests/common/*.c)
@@ -161,10 +167,18 @@ $(STATIC): $(LIB_OBJ)
 	rm -f $@
 	ar rcs $@ $(LIB_OBJ)
 
-# Tests link the static library so they can also reach internal (hidden) functions.
-$(BUILD)/tests/%: tests/%.c $(STATIC) $(TEST_COMMON) $(wildcard tests/common/*.h)
+$(BUILD)/obj/support/%.o: tests/support/%.c $(wildcard tests/support/*.h) include/stsl.h $(wildcard src/*/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -Itests -o $@ $< $(TEST_COMMON) $(STATIC_LINK) -lcunit $(LINK_LIBS)
+	$(CC) $(CFLAGS_ALL) -Itests -c $< -o $@
+
+$(TESTBED_LIB): $(patsubst tests/support/%.c,$(BUILD)/obj/support/%.o,$(TESTBED_SRC))
+	rm -f $@
+	ar rcs $@ $^
+
+# Tests link the static library so they can also reach internal (hidden) functions.
+$(BUILD)/tests/%: tests/%.c $(STATIC) $(TESTBED_LIB) $(TEST_COMMON) $(wildcard tests/common/*.h tests/support/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -Itests -o $@ $< $(TEST_COMMON) $(TESTBED_LIB) $(STATIC_LINK) -lcunit $(LINK_LIBS)
 
 # The tools' tests (tests/tools/) also test the tools' own code (examples/common/*.c) directly,
 # built as the tools build it: against include/ and examples/ only.
@@ -179,10 +193,6 @@ $(TOOL_TEST_BIN): $(BUILD)/tests/tools/%: tests/tools/%.c $(STATIC) $(TEST_COMMO
 # only, so a tool that includes anything under src/ fails to build, and link the shared
 # library, as a user's program would.
 TOOL_CFLAGS = $(filter-out -Isrc,$(CFLAGS_ALL)) -Iexamples
-# THE ONE EXCEPTION (issue 29, until the GMM testbed leaves libstsl): stsl-bench's exact-posterior
-# mode includes src/solvers/testbed.h and calls its hidden functions, so mk/solvers.mk builds it
-# with these flags and the static library.  Delete this variable and that rule together.
-TESTBED_EXCEPTION_CFLAGS := -Isrc
 $(BINOUT)/%: examples/%.c $(SHARED) $(TOOL_COMMON) $(wildcard examples/common/*.h)
 	@mkdir -p $(BINOUT)
 	$(CC) $(TOOL_CFLAGS) -o $@ $< $(TOOL_COMMON) -L$(LIBOUT) -lstsl \

@@ -6,7 +6,7 @@
  *   a solver may carry options: "stsl:init=1:steps=100" (any solver parameter's name or alias,
  *   as the library names them: the solver options below, without the dashes)
  *
- * GMM mode: the exact-posterior testbed (MCGdiff benchmark, src/solvers/testbed.h).  For every
+ * GMM mode: the exact-posterior testbed (MCGdiff benchmark, tests/support/testbed.h).  For every
  * d_x, d_y and seed, every solver draws --n samples (one batch run per instance) and is compared
  * with --n exact posterior samples by the sliced Wasserstein distance (sw, 256 projections).
  * Reference rows: "exact" (a second exact sample set: the noise floor of the distance) and
@@ -20,7 +20,7 @@
  * Exit status: 0 success, 2 bad usage, 1 other failure.
  */
 #include "stsl.h"
-#include "solvers/testbed.h"
+#include "support/testbed.h"   /* tests/support: the exact-posterior testbed */
 #include "common/timing.h"
 #include "common/cli.h"            /* cli_tune_malloc */
 #include "common/restore_util.h"   /* ru_set_solver_param */
@@ -316,7 +316,7 @@ static void write_instances_md(FILE *md, const gmm_opts *o, const inst *list, in
                 "%.0f s.\n\n", o->cmdline, date, host, ncpu, stsl_version(),
             o->threads > 0 ? o->threads : 1, secs);
     fprintf(md, "MCGdiff testbed (25-component GMM on the grid (-8i, -8j), unit covariances, A = U "
-                "diag(s) V, s ~ sorted U(0,1), sigma_y = U(0,1) max s; src/solvers/testbed.c). Every "
+                "diag(s) V, s ~ sorted U(0,1), sigma_y = U(0,1) max s; tests/support/testbed.c). Every "
                 "solver runs the library's defaults (the parameter table in src/solvers/solver.c) "
                 "except where its name carries options (`name:key=value`, stsl-bench --help) and "
                 "except stsl / stsl-biased, whose LAMBDA the testbed sets to the likelihood's "
@@ -440,7 +440,7 @@ static int gmm_mode(const gmm_opts *o)
                     row = scratch;
                 }
                 double *psw = isw + (size_t)ii * ncol, *prel = irel + (size_t)ii * ncol;
-                char err[STSL_ERRMSG_SIZE] = "";
+                char err[STSL_TESTBED_ERR_SIZE] = "";
                 stsl__testbed *tb = NULL;
                 stsl_score *score = NULL;
                 stsl_operator *op = NULL;
@@ -490,7 +490,7 @@ static int gmm_mode(const gmm_opts *o)
                 }
                 for (int k = 0; k < ns; k++) {
                     stsl_nfe nfe;
-                    char e2[STSL_ERRMSG_SIZE] = "";
+                    char e2[STSL_TESTBED_ERR_SIZE] = "";
                     cell *c = &row[nref + k];
                     stsl_status st = run_solver(ctx, o->solvers[k], tb, score, op, n,
                                                 seed * 100003 + 11, smp, &nfe, e2, sizeof e2);

@@ -1,6 +1,6 @@
 /*
  * test_solvers_exact.c -- every solver against the exact posterior of the GMM testbed
- * (src/solvers/testbed.h; settings per solver: stsl__testbed_configure, docs/algorithms.md).
+ * (tests/support/testbed.h; settings per solver: stsl__testbed_configure, docs/algorithms.md).
  *
  * 1. MCGdiff problem, d_x = 8, d_y = 2 (seed 2), N_SAMPLES solver samples vs as many exact ones,
  *    sliced Wasserstein distance SW (256 projections).  References: SW(prior) and SW(ddim), the
@@ -19,7 +19,7 @@
  *    rmp mean error <= 0.5 prior mean error.
  */
 #include "common/testutil.h"
-#include "solvers/testbed.h"
+#include "support/testbed.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -118,7 +118,7 @@ static double prior_mean_err(const stsl__testbed *tb)
 static void test_mcg(void)
 {
     setup();
-    char err[STSL_ERRMSG_SIZE];
+    char err[STSL_TESTBED_ERR_SIZE];
     stsl__testbed *tb = NULL;
     stsl_score *score = NULL;
     stsl_operator *op = NULL;
@@ -169,7 +169,7 @@ static void test_mcg(void)
 static void test_stsl_defaults(void)
 {
     setup();
-    char err[STSL_ERRMSG_SIZE];
+    char err[STSL_TESTBED_ERR_SIZE];
     stsl__testbed *tb = NULL;
     stsl_score *score = NULL;
     stsl_operator *op = NULL;
@@ -236,7 +236,7 @@ static void prior_fit(const stsl__testbed *tb, const float *x, int n, double *sp
 static void test_dps_mo_prior(void)
 {
     setup();
-    char err[STSL_ERRMSG_SIZE];
+    char err[STSL_TESTBED_ERR_SIZE];
     stsl__testbed *tb = NULL;
     stsl_score *score = NULL;
     stsl_operator *op = NULL;
@@ -280,7 +280,7 @@ static void test_dps_mo_prior(void)
 static void image_case(const char *opname)
 {
     setup();
-    char err[STSL_ERRMSG_SIZE];
+    char err[STSL_TESTBED_ERR_SIZE];
     stsl_shape sh = {1, 8, 8};
     stsl_operator *op = NULL;
     TU_ASSERT_OK(stsl_operator_create_by_name(ctx, opname, sh, &op));
@@ -345,7 +345,7 @@ static void test_testbed_self(void)
 {
     /* the exact sampler against its own mean and the posterior formulas */
     setup();
-    char err[STSL_ERRMSG_SIZE];
+    char err[STSL_TESTBED_ERR_SIZE];
     stsl__testbed *tb = NULL;
     TU_ASSERT_OK(stsl__testbed_mcg(6, 3, 11, &tb, err));
     if (!tb) return;

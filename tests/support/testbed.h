@@ -1,5 +1,6 @@
 /*
- * testbed.h -- the exact-posterior testbed (library-internal, not public API): a Gaussian-mixture
+ * testbed.h -- the exact-posterior testbed (test and benchmark support, not part of libstsl: built
+ * into libstsl_testbed.a for the tests and stsl-bench; Makefile): a Gaussian-mixture
  * prior with isotropic component covariance var * I, a dense linear operator A and Gaussian
  * noise sigma_y, for which the posterior is again a Gaussian mixture:
  *     Sigma = (I / var + A^T A / sigma_y^2)^-1          (shared by all components)
@@ -19,7 +20,13 @@
 #ifndef STSL_TESTBED_H
 #define STSL_TESTBED_H
 
-#include "core/internal.h"
+#include "stsl.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Size of the `err` buffers the builders below write a message into. */
+#define STSL_TESTBED_ERR_SIZE 512
 
 typedef struct stsl__testbed {
     stsl_shape shape;

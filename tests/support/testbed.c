@@ -2,7 +2,11 @@
  * testbed.c -- exact-posterior Gaussian-mixture testbed (see testbed.h).  Small dense linear
  * algebra in double: Gram-Schmidt, Cholesky, triangular solves.
  */
-#include "solvers/testbed.h"
+#include "support/testbed.h"
+
+#include "core/internal.h"   /* the library's allocator, errors and seeded streams */
+
+_Static_assert(STSL_TESTBED_ERR_SIZE >= STSL_ERRMSG_SIZE, "stsl__fail writes STSL_ERRMSG_SIZE bytes");
 
 #include <math.h>
 #include <stdlib.h>
