@@ -4,7 +4,7 @@
  * depend on the kind or on the image shape (KIND_DEFAULTS, the shaped functions).  operator.c
  * stores the values; this file says which are allowed and what they start as.
  */
-#include "operator_internal.h"
+#include "operators/operator_internal.h"
 
 #include <math.h>
 #include <string.h>
