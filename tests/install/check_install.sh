@@ -29,7 +29,7 @@ for t in stsl-degrade stsl-restore; do
   fi
 done
 # Tools use the public API (the Makefile compiles them without -Isrc); a relative include would
-# still reach src/, so look for one.  stsl-bench's testbed include is the one known exception.
+# still reach src/, so look for one.
 if grep -rnE '#[[:space:]]*include[[:space:]]*"[^"]*\.\./' examples >"$root/inc.log"; then
   bad "a tool includes by a relative path: $(head -1 "$root/inc.log")"
 else
