@@ -127,7 +127,7 @@ static int kind_bounds(stsl_solver_kind kind, stsl_param key, stsl_param_bounds 
         if (stsl_like) B(0, 1, 1.0, 0);
         return 0;
     case STSL_PARAM_LIKELIHOOD_VARIANCE:
-        if (kind == STSL_SOLVER_RMP) B(0, 1, STSL_LIKVAR_FLAT, 1);
+        if (kind == STSL_SOLVER_RMP) B(0, 1, STSL_LIKVAR_TWEEDIE, 1);   /* issue 28 */
         return 0;
     case STSL_PARAM_RENOISE_LEVEL:
         if (kind == STSL_SOLVER_DPS_MO) B(0, 1, 0, 1);
