@@ -27,7 +27,7 @@
  *     (Var[x0|x_k] under a flat prior), lambda = tr(A^T A)/d_y (4 fixed probes, operator only).
  *     It over-states A Cov A^T 5-45x on a mixture: guidance comes late and the deterministic
  *     path commits to a mode of posterior weight ~0 (on fresh GMM instances 13 of 24 within 5 %,
- *     TWEEDIE 23 of 24).
+ *     TWEEDIE 23 of 24, its trace alone 20 of 24).
  * The likelihood part of step 5 is explicit and divided by 1 + h zeta kappa w ||A||^2 (damp();
  * h = (1-a)/a on VP, Delta on VE): finite on coarse ladders [choice].
  * With T_in = 1 step 5 is mu_k = mu_{k+1}/sqrt(a) + (1-a)/a (s + zeta g): a noise-free DDPM step
