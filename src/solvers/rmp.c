@@ -167,15 +167,17 @@ static stsl_status tweedie_var_grad(stsl__run *R, const float *z, double t, doub
     return st;
 }
 
-/* J_x0hat^T u from J_eps^T u (in place in j): u/sqrt(ab) - sqrt(1-ab)/sqrt(ab) J_eps^T u, then the
- * guard of cov_guidance: per sample, the quadratic form f u.J^T u (f = (1-ab)/sqrt(ab), so that
- * f J = Cov[x0|x_k]) must lie in [0, r^2 ||u||^2]: a covariance is PSD, and a prior only tightens
- * the flat-prior posterior (Cov <= r^2 I).  Outside (the image prior's Jacobian at high noise
+/* J_x0hat^T u from J_eps^T u (in place in j), then the guard of cov_guidance: per sample, the
+ * quadratic form u.Cov u = f u.J^T u (f = (1-ab)/sqrt(ab), so that f J = Cov[x0|x_k]) must be
+ * positive (and finite): a covariance is PSD.  Otherwise (the image prior's Jacobian at high noise
  * carries the 1/sqrt(abar)-amplified eps error; an off-manifold mean gives negative forms) the
- * product is replaced by the flat prior's, J^T u = u/sqrt(ab).  1 when a sample was replaced. */
-static int cov_vjp_guarded(const stsl__run *R, double ab, double r2, const float *u, float *j)
+ * product is replaced by the flat prior's, J^T u = u/sqrt(ab) (Cov = r^2 I).  No upper bound:
+ * Cov <= r^2 I holds on average over x_k, not pointwise -- between two modes of a mixture the
+ * spread along their axis exceeds r^2 (up to 2.8 r^2 on GMM 18/5/416, where bounding it sent
+ * the path to a mode of weight 0.002).  1 when a sample was replaced. */
+static int cov_vjp_guarded(const stsl__run *R, double ab, const float *u, float *j)
 {
-    const double sa = sqrt(ab), c = sqrt(1 - ab) / sa, f = (1 - ab) / sa;
+    const double sa = sqrt(ab), c = sqrt(1 - ab) / sa;
     int replaced = 0;
     for (int b = 0; b < R->batch; b++) {
         const float *ub = u + (size_t)b * R->dz;
@@ -186,8 +188,7 @@ static int cov_vjp_guarded(const stsl__run *R, double ab, double r2, const float
             q += (double)ub[i] * jb[i];
             jj += (double)jb[i] * jb[i];
         }
-        q *= f;
-        if (!(q > 0 && f * f * jj <= r2 * q)) {   /* also NaN */
+        if (!(q > 0 && isfinite(jj))) {   /* also NaN */
             for (size_t i = 0; i < R->dz; i++) jb[i] = (float)((double)ub[i] / sa);
             replaced = 1;
         }
@@ -195,22 +196,25 @@ static int cov_vjp_guarded(const stsl__run *R, double ab, double r2, const float
     return replaced;
 }
 
-/* The Tweedie covariance in full (STSL_LIKVAR_TWEEDIE on a pixel prior, linear operator, squared
- * loss): the "MMSE" likelihood y | x_k ~ N(A x0hat, M), M = sigma_y^2 I + A Cov[x0|x_k] A^T,
- * Cov = (1 - abar)/sqrt(abar) J_x0hat (Tweedie's second moment), and
+/* Box line 6 with the Tweedie covariance in full (STSL_LIKVAR_TWEEDIE on a pixel prior, linear
+ * operator, squared loss): the "MMSE" likelihood y | x_k ~ N(A x0hat, M),
+ * M = sigma_y^2 I + A Cov[x0|x_k] A^T, Cov = (1 - abar)/sqrt(abar) J_x0hat (Tweedie's second
+ * moment), and
  *     g = -grad_x log N(y; A x0hat(x), M) = -J_x0hat^T A^T M^-1 (y - A x0hat)   (M held fixed).
- * M^-1 r by ONE conjugate-gradient iteration per evaluation, warm-started from the previous
- * evaluation's solution zy (B x d_y, kept by the caller, 0 at the start): M moves little between
- * neighbouring levels, so the iterations accumulate along the ladder (on the GMM testbed one
- * warm-started iteration matches the exact M^-1 r to the digits that matter, 4 cold ones do not):
- *     rr = r - M zy,  alpha = rr.rr / rr.M rr,  zy <- zy + alpha rr.
- * M v = sigma_y^2 v + f A J_x0hat A^T v needs J_x0hat u, u = A^T v: a VJP (J is symmetric for a
- * true score).  TWO VJPs: J^T A^T zy (with eps and x0hat: one pass) and J^T A^T rr; g is their
- * combination J^T A^T (zy + alpha rr) by linearity, no third.  Products guarded (cov_vjp_guarded).
- * wb receives the noise-model weight of v_eff = ||r||^2 / r.M^-1 r (the scalar variance with the
- * same step along r; the flat s2 + cflat when undefined), for the damping. */
-static stsl_status cov_guidance(stsl__run *R, const float *z, double t, double sy, double r2,
-                                double cflat, float *zy, float *eps, float *x0, float *g, double *wb)
+ * M^-1 r by ONE Krylov step per evaluation, warm-started from the previous evaluation's solution
+ * zy (B x d_y, kept by the caller, 0 at the start): M moves little between neighbouring levels, so
+ * the steps accumulate along the ladder (on the GMM testbed one warm step per evaluation matches
+ * the exact M^-1 r; 2 cold CG steps do not).  The step is Galerkin on span{zy, rr}, rr = r - M zy:
+ *     z = beta zy + alpha rr minimising z.M z/2 - z.r   (a 2 x 2 solve),
+ * which rescales a stale zy; the plain CG step (beta = 1) kept one whose J^T A^T zy threw a
+ * gaussian-blur validation image to 4.9 dB.  M v = sigma_y^2 v + f A J_x0hat A^T v needs
+ * J_x0hat u, u = A^T v: a VJP (J is symmetric for a true score).  TWO VJPs: J^T A^T zy (with eps
+ * and x0hat: one pass) and J^T A^T rr; g = -J^T A^T (beta zy + alpha rr) is their combination by
+ * linearity, no third.  Products guarded (cov_vjp_guarded).  wb receives the noise-model weight
+ * of v_eff = ||r||^2 / r.M^-1 r (the scalar variance with the same step along r; the flat
+ * sigma_y^2 + cflat when undefined), for the damping. */
+static stsl_status cov_guidance(stsl__run *R, const float *z, double t, double sy, double cflat,
+                                float *zy, float *eps, float *x0, float *g, double *wb)
 {
     const int B = R->batch;
     const size_t dz = R->dz, dy = R->dy, m = (size_t)B * dz;
@@ -229,7 +233,7 @@ static stsl_status cov_guidance(stsl__run *R, const float *z, double t, double s
     }
     if (st == STSL_OK) {
         stsl__tweedie(ab, z, eps, x0, m);
-        cov_vjp_guarded(R, ab, r2, u0, j0);
+        cov_vjp_guarded(R, ab, u0, j0);
         /* r = y - A x0hat, rr = r - M zy = r - sigma_y^2 zy - f A (J^T u0) */
         st = stsl_operator_forward(R->op, x0, r, B);
         if (st == STSL_OK) st = stsl_operator_forward(R->op, j0, aj, B);
@@ -245,7 +249,7 @@ static stsl_status cov_guidance(stsl__run *R, const float *z, double t, double s
     }
     if (st == STSL_OK) st = stsl__net_eps_vjp(R, z, tt, u1, e1, j1, B);
     if (st == STSL_OK) {
-        cov_vjp_guarded(R, ab, r2, u1, j1);
+        cov_vjp_guarded(R, ab, u1, j1);
         for (int b = 0; b < B; b++) {
             const size_t oy = (size_t)b * dy, oz = (size_t)b * dz;
             /* Galerkin step on span{zy, rr}: z = beta zy + alpha rr minimising z.M z/2 - z.r, with
@@ -372,7 +376,7 @@ stsl_status stsl__solve_rmp(stsl__run *R, float *x_out)
             for (int it = 0; it < Tin; it++) {   /* line 5; line 6: g by the likelihood-variance rule */
                 /* s = -eps/sqrt(1-abar); grad = -g (data term through Tweedie) */
                 const double r2 = (1 - abl) / abl;
-                st = full_cov ? cov_guidance(R, mu, tnet, sy, r2, lambda * r2, zy, eps, x0, g, cov)
+                st = full_cov ? cov_guidance(R, mu, tnet, sy, lambda * r2, zy, eps, x0, g, cov)
                      : likvar == STSL_LIKVAR_TWEEDIE
                          ? tweedie_var_grad(R, mu, tnet, sy, lambda, r2, probes,
                                             (uint64_t)R->step, (uint64_t)it, eps, x0, g, cov)
@@ -429,7 +433,7 @@ stsl_status stsl__solve_rmp(stsl__run *R, float *x_out)
                 /* VP point sqrt(ab) mu; bracket = sqrt(ab) (s_vp + zeta g_vp) */
                 for (size_t k = 0; k < m; k++) xv[k] = (float)(sab * mu[k]);
                 const double r2 = sig[i] * sig[i];
-                st = full_cov ? cov_guidance(R, xv, t, sy, r2, lambda * r2, zy, eps, x0, g, cov)
+                st = full_cov ? cov_guidance(R, xv, t, sy, lambda * r2, zy, eps, x0, g, cov)
                      : likvar == STSL_LIKVAR_TWEEDIE
                          ? tweedie_var_grad(R, xv, t, sy, lambda, sig[i] * sig[i], probes,
                                             (uint64_t)R->step, (uint64_t)it, eps, x0, g, cov)

@@ -14,11 +14,12 @@
  *      rmp (VP; a posterior-MEAN estimator): ||mu_rmp - E[x|y]|| / sqrt(d) <= 0.35 * that of the
  *        prior mean, and <= RMP_ABS_TOL.
  *    and every solver: SW < SW(prior).
- * 3. RMP's posterior mean with the library's defaults on fresh MCG instances (d_x 20-30, d_y 2-8,
+ * 3. RMP's posterior mean with the library's defaults on fresh MCG instances (d_x 18-30, d_y 2-8,
  *    each posterior with one component of weight >= 0.98): relative error
  *    ||mu_rmp - E[x|y]|| / ||E[x|y]|| <= RMP_REL_TOL on each.  The flat-prior variance (issue 28)
- *    misses every one (34 %, 87 %, 97 %, 157 %: it commits to a mode of posterior weight <= 0.013
- *    or stops short); the full Tweedie covariance is within 1 %.
+ *    misses every one (34 %, 87 %, 97 %, 157 %, 90 %: it commits to a mode of posterior weight
+ *    <= 0.013 or stops short); the full Tweedie covariance is within 1.3 % (416 needs the guard
+ *    without an upper bound, rmp.c cov_vjp_guarded).
  * 2. Image-shaped GMM (1x8x8, 4 components, var 0.02) under the library's gaussian-blur, sr2 and
  *    random-inpaint operators with Gaussian noise sigma_y = 0.05: dps and stsl SW <= 0.5 SW(prior);
  *    rmp mean error <= 0.5 prior mean error (sr2 included since issue 28).
@@ -305,7 +306,7 @@ static double rmp_rel_err(int dx, int dy, uint64_t seed, int64_t likvar)
 static void test_rmp_fresh(void)
 {
     setup();
-    static const int inst[][3] = {{20, 5, 101}, {22, 8, 105}, {22, 4, 106}, {30, 2, 208}};
+    static const int inst[][3] = {{20, 5, 101}, {22, 8, 105}, {22, 4, 106}, {30, 2, 208}, {18, 5, 416}};
     for (size_t i = 0; i < sizeof inst / sizeof inst[0]; i++) {
         const double rel = rmp_rel_err(inst[i][0], inst[i][1], (uint64_t)inst[i][2], -1);
         if (verbose || !(rel <= RMP_REL_TOL)) {
