@@ -328,8 +328,11 @@ typedef enum stsl_step_rule {
 
 typedef enum stsl_likelihood_variance {
     STSL_LIKVAR_FLAT = 0,            /* RMP v_k = sigma_y^2 + tr(A A^T)/d_y r_k^2 (flat prior) */
-    STSL_LIKVAR_TWEEDIE = 1          /* RMP v_k = sigma_y^2 + tr(A Cov[x0|x_k] A^T)/d_y, the Tweedie
-                                      * covariance by Hutchinson with PROBES probes */
+    STSL_LIKVAR_TWEEDIE = 1          /* default: RMP y | x_k ~ N(A x0hat, sigma_y^2 I + A Cov[x0|x_k] A^T),
+                                      * the Tweedie covariance in full (one warm-started CG step,
+                                      * 2 VJPs per step) on a pixel prior with a linear operator and
+                                      * the squared loss; otherwise its trace tr(A Cov A^T)/d_y by
+                                      * Hutchinson with PROBES probes */
 } stsl_likelihood_variance;
 
 typedef enum stsl_boundary {

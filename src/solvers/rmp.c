@@ -1,36 +1,51 @@
 /*
  * rmp.c -- Reverse Mean Propagation (Xue et al. 2024, "Score-Based Variational Inference for
- * Inverse Problems"), reconstructed from the summary (docs/algorithms.md has the derivation).
+ * Inverse Problems", arXiv 2410.05646), reconstructed from the summary in ../shared/papers
+ * (docs/algorithms.md has the derivation and the evidence for every choice).  Equation numbers
+ * are the paper's where the summary gives them ((3) forward process, (10) joint posterior,
+ * Propositions 1-2); the rest is named by what it is.
  *
- * The reverse conditional p_k(x_k | x_{k+1}, y) ∝ p(x_{k+1} | x_k) p_k(x_k) p(y | x_k) is fitted by
- * q_k = N(mu_k, Lambda_k^-1) with fixed precision; a natural-gradient step on the reverse KL is
- *     mu <- mu + s1 Lambda^-1 E_q[grad log p_k(x | x_{k+1}, y)],
- *     grad log p_k(x | .) ≈ grad_x log p(x_{k+1} | x) + s_theta(x, k) + zeta g(x),
- *     g(x) = grad_x log p(y | x0hat(x)) = -(1/v_k) J_x0hat^T A^T (A x0hat - y),
- *     v_k = sigma_y^2 + lambda r_k^2   (the "MMSE" likelihood: y | x_k ~ N(A x0hat, v_k I)),
- * with x_{k+1} replaced by the propagated mean mu_{k+1} and the expectation taken at the mean.
- * r_k^2 = (1 - abar_k)/abar_k (= sigma_k^2 on the VE ladder) is Var[x0 | x_k] under a flat prior and
- * lambda = tr(A A^T)/d_y the mean gain of A, so lambda r_k^2 I stands for A Cov[x0 | x_k] A^T.
- * Choice (docs/algorithms.md): with the bare 1/sigma_y^2 the first steps at abar ~ 1e-4 move mu
- * by 1e3 and the run overflows on the image prior; r_k^2 without lambda leaves sr4 (lambda ~ 1/16)
- * nearly unguided.
- *
- * VP (STSL_VARIANT_RMP_VP, default; T 400, T_in 1, s1 1):
- *     p(x_{k+1} | x) = N(sqrt(a) x, (1 - a) I), a = abar_{k+1}/abar_k, Lambda = a / (1 - a);
- *     start mu = mu_{k+1} / sqrt(a), then T_in times
- *     mu <- mu + s1 (1-a)/a [ sqrt(a)(mu_{k+1} - sqrt(a) mu)/(1 - a) + s(mu, k) + zeta g(mu, k) ]
- *     (T_in = 1: mu_k = mu_{k+1}/sqrt(a) + (1-a)/a (s + zeta g): a noise-free DDPM step + guidance).
- * VE (STSL_VARIANT_RMP_VE; T 30, T_in 20, s1 0.1 -- chosen on the testbed, docs/algorithms.md): a geometric ladder sigma_max -> sigma_min
- *     mapped onto the VP model by x_ve = x_vp / sqrt(abar), sigma^2 = (1 - abar)/abar, so
- *     s_ve(x) = sqrt(abar) s_vp(sqrt(abar) x) and g_ve = sqrt(abar) g_vp;
+ * Algorithm box (VP, the default; "[choice]" marks what the paper/summary does not fix):
+ *   input y, A, sigma_y; ladder T (400), T_in (1), s1 (1), zeta (1)
+ *   1  mu_T = 0                                      (E[x_T] under (3); deterministic start)
+ *   2  for k = T-1 .. 0:                            (Prop. 1: p_k(x_k | x_{k+1}, y) is Gaussian)
+ *   3    q_k = N(mu_k, Lambda^-1), Lambda = a/(1-a), a = abar_{k+1}/abar_k   (fixed precision)
+ *   4    mu = mu_{k+1}/sqrt(a)                       (the mean of p(x_k | x_{k+1} = mu_{k+1}))
+ *   5    repeat T_in times: natural-gradient step on KL(q_k || p_k) (Prop. 2 / (10) split the
+ *        joint KL into these per-step terms), the expectation taken at the mean:
+ *          mu <- mu + s1 Lambda^-1 [grad log p(mu_{k+1} | mu) + s_theta(mu, k) + zeta g(mu)]
+ *   6      g = grad_x log p(y | x_k) with the "MMSE" likelihood y | x_k ~ N(A x0hat, M_k),
+ *          M_k = sigma_y^2 I + A Cov[x0 | x_k] A^T                     [choice: M_k below]
+ *   7  output x0hat(mu_0) = mu_0
+ * M_k (STSL_PARAM_LIKELIHOOD_VARIANCE; the summary only says "approximated using MMSE estimation"):
+ *   TWEEDIE (default, issue 28): Cov = (1 - abar)/sqrt(abar) J_x0hat (Tweedie's second moment) in
+ *     full, M^-1 r by one warm-started conjugate-gradient step per evaluation (cov_guidance: two
+ *     VJPs, products guarded against a Jacobian that is no covariance); on a latent prior, a
+ *     nonlinear operator or an impulse-noise loss, where the products do not exist, its trace
+ *     tr(A Cov A^T)/d_y by Hutchinson (tweedie_var_grad, PROBES probes, 1 + PROBES VJPs).
+ *   FLAT (the default before issue 28): M = (sigma_y^2 + lambda r_k^2) I, r_k^2 = (1-abar)/abar
+ *     (Var[x0|x_k] under a flat prior), lambda = tr(A^T A)/d_y (4 fixed probes, operator only).
+ *     It over-states A Cov A^T 5-45x on a mixture: guidance comes late and the deterministic
+ *     path commits to a mode of posterior weight ~0 (on fresh GMM instances 13 of 24 within 5 %,
+ *     TWEEDIE 23 of 24, its trace alone 20 of 24).
+ * The likelihood part of step 5 is explicit and divided by 1 + h zeta kappa w ||A||^2 (damp();
+ * h = (1-a)/a on VP, Delta on VE): finite on coarse ladders [choice].
+ * With T_in = 1 step 5 is mu_k = mu_{k+1}/sqrt(a) + (1-a)/a (s + zeta g): a noise-free DDPM step
+ * plus guidance, the paper's VP setting.
+ * VE (STSL_VARIANT_RMP_VE; T 30, T_in 20, s1 0.1 -- chosen on the testbed): a geometric ladder
+ *     sigma_max -> sigma_min mapped onto the VP model by x_ve = x_vp / sqrt(abar),
+ *     sigma^2 = (1 - abar)/abar, s_ve(x) = sqrt(abar) s_vp(sqrt(abar) x), g_ve = sqrt(abar) g_vp;
  *     Delta = sigma_{k+1}^2 - sigma_k^2, mu <- mu + s1 [(mu_{k+1} - mu) + Delta (s_ve + zeta g_ve)]
- *     T_in times from mu = mu_{k+1}: a damped fixed point of the implicit step.
- * Start: mu_T = 0 (VP: E[x_T] ≈ 0; VE: the prior mean is forgotten at sigma_max).
- * Output: x0hat(mu_0) (VP: mu at the clean end; VE: Tweedie at sigma_min), deterministic.
- * sigma_y is the operator's STSL_PARAM_NOISE_SIGMA (1 when it is 0 or absent); lambda is estimated
- * once per run from 4 Gaussian probes, E||A u||^2 = tr(A^T A) (operator work only).
- * NFE: T T_in UNet VJPs, one pass each (stsl__kept) (+ 1 forward for the VE output);
- * latent: T T_in decoder VJPs (one pass each), + 1 decoder forward.
+ *     T_in times from mu = mu_{k+1}: a damped fixed point of the implicit step; output Tweedie at
+ *     sigma_min.
+ * Mode commitment: the path is deterministic, so on a posterior with several modes of comparable
+ * weight it ends in one of them, not at their weighted mean; no remedy is in the summary, and
+ * none within the same budget beat the single path (docs/algorithms.md).
+ * sigma_y is the operator's STSL_PARAM_NOISE_SIGMA (1 when it is 0 or absent).
+ * NFE per evaluation of step 5 (T T_in evaluations on VP, (T-1) T_in on VE + 1 forward for the
+ * VE output): TWEEDIE in full 2 UNet VJPs; TWEEDIE by trace 1 + PROBES (one kept pass) and, on a
+ * latent prior, PROBES decoder VJPs; FLAT 1 UNet VJP (one pass, stsl__kept); a latent prior adds
+ * 1 decoder VJP per evaluation and 1 decoder forward at the end.
  */
 #include "solvers/solver_internal.h"
 
@@ -76,8 +91,9 @@ static double level_weight(const stsl__run *R, double sigma_y, double lambda, do
  * v_b = sigma_y^2 + c_b and c_b = tr(A Cov[x0|z] A^T)/d_y by Hutchinson:
  *     Cov[x0|z] = (1 - abar)/sqrt(abar) J_x0hat,  c_b ≈ (1 - abar)/sqrt(abar) mean_n u_n^T J_x0hat^T u_n / d_y,
  *     u_n = J_D^T A^T w_n, w_n ~ N(0, I_{d_y}),
- * clamped to [0, lambda r^2] (the flat-prior value bounds it: a prior only tightens the posterior
- * of x0 on average).  ONE batched kept evaluation: point b is z_b (the data cotangent), points
+ * taken when in (0, lambda r^2] (the flat-prior value bounds it: a prior only tightens the posterior
+ * of x0 on average), else lambda r^2: a negative form is no covariance, and reading it as 0 (the
+ * full 1/sigma_y^2 weight) threw box-inpaint on the image prior off the manifold.  ONE batched kept evaluation: point b is z_b (the data cotangent), points
  * B + b N + n are copies of z_b (the probes): 1 + N VJPs per sample.  wb (B doubles) receives the
  * weight 1/(2 v_b) (the noise model's, stsl__nll_weight). */
 static stsl_status tweedie_var_grad(stsl__run *R, const float *z, double t, double sy, double lambda,
@@ -125,8 +141,7 @@ static stsl_status tweedie_var_grad(stsl__run *R, const float *z, double t, doub
                 for (size_t i = 0; i < dz; i++) q += (double)cot[o + i] * (double)gp[o + i];
             }
             double c = f * q / (double)N / (double)dy;
-            if (!(c > 0)) c = 0;   /* also NaN */
-            if (c > cmax) c = cmax;
+            if (!(c > 0) || c > cmax) c = cmax;   /* not a covariance (also NaN): the flat prior's */
             const double wgt = stsl__nll_weight(R, sy * sy + c);
             wb[b] = wgt;
             for (size_t i = 0; i < dz; i++) {
@@ -146,6 +161,141 @@ static stsl_status tweedie_var_grad(stsl__run *R, const float *z, double t, doub
     stsl__free(xim);
     stsl__free(w);
     stsl__free(u);
+    return st;
+}
+
+/* J_x0hat^T u from J_eps^T u (in place in j), then the guard of cov_guidance: per sample, the
+ * quadratic form u.Cov u = f u.J^T u (f = (1-ab)/sqrt(ab), so that f J = Cov[x0|x_k]) must be
+ * positive (and finite): a covariance is PSD.  Otherwise (the image prior's Jacobian at high noise
+ * carries the 1/sqrt(abar)-amplified eps error; an off-manifold mean gives negative forms) the
+ * product is replaced by the flat prior's, J^T u = u/sqrt(ab) (Cov = r^2 I).  No upper bound:
+ * Cov <= r^2 I holds on average over x_k, not pointwise -- between two modes of a mixture the
+ * spread along their axis exceeds r^2 (up to 2.8 r^2 on GMM 18/5/416, where bounding it sent
+ * the path to a mode of weight 0.002).  1 when a sample was replaced. */
+static int cov_vjp_guarded(const stsl__run *R, double ab, const float *u, float *j)
+{
+    const double sa = sqrt(ab), c = sqrt(1 - ab) / sa;
+    int replaced = 0;
+    for (int b = 0; b < R->batch; b++) {
+        const float *ub = u + (size_t)b * R->dz;
+        float *jb = j + (size_t)b * R->dz;
+        double q = 0, jj = 0;
+        for (size_t i = 0; i < R->dz; i++) {
+            jb[i] = (float)((double)ub[i] / sa - c * (double)jb[i]);
+            q += (double)ub[i] * jb[i];
+            jj += (double)jb[i] * jb[i];
+        }
+        if (!(q > 0 && isfinite(jj))) {   /* also NaN */
+            for (size_t i = 0; i < R->dz; i++) jb[i] = (float)((double)ub[i] / sa);
+            replaced = 1;
+        }
+    }
+    return replaced;
+}
+
+/* Box line 6 with the Tweedie covariance in full (STSL_LIKVAR_TWEEDIE on a pixel prior, linear
+ * operator, squared loss): the "MMSE" likelihood y | x_k ~ N(A x0hat, M),
+ * M = sigma_y^2 I + A Cov[x0|x_k] A^T, Cov = (1 - abar)/sqrt(abar) J_x0hat (Tweedie's second
+ * moment), and
+ *     g = -grad_x log N(y; A x0hat(x), M) = -J_x0hat^T A^T M^-1 (y - A x0hat)   (M held fixed).
+ * M^-1 r by ONE Krylov step per evaluation, warm-started from the previous evaluation's solution
+ * zy (B x d_y, kept by the caller, 0 at the start): M moves little between neighbouring levels, so
+ * the steps accumulate along the ladder (on the GMM testbed one warm step per evaluation matches
+ * the exact M^-1 r; 2 cold CG steps do not).  The step is Galerkin on span{zy, rr}, rr = r - M zy:
+ *     z = beta zy + alpha rr minimising z.M z/2 - z.r   (a 2 x 2 solve),
+ * which rescales a stale zy; the plain CG step (beta = 1) kept one whose J^T A^T zy threw a
+ * gaussian-blur validation image to 4.9 dB.  M v = sigma_y^2 v + f A J_x0hat A^T v needs
+ * J_x0hat u, u = A^T v: a VJP (J is symmetric for a true score).  TWO VJPs: J^T A^T zy (with eps
+ * and x0hat: one pass) and J^T A^T rr; g = -J^T A^T (beta zy + alpha rr) is their combination by
+ * linearity, no third.  Products guarded (cov_vjp_guarded).  wb receives the noise-model weight
+ * of v_eff = ||r||^2 / r.M^-1 r (the scalar variance with the same step along r; the flat
+ * sigma_y^2 + cflat when undefined), for the damping. */
+static stsl_status cov_guidance(stsl__run *R, const float *z, double t, double sy, double cflat,
+                                float *zy, float *eps, float *x0, float *g, double *wb)
+{
+    const int B = R->batch;
+    const size_t dz = R->dz, dy = R->dy, m = (size_t)B * dz;
+    const double ab = stsl__ab(R, t), f = (1 - ab) / sqrt(ab), s2 = sy * sy;
+    float *tt = stsl__run_floats(R, (size_t)B), *u0 = stsl__run_floats(R, m), *u1 = stsl__run_floats(R, m),
+          *j0 = stsl__run_floats(R, m), *j1 = stsl__run_floats(R, m), *e1 = stsl__run_floats(R, m),
+          *r = stsl__run_floats(R, (size_t)B * dy), *rr = stsl__run_floats(R, (size_t)B * dy),
+          *aj = stsl__run_floats(R, (size_t)B * dy);
+    stsl_status st = (tt && u0 && u1 && j0 && j1 && e1 && r && rr && aj) ? STSL_OK : STSL_ERR_NOMEM;
+    if (st == STSL_OK) {
+        for (int b = 0; b < B; b++) tt[b] = (float)t;
+        /* u0 = A^T zy (linear operator: the VJP is A^T at any point); eps, J_eps^T u0: one pass */
+        st = stsl_operator_vjp(R->op, z, zy, u0, B);
+        if (st == STSL_OK) st = stsl__net_eps_vjp(R, z, tt, u0, eps, j0, B);
+        else st = stsl__fail(R->err, st, "solver rmp: operator vjp failed: %s", stsl_operator_last_error(R->op));
+    }
+    if (st == STSL_OK) {
+        stsl__tweedie(ab, z, eps, x0, m);
+        cov_vjp_guarded(R, ab, u0, j0);
+        /* r = y - A x0hat, rr = r - M zy = r - sigma_y^2 zy - f A (J^T u0) */
+        st = stsl_operator_forward(R->op, x0, r, B);
+        if (st == STSL_OK) st = stsl_operator_forward(R->op, j0, aj, B);
+        if (st == STSL_OK) {
+            for (size_t i = 0; i < (size_t)B * dy; i++) {
+                r[i] = R->y[i] - r[i];
+                rr[i] = (float)((double)r[i] - s2 * (double)zy[i] - f * (double)aj[i]);
+            }
+            st = stsl_operator_vjp(R->op, z, rr, u1, B);
+        }
+        if (st != STSL_OK)
+            st = stsl__fail(R->err, st, "solver rmp: operator failed: %s", stsl_operator_last_error(R->op));
+    }
+    if (st == STSL_OK) st = stsl__net_eps_vjp(R, z, tt, u1, e1, j1, B);
+    if (st == STSL_OK) {
+        cov_vjp_guarded(R, ab, u1, j1);
+        for (int b = 0; b < B; b++) {
+            const size_t oy = (size_t)b * dy, oz = (size_t)b * dz;
+            /* Galerkin step on span{zy, rr}: z = beta zy + alpha rr minimising z.M z/2 - z.r, with
+             * v.M w = sigma_y^2 v.w + f (A^T v).J^T(A^T w) from the products at hand; it rescales
+             * a stale warm start (beta), which the plain CG step (beta = 1) cannot */
+            double zz = 0, zr = 0, rr2 = 0, rrr = 0, q00 = 0, q01 = 0, q10 = 0, q11 = 0, rz = 0, r2n = 0;
+            for (size_t i = 0; i < dy; i++) {
+                const double zi = zy[oy + i], pi = rr[oy + i], ri = r[oy + i];
+                zz += zi * zi;
+                zr += zi * pi;
+                rr2 += pi * pi;
+                rrr += pi * ri;
+            }
+            for (size_t i = 0; i < dz; i++) {
+                q00 += (double)u0[oz + i] * j0[oz + i];
+                q01 += (double)u0[oz + i] * j1[oz + i];
+                q10 += (double)u1[oz + i] * j0[oz + i];
+                q11 += (double)u1[oz + i] * j1[oz + i];
+            }
+            const double a11 = s2 * zz + f * q00, a12 = s2 * zr + f * 0.5 * (q01 + q10), a22 = s2 * rr2 + f * q11;
+            double zyr = 0;   /* zy.r = zy.(rr + M zy) */
+            for (size_t i = 0; i < dy; i++) zyr += (double)zy[oy + i] * r[oy + i];
+            const double det = a11 * a22 - a12 * a12;
+            double beta = 0, alpha = a22 > 0 ? rrr / a22 : 0.0;
+            if (a11 > 0 && a22 > 0 && det > 1e-12 * a11 * a22) {
+                beta = (a22 * zyr - a12 * rrr) / det;
+                alpha = (a11 * rrr - a12 * zyr) / det;
+            }
+            if (!isfinite(alpha) || !isfinite(beta)) alpha = beta = 0;
+            for (size_t i = 0; i < dy; i++) {
+                zy[oy + i] = (float)(beta * zy[oy + i] + alpha * rr[oy + i]);
+                rz += (double)r[oy + i] * zy[oy + i];
+                r2n += (double)r[oy + i] * r[oy + i];
+            }
+            for (size_t i = 0; i < dz; i++)
+                g[oz + i] = (float)(-(beta * (double)j0[oz + i] + alpha * (double)j1[oz + i]));
+            const double veff = rz > 0 && r2n > 0 ? r2n / rz : s2 + cflat;
+            wb[b] = stsl__nll_weight(R, isfinite(veff) ? veff : s2 + cflat);
+        }
+    }
+    stsl__free(tt);
+    stsl__free(u0);
+    stsl__free(u1);
+    stsl__free(j0);
+    stsl__free(j1);
+    stsl__free(e1);
+    stsl__free(r);
+    stsl__free(rr);
+    stsl__free(aj);
     return st;
 }
 
@@ -177,6 +327,9 @@ stsl_status stsl__solve_rmp(stsl__run *R, float *x_out)
     const double zeta = stsl__param(R, STSL_PARAM_ZETA);
     const int likvar = stsl__param_int(R, STSL_PARAM_LIKELIHOOD_VARIANCE);
     const int probes = stsl__param_int(R, STSL_PARAM_PROBES);
+    /* the full Tweedie covariance where its products exist (cov_guidance); its trace otherwise */
+    const int full_cov = likvar == STSL_LIKVAR_TWEEDIE && R->op_linear == 1 && R->ae_identity &&
+                         R->loss_kind == STSL_LOSS_SQUARED;
     /* the noise variance: sigma_y^2, or HUBER_DELTA^2 for the impulse-noise losses (docs) */
     double sy = sqrt(stsl__noise_var(R));
     if (!(sy > 0)) sy = 1.0;
@@ -188,39 +341,44 @@ stsl_status stsl__solve_rmp(stsl__run *R, float *x_out)
     double *lev = NULL;   /* VE: time of each sigma */
     stsl_status st = STSL_OK;
     float *mu = stsl__run_floats(R, m), *mup = stsl__run_floats(R, m), *eps = stsl__run_floats(R, m),
-          *x0 = stsl__run_floats(R, m), *g = stsl__run_floats(R, m), *xv = stsl__run_floats(R, m);
+          *x0 = stsl__run_floats(R, m), *g = stsl__run_floats(R, m), *xv = stsl__run_floats(R, m),
+          *zy = stsl__run_floats(R, (size_t)R->batch * R->dy);   /* cov_guidance's warm start */
     double *cov = stsl__alloc_doubles((size_t)R->batch);
-    if (!mu || !mup || !eps || !x0 || !g || !xv || !cov) {
+    if (!mu || !mup || !eps || !x0 || !g || !xv || !zy || !cov) {
         st = STSL_ERR_NOMEM;
         goto done;
     }
     R->total = T;
     R->step = 0;
-    memset(mu, 0, m * sizeof(float));
+    memset(mu, 0, m * sizeof(float));   /* box line 1: mu_T = 0 */
+    memset(zy, 0, (size_t)R->batch * R->dy * sizeof(float));
     R->est = mu;
     if ((st = operator_gain(R, &lambda)) != STSL_OK) goto done;
     if ((st = stsl__op_norm2(R, &L2)) != STSL_OK) goto done;
     if (variant == 1) {
         if ((st = stsl__ddim_seq(R, T, &seq)) != STSL_OK) goto done;
-        for (int k = T - 1; k >= 0; k--) {         /* from level seq[k] down to seq[k-1] (or clean) */
+        for (int k = T - 1; k >= 0; k--) {   /* box line 2: level seq[k] down to seq[k-1] (or clean) */
             R->step = T - k;
             const double tl = k > 0 ? seq[k - 1] : -1;           /* lower level */
             const double tnet = tl < 0 ? 0 : tl;
             const double abl = stsl__ab(R, tnet), a = stsl__ab(R, seq[k]) / stsl__ab(R, tl);
             const double sl1 = sqrt(1 - abl);
             memcpy(mup, mu, m * sizeof(float));
-            for (size_t i = 0; i < m; i++) mu[i] = (float)(mup[i] / sqrt(a));
-            for (int it = 0; it < Tin; it++) {
+            for (size_t i = 0; i < m; i++) mu[i] = (float)(mup[i] / sqrt(a));   /* line 4 */
+            for (int it = 0; it < Tin; it++) {   /* line 5; line 6: g by the likelihood-variance rule */
                 /* s = -eps/sqrt(1-abar); grad = -g (data term through Tweedie) */
-                st = likvar == STSL_LIKVAR_TWEEDIE
-                         ? tweedie_var_grad(R, mu, tnet, sy, lambda, (1 - abl) / abl, probes,
+                const double r2 = (1 - abl) / abl;
+                st = full_cov ? cov_guidance(R, mu, tnet, sy, lambda * r2, zy, eps, x0, g, cov)
+                     : likvar == STSL_LIKVAR_TWEEDIE
+                         ? tweedie_var_grad(R, mu, tnet, sy, lambda, r2, probes,
                                             (uint64_t)R->step, (uint64_t)it, eps, x0, g, cov)
-                         : stsl__chain_grad(R, mu, tnet, level_weight(R, sy, lambda, (1 - abl) / abl), 1,
+                         : stsl__chain_grad(R, mu, tnet, level_weight(R, sy, lambda, r2), 1,
                                             eps, x0, NULL, g);
                 if (st != STSL_OK) goto done;
                 if (likvar != STSL_LIKVAR_TWEEDIE)
                     for (int b = 0; b < R->batch; b++) cov[b] = level_weight(R, sy, lambda, (1 - abl) / abl);
                 damp(R, g, cov, (1 - a) / a * zeta * kappa_l * L2);
+                /* line 5: Lambda^-1 = (1-a)/a times [grad log p(mu_{k+1}|mu) + s + zeta g] */
                 for (size_t i = 0; i < m; i++) {
                     double br = sqrt(a) * ((double)mup[i] - sqrt(a) * mu[i]) / (1 - a)
                                 - (double)eps[i] / sl1 - zeta * (double)g[i];
@@ -232,7 +390,7 @@ stsl_status stsl__solve_rmp(stsl__run *R, float *x_out)
             if ((st = stsl__progress(R, R->step, x0)) != STSL_OK) goto done;
             R->est = mu;
         }
-        st = stsl__finish(R, mu, x_out);
+        st = stsl__finish(R, mu, x_out);   /* line 7 */
     } else {
         double smin = stsl__param(R, STSL_PARAM_SIGMA_MIN), smax = stsl__param(R, STSL_PARAM_SIGMA_MAX);
         const double lo = sqrt((1 - stsl__ab(R, 0)) / stsl__ab(R, 0));
@@ -266,7 +424,9 @@ stsl_status stsl__solve_rmp(stsl__run *R, float *x_out)
             for (int it = 0; it < Tin; it++) {
                 /* VP point sqrt(ab) mu; bracket = sqrt(ab) (s_vp + zeta g_vp) */
                 for (size_t k = 0; k < m; k++) xv[k] = (float)(sab * mu[k]);
-                st = likvar == STSL_LIKVAR_TWEEDIE
+                const double r2 = sig[i] * sig[i];
+                st = full_cov ? cov_guidance(R, xv, t, sy, lambda * r2, zy, eps, x0, g, cov)
+                     : likvar == STSL_LIKVAR_TWEEDIE
                          ? tweedie_var_grad(R, xv, t, sy, lambda, sig[i] * sig[i], probes,
                                             (uint64_t)R->step, (uint64_t)it, eps, x0, g, cov)
                          : stsl__chain_grad(R, xv, t, level_weight(R, sy, lambda, sig[i] * sig[i]), 1, eps,
@@ -303,7 +463,7 @@ done:
                         "solver rmp: the mean diverged at step %d of %d (%.160s); a longer ladder "
                         "(STSL_PARAM_STEPS, --steps; default 400) or a smaller STSL_PARAM_ZETA "
                         "(--zeta) keeps it finite",
-                        R->step, R->total, prev);
+                        stsl__run_step(R, R->step), stsl__run_total(R), prev);
     }
     st = stsl__end_run(R, st, x_out);
     stsl__free(seq);
@@ -314,6 +474,7 @@ done:
     stsl__free(x0);
     stsl__free(g);
     stsl__free(xv);
+    stsl__free(zy);
     stsl__free(cov);
     return st;
 }

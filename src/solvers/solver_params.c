@@ -131,7 +131,7 @@ static const sp_row ROWS[] = {
     {STSL_PARAM_ADAM_PERSIST,         STSL_LIKE,               0, 1, 0, 1, 0},
     {STSL_PARAM_STEP_RULE,            STSL_LIKE,               0, 1, STSL_STEP_SCALED, 1, 0},
     {STSL_PARAM_STEP_NOISE,           STSL_LIKE,               0, 1, 1.0, 0, 0},
-    {STSL_PARAM_LIKELIHOOD_VARIANCE,  K(RMP),                  0, 1, STSL_LIKVAR_FLAT, 1, 0},
+    {STSL_PARAM_LIKELIHOOD_VARIANCE,  K(RMP),                  0, 1, STSL_LIKVAR_TWEEDIE, 1, 0},   /* issue 28 */
     {STSL_PARAM_RENOISE_LEVEL,        K(DPS_MO),               0, 1, 0, 1, 0},
 };
 #define N_ROWS (sizeof ROWS / sizeof ROWS[0])

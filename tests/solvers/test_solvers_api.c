@@ -282,13 +282,20 @@ static void test_nfe_pixel(void)
     check_nfe(s, gmm, NULL, B, (expect){(uint64_t)T * B, (uint64_t)T * B, 0, 0, 0, 0},
               "stsl-biased");
     stsl_solver_destroy(s);
-    /* rmp VP: T T_in VJPs; VE: (T - 1) T_in VJPs + 1 forward (T levels).  RMP needs a
-     * fine ladder (with 6 VP steps and T_in 2 the fixed-point iteration diverges): 40 steps. */
+    /* rmp VP: T T_in evaluations; VE: (T - 1) T_in + 1 forward (T levels).  Each evaluation is
+     * 2 VJPs with the default full Tweedie covariance (linear operator, squared loss), 1 with the
+     * flat variance.  RMP needs a fine ladder (with 6 VP steps and T_in 2 the fixed-point
+     * iteration diverges): 40 steps. */
     s = make("rmp", 40);
-    check_nfe(s, gmm, NULL, B, (expect){0, (uint64_t)40 * B, 0, 0, 0, 0}, "rmp vp");
+    check_nfe(s, gmm, NULL, B, (expect){0, (uint64_t)2 * 40 * B, 0, 0, 0, 0}, "rmp vp");
+    stsl_solver_set_int(s, STSL_PARAM_LIKELIHOOD_VARIANCE, STSL_LIKVAR_FLAT);
+    check_nfe(s, gmm, NULL, B, (expect){0, (uint64_t)40 * B, 0, 0, 0, 0}, "rmp vp flat");
     stsl_solver_set_int(s, STSL_PARAM_INNER_STEPS, 2);
     stsl_solver_set_int(s, STSL_PARAM_VARIANT, STSL_VARIANT_RMP_VE);
     check_nfe(s, gmm, NULL, B, (expect){(uint64_t)B, (uint64_t)(40 - 1) * 2 * B, 0, 0, 0, 0},
+              "rmp ve flat");
+    stsl_solver_set_int(s, STSL_PARAM_LIKELIHOOD_VARIANCE, STSL_LIKVAR_TWEEDIE);
+    check_nfe(s, gmm, NULL, B, (expect){(uint64_t)B, (uint64_t)(40 - 1) * 2 * 2 * B, 0, 0, 0, 0},
               "rmp ve");
     stsl_solver_destroy(s);
     /* dps-mo: 1 + N UNet VJPs per level (the DPS direction from the kept pass, N MO directions
