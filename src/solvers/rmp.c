@@ -459,11 +459,13 @@ done:
         /* name the settings that keep the mean finite, with the failing step */
         char prev[STSL_ERRMSG_SIZE];
         snprintf(prev, sizeof prev, "%s", R->err);
+        stsl_param_bounds b = {0, 0, 0, 1};
+        stsl__sp_bounds(R->sv->kind, STSL_PARAM_STEPS, &b);
         st = stsl__fail(R->err, st,
                         "solver rmp: the mean diverged at step %d of %d (%.160s); a longer ladder "
-                        "(STSL_PARAM_STEPS, --steps; default 400) or a smaller STSL_PARAM_ZETA "
+                        "(STSL_PARAM_STEPS, --steps; default %.0f) or a smaller STSL_PARAM_ZETA "
                         "(--zeta) keeps it finite",
-                        stsl__run_step(R, R->step), stsl__run_total(R), prev);
+                        stsl__run_step(R, R->step), stsl__run_total(R), prev, b.default_value);
     }
     st = stsl__end_run(R, st, x_out);
     stsl__free(seq);
