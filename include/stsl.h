@@ -331,7 +331,8 @@ typedef enum stsl_likelihood_variance {
     STSL_LIKVAR_TWEEDIE = 1          /* default: RMP y | x_k ~ N(A x0hat, sigma_y^2 I + A Cov[x0|x_k] A^T),
                                       * the Tweedie covariance in full (one warm-started CG step,
                                       * 2 VJPs per step) on a pixel prior with a linear operator and
-                                      * the squared loss; otherwise its trace tr(A Cov A^T)/d_y by
+                                      * the squared loss; elsewhere the default acts as FLAT and an
+                                      * explicit TWEEDIE takes the trace tr(A Cov A^T)/d_y by
                                       * Hutchinson with PROBES probes */
 } stsl_likelihood_variance;
 

@@ -21,8 +21,9 @@
  *   TWEEDIE (default, issue 28): Cov = (1 - abar)/sqrt(abar) J_x0hat (Tweedie's second moment) in
  *     full, M^-1 r by one warm-started conjugate-gradient step per evaluation (cov_guidance: two
  *     VJPs, products guarded against a Jacobian that is no covariance); on a latent prior, a
- *     nonlinear operator or an impulse-noise loss, where the products do not exist, its trace
- *     tr(A Cov A^T)/d_y by Hutchinson (tweedie_var_grad, PROBES probes, 1 + PROBES VJPs).
+ *     nonlinear operator or an impulse-noise loss, where the products do not exist, the default
+ *     stays FLAT and an explicit TWEEDIE takes its trace tr(A Cov A^T)/d_y by Hutchinson
+ *     (tweedie_var_grad, PROBES probes, 1 + PROBES VJPs).
  *   FLAT (the default before issue 28): M = (sigma_y^2 + lambda r_k^2) I, r_k^2 = (1-abar)/abar
  *     (Var[x0|x_k] under a flat prior), lambda = tr(A^T A)/d_y (4 fixed probes, operator only).
  *     It over-states A Cov A^T 5-45x on a mixture: guidance comes late and the deterministic
@@ -325,9 +326,12 @@ stsl_status stsl__solve_rmp(stsl__run *R, float *x_out)
      * losses, whose bounded gradient (Huber: delta per pixel) starves the guidance while the
      * residuals of x0hat are large (docs/algorithms.md) */
     const double zeta = stsl__param(R, STSL_PARAM_ZETA);
+    /* TWEEDIE: the full covariance where its products exist (cov_guidance); elsewhere (latent
+     * prior, nonlinear operator, impulse loss) its trace.  There the default is FLAT
+     * (solver_params.c: the trace form has not been shown to win, salt-pepper +0.8 +- 1.4 dB at
+     * 400 steps, equal at 50; docs/algorithms.md), so the trace runs only when asked for. */
     const int likvar = stsl__param_int(R, STSL_PARAM_LIKELIHOOD_VARIANCE);
     const int probes = stsl__param_int(R, STSL_PARAM_PROBES);
-    /* the full Tweedie covariance where its products exist (cov_guidance); its trace otherwise */
     const int full_cov = likvar == STSL_LIKVAR_TWEEDIE && R->op_linear == 1 && R->ae_identity &&
                          R->loss_kind == STSL_LOSS_SQUARED;
     /* the noise variance: sigma_y^2, or HUBER_DELTA^2 for the impulse-noise losses (docs) */

@@ -280,7 +280,7 @@ STSL_API stsl_status stsl_solver_run_seeded(stsl_solver *solver, stsl_score *sco
         return stsl__fail(err, STSL_ERR_NUMERIC, "solver %s: y contains NaN or Inf", name);
     /* The parameters of this run, resolved once against this operator (solver_params.c); the
      * getters report the same from now on. */
-    sv->facts = (stsl__op_facts){(int)stsl_operator_get_kind(op), R.loss_kind};
+    sv->facts = (stsl__op_facts){(int)stsl_operator_get_kind(op), R.loss_kind, linear == 1, ae != NULL};
     stsl__sp_resolve(sv->kind, sv->val, sv->set, &sv->facts, R.p);
     if (sv->ctx && sv->ctx->log_fn && sv->ctx->log_level <= STSL_LOG_DEBUG) {
         char line[900];

@@ -141,7 +141,8 @@ static const sp_row ROWS[] = {
 typedef enum rule_when {
     WHEN_SETTING,        /* the setting `on` (set or default) equals `match` */
     WHEN_OP_KINDS,       /* the operator's kind is one of `match` (bit per stsl_operator_kind) */
-    WHEN_IMPULSE_LOSS    /* the operator's loss is one of the impulse-noise ones (l1, huber) */
+    WHEN_IMPULSE_LOSS,   /* the operator's loss is one of the impulse-noise ones (l1, huber) */
+    WHEN_NOT_LINEAR_PIXEL_SQUARED  /* not (a linear operator, the squared loss, a pixel prior) */
 } rule_when;
 
 typedef struct sp_rule {
@@ -170,6 +171,10 @@ static const sp_rule RULES[] = {
     /* The impulse-noise losses' bounded gradient (Huber: delta per pixel) starves a guidance
      * step sized for Gaussian noise (docs/algorithms.md). */
     {K(RMP), STSL_PARAM_ZETA, WHEN_IMPULSE_LOSS, 0, 0, 10.0},
+    /* RMP's full Tweedie covariance needs A^T, J_x0hat in pixel space and the squared loss; where
+     * it has no products its trace form has not been shown to win (salt-pepper +0.8 +- 1.4 dB,
+     * docs/algorithms.md), so the default there stays the flat-prior variance */
+    {K(RMP), STSL_PARAM_LIKELIHOOD_VARIANCE, WHEN_NOT_LINEAR_PIXEL_SQUARED, 0, 0, STSL_LIKVAR_FLAT},
 };
 #define N_RULES (sizeof RULES / sizeof RULES[0])
 
@@ -205,6 +210,7 @@ static int rule_holds(const sp_rule *r, const double *out, const stsl__op_facts 
     }
     case WHEN_OP_KINDS: return f->op_kind >= 0 && f->op_kind < 32 && (r->match & (1u << f->op_kind));
     case WHEN_IMPULSE_LOSS: return f->loss == STSL_LOSS_L1 || f->loss == STSL_LOSS_HUBER;
+    case WHEN_NOT_LINEAR_PIXEL_SQUARED: return !(f->linear && !f->latent && f->loss == STSL_LOSS_SQUARED);
     }
     return 0;
 }

@@ -23,10 +23,12 @@
 typedef struct stsl__op_facts {
     int op_kind;      /* stsl_operator_kind, -1 for the generic operator */
     int loss;         /* stsl_loss */
+    int linear;       /* 1: the operator is linear */
+    int latent;       /* 1: the run has an autoencoder (a latent prior) */
 } stsl__op_facts;
-/* The operator getters resolve against before a solver's first run: no kind of its own,
- * Gaussian noise (squared loss). */
-#define STSL__OP_FACTS_GENERIC ((stsl__op_facts){-1, STSL_LOSS_SQUARED})
+/* The operator getters resolve against before a solver's first run: no kind of its own, linear,
+ * Gaussian noise (squared loss), a pixel-space prior. */
+#define STSL__OP_FACTS_GENERIC ((stsl__op_facts){-1, STSL_LOSS_SQUARED, 1, 0})
 
 /* slot of a key, -1 when the key is not a solver key */
 int stsl__solver_slot(stsl_param key);
