@@ -6,7 +6,6 @@
 #include "operators/operator_internal.h"
 
 #include <math.h>
-#include <stdatomic.h>
 #include <string.h>
 
 /* ------------------------------------------------------------------------------------------ */
@@ -675,25 +674,20 @@ typedef struct noise_job {
     float *y;
     size_t m;
     uint64_t seed;
-    atomic_int failed;
 } noise_job;
+
+enum { NOISE_CHUNK = 4096 };   /* draws per refill of a worker's scratch (2x for impulses) */
 
 /* Per sample: Gaussian noise from its own stream, then (salt-pepper) impulses, so a sample's
  * measurement does not depend on the batch it is in nor on the thread count. */
-static void noise_range(void *arg, size_t begin, size_t end)
+static void noise_range(void *arg, size_t begin, size_t end, float *buf)
 {
     noise_job *j = arg;
     const stsl_operator *op = j->op;
-    enum { CHUNK = 4096 };
-    float *buf = stsl__alloc_floats(2 * CHUNK);
-    if (!buf) {
-        atomic_store(&j->failed, 1);
-        return;
-    }
     for (size_t b = begin; b < end; b++) {
         float *y = j->y + b * j->m;
-        for (size_t o = 0; o < j->m; o += CHUNK) {
-            size_t n = j->m - o < CHUNK ? j->m - o : CHUNK;
+        for (size_t o = 0; o < j->m; o += NOISE_CHUNK) {
+            size_t n = j->m - o < NOISE_CHUNK ? j->m - o : NOISE_CHUNK;
             if (op->p.noise_sigma > 0) {
                 stsl__rng_normal(j->seed, stsl__stream(STSL_TAG_MEASURE_NOISE, b, 0, 0), o, buf, n);
                 float s = (float)op->p.noise_sigma;
@@ -708,7 +702,6 @@ static void noise_range(void *arg, size_t begin, size_t end)
             }
         }
     }
-    stsl__free(buf);
 }
 
 STSL_API stsl_status stsl_operator_measure(stsl_operator *op, const float *x, float *y, int batch,
@@ -718,9 +711,9 @@ STSL_API stsl_status stsl_operator_measure(stsl_operator *op, const float *x, fl
     stsl_status st = stsl__operator_forward(op, x, y, batch, op->err);
     if (st != STSL_OK) return st;
     noise_job j = {.op = op, .y = y, .m = stsl__shape_size(op->out), .seed = seed};
-    atomic_init(&j.failed, 0);
-    stsl__op_parallel(op, (size_t)batch, noise_range, &j);
-    if (atomic_load(&j.failed)) return stsl__fail(op->err, STSL_ERR_NOMEM, "out of memory drawing noise");
+    st = stsl__op_parallel_scratch(op, (size_t)batch, 2 * NOISE_CHUNK, noise_range, &j, "drawing noise",
+                                   op->err);
+    if (st != STSL_OK) return st;
     if (op->impl->mask_noise && op->p.noise_sigma > 0) {
         /* A is a 0/1 mask, A(Ax + s n) = Ax + s A n: missing pixels stay exactly 0. */
         size_t m = (size_t)batch * j.m;

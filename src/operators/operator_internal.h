@@ -101,6 +101,13 @@ stsl_status stsl__op_motion_kernel(int size, double intensity, uint64_t seed, fl
 /* Run fn(arg, begin, end) over n independent items (planes or samples) with the context's
  * thread count. */
 stsl_status stsl__op_parallel(const stsl_operator *op, size_t n, stsl__range_fn fn, void *arg);
+/* The same, for work that needs a buffer per worker: each range gets its own 64-byte aligned
+ * scratch of scratch_floats floats.  A worker that cannot allocate it does nothing, and the call
+ * returns STSL_ERR_NOMEM with "out of memory <what>" in err. */
+typedef void (*stsl__scratch_range_fn)(void *arg, size_t begin, size_t end, float *scratch);
+stsl_status stsl__op_parallel_scratch(const stsl_operator *op, size_t n, size_t scratch_floats,
+                                      stsl__scratch_range_fn fn, void *arg, const char *what,
+                                      char *err);
 /* Index of padded coordinate p (may be < 0 or >= n) under the boundary: reflect without edge
  * repeat (period 2n-2), or -1 for zero padding outside [0, n). */
 int stsl__op_boundary_index(int p, int n, int boundary);
