@@ -87,13 +87,19 @@ static stsl_status store_value(stsl_operator *op, stsl_param key, const stsl__op
     return STSL_OK;
 }
 
+/* What both setters check first: the operator is not prepared yet and the key is one of its kind's. */
+static stsl_status settable_key(stsl_operator *op, stsl_param key, stsl__op_limits *l)
+{
+    if (op->prepared)
+        return stsl__fail(op->err, STSL_ERR_INVALID_ARG, "operator already prepared: parameters are fixed");
+    return check_key(op, key, l);
+}
+
 STSL_API stsl_status stsl_operator_set_int(stsl_operator *op, stsl_param key, int64_t value)
 {
     if (!op) return STSL_ERR_INVALID_ARG;
-    if (op->prepared)
-        return stsl__fail(op->err, STSL_ERR_INVALID_ARG, "operator already prepared: parameters are fixed");
     stsl__op_limits l;
-    stsl_status st = check_key(op, key, &l);
+    stsl_status st = settable_key(op, key, &l);
     if (st != STSL_OK) return st;
     /* An integer is a valid real value, so real keys accept set_int too. */
     return store_value(op, key, &l, (double)value, value);
@@ -102,10 +108,8 @@ STSL_API stsl_status stsl_operator_set_int(stsl_operator *op, stsl_param key, in
 STSL_API stsl_status stsl_operator_set_float(stsl_operator *op, stsl_param key, double value)
 {
     if (!op) return STSL_ERR_INVALID_ARG;
-    if (op->prepared)
-        return stsl__fail(op->err, STSL_ERR_INVALID_ARG, "operator already prepared: parameters are fixed");
     stsl__op_limits l;
-    stsl_status st = check_key(op, key, &l);
+    stsl_status st = settable_key(op, key, &l);
     if (st != STSL_OK) return st;
     if (l.is_integer)
         return stsl__fail(op->err, STSL_ERR_INVALID_ARG, "parameter '%s' is an integer: use stsl_operator_set_int",
