@@ -15,6 +15,32 @@ float *stsl__run_floats(stsl__run *R, size_t n)
     return p;
 }
 
+static void *run_keep(stsl__run *R, void *p)
+{
+    if (p && R->n_work == STSL__RUN_WORK_MAX) {
+        stsl__free(p);
+        stsl__fail(R->err, STSL_ERR_INTERNAL, "solver: more than %d work buffers", STSL__RUN_WORK_MAX);
+        return NULL;
+    }
+    if (p) R->work[R->n_work++] = p;
+    return p;
+}
+
+float *stsl__run_buffer(stsl__run *R, size_t n) { return run_keep(R, stsl__run_floats(R, n)); }
+
+double *stsl__run_doubles(stsl__run *R, size_t n)
+{
+    double *p = stsl__alloc_doubles(n ? n : 1);
+    if (!p) stsl__fail(R->err, STSL_ERR_NOMEM, "solver: out of memory (%zu doubles)", n);
+    return run_keep(R, p);
+}
+
+void stsl__run_release(stsl__run *R)
+{
+    for (int i = 0; i < R->n_work; i++) stsl__free(R->work[i]);
+    R->n_work = 0;
+}
+
 stsl_status stsl__ddim_seq(stsl__run *R, int n, int **out)
 {
     *out = NULL;

@@ -24,8 +24,8 @@ stsl_status stsl__solve_ddim(stsl__run *R, float *x_out)
     int *seq = NULL;
     stsl_status st = stsl__ddim_seq(R, T, &seq);
     if (st != STSL_OK) return st;
-    float *z = stsl__run_floats(R, m), *eps = stsl__run_floats(R, m), *x0 = stsl__run_floats(R, m),
-          *xi = stsl__run_floats(R, m);
+    float *z = stsl__run_buffer(R, m), *eps = stsl__run_buffer(R, m), *x0 = stsl__run_buffer(R, m),
+          *xi = stsl__run_buffer(R, m);
     if (!z || !eps || !x0 || !xi) {
         st = STSL_ERR_NOMEM;
         goto done;
@@ -52,11 +52,6 @@ stsl_status stsl__solve_ddim(stsl__run *R, float *x_out)
     R->est = z;
     st = stsl__finish(R, z, x_out);
 done:
-    st = stsl__end_run(R, st, x_out);
     stsl__free(seq);
-    stsl__free(z);
-    stsl__free(eps);
-    stsl__free(x0);
-    stsl__free(xi);
-    return st;
+    return stsl__end_run(R, st, x_out);
 }

@@ -28,8 +28,8 @@ stsl_status stsl__solve_dps(stsl__run *R, float *x_out)
     int *seq = NULL;
     stsl_status st = stsl__ddim_seq(R, T, &seq);
     if (st != STSL_OK) return st;
-    float *z = stsl__run_floats(R, m), *eps = stsl__run_floats(R, m), *x0 = stsl__run_floats(R, m),
-          *xi = stsl__run_floats(R, m), *g = stsl__run_floats(R, m);
+    float *z = stsl__run_buffer(R, m), *eps = stsl__run_buffer(R, m), *x0 = stsl__run_buffer(R, m),
+          *xi = stsl__run_buffer(R, m), *g = stsl__run_buffer(R, m);
     if (!z || !eps || !x0 || !xi || !g) {
         st = STSL_ERR_NOMEM;
         goto done;
@@ -57,12 +57,6 @@ stsl_status stsl__solve_dps(stsl__run *R, float *x_out)
     R->est = z;
     st = stsl__finish(R, z, x_out);                                      /* return x_0 */
 done:
-    st = stsl__end_run(R, st, x_out);
     stsl__free(seq);
-    stsl__free(z);
-    stsl__free(eps);
-    stsl__free(x0);
-    stsl__free(xi);
-    stsl__free(g);
-    return st;
+    return stsl__end_run(R, st, x_out);
 }

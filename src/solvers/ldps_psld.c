@@ -110,9 +110,9 @@ stsl_status stsl__solve_ldps_psld(stsl__run *R, float *x_out)
     int *seq = NULL;
     stsl_status st = stsl__ddim_seq(R, T, &seq);
     if (st != STSL_OK) return st;
-    float *z = stsl__run_floats(R, m), *eps = stsl__run_floats(R, m), *z0 = stsl__run_floats(R, m),
-          *c = stsl__run_floats(R, m), *g = stsl__run_floats(R, m),
-          *x = stsl__run_floats(R, (size_t)R->batch * R->dx);
+    float *z = stsl__run_buffer(R, m), *eps = stsl__run_buffer(R, m), *z0 = stsl__run_buffer(R, m),
+          *c = stsl__run_buffer(R, m), *g = stsl__run_buffer(R, m),
+          *x = stsl__run_buffer(R, (size_t)R->batch * R->dx);
     if (!z || !eps || !z0 || !c || !g || !x) {
         st = STSL_ERR_NOMEM;
         goto done;
@@ -141,13 +141,6 @@ stsl_status stsl__solve_ldps_psld(stsl__run *R, float *x_out)
     R->est = z;
     st = stsl__finish(R, z, x_out);
 done:
-    st = stsl__end_run(R, st, x_out);
     stsl__free(seq);
-    stsl__free(z);
-    stsl__free(eps);
-    stsl__free(z0);
-    stsl__free(c);
-    stsl__free(g);
-    stsl__free(x);
-    return st;
+    return stsl__end_run(R, st, x_out);
 }

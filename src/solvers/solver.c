@@ -179,7 +179,7 @@ static double now_seconds(void)
 }
 
 /* One group of a run (all of it unless STSL_PARAM_PAD_BATCH splits it): the method's algorithm. */
-static stsl_status solve_group(stsl__run *R, float *x_out)
+static stsl_status run_method(stsl__run *R, float *x_out)
 {
     switch (R->sv->kind) {
     case STSL_SOLVER_DDIM: return stsl__solve_ddim(R, x_out);
@@ -192,6 +192,15 @@ static stsl_status solve_group(stsl__run *R, float *x_out)
     case STSL_SOLVER_DPS_MO: return stsl__solve_dps_mo(R, x_out);
     default: return stsl__fail(R->err, STSL_ERR_INTERNAL, "solver: bad kind");
     }
+}
+
+/* One group's run of the method; the buffers it took from the run are freed here, whatever the
+ * outcome. */
+static stsl_status solve_group(stsl__run *R, float *x_out)
+{
+    stsl_status st = run_method(R, x_out);
+    stsl__run_release(R);
+    return st;
 }
 
 STSL_API stsl_status stsl_solver_run(stsl_solver *solver, stsl_score *score, stsl_operator *op,
