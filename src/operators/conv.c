@@ -35,12 +35,7 @@ static void conv_release(void *state)
 {
     conv_state *s = state;
     if (!s) return;
-    if (s->fwd || s->inv) {
-        stsl__fftw_lock();
-        if (s->fwd) fftwf_destroy_plan(s->fwd);
-        if (s->inv) fftwf_destroy_plan(s->inv);
-        stsl__fftw_unlock();
-    }
+    stsl__fftw_destroy_plans(s->fwd, s->inv);
     stsl__free(s->rmap);
     stsl__free(s->cmap);
     stsl__free(s->w1);

@@ -62,6 +62,15 @@ static pthread_mutex_t fftw_mutex = PTHREAD_MUTEX_INITIALIZER;
 void stsl__fftw_lock(void) { pthread_mutex_lock(&fftw_mutex); }
 void stsl__fftw_unlock(void) { pthread_mutex_unlock(&fftw_mutex); }
 
+void stsl__fftw_destroy_plans(fftwf_plan fwd, fftwf_plan inv)
+{
+    if (!fwd && !inv) return;
+    stsl__fftw_lock();
+    if (fwd) fftwf_destroy_plan(fwd);
+    if (inv) fftwf_destroy_plan(inv);
+    stsl__fftw_unlock();
+}
+
 float *stsl__op_aligned_floats(size_t count, void **raw)
 {
     size_t bytes;

@@ -11,6 +11,8 @@
 
 #include "core/internal.h"
 
+#include <fftw3.h>
+
 /* Every parameter an operator may use; which keys a kind accepts is decided in operator.c. */
 typedef struct stsl__op_params {
     double noise_sigma;
@@ -116,6 +118,8 @@ int stsl__op_boundary_index(int p, int n, int boundary);
  * process-wide lock. */
 void stsl__fftw_lock(void);
 void stsl__fftw_unlock(void);
+/* Destroy a family's forward/inverse plan pair under that lock (either may be NULL). */
+void stsl__fftw_destroy_plans(fftwf_plan fwd, fftwf_plan inv);
 /* 64-byte aligned float buffer through stsl__malloc (so FFTW plans made on one buffer can be
  * executed on another: equal alignment).  *raw is what to pass to stsl__free. */
 float *stsl__op_aligned_floats(size_t count, void **raw);
