@@ -219,3 +219,39 @@ int tu_help_lists_default(const char *text, const char *flag, const char *value,
     }
     return 0;
 }
+
+uint32_t tu_png_crc(const unsigned char *p, size_t n)
+{
+    uint32_t c = 0xffffffffu;
+    for (size_t i = 0; i < n; i++) {
+        c ^= p[i];
+        for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1u)));
+    }
+    return c ^ 0xffffffffu;
+}
+
+void tu_put_be32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+}
+
+size_t tu_craft_png(unsigned char *buf, uint32_t w, uint32_t h, int depth, int color_type)
+{
+    static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    memcpy(buf, sig, 8);
+    tu_put_be32(buf + 8, 13);
+    memcpy(buf + 12, "IHDR", 4);
+    tu_put_be32(buf + 16, w);
+    tu_put_be32(buf + 20, h);
+    buf[24] = (unsigned char)depth;
+    buf[25] = (unsigned char)color_type;
+    buf[26] = buf[27] = buf[28] = 0;   /* compression, filter, interlace */
+    tu_put_be32(buf + 29, tu_png_crc(buf + 12, 17));
+    tu_put_be32(buf + 33, 0);
+    memcpy(buf + 37, "IEND", 4);
+    tu_put_be32(buf + 41, tu_png_crc(buf + 37, 4));
+    return 45;
+}

@@ -79,4 +79,11 @@ int tu_help_lists_default(const char *text, const char *flag, const char *value,
     } while (0)
 #define TU_ASSERT_OK(expr) TU_ASSERT_STATUS(expr, STSL_OK)
 
+/* Crafted PNG files for the decoders' size checks: the chunk CRC, a big-endian 32-bit store, and
+ * a PNG of signature + IHDR (w x h, depth, colour type) + IEND with correct CRCs (45 bytes into
+ * buf; returns 45). */
+uint32_t tu_png_crc(const unsigned char *p, size_t n);
+void tu_put_be32(unsigned char *p, uint32_t v);
+size_t tu_craft_png(unsigned char *buf, uint32_t w, uint32_t h, int depth, int color_type);
+
 #endif

@@ -128,46 +128,6 @@ static int count_files(const char *dir, const char *part)
     return n;
 }
 
-/* tiny CRC-32 (PNG chunk CRC) */
-static uint32_t crc32_png(const unsigned char *p, size_t n)
-{
-    uint32_t c = 0xffffffffu;
-    for (size_t i = 0; i < n; i++) {
-        c ^= p[i];
-        for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1u)));
-    }
-    return c ^ 0xffffffffu;
-}
-
-static void put32(unsigned char *p, uint32_t v)
-{
-    p[0] = (unsigned char)(v >> 24);
-    p[1] = (unsigned char)(v >> 16);
-    p[2] = (unsigned char)(v >> 8);
-    p[3] = (unsigned char)v;
-}
-
-/* A PNG made of signature, IHDR (w x h, 8-bit RGB) and IEND, with correct CRCs: 45 bytes. */
-static size_t craft_png_header(unsigned char *buf, uint32_t w, uint32_t h)
-{
-    static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
-    memcpy(buf, sig, 8);
-    put32(buf + 8, 13);
-    memcpy(buf + 12, "IHDR", 4);
-    put32(buf + 16, w);
-    put32(buf + 20, h);
-    buf[24] = 8;  /* depth */
-    buf[25] = 2;  /* RGB */
-    buf[26] = 0;
-    buf[27] = 0;
-    buf[28] = 0;
-    put32(buf + 29, crc32_png(buf + 12, 17));
-    put32(buf + 33, 0);
-    memcpy(buf + 37, "IEND", 4);
-    put32(buf + 41, crc32_png(buf + 37, 4));
-    return 45;
-}
-
 /* Write a PNG with libpng directly (layouts the library's writer does not produce). */
 static void write_png_raw(const char *path, int w, int h, int color_type, int depth, int interlace,
                           const unsigned char *pixels, size_t rowbytes, const png_color *palette,
@@ -926,7 +886,7 @@ static void test_png_bomb_and_sizes(void)
     unsigned char buf[64];
     stsl_image *img = NULL;
     /* 100000 x 100000: refused from the header, before any allocation */
-    size_t n = craft_png_header(buf, 100000, 100000);
+    size_t n = tu_craft_png(buf, 100000, 100000, 8, 2);
     TU_ASSERT_STATUS(stsl_image_decode(ctx, buf, n, 0, &img), STSL_ERR_LIMIT);
     CU_ASSERT(img == NULL);
     CU_ASSERT(strstr(stsl_context_last_error(ctx), "100000") != NULL);
@@ -934,20 +894,20 @@ static void test_png_bomb_and_sizes(void)
     TU_ASSERT_STATUS(stsl_image_load(ctx, tmp("bomb.png"), 0, &img), STSL_ERR_LIMIT);
     CU_ASSERT(stsl_context_last_error(ctx)[0] != '\0');
     /* each side within the limit, the product above it */
-    n = craft_png_header(buf, STSL_MAX_IMAGE_DIM, STSL_MAX_IMAGE_DIM);
+    n = tu_craft_png(buf, STSL_MAX_IMAGE_DIM, STSL_MAX_IMAGE_DIM, 8, 2);
     TU_ASSERT_STATUS(stsl_image_decode(ctx, buf, n, 0, &img), STSL_ERR_LIMIT);
     CU_ASSERT(strstr(stsl_context_last_error(ctx), "pixels") != NULL);
     /* zero width / height */
-    n = craft_png_header(buf, 0, 10);
+    n = tu_craft_png(buf, 0, 10, 8, 2);
     TU_ASSERT_STATUS(stsl_image_decode(ctx, buf, n, 0, &img), STSL_ERR_FORMAT);
     CU_ASSERT(stsl_context_last_error(ctx)[0] != '\0');
-    n = craft_png_header(buf, 10, 0);
+    n = tu_craft_png(buf, 10, 0, 8, 2);
     TU_ASSERT_STATUS(stsl_image_decode(ctx, buf, n, 0, &img), STSL_ERR_FORMAT);
     /* 2^31 and above are invalid PNG */
-    n = craft_png_header(buf, 0x80000000u, 1);
+    n = tu_craft_png(buf, 0x80000000u, 1, 8, 2);
     TU_ASSERT_STATUS(stsl_image_decode(ctx, buf, n, 0, &img), STSL_ERR_FORMAT);
     /* a sane header without image data: a format error, not a limit */
-    n = craft_png_header(buf, 10, 10);
+    n = tu_craft_png(buf, 10, 10, 8, 2);
     TU_ASSERT_STATUS(stsl_image_decode(ctx, buf, n, 0, &img), STSL_ERR_FORMAT);
     CU_ASSERT(stsl_context_last_error(ctx)[0] != '\0');
     CU_ASSERT(img == NULL);
