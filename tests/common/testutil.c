@@ -255,3 +255,20 @@ size_t tu_craft_png(unsigned char *buf, uint32_t w, uint32_t h, int depth, int c
     tu_put_be32(buf + 41, tu_png_crc(buf + 37, 4));
     return 45;
 }
+
+int tu_help_lists_param_default(const char *text, stsl_param key, const stsl_param_bounds *b, const char *who)
+{
+    char flag[80], value[64];
+    const char *vn = b->is_integer ? stsl_param_value_name(key, (int64_t)b->default_value) : NULL;
+    snprintf(flag, sizeof flag, "--%s", stsl_param_name(key));
+    if (vn) snprintf(value, sizeof value, "%s", vn);
+    else snprintf(value, sizeof value, "%g", b->default_value);
+    int ok = tu_help_lists_default(text, flag, value, who);
+    if (!ok) fprintf(stderr, "\n  --help: %s lacks default %s for %s\n", flag, value, who);
+    return ok;
+}
+
+void tu_destroy_images(stsl_image *const *images, size_t n)
+{
+    for (size_t i = 0; i < n; i++) stsl_image_destroy(images[i]);
+}
