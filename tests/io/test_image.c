@@ -303,9 +303,7 @@ static void roundtrip_png(int channels, int depth)
     CU_ASSERT_EQUAL(tu_max_abs_diff(back->data, mem->data, img_size(back)), 0.0);
     CU_ASSERT_STRING_EQUAL(stsl_context_last_error(ctx), "");
     free(bytes);
-    stsl_image_destroy(mem);
-    stsl_image_destroy(back);
-    stsl_image_destroy(img);
+    TU_DESTROY_IMAGES(mem, back, img);
     stsl_context_destroy(ctx);
 }
 
@@ -392,9 +390,7 @@ static void test_jpeg_roundtrip(void)
         CU_ASSERT_FATAL(mem != NULL);
         CU_ASSERT_EQUAL(tu_max_abs_diff(back->data, mem->data, img_size(back)), 0.0);
         free(bytes);
-        stsl_image_destroy(mem);
-        stsl_image_destroy(back);
-        stsl_image_destroy(img);
+        TU_DESTROY_IMAGES(mem, back, img);
     }
     stsl_context_destroy(ctx);
 }
@@ -427,9 +423,7 @@ static void test_jpeg_quality(void)
         eb += (b->data[i] - v) * (b->data[i] - v);
     }
     CU_ASSERT(eb < ea);
-    stsl_image_destroy(a);
-    stsl_image_destroy(b);
-    stsl_image_destroy(img);
+    TU_DESTROY_IMAGES(a, b, img);
     stsl_context_destroy(ctx);
 }
 
@@ -484,16 +478,7 @@ static void test_channel_conversion(void)
         CU_ASSERT_DOUBLE_EQUAL(jg->data[i], luma, 1e-6);
     }
 
-    stsl_image_destroy(sm);
-    stsl_image_destroy(jg);
-    stsl_image_destroy(j3);
-    stsl_image_destroy(g3);
-    stsl_image_destroy(g4);
-    stsl_image_destroy(grey);
-    stsl_image_destroy(g);
-    stsl_image_destroy(rgb);
-    stsl_image_destroy(four);
-    stsl_image_destroy(rgba);
+    TU_DESTROY_IMAGES(sm, jg, j3, g3, g4, grey, g, rgb, four, rgba);
     stsl_context_destroy(ctx);
 }
 
