@@ -88,33 +88,30 @@ static stsl_status store_value(stsl_operator *op, stsl_param key, const stsl__op
 }
 
 /* What both setters check first: the operator is not prepared yet and the key is one of its kind's. */
-static stsl_status settable_key(stsl_operator *op, stsl_param key, stsl__op_limits *l)
+/* Both setters: the operator is not prepared yet, the key is one of its kind's, and a real value
+ * is not given to an integer key (an integer is a valid real value: real keys accept set_int). */
+static stsl_status set_value(stsl_operator *op, stsl_param key, double v, int64_t iv, int given_as_int)
 {
+    if (!op) return STSL_ERR_INVALID_ARG;
     if (op->prepared)
         return stsl__fail(op->err, STSL_ERR_INVALID_ARG, "operator already prepared: parameters are fixed");
-    return check_key(op, key, l);
+    stsl__op_limits l;
+    stsl_status st = check_key(op, key, &l);
+    if (st != STSL_OK) return st;
+    if (!given_as_int && l.is_integer)
+        return stsl__fail(op->err, STSL_ERR_INVALID_ARG, "parameter '%s' is an integer: use stsl_operator_set_int",
+                          param_name(key));
+    return store_value(op, key, &l, v, iv);
 }
 
 STSL_API stsl_status stsl_operator_set_int(stsl_operator *op, stsl_param key, int64_t value)
 {
-    if (!op) return STSL_ERR_INVALID_ARG;
-    stsl__op_limits l;
-    stsl_status st = settable_key(op, key, &l);
-    if (st != STSL_OK) return st;
-    /* An integer is a valid real value, so real keys accept set_int too. */
-    return store_value(op, key, &l, (double)value, value);
+    return set_value(op, key, (double)value, value, 1);
 }
 
 STSL_API stsl_status stsl_operator_set_float(stsl_operator *op, stsl_param key, double value)
 {
-    if (!op) return STSL_ERR_INVALID_ARG;
-    stsl__op_limits l;
-    stsl_status st = settable_key(op, key, &l);
-    if (st != STSL_OK) return st;
-    if (l.is_integer)
-        return stsl__fail(op->err, STSL_ERR_INVALID_ARG, "parameter '%s' is an integer: use stsl_operator_set_int",
-                          param_name(key));
-    return store_value(op, key, &l, value, 0);
+    return set_value(op, key, value, 0, 0);
 }
 
 static double get_value(const stsl_operator *op, stsl_param key)
