@@ -272,3 +272,16 @@ void tu_destroy_images(stsl_image *const *images, size_t n)
 {
     for (size_t i = 0; i < n; i++) stsl_image_destroy(images[i]);
 }
+
+int tu_jpeg_patch_sof(unsigned char *b, size_t size, unsigned h, unsigned w)
+{
+    for (size_t i = 2; i + 9 < size; i++)
+        if (b[i] == 0xFF && (b[i + 1] == 0xC0 || b[i + 1] == 0xC1 || b[i + 1] == 0xC2)) {
+            b[i + 5] = (unsigned char)(h >> 8);
+            b[i + 6] = (unsigned char)h;
+            b[i + 7] = (unsigned char)(w >> 8);
+            b[i + 8] = (unsigned char)w;
+            return 1;
+        }
+    return 0;
+}

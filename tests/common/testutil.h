@@ -89,6 +89,10 @@ void tu_destroy_images(stsl_image *const *images, size_t n);
     tu_destroy_images((stsl_image *const[]){__VA_ARGS__},                                   \
                       sizeof((stsl_image *const[]){__VA_ARGS__}) / sizeof(stsl_image *))
 
+/* Patch the height and width of a JPEG held in memory at its first SOF0/1/2 marker: 1, or 0 when
+ * it has none. */
+int tu_jpeg_patch_sof(unsigned char *b, size_t size, unsigned h, unsigned w);
+
 /* Crafted PNG files for the decoders' size checks: the chunk CRC, a big-endian 32-bit store, and
  * a PNG of signature + IHDR (w x h, depth, colour type) + IEND with correct CRCs (45 bytes into
  * buf; returns 45). */

@@ -899,20 +899,6 @@ static void test_png_bomb_and_sizes(void)
     stsl_context_destroy(ctx);
 }
 
-/* Patch the SOF dimensions of a JPEG. */
-static int patch_sof(unsigned char *b, size_t size, unsigned h, unsigned w)
-{
-    for (size_t i = 2; i + 9 < size; i++)
-        if (b[i] == 0xFF && (b[i + 1] == 0xC0 || b[i + 1] == 0xC1 || b[i + 1] == 0xC2)) {
-            b[i + 5] = (unsigned char)(h >> 8);
-            b[i + 6] = (unsigned char)h;
-            b[i + 7] = (unsigned char)(w >> 8);
-            b[i + 8] = (unsigned char)w;
-            return 1;
-        }
-    return 0;
-}
-
 static void test_jpeg_sizes(void)
 {
     stsl_context *ctx = new_ctx();
@@ -921,22 +907,22 @@ static void test_jpeg_sizes(void)
     size_t size = 0;
     unsigned char *b = read_all(tmp("sof.jpg"), &size);
     stsl_image *out = NULL;
-    CU_ASSERT_FATAL(patch_sof(b, size, 60000, 60000));
+    CU_ASSERT_FATAL(tu_jpeg_patch_sof(b, size, 60000, 60000));
     TU_ASSERT_STATUS(stsl_image_decode(ctx, b, size, 0, &out), STSL_ERR_LIMIT);
     CU_ASSERT(out == NULL);
     CU_ASSERT(strstr(stsl_context_last_error(ctx), "60000") != NULL);
-    patch_sof(b, size, STSL_MAX_IMAGE_DIM, STSL_MAX_IMAGE_DIM);
+    tu_jpeg_patch_sof(b, size, STSL_MAX_IMAGE_DIM, STSL_MAX_IMAGE_DIM);
     TU_ASSERT_STATUS(stsl_image_decode(ctx, b, size, 0, &out), STSL_ERR_LIMIT);
-    patch_sof(b, size, 8, 20000);
+    tu_jpeg_patch_sof(b, size, 8, 20000);
     TU_ASSERT_STATUS(stsl_image_decode(ctx, b, size, 0, &out), STSL_ERR_LIMIT);
-    patch_sof(b, size, 0, 8);
+    tu_jpeg_patch_sof(b, size, 0, 8);
     stsl_status st = stsl_image_decode(ctx, b, size, 0, &out);
     ASSERT_FAILS_WITH_MSG(ctx, st, out);
-    patch_sof(b, size, 8, 0);
+    tu_jpeg_patch_sof(b, size, 8, 0);
     st = stsl_image_decode(ctx, b, size, 0, &out);
     ASSERT_FAILS_WITH_MSG(ctx, st, out);
     /* a larger claimed size than the data holds: truncated */
-    patch_sof(b, size, 64, 64);
+    tu_jpeg_patch_sof(b, size, 64, 64);
     st = stsl_image_decode(ctx, b, size, 0, &out);
     ASSERT_FAILS_WITH_MSG(ctx, st, out);
     CU_ASSERT_EQUAL(st, STSL_ERR_FORMAT);
