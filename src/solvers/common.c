@@ -684,6 +684,14 @@ stsl_status stsl__check_finite(stsl__run *R, const float *buf, size_t n, const c
     return STSL_OK;
 }
 
+void stsl__start_from_noise(stsl__run *R, int total, float *z)
+{
+    R->total = total;
+    R->step = 0;
+    stsl__noise(R, STSL_TAG_INIT_NOISE, 0, 0, z, R->dz);
+    R->est = z;
+}
+
 stsl_status stsl__end_run(stsl__run *R, stsl_status st, float *x_out)
 {
     if (st == STSL_CANCELLED && R->est) stsl__finish(R, R->est, x_out);

@@ -30,10 +30,7 @@ stsl_status stsl__solve_ddim(stsl__run *R, float *x_out)
         st = STSL_ERR_NOMEM;
         goto done;
     }
-    R->total = T;
-    R->step = 0;
-    stsl__noise(R, STSL_TAG_INIT_NOISE, 0, 0, z, R->dz);   /* x_T ~ N(0, I) */
-    R->est = z;
+    stsl__start_from_noise(R, T, z);   /* x_T ~ N(0, I) */
     for (int i = T - 1; i >= 0; i--) {
         R->step = T - i;
         const double t = seq[i], ab = stsl__ab(R, t), abp = stsl__ab(R, i > 0 ? seq[i - 1] : -1);

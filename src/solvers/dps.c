@@ -34,10 +34,7 @@ stsl_status stsl__solve_dps(stsl__run *R, float *x_out)
         st = STSL_ERR_NOMEM;
         goto done;
     }
-    R->total = T;
-    R->step = 0;
-    stsl__noise(R, STSL_TAG_INIT_NOISE, 0, 0, z, R->dz);           /* line 1 */
-    R->est = z;
+    stsl__start_from_noise(R, T, z);   /* line 1 */
     for (int i = T - 1; i >= 0; i--) {                               /* line 2 */
         R->step = T - i;
         const double t = seq[i], ab = stsl__ab(R, t), abp = stsl__ab(R, i > 0 ? seq[i - 1] : -1);

@@ -216,6 +216,9 @@ stsl_status stsl__finish(stsl__run *R, const float *z, float *x_out);
 
 /* The solvers' common exit (at their `done:` label, before freeing their buffers): a cancelled run
  * still writes its current estimate R->est to x_out; R->est is cleared.  Returns st. */
+/* A sampler's start: progress total `total` at step 0, z (batch * dz) ~ N(0, I) from each sample's
+ * initial-noise stream, and z as the current estimate. */
+void stsl__start_from_noise(stsl__run *R, int total, float *z);
 stsl_status stsl__end_run(stsl__run *R, stsl_status st, float *x_out);
 
 /* The operator's Gaussian measurement noise sigma_y (STSL_PARAM_NOISE_SIGMA); 0 when it has none. */
