@@ -140,12 +140,18 @@ static double get_value(const stsl_operator *op, stsl_param key)
     }
 }
 
-STSL_API stsl_status stsl_operator_get_int(const stsl_operator *op, stsl_param key, int64_t *value)
+/* What both getters check first: a handle, somewhere to write, and a key of the operator's kind. */
+static stsl_status gettable_key(const stsl_operator *op, stsl_param key, const void *value, stsl__op_limits *l)
 {
     if (!op) return STSL_ERR_INVALID_ARG;
     if (!value) return stsl__fail((char *)op->err, STSL_ERR_INVALID_ARG, "value is NULL");
+    return check_key(op, key, l);
+}
+
+STSL_API stsl_status stsl_operator_get_int(const stsl_operator *op, stsl_param key, int64_t *value)
+{
     stsl__op_limits l;
-    stsl_status st = check_key(op, key, &l);
+    stsl_status st = gettable_key(op, key, value, &l);
     if (st != STSL_OK) return st;
     if (!l.is_integer)
         return stsl__fail((char *)op->err, STSL_ERR_INVALID_ARG,
@@ -156,10 +162,8 @@ STSL_API stsl_status stsl_operator_get_int(const stsl_operator *op, stsl_param k
 
 STSL_API stsl_status stsl_operator_get_float(const stsl_operator *op, stsl_param key, double *value)
 {
-    if (!op) return STSL_ERR_INVALID_ARG;
-    if (!value) return stsl__fail((char *)op->err, STSL_ERR_INVALID_ARG, "value is NULL");
     stsl__op_limits l;
-    stsl_status st = check_key(op, key, &l);
+    stsl_status st = gettable_key(op, key, value, &l);
     if (st != STSL_OK) return st;
     *value = get_value(op, key);
     return STSL_OK;
