@@ -113,20 +113,20 @@ def wrap_diffusers_vae(vae: nn.Module) -> nn.Module:
     return frontends.DiffusersVAE(vae)
 
 
-class _Encoder(nn.Module):
+class _AEHalf(nn.Module):
+    """One method of an autoencoder (self.ae) as a module's forward: the exported file's."""
+
     def __init__(self, ae):
         super().__init__()
         self.ae = ae
 
+
+class _Encoder(_AEHalf):
     def forward(self, x):
         return self.ae.encode(x)
 
 
-class _Decoder(nn.Module):
-    def __init__(self, ae):
-        super().__init__()
-        self.ae = ae
-
+class _Decoder(_AEHalf):
     def forward(self, z):
         return self.ae.decode(z)
 
