@@ -692,6 +692,14 @@ void stsl__start_from_noise(stsl__run *R, int total, float *z)
     R->est = z;
 }
 
+stsl_status stsl__step_end(stsl__run *R, const float *z, size_t m, const char *what, float *est)
+{
+    stsl_status st = stsl__check_finite(R, z, m, what);
+    if (st != STSL_OK) return st;
+    R->est = est;
+    return stsl__progress(R, R->step, est);
+}
+
 stsl_status stsl__end_run(stsl__run *R, stsl_status st, float *x_out)
 {
     if (st == STSL_CANCELLED && R->est) stsl__finish(R, R->est, x_out);

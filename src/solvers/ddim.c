@@ -42,9 +42,7 @@ stsl_status stsl__solve_ddim(stsl__run *R, float *x_out)
         if (sigma > 0) stsl__noise(R, STSL_TAG_STEP_NOISE, (uint64_t)i, 0, xi, R->dz);
         for (size_t k = 0; k < m; k++)
             z[k] = (float)(cx * x0[k] + ce * eps[k] + (sigma > 0 ? sigma * xi[k] : 0.0));
-        if ((st = stsl__check_finite(R, z, m, "the DDIM iterate")) != STSL_OK) goto done;
-        R->est = x0;
-        if ((st = stsl__progress(R, R->step, x0)) != STSL_OK) goto done;
+        if ((st = stsl__step_end(R, z, m, "the DDIM iterate", x0)) != STSL_OK) goto done;
     }
     R->est = z;
     st = stsl__finish(R, z, x_out);

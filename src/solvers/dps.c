@@ -47,9 +47,7 @@ stsl_status stsl__solve_dps(stsl__run *R, float *x_out)
         if (sig > 0) stsl__noise(R, STSL_TAG_STEP_NOISE, (uint64_t)i, 0, xi, R->dz); /* line 5 */
         for (size_t k = 0; k < m; k++)                                  /* lines 6-7 */
             z[k] = (float)(cz * z[k] + c0 * x0[k] + (sig > 0 ? sig * xi[k] : 0.0) - zeta * g[k]);
-        if ((st = stsl__check_finite(R, z, m, "the DPS iterate")) != STSL_OK) goto done;
-        R->est = x0;
-        if ((st = stsl__progress(R, R->step, x0)) != STSL_OK) goto done;
+        if ((st = stsl__step_end(R, z, m, "the DPS iterate", x0)) != STSL_OK) goto done;
     }
     R->est = z;
     st = stsl__finish(R, z, x_out);                                      /* return x_0 */

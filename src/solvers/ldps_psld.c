@@ -131,9 +131,7 @@ stsl_status stsl__solve_ldps_psld(stsl__run *R, float *x_out)
         if (st != STSL_OK) goto done;
         const double cx = sqrt(abp), ce = sqrt(1 - abp);
         for (size_t k = 0; k < m; k++) z[k] = (float)(cx * z0[k] + ce * eps[k] - g[k]);
-        if ((st = stsl__check_finite(R, z, m, "the PSLD iterate")) != STSL_OK) goto done;
-        R->est = z0;
-        if ((st = stsl__progress(R, R->step, z0)) != STSL_OK) goto done;
+        if ((st = stsl__step_end(R, z, m, "the PSLD iterate", z0)) != STSL_OK) goto done;
     }
     R->est = z;
     st = stsl__finish(R, z, x_out);

@@ -219,6 +219,9 @@ stsl_status stsl__finish(stsl__run *R, const float *z, float *x_out);
 /* A sampler's start: progress total `total` at step 0, z (batch * dz) ~ N(0, I) from each sample's
  * initial-noise stream, and z as the current estimate. */
 void stsl__start_from_noise(stsl__run *R, int total, float *z);
+/* The end of a reverse step: the new iterate z (m floats) must be finite; then `est`, the step's
+ * clean estimate, becomes the run's current estimate and goes to progress. */
+stsl_status stsl__step_end(stsl__run *R, const float *z, size_t m, const char *what, float *est);
 stsl_status stsl__end_run(stsl__run *R, stsl_status st, float *x_out);
 
 /* The operator's Gaussian measurement noise sigma_y (STSL_PARAM_NOISE_SIGMA); 0 when it has none. */
