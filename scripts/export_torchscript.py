@@ -605,6 +605,15 @@ def _build_and_export(a) -> None:
                            **kw)
 
 
+def _diffusers_class(name: str):
+    """A model class of diffusers, or an ExportError when diffusers is not installed."""
+    try:
+        import diffusers  # type: ignore
+    except ImportError:
+        raise ExportError("diffusers is not importable in this python") from None
+    return getattr(diffusers, name)
+
+
 def main(argv: Optional[Iterable[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -715,10 +724,7 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
                 model = _load_model(a.model, a.state_dict)
                 how = a.how
             else:
-                try:
-                    from diffusers import UNet2DModel  # type: ignore
-                except ImportError:
-                    raise ExportError("diffusers is not importable in this python") from None
+                UNet2DModel = _diffusers_class("UNet2DModel")
                 kw = {"subfolder": a.subfolder} if a.subfolder else {}
                 cfgp = os.path.join(a.pretrained, a.subfolder or "", "config.json")
                 if os.path.isfile(cfgp):
@@ -741,10 +747,7 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
             model = _load_model(a.model, a.state_dict)
             how = a.how
         else:
-            try:
-                from diffusers import AutoencoderKL  # type: ignore
-            except ImportError:
-                raise ExportError("diffusers is not importable in this python") from None
+            AutoencoderKL = _diffusers_class("AutoencoderKL")
             kw = {"subfolder": a.subfolder} if a.subfolder else {}
             model = wrap_diffusers_vae(AutoencoderKL.from_pretrained(a.pretrained, **kw))
             how = "trace"
