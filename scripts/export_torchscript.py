@@ -366,10 +366,7 @@ def _script_unet(model: nn.Module, how: str, x: torch.Tensor, t: torch.Tensor):
         except ExportError:
             raise
         except Exception as e:
-            if how == "script":
-                raise ExportError(f"scripting failed: {frontends.first_line(e)} (try --how trace)") from None
-            print(f"export_torchscript: scripting failed ({frontends.first_line(e)}); tracing",
-                  file=sys.stderr)
+            _scripting_failed(e, how)
     elif how != "trace":
         raise ExportError(f"unknown conversion {how!r} (script, trace, auto)")
     return trace_checked(_UNetWrapper(model).eval(), (x, t))
@@ -430,10 +427,7 @@ def export_autoencoder(model: nn.Module, path: str, *, image_shape: Sequence[int
         except ExportError:
             raise
         except Exception as e:
-            if how == "script":
-                raise ExportError(f"scripting failed: {frontends.first_line(e)} (try --how trace)") from None
-            print(f"export_torchscript: scripting failed ({frontends.first_line(e)}); tracing",
-                  file=sys.stderr)
+            _scripting_failed(e, how)
             sm = trace_checked(model.eval(), {"encode": (x,), "decode": (z,)})
     else:
         sm = trace_checked(model.eval(), {"encode": (x,), "decode": (z,)})
@@ -603,6 +597,14 @@ def _build_and_export(a) -> None:
         model.requires_grad_(False)
         export_autoencoder(model, a.out, how="trace", name=a.name, extra=extra, check=check,
                            **kw)
+
+
+def _scripting_failed(e: Exception, how: str) -> None:
+    """torch.jit.script raised e: an ExportError when scripting was asked for, else a note that
+    the export falls back to tracing."""
+    if how == "script":
+        raise ExportError(f"scripting failed: {frontends.first_line(e)} (try --how trace)") from None
+    print(f"export_torchscript: scripting failed ({frontends.first_line(e)}); tracing", file=sys.stderr)
 
 
 def _diffusers_class(name: str):
