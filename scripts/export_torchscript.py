@@ -113,20 +113,20 @@ def wrap_diffusers_vae(vae: nn.Module) -> nn.Module:
     return frontends.DiffusersVAE(vae)
 
 
-class _Encoder(nn.Module):
+class _AEHalf(nn.Module):
+    """One method of an autoencoder (self.ae) as a module's forward: the exported file's."""
+
     def __init__(self, ae):
         super().__init__()
         self.ae = ae
 
+
+class _Encoder(_AEHalf):
     def forward(self, x):
         return self.ae.encode(x)
 
 
-class _Decoder(nn.Module):
-    def __init__(self, ae):
-        super().__init__()
-        self.ae = ae
-
+class _Decoder(_AEHalf):
     def forward(self, z):
         return self.ae.decode(z)
 
@@ -366,10 +366,7 @@ def _script_unet(model: nn.Module, how: str, x: torch.Tensor, t: torch.Tensor):
         except ExportError:
             raise
         except Exception as e:
-            if how == "script":
-                raise ExportError(f"scripting failed: {frontends.first_line(e)} (try --how trace)") from None
-            print(f"export_torchscript: scripting failed ({frontends.first_line(e)}); tracing",
-                  file=sys.stderr)
+            _scripting_failed(e, how)
     elif how != "trace":
         raise ExportError(f"unknown conversion {how!r} (script, trace, auto)")
     return trace_checked(_UNetWrapper(model).eval(), (x, t))
@@ -430,10 +427,7 @@ def export_autoencoder(model: nn.Module, path: str, *, image_shape: Sequence[int
         except ExportError:
             raise
         except Exception as e:
-            if how == "script":
-                raise ExportError(f"scripting failed: {frontends.first_line(e)} (try --how trace)") from None
-            print(f"export_torchscript: scripting failed ({frontends.first_line(e)}); tracing",
-                  file=sys.stderr)
+            _scripting_failed(e, how)
             sm = trace_checked(model.eval(), {"encode": (x,), "decode": (z,)})
     else:
         sm = trace_checked(model.eval(), {"encode": (x,), "decode": (z,)})
@@ -605,6 +599,23 @@ def _build_and_export(a) -> None:
                            **kw)
 
 
+def _scripting_failed(e: Exception, how: str) -> None:
+    """torch.jit.script raised e: an ExportError when scripting was asked for, else a note that
+    the export falls back to tracing."""
+    if how == "script":
+        raise ExportError(f"scripting failed: {frontends.first_line(e)} (try --how trace)") from None
+    print(f"export_torchscript: scripting failed ({frontends.first_line(e)}); tracing", file=sys.stderr)
+
+
+def _diffusers_class(name: str):
+    """A model class of diffusers, or an ExportError when diffusers is not installed."""
+    try:
+        import diffusers  # type: ignore
+    except ImportError:
+        raise ExportError("diffusers is not importable in this python") from None
+    return getattr(diffusers, name)
+
+
 def main(argv: Optional[Iterable[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -715,10 +726,7 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
                 model = _load_model(a.model, a.state_dict)
                 how = a.how
             else:
-                try:
-                    from diffusers import UNet2DModel  # type: ignore
-                except ImportError:
-                    raise ExportError("diffusers is not importable in this python") from None
+                UNet2DModel = _diffusers_class("UNet2DModel")
                 kw = {"subfolder": a.subfolder} if a.subfolder else {}
                 cfgp = os.path.join(a.pretrained, a.subfolder or "", "config.json")
                 if os.path.isfile(cfgp):
@@ -741,10 +749,7 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
             model = _load_model(a.model, a.state_dict)
             how = a.how
         else:
-            try:
-                from diffusers import AutoencoderKL  # type: ignore
-            except ImportError:
-                raise ExportError("diffusers is not importable in this python") from None
+            AutoencoderKL = _diffusers_class("AutoencoderKL")
             kw = {"subfolder": a.subfolder} if a.subfolder else {}
             model = wrap_diffusers_vae(AutoencoderKL.from_pretrained(a.pretrained, **kw))
             how = "trace"

@@ -84,6 +84,15 @@ def measured(cmd, env=None, cwd=None):
     return r.stdout, err, wall, rss, r.returncode
 
 
+def measured_timings(cmd, what):
+    """Run a timing program under measured(): its 'key value' lines as a dict, and its peak RSS
+    GiB; exits with `what` and the end of stderr when it fails."""
+    out, err, _, rss, rc = measured(cmd)
+    if rc:
+        raise SystemExit(f"{what} failed: {err.strip()[-300:]}")
+    return dict(line.split(" ", 1) for line in out.splitlines() if " " in line), rss
+
+
 @functools.lru_cache(maxsize=None)
 def machine():
     cpu = cpu_model()
@@ -223,12 +232,10 @@ def vae_calls(a, rows):
     f = files("sd15")
     reps = str(a.repeats)
     for th in a.thread_list:
-        out, err, wall, rss, rc = measured([os.path.join(ROOT, "bin", "bench-torchscript"),
-                                            f["vae"], "--autoencoder", "--threads", str(th),
-                                            "--repeats", reps, "--warmup", "1"])
-        if rc:
-            raise SystemExit(f"bench-torchscript --autoencoder failed: {err.strip()[-300:]}")
-        kv = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+        kv, rss = measured_timings([os.path.join(ROOT, "bin", "bench-torchscript"),
+                                   f["vae"], "--autoencoder", "--threads", str(th),
+                                   "--repeats", reps, "--warmup", "1"],
+                                   "bench-torchscript --autoencoder")
         record(rows, model="sd15", part="vae", what=f"library calls, {th} thread(s)",
                load_s=round(float(kv["load_ms"]) / 1e3, 1),
                **{f"{k}_s": round(float(kv[f"{k}_median_ms"]) / 1e3, 2)
@@ -236,12 +243,10 @@ def vae_calls(a, rows):
                repeats=a.repeats, peak_gib=round(rss, 2),
                command=f"bench-torchscript {os.path.basename(f['vae'])} --autoencoder --threads {th} "
                        f"--repeats {reps} --warmup 1")
-        out, err, wall, rss, rc = measured([sys.executable, "-c", eager_script(EAGER_VAE, reps),
-                                            os.path.join(ROOT, "scripts"), a.diffusers,
-                                            os.path.join(OUT, "sd15"), str(th)])
-        if rc:
-            raise SystemExit(f"eager VAE timing failed: {err.strip()[-300:]}")
-        kv = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+        kv, rss = measured_timings([sys.executable, "-c", eager_script(EAGER_VAE, reps),
+                                   os.path.join(ROOT, "scripts"), a.diffusers,
+                                   os.path.join(OUT, "sd15"), str(th)],
+                                   "eager VAE timing")
         record(rows, model="sd15", part="vae", what=f"eager PyTorch calls, {th} thread(s)",
                **{f"{k}_s": round(float(kv[f"{k}_ms"]) / 1e3, 2)
                   for k in ("encode", "decode", "decode_vjp")},
@@ -256,12 +261,10 @@ def calls(a, model, rows):
     if model == "sd15" and "unet" not in a.sd_parts.split(","):
         return
     for th in a.thread_list:
-        out, err, wall, rss, rc = measured([os.path.join(ROOT, "bin", "bench-torchscript"),
-                                            f["unet"], "--threads", str(th), "--repeats",
-                                            str(a.repeats), "--warmup", "1"])
-        if rc:
-            raise SystemExit(f"bench-torchscript failed: {err.strip()[-300:]}")
-        kv = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+        kv, rss = measured_timings([os.path.join(ROOT, "bin", "bench-torchscript"),
+                                   f["unet"], "--threads", str(th), "--repeats",
+                                   str(a.repeats), "--warmup", "1"],
+                                   "bench-torchscript")
         record(rows, model=model, part="unet", what=f"library calls, {th} thread(s)",
                load_s=round(float(kv["load_ms"]) / 1e3, 1),
                forward_s=round(float(kv["forward_median_ms"]) / 1e3, 2),
@@ -273,11 +276,9 @@ def calls(a, model, rows):
             args = ["adm", a.guided_diffusion, os.path.join(OUT, f"{model}.json")]
         else:
             args = ["sd", a.diffusers, os.path.join(OUT, "sd15")]
-        out, err, wall, rss, rc = measured([sys.executable, "-c", eager_script(EAGER, a.repeats),
-                                            os.path.join(ROOT, "scripts")] + args + [str(th)])
-        if rc:
-            raise SystemExit(f"eager timing failed: {err.strip()[-300:]}")
-        kv = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+        kv, rss = measured_timings([sys.executable, "-c", eager_script(EAGER, a.repeats),
+                                   os.path.join(ROOT, "scripts")] + args + [str(th)],
+                                   "eager timing")
         record(rows, model=model, part="unet", what=f"eager PyTorch calls, {th} thread(s)",
                forward_s=round(float(kv["forward_ms"]) / 1e3, 2),
                vjp_s=round(float(kv["vjp_ms"]) / 1e3, 2),

@@ -60,16 +60,38 @@ class Attn(nn.Module):
         return x + self.proj(o)
 
 
-class PixelUNet(nn.Module):
+class _EpsNet(nn.Module):
+    """What the eps-prediction nets share, under the attribute names their checkpoints use: the
+    timestep embedding's MLP (t1, t2), made first, and the output head (outn, outc), made last by
+    _make_head and zero-initialised so that training starts from eps = 0.  Construction order is
+    the seeded initialisation order: keep it."""
+
+    def __init__(self, temb: int):
+        super().__init__()
+        self.temb_dim = temb
+        self.t1 = nn.Linear(temb, temb)
+        self.t2 = nn.Linear(temb, temb)
+
+    def _make_head(self, ch: int, cout: int) -> None:
+        self.outn = _gn(ch)
+        self.outc = nn.Conv2d(ch, cout, 3, padding=1)
+        nn.init.zeros_(self.outc.weight)
+        nn.init.zeros_(self.outc.bias)
+
+    def embed(self, t: torch.Tensor) -> torch.Tensor:
+        return self.t2(F.silu(self.t1(timestep_embedding(t, self.temb_dim))))
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        return self.outc(F.silu(self.outn(h)))
+
+
+class PixelUNet(_EpsNet):
     """eps-prediction UNet for 1x28x28 images: 28 -> 14 -> 7, channels (c1, c2, c3),
     one residual block per level on the way down, one (with skip concat) on the way up,
     a 7x7 middle with self-attention."""
 
     def __init__(self, cin: int = 1, c1: int = 32, c2: int = 64, c3: int = 64, temb: int = 128):
-        super().__init__()
-        self.temb_dim = temb
-        self.t1 = nn.Linear(temb, temb)
-        self.t2 = nn.Linear(temb, temb)
+        super().__init__(temb)
         self.inc = nn.Conv2d(cin, c1, 3, padding=1)
         self.d1 = ResBlock(c1, c1, temb)
         self.down1 = nn.Conv2d(c1, c1, 3, stride=2, padding=1)      # 28 -> 14
@@ -84,14 +106,10 @@ class PixelUNet(nn.Module):
         self.u2 = ResBlock(c2 + c2, c2, temb)
         self.up1 = nn.Conv2d(c2, c1, 3, padding=1)                  # 14 -> 28
         self.u1 = ResBlock(c1 + c1, c1, temb)
-        self.outn = _gn(c1)
-        self.outc = nn.Conv2d(c1, cin, 3, padding=1)
-        nn.init.zeros_(self.outc.weight)
-        nn.init.zeros_(self.outc.bias)
+        self._make_head(c1, cin)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        emb = timestep_embedding(t, self.temb_dim)
-        emb = self.t2(F.silu(self.t1(emb)))
+        emb = self.embed(t)
         h = self.inc(x)
         s1 = self.d1(h, emb)
         h = self.down1(s1)
@@ -106,39 +124,32 @@ class PixelUNet(nn.Module):
         h = self.u2(torch.cat([h, s2], dim=1), emb)
         h = self.up1(F.interpolate(h, scale_factor=2.0, mode="nearest"))
         h = self.u1(torch.cat([h, s1], dim=1), emb)
-        return self.outc(F.silu(self.outn(h)))
+        return self.head(h)
 
 
-class LatentNet(nn.Module):
+class LatentNet(_EpsNet):
     """eps-prediction residual net for cin x 7 x 7 latents, no downsampling (7 is odd):
     conv in, `nblocks` time-conditioned residual blocks at 7x7 with one self-attention
     in the middle, conv out."""
 
     def __init__(self, cin: int = 4, ch: int = 96, nblocks: int = 4, temb: int = 128):
-        super().__init__()
-        self.temb_dim = temb
-        self.t1 = nn.Linear(temb, temb)
-        self.t2 = nn.Linear(temb, temb)
+        super().__init__(temb)
         self.inc = nn.Conv2d(cin, ch, 3, padding=1)
         half = nblocks // 2
         self.blocks_a = nn.ModuleList([ResBlock(ch, ch, temb) for _ in range(half)])
         self.attn = Attn(ch)
         self.blocks_b = nn.ModuleList([ResBlock(ch, ch, temb) for _ in range(nblocks - half)])
-        self.outn = _gn(ch)
-        self.outc = nn.Conv2d(ch, cin, 3, padding=1)
-        nn.init.zeros_(self.outc.weight)
-        nn.init.zeros_(self.outc.bias)
+        self._make_head(ch, cin)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        emb = timestep_embedding(t, self.temb_dim)
-        emb = self.t2(F.silu(self.t1(emb)))
+        emb = self.embed(t)
         h = self.inc(x)
         for b in self.blocks_a:
             h = b(h, emb)
         h = self.attn(h)
         for b in self.blocks_b:
             h = b(h, emb)
-        return self.outc(F.silu(self.outn(h)))
+        return self.head(h)
 
 
 class _AEBlock(nn.Module):

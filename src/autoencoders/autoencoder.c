@@ -56,6 +56,23 @@ static stsl_status check_finite(const float *v, size_t n, size_t per, const char
     return STSL_OK;
 }
 
+enum { SCALE_MUL, SCALE_DIV };
+
+/* A wrapped model's result in the library's units: times (encoder side) or divided by (decoder
+ * side) the latent scale, then checked for NaN/Inf sample by sample (samples of `shape`). */
+static stsl_status rescale_checked(const stsl_autoencoder *ae, float *v, stsl_shape shape, int batch, int how,
+                                   const char *what, char *err)
+{
+    size_t per = stsl__shape_size(shape), n = per * (size_t)batch;
+    if (ae->latent_scale != 1.0) {
+        if (how == SCALE_MUL)
+            for (size_t i = 0; i < n; i++) v[i] = (float)(v[i] * ae->latent_scale);
+        else
+            for (size_t i = 0; i < n; i++) v[i] = (float)(v[i] / ae->latent_scale);
+    }
+    return check_finite(v, n, per, what, err);
+}
+
 stsl_status stsl__ae_encode(stsl_autoencoder *ae, const float *x, float *z, int batch, char *err)
 {
     stsl_status st = check_batch(batch, err);
@@ -65,10 +82,7 @@ stsl_status stsl__ae_encode(stsl_autoencoder *ae, const float *x, float *z, int 
     st = ae->ops->encode(ae, x, z, batch, err);
     pthread_mutex_unlock(&ae->lock);
     if (st != STSL_OK) return st;
-    size_t per = stsl__shape_size(ae->latent), n = per * (size_t)batch;
-    if (ae->latent_scale != 1.0)
-        for (size_t i = 0; i < n; i++) z[i] = (float)(z[i] * ae->latent_scale);
-    return check_finite(z, n, per, "encoding", err);
+    return rescale_checked(ae, z, ae->latent, batch, SCALE_MUL, "encoding", err);
 }
 
 /* z / scale into a fresh buffer, or z itself when the scale is 1. */
@@ -121,10 +135,7 @@ stsl_status stsl__ae_encode_vjp(stsl_autoencoder *ae, const float *x, const floa
     st = ae->ops->encode_vjp(ae, x, v, out, batch, err);
     pthread_mutex_unlock(&ae->lock);
     if (st != STSL_OK) return st;
-    size_t per = stsl__shape_size(ae->image), n = per * (size_t)batch;
-    if (ae->latent_scale != 1.0)
-        for (size_t i = 0; i < n; i++) out[i] = (float)(out[i] * ae->latent_scale);
-    return check_finite(out, n, per, "encoder vector-Jacobian product", err);
+    return rescale_checked(ae, out, ae->image, batch, SCALE_MUL, "encoder vector-Jacobian product", err);
 }
 
 stsl_status stsl__ae_decode_vjp(stsl_autoencoder *ae, const float *z, const float *u, float *x,
@@ -141,10 +152,7 @@ stsl_status stsl__ae_decode_vjp(stsl_autoencoder *ae, const float *z, const floa
     pthread_mutex_unlock(&ae->lock);
     stsl__free(owned);
     if (st != STSL_OK) return st;
-    size_t per = stsl__shape_size(ae->latent), n = per * (size_t)batch;
-    if (ae->latent_scale != 1.0)
-        for (size_t i = 0; i < n; i++) out[i] = (float)(out[i] / ae->latent_scale);
-    return check_finite(out, n, per, "decoder vector-Jacobian product", err);
+    return rescale_checked(ae, out, ae->latent, batch, SCALE_DIV, "decoder vector-Jacobian product", err);
 }
 
 struct stsl__ae_pass {
@@ -197,10 +205,7 @@ stsl_status stsl__ae_pass_vjp(stsl__ae_pass *p, const float *u, float *out, char
     stsl_status st = ae->ops->keep_vjp(ae, p->state, u, out, err);
     pthread_mutex_unlock(&ae->lock);
     if (st != STSL_OK) return st;
-    size_t per = stsl__shape_size(ae->latent), n = per * (size_t)p->batch;
-    if (ae->latent_scale != 1.0)
-        for (size_t i = 0; i < n; i++) out[i] = (float)(out[i] / ae->latent_scale);
-    return check_finite(out, n, per, "decoder vector-Jacobian product", err);
+    return rescale_checked(ae, out, ae->latent, p->batch, SCALE_DIV, "decoder vector-Jacobian product", err);
 }
 
 void stsl__ae_pass_free(stsl__ae_pass *p)

@@ -164,6 +164,15 @@ typedef struct stsl__param_meta {
     const stsl__value_name *values;   /* symbolic values, or NULL for a number */
 } stsl__param_meta;
 
+/* The entry of `key` in a table of n entries, NULL when it has none. */
+static inline const stsl__param_meta *stsl__param_meta_find(const stsl__param_meta *table, size_t n,
+                                                            stsl_param key)
+{
+    for (size_t i = 0; i < n; i++)
+        if (table[i].key == key) return &table[i];
+    return NULL;
+}
+
 /* The metadata of an operator key (1..99), NULL for any other key. */
 const stsl__param_meta *stsl__op_param_meta(stsl_param key);
 

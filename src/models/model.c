@@ -13,6 +13,18 @@
 
 #define NO_TORCH_MSG "built without TorchScript support (rebuild with libtorch, WITH_TORCH=1)"
 
+stsl_status stsl__model_check_readable(stsl_context *ctx, const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        int e = errno;
+        return stsl__ctx_fail(ctx, STSL_ERR_IO, "cannot open model file '%s': %s", path,
+                              strerror(e));
+    }
+    fclose(f);
+    return STSL_OK;
+}
+
 #ifndef STSL_WITH_TORCH
 
 /* No model can be opened: the other entry points are never reached with one. */
@@ -116,13 +128,8 @@ stsl_status stsl__model_open(stsl_context *ctx, const char *path, unsigned allow
                              stsl__model **out)
 {
     *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        int e = errno;
-        return stsl__ctx_fail(ctx, STSL_ERR_IO, "cannot open model file '%s': %s", path,
-                              strerror(e));
-    }
-    fclose(f);
+    stsl_status st = stsl__model_check_readable(ctx, path);
+    if (st != STSL_OK) return st;
 
     stsl__model *m = stsl__calloc(1, sizeof *m);
     if (!m) return stsl__ctx_fail(ctx, STSL_ERR_NOMEM, "'%s': out of memory", path);
@@ -131,7 +138,7 @@ stsl_status stsl__model_open(stsl_context *ctx, const char *path, unsigned allow
     int auto_cpu = 0;
     const int cuda_index = stsl__device_resolve(ctx->device, &auto_cpu);
     /* "auto" asks for the best the machine has: without a GPU that is float32 */
-    stsl_status st = stsl_shim_load(path, cuda_index, ctx->precision, auto_cpu, &m->mod, err,
+    st = stsl_shim_load(path, cuda_index, ctx->precision, auto_cpu, &m->mod, err,
                                     sizeof err);
     if (st != STSL_OK) {
         stsl__free(m);

@@ -21,6 +21,9 @@ typedef struct stsl__model stsl__model;
  * NULL and the context carries the message (naming the path). */
 stsl_status stsl__model_open(stsl_context *ctx, const char *path, unsigned allowed_roles,
                              stsl__model **out);
+/* STSL_OK when `path` opens for reading, else STSL_ERR_IO and the context says why: checked
+ * before libtorch sees the path, so that a missing file gets the system's reason. */
+stsl_status stsl__model_check_readable(stsl_context *ctx, const char *path);
 /* NULL is a no-op. */
 void stsl__model_free(stsl__model *m);
 

@@ -4,12 +4,12 @@
  * validates it as a load does.
  */
 #include "models/meta.h"
+#include "models/model.h"
 
 #ifdef STSL_WITH_TORCH
 #include "../../shim/shim.h"   /* src/models alone includes it (Makefile: STSL_SHIM_USER) */
 #endif
 
-#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -36,13 +36,8 @@ STSL_API stsl_status stsl_model_record_read(stsl_context *ctx, const char *path,
                           "stsl_model_record_read: built without TorchScript support (rebuild "
                           "with libtorch, WITH_TORCH=1)");
 #else
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        int e = errno;
-        return stsl__ctx_fail(ctx, STSL_ERR_IO, "cannot open model file '%s': %s", path,
-                              strerror(e));
-    }
-    fclose(f);
+    stsl_status st = stsl__model_check_readable(ctx, path);
+    if (st != STSL_OK) return st;
     char err[STSL_ERRMSG_SIZE] = "";
     char *text = stsl__malloc(STSL_SHIM_META_MAX);
     stsl_model_record *rec = stsl__calloc(1, sizeof *rec);
@@ -52,7 +47,7 @@ STSL_API stsl_status stsl_model_record_read(stsl_context *ctx, const char *path,
         return stsl__ctx_fail(ctx, STSL_ERR_NOMEM, "stsl_model_record_read: out of memory");
     }
     size_t len = 0;
-    stsl_status st = stsl_shim_read_meta(path, text, STSL_SHIM_META_MAX, &len, err, sizeof err);
+    st = stsl_shim_read_meta(path, text, STSL_SHIM_META_MAX, &len, err, sizeof err);
     if (st != STSL_OK) {
         stsl__free(text);
         stsl__free(rec);

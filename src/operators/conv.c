@@ -14,7 +14,6 @@
 
 #include <fftw3.h>
 #include <math.h>
-#include <stdatomic.h>
 #include <string.h>
 
 typedef struct conv_state {
@@ -36,12 +35,7 @@ static void conv_release(void *state)
 {
     conv_state *s = state;
     if (!s) return;
-    if (s->fwd || s->inv) {
-        stsl__fftw_lock();
-        if (s->fwd) fftwf_destroy_plan(s->fwd);
-        if (s->inv) fftwf_destroy_plan(s->inv);
-        stsl__fftw_unlock();
-    }
+    stsl__fftw_destroy_plans(s->fwd, s->inv);
     stsl__free(s->rmap);
     stsl__free(s->cmap);
     stsl__free(s->w1);
@@ -323,19 +317,12 @@ typedef struct conv_job {
     const float *in;
     float *out;
     int adjoint;
-    atomic_int failed;
 } conv_job;
 
-static void conv_range(void *arg, size_t begin, size_t end)
+static void conv_range(void *arg, size_t begin, size_t end, float *scratch)
 {
     conv_job *j = arg;
     const conv_state *s = j->s;
-    void *raw;
-    float *scratch = stsl__op_aligned_floats(scratch_floats(s), &raw);
-    if (!scratch) {
-        atomic_store(&j->failed, 1);
-        return;
-    }
     size_t plane = (size_t)s->H * s->W;
     for (size_t p = begin; p < end; p++) {
         const float *in = j->in + p * plane;
@@ -347,7 +334,6 @@ static void conv_range(void *arg, size_t begin, size_t end)
         else
             (j->adjoint ? direct_adjoint : direct_forward)(s, in, out, scratch);
     }
-    stsl__free(raw);
 }
 
 static stsl_status conv_run(const stsl_operator *op, const float *in, float *out, int batch,
@@ -355,10 +341,8 @@ static stsl_status conv_run(const stsl_operator *op, const float *in, float *out
 {
     const conv_state *s = op->state;
     conv_job j = {.s = s, .in = in, .out = out, .adjoint = adjoint};   /* distinct buffers (operator.c) */
-    atomic_init(&j.failed, 0);
-    stsl__op_parallel(op, (size_t)batch * s->C, conv_range, &j);
-    if (atomic_load(&j.failed)) return stsl__fail(err, STSL_ERR_NOMEM, "out of memory in blur scratch");
-    return STSL_OK;
+    return stsl__op_parallel_scratch(op, (size_t)batch * s->C, scratch_floats(s), conv_range, &j,
+                                     "in blur scratch", err);
 }
 
 static stsl_status conv_forward(const stsl_operator *op, const float *x, float *y, int batch, char *err)

@@ -1,17 +1,49 @@
 /*
  * kernel_support.c -- what the operator families (conv, motion, phase, resize, pointwise) share
- * below the handle: threading over planes, boundary indexing, FFTW's planner lock, aligned
+ * below the handle: threading over planes (with per-worker scratch), boundary indexing, FFTW's planner lock, aligned
  * buffers, FFT sizes.  Kept apart from operator.c (the handle and its API, which calls the
  * families' prepare functions) so that the families depend on it and not back on operator.c.
  */
 #include "operators/operator_internal.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 stsl_status stsl__op_parallel(const stsl_operator *op, size_t n, stsl__range_fn fn, void *arg)
 {
     return stsl__parallel_for(stsl__ctx_threads(op->ctx), n, 1, fn, arg);
+}
+
+typedef struct scratch_job {
+    stsl__scratch_range_fn fn;
+    void *arg;
+    size_t scratch_floats;
+    atomic_int failed;
+} scratch_job;
+
+static void scratch_range(void *arg, size_t begin, size_t end)
+{
+    scratch_job *j = arg;
+    void *raw;
+    float *scratch = stsl__op_aligned_floats(j->scratch_floats, &raw);
+    if (!scratch) {
+        atomic_store(&j->failed, 1);
+        return;
+    }
+    j->fn(j->arg, begin, end, scratch);
+    stsl__free(raw);
+}
+
+stsl_status stsl__op_parallel_scratch(const stsl_operator *op, size_t n, size_t scratch_floats,
+                                      stsl__scratch_range_fn fn, void *arg, const char *what,
+                                      char *err)
+{
+    scratch_job j = {.fn = fn, .arg = arg, .scratch_floats = scratch_floats};
+    atomic_init(&j.failed, 0);
+    stsl__op_parallel(op, n, scratch_range, &j);
+    if (atomic_load(&j.failed)) return stsl__fail(err, STSL_ERR_NOMEM, "out of memory %s", what);
+    return STSL_OK;
 }
 
 int stsl__op_boundary_index(int p, int n, int boundary)
@@ -29,6 +61,15 @@ int stsl__op_boundary_index(int p, int n, int boundary)
 static pthread_mutex_t fftw_mutex = PTHREAD_MUTEX_INITIALIZER;
 void stsl__fftw_lock(void) { pthread_mutex_lock(&fftw_mutex); }
 void stsl__fftw_unlock(void) { pthread_mutex_unlock(&fftw_mutex); }
+
+void stsl__fftw_destroy_plans(fftwf_plan fwd, fftwf_plan inv)
+{
+    if (!fwd && !inv) return;
+    stsl__fftw_lock();
+    if (fwd) fftwf_destroy_plan(fwd);
+    if (inv) fftwf_destroy_plan(inv);
+    stsl__fftw_unlock();
+}
 
 float *stsl__op_aligned_floats(size_t count, void **raw)
 {

@@ -6,7 +6,6 @@
 #include "operators/operator_internal.h"
 
 #include <math.h>
-#include <stdatomic.h>
 #include <string.h>
 
 /* ------------------------------------------------------------------------------------------ */
@@ -88,7 +87,10 @@ static stsl_status store_value(stsl_operator *op, stsl_param key, const stsl__op
     return STSL_OK;
 }
 
-STSL_API stsl_status stsl_operator_set_int(stsl_operator *op, stsl_param key, int64_t value)
+/* What both setters check first: the operator is not prepared yet and the key is one of its kind's. */
+/* Both setters: the operator is not prepared yet, the key is one of its kind's, and a real value
+ * is not given to an integer key (an integer is a valid real value: real keys accept set_int). */
+static stsl_status set_value(stsl_operator *op, stsl_param key, double v, int64_t iv, int given_as_int)
 {
     if (!op) return STSL_ERR_INVALID_ARG;
     if (op->prepared)
@@ -96,22 +98,20 @@ STSL_API stsl_status stsl_operator_set_int(stsl_operator *op, stsl_param key, in
     stsl__op_limits l;
     stsl_status st = check_key(op, key, &l);
     if (st != STSL_OK) return st;
-    /* An integer is a valid real value, so real keys accept set_int too. */
-    return store_value(op, key, &l, (double)value, value);
+    if (!given_as_int && l.is_integer)
+        return stsl__fail(op->err, STSL_ERR_INVALID_ARG, "parameter '%s' is an integer: use stsl_operator_set_int",
+                          param_name(key));
+    return store_value(op, key, &l, v, iv);
+}
+
+STSL_API stsl_status stsl_operator_set_int(stsl_operator *op, stsl_param key, int64_t value)
+{
+    return set_value(op, key, (double)value, value, 1);
 }
 
 STSL_API stsl_status stsl_operator_set_float(stsl_operator *op, stsl_param key, double value)
 {
-    if (!op) return STSL_ERR_INVALID_ARG;
-    if (op->prepared)
-        return stsl__fail(op->err, STSL_ERR_INVALID_ARG, "operator already prepared: parameters are fixed");
-    stsl__op_limits l;
-    stsl_status st = check_key(op, key, &l);
-    if (st != STSL_OK) return st;
-    if (l.is_integer)
-        return stsl__fail(op->err, STSL_ERR_INVALID_ARG, "parameter '%s' is an integer: use stsl_operator_set_int",
-                          param_name(key));
-    return store_value(op, key, &l, value, 0);
+    return set_value(op, key, value, 0, 0);
 }
 
 static double get_value(const stsl_operator *op, stsl_param key)
@@ -140,12 +140,18 @@ static double get_value(const stsl_operator *op, stsl_param key)
     }
 }
 
-STSL_API stsl_status stsl_operator_get_int(const stsl_operator *op, stsl_param key, int64_t *value)
+/* What both getters check first: a handle, somewhere to write, and a key of the operator's kind. */
+static stsl_status gettable_key(const stsl_operator *op, stsl_param key, const void *value, stsl__op_limits *l)
 {
     if (!op) return STSL_ERR_INVALID_ARG;
     if (!value) return stsl__fail((char *)op->err, STSL_ERR_INVALID_ARG, "value is NULL");
+    return check_key(op, key, l);
+}
+
+STSL_API stsl_status stsl_operator_get_int(const stsl_operator *op, stsl_param key, int64_t *value)
+{
     stsl__op_limits l;
-    stsl_status st = check_key(op, key, &l);
+    stsl_status st = gettable_key(op, key, value, &l);
     if (st != STSL_OK) return st;
     if (!l.is_integer)
         return stsl__fail((char *)op->err, STSL_ERR_INVALID_ARG,
@@ -156,10 +162,8 @@ STSL_API stsl_status stsl_operator_get_int(const stsl_operator *op, stsl_param k
 
 STSL_API stsl_status stsl_operator_get_float(const stsl_operator *op, stsl_param key, double *value)
 {
-    if (!op) return STSL_ERR_INVALID_ARG;
-    if (!value) return stsl__fail((char *)op->err, STSL_ERR_INVALID_ARG, "value is NULL");
     stsl__op_limits l;
-    stsl_status st = check_key(op, key, &l);
+    stsl_status st = gettable_key(op, key, value, &l);
     if (st != STSL_OK) return st;
     *value = get_value(op, key);
     return STSL_OK;
@@ -675,25 +679,20 @@ typedef struct noise_job {
     float *y;
     size_t m;
     uint64_t seed;
-    atomic_int failed;
 } noise_job;
+
+enum { NOISE_CHUNK = 4096 };   /* draws per refill of a worker's scratch (2x for impulses) */
 
 /* Per sample: Gaussian noise from its own stream, then (salt-pepper) impulses, so a sample's
  * measurement does not depend on the batch it is in nor on the thread count. */
-static void noise_range(void *arg, size_t begin, size_t end)
+static void noise_range(void *arg, size_t begin, size_t end, float *buf)
 {
     noise_job *j = arg;
     const stsl_operator *op = j->op;
-    enum { CHUNK = 4096 };
-    float *buf = stsl__alloc_floats(2 * CHUNK);
-    if (!buf) {
-        atomic_store(&j->failed, 1);
-        return;
-    }
     for (size_t b = begin; b < end; b++) {
         float *y = j->y + b * j->m;
-        for (size_t o = 0; o < j->m; o += CHUNK) {
-            size_t n = j->m - o < CHUNK ? j->m - o : CHUNK;
+        for (size_t o = 0; o < j->m; o += NOISE_CHUNK) {
+            size_t n = j->m - o < NOISE_CHUNK ? j->m - o : NOISE_CHUNK;
             if (op->p.noise_sigma > 0) {
                 stsl__rng_normal(j->seed, stsl__stream(STSL_TAG_MEASURE_NOISE, b, 0, 0), o, buf, n);
                 float s = (float)op->p.noise_sigma;
@@ -708,7 +707,6 @@ static void noise_range(void *arg, size_t begin, size_t end)
             }
         }
     }
-    stsl__free(buf);
 }
 
 STSL_API stsl_status stsl_operator_measure(stsl_operator *op, const float *x, float *y, int batch,
@@ -718,9 +716,9 @@ STSL_API stsl_status stsl_operator_measure(stsl_operator *op, const float *x, fl
     stsl_status st = stsl__operator_forward(op, x, y, batch, op->err);
     if (st != STSL_OK) return st;
     noise_job j = {.op = op, .y = y, .m = stsl__shape_size(op->out), .seed = seed};
-    atomic_init(&j.failed, 0);
-    stsl__op_parallel(op, (size_t)batch, noise_range, &j);
-    if (atomic_load(&j.failed)) return stsl__fail(op->err, STSL_ERR_NOMEM, "out of memory drawing noise");
+    st = stsl__op_parallel_scratch(op, (size_t)batch, 2 * NOISE_CHUNK, noise_range, &j, "drawing noise",
+                                   op->err);
+    if (st != STSL_OK) return st;
     if (op->impl->mask_noise && op->p.noise_sigma > 0) {
         /* A is a 0/1 mask, A(Ax + s n) = Ax + s A n: missing pixels stay exactly 0. */
         size_t m = (size_t)batch * j.m;

@@ -11,6 +11,8 @@
 
 #include "core/internal.h"
 
+#include <fftw3.h>
+
 /* Every parameter an operator may use; which keys a kind accepts is decided in operator.c. */
 typedef struct stsl__op_params {
     double noise_sigma;
@@ -101,6 +103,13 @@ stsl_status stsl__op_motion_kernel(int size, double intensity, uint64_t seed, fl
 /* Run fn(arg, begin, end) over n independent items (planes or samples) with the context's
  * thread count. */
 stsl_status stsl__op_parallel(const stsl_operator *op, size_t n, stsl__range_fn fn, void *arg);
+/* The same, for work that needs a buffer per worker: each range gets its own 64-byte aligned
+ * scratch of scratch_floats floats.  A worker that cannot allocate it does nothing, and the call
+ * returns STSL_ERR_NOMEM with "out of memory <what>" in err. */
+typedef void (*stsl__scratch_range_fn)(void *arg, size_t begin, size_t end, float *scratch);
+stsl_status stsl__op_parallel_scratch(const stsl_operator *op, size_t n, size_t scratch_floats,
+                                      stsl__scratch_range_fn fn, void *arg, const char *what,
+                                      char *err);
 /* Index of padded coordinate p (may be < 0 or >= n) under the boundary: reflect without edge
  * repeat (period 2n-2), or -1 for zero padding outside [0, n). */
 int stsl__op_boundary_index(int p, int n, int boundary);
@@ -109,6 +118,8 @@ int stsl__op_boundary_index(int p, int n, int boundary);
  * process-wide lock. */
 void stsl__fftw_lock(void);
 void stsl__fftw_unlock(void);
+/* Destroy a family's forward/inverse plan pair under that lock (either may be NULL). */
+void stsl__fftw_destroy_plans(fftwf_plan fwd, fftwf_plan inv);
 /* 64-byte aligned float buffer through stsl__malloc (so FFTW plans made on one buffer can be
  * executed on another: equal alignment).  *raw is what to pass to stsl__free. */
 float *stsl__op_aligned_floats(size_t count, void **raw);

@@ -45,9 +45,7 @@ static const stsl__param_meta META[] = {
 
 const stsl__param_meta *stsl__op_param_meta(stsl_param key)
 {
-    for (size_t i = 0; i < N_META; i++)
-        if (META[i].key == key) return &META[i];
-    return NULL;
+    return stsl__param_meta_find(META, N_META, key);
 }
 
 /* ---- bounds, defaults and the kinds that use a key ---------------------------------------- */

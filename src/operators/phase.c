@@ -12,7 +12,6 @@
 
 #include <fftw3.h>
 #include <math.h>
-#include <stdatomic.h>
 #include <string.h>
 
 typedef struct phase_state {
@@ -24,12 +23,7 @@ static void phase_release(void *state)
 {
     phase_state *s = state;
     if (!s) return;
-    if (s->fwd || s->inv) {
-        stsl__fftw_lock();
-        if (s->fwd) fftwf_destroy_plan(s->fwd);
-        if (s->inv) fftwf_destroy_plan(s->inv);
-        stsl__fftw_unlock();
-    }
+    stsl__fftw_destroy_plans(s->fwd, s->inv);
     stsl__free(s);
 }
 
@@ -98,19 +92,12 @@ typedef struct phase_job {
     const phase_state *s;
     const float *x, *v;
     float *out;
-    atomic_int failed;
 } phase_job;
 
-static void phase_range(void *arg, size_t begin, size_t end)
+static void phase_range(void *arg, size_t begin, size_t end, float *scratch)
 {
     phase_job *j = arg;
     const phase_state *s = j->s;
-    void *raw;
-    float *scratch = stsl__op_aligned_floats(scratch_floats(s), &raw);
-    if (!scratch) {
-        atomic_store(&j->failed, 1);
-        return;
-    }
     size_t in_plane = (size_t)s->H * s->W, out_plane = (size_t)s->N1 * s->N2;
     for (size_t p = begin; p < end; p++) {
         if (j->v)
@@ -118,7 +105,6 @@ static void phase_range(void *arg, size_t begin, size_t end)
         else
             plane_forward(s, j->x + p * in_plane, j->out + p * out_plane, scratch);
     }
-    stsl__free(raw);
 }
 
 static stsl_status phase_run(const stsl_operator *op, const float *x, const float *v, float *out,
@@ -126,10 +112,8 @@ static stsl_status phase_run(const stsl_operator *op, const float *x, const floa
 {
     const phase_state *s = op->state;
     phase_job j = {.s = s, .x = x, .v = v, .out = out};
-    atomic_init(&j.failed, 0);
-    stsl__op_parallel(op, (size_t)batch * s->C, phase_range, &j);
-    if (atomic_load(&j.failed)) return stsl__fail(err, STSL_ERR_NOMEM, "out of memory in phase retrieval");
-    return STSL_OK;
+    return stsl__op_parallel_scratch(op, (size_t)batch * s->C, scratch_floats(s), phase_range, &j,
+                                     "in phase retrieval", err);
 }
 
 static stsl_status phase_forward(const stsl_operator *op, const float *x, float *y, int batch, char *err)

@@ -42,16 +42,16 @@ static stsl_status mask_apply(const stsl_operator *op, const float *x, float *y,
     return STSL_OK;
 }
 
+/* The HDR sensor's saturation: clip to [-1, 1]. */
+static float clip_unit(float v) { return v > 1.0f ? 1.0f : (v < -1.0f ? -1.0f : v); }
+
 static stsl_status hdr_forward(const stsl_operator *op, const float *x, float *y, int batch,
                                char *err)
 {
     (void)err;
     size_t n = (size_t)batch * stsl__shape_size(op->in);
     float a = (float)op->p.hdr_alpha;
-    for (size_t i = 0; i < n; i++) {
-        float v = a * x[i];
-        y[i] = v > 1.0f ? 1.0f : (v < -1.0f ? -1.0f : v);
-    }
+    for (size_t i = 0; i < n; i++) y[i] = clip_unit(a * x[i]);
     return STSL_OK;
 }
 
@@ -81,10 +81,7 @@ static stsl_status hdr_backproject(const stsl_operator *op, const float *y, floa
     (void)err;
     size_t n = (size_t)batch * stsl__shape_size(op->in);
     float a = (float)op->p.hdr_alpha;
-    for (size_t i = 0; i < n; i++) {
-        float v = y[i] > 1.0f ? 1.0f : (y[i] < -1.0f ? -1.0f : y[i]);
-        x[i] = v / a;
-    }
+    for (size_t i = 0; i < n; i++) x[i] = clip_unit(y[i]) / a;
     return STSL_OK;
 }
 

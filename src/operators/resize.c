@@ -9,7 +9,6 @@
 #include "operators/operator_internal.h"
 
 #include <math.h>
-#include <stdatomic.h>
 #include <string.h>
 
 /* One axis: out_len rows of `taps` (index, weight) pairs. */
@@ -159,20 +158,13 @@ typedef struct resize_job {
     const float *in;
     float *out;
     int mode;
-    atomic_int failed;
 } resize_job;
 
-static void resize_range(void *arg, size_t begin, size_t end)
+static void resize_range(void *arg, size_t begin, size_t end, float *tmp)
 {
     resize_job *j = arg;
     const resize_state *s = j->s;
     size_t big = (size_t)s->H * s->W, small = (size_t)s->h * s->w;
-    /* largest intermediate: H x W (upsampling: h x W) */
-    float *tmp = stsl__alloc_floats(big);
-    if (!tmp) {
-        atomic_store(&j->failed, 1);
-        return;
-    }
     for (size_t p = begin; p < end; p++) {
         switch (j->mode) {
         case MODE_DOWN: apply_fwd(&s->down_v, &s->down_h, j->in + p * big, j->out + p * small, tmp); break;
@@ -180,7 +172,6 @@ static void resize_range(void *arg, size_t begin, size_t end)
         default: apply_fwd(&s->up_v, &s->up_h, j->in + p * small, j->out + p * big, tmp); break;
         }
     }
-    stsl__free(tmp);
 }
 
 static stsl_status resize_run(const stsl_operator *op, const float *in, float *out, int batch, int mode,
@@ -188,10 +179,9 @@ static stsl_status resize_run(const stsl_operator *op, const float *in, float *o
 {
     const resize_state *s = op->state;
     resize_job j = {.s = s, .in = in, .out = out, .mode = mode};
-    atomic_init(&j.failed, 0);
-    stsl__op_parallel(op, (size_t)batch * s->C, resize_range, &j);
-    if (atomic_load(&j.failed)) return stsl__fail(err, STSL_ERR_NOMEM, "out of memory in resize");
-    return STSL_OK;
+    /* scratch: the largest intermediate, H x W (upsampling: h x W) */
+    return stsl__op_parallel_scratch(op, (size_t)batch * s->C, (size_t)s->H * s->W, resize_range, &j,
+                                     "in resize", err);
 }
 
 static stsl_status sr_forward(const stsl_operator *op, const float *x, float *y, int batch, char *err)

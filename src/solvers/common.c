@@ -15,6 +15,32 @@ float *stsl__run_floats(stsl__run *R, size_t n)
     return p;
 }
 
+static void *run_keep(stsl__run *R, void *p)
+{
+    if (p && R->n_work == STSL__RUN_WORK_MAX) {
+        stsl__free(p);
+        stsl__fail(R->err, STSL_ERR_INTERNAL, "solver: more than %d work buffers", STSL__RUN_WORK_MAX);
+        return NULL;
+    }
+    if (p) R->work[R->n_work++] = p;
+    return p;
+}
+
+float *stsl__run_buffer(stsl__run *R, size_t n) { return run_keep(R, stsl__run_floats(R, n)); }
+
+double *stsl__run_doubles(stsl__run *R, size_t n)
+{
+    double *p = stsl__alloc_doubles(n ? n : 1);
+    if (!p) stsl__fail(R->err, STSL_ERR_NOMEM, "solver: out of memory (%zu doubles)", n);
+    return run_keep(R, p);
+}
+
+void stsl__run_release(stsl__run *R)
+{
+    for (int i = 0; i < R->n_work; i++) stsl__free(R->work[i]);
+    R->n_work = 0;
+}
+
 stsl_status stsl__ddim_seq(stsl__run *R, int n, int **out)
 {
     *out = NULL;
@@ -656,6 +682,22 @@ stsl_status stsl__check_finite(stsl__run *R, const float *buf, size_t n, const c
                           (size_t)R->first + i / (R->dz ? R->dz : 1));
     }
     return STSL_OK;
+}
+
+void stsl__start_from_noise(stsl__run *R, int total, float *z)
+{
+    R->total = total;
+    R->step = 0;
+    stsl__noise(R, STSL_TAG_INIT_NOISE, 0, 0, z, R->dz);
+    R->est = z;
+}
+
+stsl_status stsl__step_end(stsl__run *R, const float *z, size_t m, const char *what, float *est)
+{
+    stsl_status st = stsl__check_finite(R, z, m, what);
+    if (st != STSL_OK) return st;
+    R->est = est;
+    return stsl__progress(R, R->step, est);
 }
 
 stsl_status stsl__end_run(stsl__run *R, stsl_status st, float *x_out)

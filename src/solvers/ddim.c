@@ -24,16 +24,13 @@ stsl_status stsl__solve_ddim(stsl__run *R, float *x_out)
     int *seq = NULL;
     stsl_status st = stsl__ddim_seq(R, T, &seq);
     if (st != STSL_OK) return st;
-    float *z = stsl__run_floats(R, m), *eps = stsl__run_floats(R, m), *x0 = stsl__run_floats(R, m),
-          *xi = stsl__run_floats(R, m);
+    float *z = stsl__run_buffer(R, m), *eps = stsl__run_buffer(R, m), *x0 = stsl__run_buffer(R, m),
+          *xi = stsl__run_buffer(R, m);
     if (!z || !eps || !x0 || !xi) {
         st = STSL_ERR_NOMEM;
         goto done;
     }
-    R->total = T;
-    R->step = 0;
-    stsl__noise(R, STSL_TAG_INIT_NOISE, 0, 0, z, R->dz);   /* x_T ~ N(0, I) */
-    R->est = z;
+    stsl__start_from_noise(R, T, z);   /* x_T ~ N(0, I) */
     for (int i = T - 1; i >= 0; i--) {
         R->step = T - i;
         const double t = seq[i], ab = stsl__ab(R, t), abp = stsl__ab(R, i > 0 ? seq[i - 1] : -1);
@@ -45,18 +42,11 @@ stsl_status stsl__solve_ddim(stsl__run *R, float *x_out)
         if (sigma > 0) stsl__noise(R, STSL_TAG_STEP_NOISE, (uint64_t)i, 0, xi, R->dz);
         for (size_t k = 0; k < m; k++)
             z[k] = (float)(cx * x0[k] + ce * eps[k] + (sigma > 0 ? sigma * xi[k] : 0.0));
-        if ((st = stsl__check_finite(R, z, m, "the DDIM iterate")) != STSL_OK) goto done;
-        R->est = x0;
-        if ((st = stsl__progress(R, R->step, x0)) != STSL_OK) goto done;
+        if ((st = stsl__step_end(R, z, m, "the DDIM iterate", x0)) != STSL_OK) goto done;
     }
     R->est = z;
     st = stsl__finish(R, z, x_out);
 done:
-    st = stsl__end_run(R, st, x_out);
     stsl__free(seq);
-    stsl__free(z);
-    stsl__free(eps);
-    stsl__free(x0);
-    stsl__free(xi);
-    return st;
+    return stsl__end_run(R, st, x_out);
 }

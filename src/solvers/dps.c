@@ -28,16 +28,13 @@ stsl_status stsl__solve_dps(stsl__run *R, float *x_out)
     int *seq = NULL;
     stsl_status st = stsl__ddim_seq(R, T, &seq);
     if (st != STSL_OK) return st;
-    float *z = stsl__run_floats(R, m), *eps = stsl__run_floats(R, m), *x0 = stsl__run_floats(R, m),
-          *xi = stsl__run_floats(R, m), *g = stsl__run_floats(R, m);
+    float *z = stsl__run_buffer(R, m), *eps = stsl__run_buffer(R, m), *x0 = stsl__run_buffer(R, m),
+          *xi = stsl__run_buffer(R, m), *g = stsl__run_buffer(R, m);
     if (!z || !eps || !x0 || !xi || !g) {
         st = STSL_ERR_NOMEM;
         goto done;
     }
-    R->total = T;
-    R->step = 0;
-    stsl__noise(R, STSL_TAG_INIT_NOISE, 0, 0, z, R->dz);           /* line 1 */
-    R->est = z;
+    stsl__start_from_noise(R, T, z);   /* line 1 */
     for (int i = T - 1; i >= 0; i--) {                               /* line 2 */
         R->step = T - i;
         const double t = seq[i], ab = stsl__ab(R, t), abp = stsl__ab(R, i > 0 ? seq[i - 1] : -1);
@@ -50,19 +47,11 @@ stsl_status stsl__solve_dps(stsl__run *R, float *x_out)
         if (sig > 0) stsl__noise(R, STSL_TAG_STEP_NOISE, (uint64_t)i, 0, xi, R->dz); /* line 5 */
         for (size_t k = 0; k < m; k++)                                  /* lines 6-7 */
             z[k] = (float)(cz * z[k] + c0 * x0[k] + (sig > 0 ? sig * xi[k] : 0.0) - zeta * g[k]);
-        if ((st = stsl__check_finite(R, z, m, "the DPS iterate")) != STSL_OK) goto done;
-        R->est = x0;
-        if ((st = stsl__progress(R, R->step, x0)) != STSL_OK) goto done;
+        if ((st = stsl__step_end(R, z, m, "the DPS iterate", x0)) != STSL_OK) goto done;
     }
     R->est = z;
     st = stsl__finish(R, z, x_out);                                      /* return x_0 */
 done:
-    st = stsl__end_run(R, st, x_out);
     stsl__free(seq);
-    stsl__free(z);
-    stsl__free(eps);
-    stsl__free(x0);
-    stsl__free(xi);
-    stsl__free(g);
-    return st;
+    return stsl__end_run(R, st, x_out);
 }

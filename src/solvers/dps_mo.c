@@ -86,15 +86,15 @@ stsl_status stsl__solve_dps_mo(stsl__run *R, float *x_out)
     const int K = 1 + NS;   /* directions (UNet VJPs) per level */
     const size_t m = (size_t)R->batch * R->dz, B = (size_t)R->batch, dz = R->dz;
     stsl_status st = STSL_OK;
-    double *sig = stsl__alloc_doubles((size_t)n + 1);
-    float *x = stsl__run_floats(R, m), *x0 = stsl__run_floats(R, m), *xv = stsl__run_floats(R, m),
-          *eps = stsl__run_floats(R, m), *c0 = stsl__run_floats(R, m), *r = stsl__run_floats(R, m),
-          *u = stsl__run_floats(R, m), *s = stsl__run_floats(R, m), *sprev = stsl__run_floats(R, m),
-          *xi = stsl__run_floats(R, m);
+    double *sig = stsl__run_doubles(R, (size_t)n + 1);
+    float *x = stsl__run_buffer(R, m), *x0 = stsl__run_buffer(R, m), *xv = stsl__run_buffer(R, m),
+          *eps = stsl__run_buffer(R, m), *c0 = stsl__run_buffer(R, m), *r = stsl__run_buffer(R, m),
+          *u = stsl__run_buffer(R, m), *s = stsl__run_buffer(R, m), *sprev = stsl__run_buffer(R, m),
+          *xi = stsl__run_buffer(R, m);
     /* the level's directions p, their C^-1 p and H p, K of each (conjugation needs them all) */
-    float *P = stsl__run_floats(R, (size_t)K * m), *SP = stsl__run_floats(R, (size_t)K * m),
-          *HP = stsl__run_floats(R, (size_t)K * m);
-    double *pHp = stsl__alloc_doubles((size_t)K * B), *tau = stsl__alloc_doubles(B);
+    float *P = stsl__run_buffer(R, (size_t)K * m), *SP = stsl__run_buffer(R, (size_t)K * m),
+          *HP = stsl__run_buffer(R, (size_t)K * m);
+    double *pHp = stsl__run_doubles(R, (size_t)K * B), *tau = stsl__run_doubles(R, B);
     if (!sig || !x || !x0 || !xv || !eps || !c0 || !r || !u || !s || !sprev || !xi || !P || !SP ||
         !HP || !pHp || !tau) {
         st = stsl__fail(R->err, STSL_ERR_NOMEM, "solver dps-mo: out of memory");
@@ -206,22 +206,5 @@ stsl_status stsl__solve_dps_mo(stsl__run *R, float *x_out)
     }
     st = stsl__finish(R, x0, x_out);
 done:
-    st = stsl__end_run(R, st, x_out);
-    stsl__free(sig);
-    stsl__free(x);
-    stsl__free(x0);
-    stsl__free(xv);
-    stsl__free(eps);
-    stsl__free(c0);
-    stsl__free(r);
-    stsl__free(u);
-    stsl__free(s);
-    stsl__free(sprev);
-    stsl__free(xi);
-    stsl__free(P);
-    stsl__free(SP);
-    stsl__free(HP);
-    stsl__free(pHp);
-    stsl__free(tau);
-    return st;
+    return stsl__end_run(R, st, x_out);
 }

@@ -110,17 +110,14 @@ stsl_status stsl__solve_ldps_psld(stsl__run *R, float *x_out)
     int *seq = NULL;
     stsl_status st = stsl__ddim_seq(R, T, &seq);
     if (st != STSL_OK) return st;
-    float *z = stsl__run_floats(R, m), *eps = stsl__run_floats(R, m), *z0 = stsl__run_floats(R, m),
-          *c = stsl__run_floats(R, m), *g = stsl__run_floats(R, m),
-          *x = stsl__run_floats(R, (size_t)R->batch * R->dx);
+    float *z = stsl__run_buffer(R, m), *eps = stsl__run_buffer(R, m), *z0 = stsl__run_buffer(R, m),
+          *c = stsl__run_buffer(R, m), *g = stsl__run_buffer(R, m),
+          *x = stsl__run_buffer(R, (size_t)R->batch * R->dx);
     if (!z || !eps || !z0 || !c || !g || !x) {
         st = STSL_ERR_NOMEM;
         goto done;
     }
-    R->total = T;
-    R->step = 0;
-    stsl__noise(R, STSL_TAG_INIT_NOISE, 0, 0, z, R->dz);     /* z_T ~ N(0, I) */
-    R->est = z;
+    stsl__start_from_noise(R, T, z);   /* z_T ~ N(0, I) */
     for (int i = T - 1; i >= 0; i--) {
         R->step = T - i;
         const double t = seq[i], abp = stsl__ab(R, i > 0 ? seq[i - 1] : -1);
@@ -134,20 +131,11 @@ stsl_status stsl__solve_ldps_psld(stsl__run *R, float *x_out)
         if (st != STSL_OK) goto done;
         const double cx = sqrt(abp), ce = sqrt(1 - abp);
         for (size_t k = 0; k < m; k++) z[k] = (float)(cx * z0[k] + ce * eps[k] - g[k]);
-        if ((st = stsl__check_finite(R, z, m, "the PSLD iterate")) != STSL_OK) goto done;
-        R->est = z0;
-        if ((st = stsl__progress(R, R->step, z0)) != STSL_OK) goto done;
+        if ((st = stsl__step_end(R, z, m, "the PSLD iterate", z0)) != STSL_OK) goto done;
     }
     R->est = z;
     st = stsl__finish(R, z, x_out);
 done:
-    st = stsl__end_run(R, st, x_out);
     stsl__free(seq);
-    stsl__free(z);
-    stsl__free(eps);
-    stsl__free(z0);
-    stsl__free(c);
-    stsl__free(g);
-    stsl__free(x);
-    return st;
+    return stsl__end_run(R, st, x_out);
 }

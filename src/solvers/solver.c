@@ -179,7 +179,14 @@ static double now_seconds(void)
 }
 
 /* One group of a run (all of it unless STSL_PARAM_PAD_BATCH splits it): the method's algorithm. */
-static stsl_status solve_group(stsl__run *R, float *x_out)
+static stsl_status shape_mismatch(char *err, const char *solver, const char *what, stsl_shape a,
+                                  const char *expected, stsl_shape b)
+{
+    return stsl__fail(err, STSL_ERR_SHAPE, "solver %s: %s %dx%dx%d does not match %s %dx%dx%d", solver, what,
+                      a.channels, a.height, a.width, expected, b.channels, b.height, b.width);
+}
+
+static stsl_status run_method(stsl__run *R, float *x_out)
 {
     switch (R->sv->kind) {
     case STSL_SOLVER_DDIM: return stsl__solve_ddim(R, x_out);
@@ -192,6 +199,15 @@ static stsl_status solve_group(stsl__run *R, float *x_out)
     case STSL_SOLVER_DPS_MO: return stsl__solve_dps_mo(R, x_out);
     default: return stsl__fail(R->err, STSL_ERR_INTERNAL, "solver: bad kind");
     }
+}
+
+/* One group's run of the method; the buffers it took from the run are freed here, whatever the
+ * outcome. */
+static stsl_status solve_group(stsl__run *R, float *x_out)
+{
+    stsl_status st = run_method(R, x_out);
+    stsl__run_release(R);
+    return st;
 }
 
 STSL_API stsl_status stsl_solver_run(stsl_solver *solver, stsl_score *score, stsl_operator *op,
@@ -231,11 +247,7 @@ STSL_API stsl_status stsl_solver_run_seeded(stsl_solver *solver, stsl_score *sco
         stsl_autoencoder_latent_shape(ae, &lat);
         stsl_autoencoder_image_shape(ae, &xshape);
         if (!shape_eq(lat, zshape))
-            return stsl__fail(err, STSL_ERR_SHAPE,
-                              "solver %s: score shape %dx%dx%d does not match the autoencoder's "
-                              "latent shape %dx%dx%d",
-                              name, zshape.channels, zshape.height, zshape.width, lat.channels,
-                              lat.height, lat.width);
+            return shape_mismatch(err, name, "score shape", zshape, "the autoencoder's latent shape", lat);
     } else {
         if (stsl_score_is_latent(score) == 1)
             return stsl__fail(err, STSL_ERR_INVALID_ARG,
@@ -246,11 +258,7 @@ STSL_API stsl_status stsl_solver_run_seeded(stsl_solver *solver, stsl_score *sco
     st = stsl_operator_input_shape(op, &opin);
     if (st != STSL_OK) return stsl__fail(err, st, "solver %s: operator: %s", name, stsl_operator_last_error(op));
     if (!shape_eq(opin, xshape))
-        return stsl__fail(err, STSL_ERR_SHAPE,
-                          "solver %s: operator input %dx%dx%d does not match the image shape "
-                          "%dx%dx%d",
-                          name, opin.channels, opin.height, opin.width, xshape.channels,
-                          xshape.height, xshape.width);
+        return shape_mismatch(err, name, "operator input", opin, "the image shape", xshape);
     st = stsl_operator_output_shape(op, &yshape);
     if (st != STSL_OK) return stsl__fail(err, st, "solver %s: operator: %s", name, stsl_operator_last_error(op));
     int linear = stsl_operator_is_linear(op);

@@ -39,6 +39,8 @@ struct stsl_solver {
     char err[STSL_ERRMSG_SIZE];
 };
 
+enum { STSL__RUN_WORK_MAX = 24 };   /* work buffers one method may hold (stsl__run_buffer) */
+
 typedef struct stsl__run {
     stsl_solver *sv;
     stsl_context *ctx;
@@ -62,6 +64,8 @@ typedef struct stsl__run {
     double p[STSL__SP_COUNT];   /* the parameters of this run, resolved (stsl__sp_resolve) */
     int step, total;            /* current progress step (0 = initialisation) and total */
     float *est;                 /* current clean LATENT estimate (batch * dz), kept by solvers */
+    void *work[STSL__RUN_WORK_MAX];   /* the method's buffers (stsl__run_buffer): freed after it */
+    int n_work;
     char *err;
 } stsl__run;
 
@@ -193,6 +197,11 @@ stsl_status stsl__check_finite(stsl__run *R, const float *buf, size_t n, const c
 
 /* ---- scratch ---- */
 float *stsl__run_floats(stsl__run *R, size_t n);   /* NULL + message on failure */
+/* A work buffer the run owns (floats / doubles; NULL and R->err set when out of memory): freed
+ * by stsl__run_release once the method returns (solver.c), so a method frees none of them. */
+float *stsl__run_buffer(stsl__run *R, size_t n);
+double *stsl__run_doubles(stsl__run *R, size_t n);
+void stsl__run_release(stsl__run *R);
 
 /* ---- solver entry points (one file each) ---- */
 stsl_status stsl__solve_ddim(stsl__run *R, float *x_out);
@@ -207,6 +216,12 @@ stsl_status stsl__finish(stsl__run *R, const float *z, float *x_out);
 
 /* The solvers' common exit (at their `done:` label, before freeing their buffers): a cancelled run
  * still writes its current estimate R->est to x_out; R->est is cleared.  Returns st. */
+/* A sampler's start: progress total `total` at step 0, z (batch * dz) ~ N(0, I) from each sample's
+ * initial-noise stream, and z as the current estimate. */
+void stsl__start_from_noise(stsl__run *R, int total, float *z);
+/* The end of a reverse step: the new iterate z (m floats) must be finite; then `est`, the step's
+ * clean estimate, becomes the run's current estimate and goes to progress. */
+stsl_status stsl__step_end(stsl__run *R, const float *z, size_t m, const char *what, float *est);
 stsl_status stsl__end_run(stsl__run *R, stsl_status st, float *x_out);
 
 /* The operator's Gaussian measurement noise sigma_y (STSL_PARAM_NOISE_SIGMA); 0 when it has none. */

@@ -62,9 +62,7 @@ static const stsl__param_meta META[] = {
 
 static const stsl__param_meta *sp_meta(stsl_param key)
 {
-    for (size_t i = 0; i < N_META; i++)
-        if (META[i].key == key) return &META[i];
-    return NULL;
+    return stsl__param_meta_find(META, N_META, key);
 }
 
 /* ---- which solvers use a key: bounds and default per kind -------------------------------- */

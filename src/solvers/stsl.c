@@ -92,16 +92,16 @@ stsl_status stsl__solve_stsl(stsl__run *R, float *x_out)
     stsl__adam adam = {0};
     stsl_status st = stsl__ddim_seq(R, T, &seq);
     if (st != STSL_OK) return st;
-    double *loss = stsl__alloc_doubles((size_t)B);
+    double *loss = stsl__run_doubles(R, (size_t)B);
     /* zf levels are kept only when the proximal term needs them */
     const size_t nzf = kappa > 0 ? (size_t)T + 1 : 1;
-    float *zf = stsl__run_floats(R, nzf * m);
-    float *Z = stsl__run_floats(R, m), *eps = stsl__run_floats(R, m), *zbar = stsl__run_floats(R, m),
-          *c = stsl__run_floats(R, m), *grad = stsl__run_floats(R, m),
-          *xb = stsl__run_floats(R, (size_t)B * R->dx), *tmp = stsl__run_floats(R, m);
-    float *pts = stsl__run_floats(R, npts * dz), *cot = stsl__run_floats(R, npts * dz),
-          *vjp = stsl__run_floats(R, npts * dz), *tt = stsl__run_floats(R, npts),
-          *probe = stsl__run_floats(R, (size_t)B * (size_t)(N > 0 ? N : 1) * dz);
+    float *zf = stsl__run_buffer(R, nzf * m);
+    float *Z = stsl__run_buffer(R, m), *eps = stsl__run_buffer(R, m), *zbar = stsl__run_buffer(R, m),
+          *c = stsl__run_buffer(R, m), *grad = stsl__run_buffer(R, m),
+          *xb = stsl__run_buffer(R, (size_t)B * R->dx), *tmp = stsl__run_buffer(R, m);
+    float *pts = stsl__run_buffer(R, npts * dz), *cot = stsl__run_buffer(R, npts * dz),
+          *vjp = stsl__run_buffer(R, npts * dz), *tt = stsl__run_buffer(R, npts),
+          *probe = stsl__run_buffer(R, (size_t)B * (size_t)(N > 0 ? N : 1) * dz);
     if (!zf || !Z || !eps || !zbar || !c || !grad || !xb || !tmp || !pts || !cot || !vjp || !tt ||
         !probe || !loss) {
         st = STSL_ERR_NOMEM;
@@ -261,22 +261,7 @@ stsl_status stsl__solve_stsl(stsl__run *R, float *x_out)
     /* line 16 */
     st = stsl__finish(R, Z, x_out);
 done:
-    st = stsl__end_run(R, st, x_out);
     stsl__adam_free(&adam);
     stsl__free(seq);
-    stsl__free(zf);
-    stsl__free(Z);
-    stsl__free(eps);
-    stsl__free(zbar);
-    stsl__free(c);
-    stsl__free(grad);
-    stsl__free(xb);
-    stsl__free(tmp);
-    stsl__free(pts);
-    stsl__free(cot);
-    stsl__free(vjp);
-    stsl__free(tt);
-    stsl__free(probe);
-    stsl__free(loss);
-    return st;
+    return stsl__end_run(R, st, x_out);
 }

@@ -219,3 +219,69 @@ int tu_help_lists_default(const char *text, const char *flag, const char *value,
     }
     return 0;
 }
+
+uint32_t tu_png_crc(const unsigned char *p, size_t n)
+{
+    uint32_t c = 0xffffffffu;
+    for (size_t i = 0; i < n; i++) {
+        c ^= p[i];
+        for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1u)));
+    }
+    return c ^ 0xffffffffu;
+}
+
+void tu_put_be32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+}
+
+size_t tu_craft_png(unsigned char *buf, uint32_t w, uint32_t h, int depth, int color_type)
+{
+    static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    memcpy(buf, sig, 8);
+    tu_put_be32(buf + 8, 13);
+    memcpy(buf + 12, "IHDR", 4);
+    tu_put_be32(buf + 16, w);
+    tu_put_be32(buf + 20, h);
+    buf[24] = (unsigned char)depth;
+    buf[25] = (unsigned char)color_type;
+    buf[26] = buf[27] = buf[28] = 0;   /* compression, filter, interlace */
+    tu_put_be32(buf + 29, tu_png_crc(buf + 12, 17));
+    tu_put_be32(buf + 33, 0);
+    memcpy(buf + 37, "IEND", 4);
+    tu_put_be32(buf + 41, tu_png_crc(buf + 37, 4));
+    return 45;
+}
+
+int tu_help_lists_param_default(const char *text, stsl_param key, const stsl_param_bounds *b, const char *who)
+{
+    char flag[80], value[64];
+    const char *vn = b->is_integer ? stsl_param_value_name(key, (int64_t)b->default_value) : NULL;
+    snprintf(flag, sizeof flag, "--%s", stsl_param_name(key));
+    if (vn) snprintf(value, sizeof value, "%s", vn);
+    else snprintf(value, sizeof value, "%g", b->default_value);
+    int ok = tu_help_lists_default(text, flag, value, who);
+    if (!ok) fprintf(stderr, "\n  --help: %s lacks default %s for %s\n", flag, value, who);
+    return ok;
+}
+
+void tu_destroy_images(stsl_image *const *images, size_t n)
+{
+    for (size_t i = 0; i < n; i++) stsl_image_destroy(images[i]);
+}
+
+int tu_jpeg_patch_sof(unsigned char *b, size_t size, unsigned h, unsigned w)
+{
+    for (size_t i = 2; i + 9 < size; i++)
+        if (b[i] == 0xFF && (b[i + 1] == 0xC0 || b[i + 1] == 0xC1 || b[i + 1] == 0xC2)) {
+            b[i + 5] = (unsigned char)(h >> 8);
+            b[i + 6] = (unsigned char)h;
+            b[i + 7] = (unsigned char)(w >> 8);
+            b[i + 8] = (unsigned char)w;
+            return 1;
+        }
+    return 0;
+}

@@ -67,6 +67,9 @@ double tu_tol(double cpu, double cuda, double half);
  * has a group "VALUE (a, b, ...)" whose value is `value` and whose list holds `who` -- the form
  * examples/common/cli.c writes: "default: 50 (ddim, stsl); 1000 (dps)". */
 int tu_help_lists_default(const char *text, const char *flag, const char *value, const char *who);
+/* The same for parameter `key` with bounds `b`: flag --<stsl_param_name>, value its default's
+ * name (named integer values) or %g; a miss is printed to stderr. */
+int tu_help_lists_param_default(const char *text, stsl_param key, const stsl_param_bounds *b, const char *who);
 
 /* Assert a call returns the given status; on mismatch print the handle's message. */
 #define TU_ASSERT_STATUS(expr, expected)                                                  \
@@ -78,5 +81,23 @@ int tu_help_lists_default(const char *text, const char *flag, const char *value,
         CU_ASSERT_EQUAL(tu_st_, (expected));                                               \
     } while (0)
 #define TU_ASSERT_OK(expr) TU_ASSERT_STATUS(expr, STSL_OK)
+
+/* Destroy the images in order (NULL ones skipped, as stsl_image_destroy does): the end of a test
+ * that made several, as one statement. */
+void tu_destroy_images(stsl_image *const *images, size_t n);
+#define TU_DESTROY_IMAGES(...)                                                               \
+    tu_destroy_images((stsl_image *const[]){__VA_ARGS__},                                   \
+                      sizeof((stsl_image *const[]){__VA_ARGS__}) / sizeof(stsl_image *))
+
+/* Patch the height and width of a JPEG held in memory at its first SOF0/1/2 marker: 1, or 0 when
+ * it has none. */
+int tu_jpeg_patch_sof(unsigned char *b, size_t size, unsigned h, unsigned w);
+
+/* Crafted PNG files for the decoders' size checks: the chunk CRC, a big-endian 32-bit store, and
+ * a PNG of signature + IHDR (w x h, depth, colour type) + IEND with correct CRCs (45 bytes into
+ * buf; returns 45). */
+uint32_t tu_png_crc(const unsigned char *p, size_t n);
+void tu_put_be32(unsigned char *p, uint32_t v);
+size_t tu_craft_png(unsigned char *buf, uint32_t w, uint32_t h, int depth, int color_type);
 
 #endif

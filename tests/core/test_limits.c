@@ -12,57 +12,34 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- crafted PNG headers (signature + IHDR + IEND, correct CRCs) ---- */
+/* ---- crafted PNG headers (tu_craft_png: signature + IHDR + IEND, correct CRCs) ---- */
 
-static uint32_t crc32_png(const unsigned char *p, size_t n)
+/* A crafted header's decode: refused with `expected`, no image, and a message saying why (the
+ * status and the message on stderr when it is not the expected one). */
+static void expect_refused(const stsl_context *ctx, const char *format, unsigned w, unsigned h,
+                           stsl_status st, stsl_status expected, const stsl_image *img)
 {
-    uint32_t c = 0xffffffffu;
-    for (size_t i = 0; i < n; i++) {
-        c ^= p[i];
-        for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1u)));
-    }
-    return c ^ 0xffffffffu;
-}
-
-static void put32(unsigned char *p, uint32_t v)
-{
-    p[0] = (unsigned char)(v >> 24);
-    p[1] = (unsigned char)(v >> 16);
-    p[2] = (unsigned char)(v >> 8);
-    p[3] = (unsigned char)v;
-}
-
-static size_t craft_png(unsigned char *buf, uint32_t w, uint32_t h, int depth, int ctype)
-{
-    static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
-    memcpy(buf, sig, 8);
-    put32(buf + 8, 13);
-    memcpy(buf + 12, "IHDR", 4);
-    put32(buf + 16, w);
-    put32(buf + 20, h);
-    buf[24] = (unsigned char)depth;
-    buf[25] = (unsigned char)ctype;
-    buf[26] = buf[27] = buf[28] = 0;
-    put32(buf + 29, crc32_png(buf + 12, 17));
-    put32(buf + 33, 0);
-    memcpy(buf + 37, "IEND", 4);
-    put32(buf + 41, crc32_png(buf + 37, 4));
-    return 45;
+    if (st != expected)
+        fprintf(stderr, "\n  %s %u x %u: %d, expected %d: %s\n", format, w, h, (int)st, (int)expected,
+                stsl_context_last_error(ctx));
+    CU_ASSERT_EQUAL(st, expected);
+    CU_ASSERT(img == NULL);
+    CU_ASSERT(stsl_context_last_error(ctx)[0] != '\0');
 }
 
 /* Same with a (too short) IDAT chunk before IEND, so that png_read_info() returns and the
  * decoder's own size check after it is reached: 59 bytes. */
 static size_t craft_png_idat(unsigned char *buf, uint32_t w, uint32_t h, int depth, int ctype)
 {
-    craft_png(buf, w, h, depth, ctype);
-    put32(buf + 33, 2);
+    tu_craft_png(buf, w, h, depth, ctype);
+    tu_put_be32(buf + 33, 2);
     memcpy(buf + 37, "IDAT", 4);
     buf[41] = 0x78; /* zlib header */
     buf[42] = 0x9c;
-    put32(buf + 43, crc32_png(buf + 37, 6));
-    put32(buf + 47, 0);
+    tu_put_be32(buf + 43, tu_png_crc(buf + 37, 6));
+    tu_put_be32(buf + 47, 0);
     memcpy(buf + 51, "IEND", 4);
-    put32(buf + 55, crc32_png(buf + 51, 4));
+    tu_put_be32(buf + 55, tu_png_crc(buf + 51, 4));
     return 59;
 }
 
@@ -166,15 +143,10 @@ static void test_png_header_limits(void)
     unsigned char buf[64];
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         /* 16-bit RGBA: the largest pixels, so an accidental allocation would be 512 MiB+ */
-        size_t n = craft_png(buf, cases[i].w, cases[i].h, 16, 6);
+        size_t n = tu_craft_png(buf, cases[i].w, cases[i].h, 16, 6);
         stsl_image *img = NULL;
         stsl_status st = stsl_image_decode(ctx, buf, n, 0, &img);
-        if (st != cases[i].st)
-            fprintf(stderr, "\n  PNG %u x %u: %d, expected %d: %s\n", cases[i].w, cases[i].h,
-                    (int)st, (int)cases[i].st, stsl_context_last_error(ctx));
-        CU_ASSERT_EQUAL(st, cases[i].st);
-        CU_ASSERT(img == NULL);
-        CU_ASSERT(stsl_context_last_error(ctx)[0] != '\0');
+        expect_refused(ctx, "PNG", cases[i].w, cases[i].h, st, cases[i].st, img);
         if (cases[i].st == STSL_ERR_FORMAT && cases[i].w == W)
             CU_ASSERT(strstr(stsl_context_last_error(ctx), "limit") == NULL);
     }
@@ -203,12 +175,7 @@ static void test_png_decoder_limits_without_precheck(void)
         stsl__io_src src = {buf, n, NULL, "<crafted>"};
         stsl_image *img = NULL;
         stsl_status st = stsl__png_decode(ctx, &src, 0, &img);
-        if (st != cases[i].st)
-            fprintf(stderr, "\n  PNG %u x %u: %d, expected %d: %s\n", cases[i].w, cases[i].h,
-                    (int)st, (int)cases[i].st, stsl_context_last_error(ctx));
-        CU_ASSERT_EQUAL(st, cases[i].st);
-        CU_ASSERT(img == NULL);
-        CU_ASSERT(stsl_context_last_error(ctx)[0] != '\0');
+        expect_refused(ctx, "PNG", cases[i].w, cases[i].h, st, cases[i].st, img);
     }
     stsl_context_destroy(ctx);
 }
@@ -230,13 +197,6 @@ static void test_jpeg_header_limits(void)
     unsigned char b[8192];
     size_t size = fread(b, 1, sizeof b, fp);
     fclose(fp);
-    size_t sof = 0;
-    for (size_t i = 2; i + 9 < size; i++)
-        if (b[i] == 0xFF && b[i + 1] == 0xC0) {
-            sof = i;
-            break;
-        }
-    CU_ASSERT_FATAL(sof > 0);
     const unsigned D = STSL_MAX_IMAGE_DIM, W = STSL_MAX_IMAGE_PIXELS / STSL_MAX_IMAGE_DIM;
     struct {
         unsigned w, h;
@@ -253,19 +213,11 @@ static void test_jpeg_header_limits(void)
         {65535, 65535, STSL_ERR_LIMIT},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        b[sof + 5] = (unsigned char)(cases[i].h >> 8);
-        b[sof + 6] = (unsigned char)cases[i].h;
-        b[sof + 7] = (unsigned char)(cases[i].w >> 8);
-        b[sof + 8] = (unsigned char)cases[i].w;
+        CU_ASSERT_FATAL(tu_jpeg_patch_sof(b, size, cases[i].h, cases[i].w));
         img = NULL;
         stsl_status st = stsl_image_decode(ctx, b, size, 0, &img);
         if (cases[i].st == STSL_ERR_FORMAT && st == STSL_ERR_NOMEM) st = STSL_ERR_FORMAT;
-        if (st != cases[i].st)
-            fprintf(stderr, "\n  JPEG %u x %u: %d, expected %d: %s\n", cases[i].w, cases[i].h,
-                    (int)st, (int)cases[i].st, stsl_context_last_error(ctx));
-        CU_ASSERT_EQUAL(st, cases[i].st);
-        CU_ASSERT(img == NULL);
-        CU_ASSERT(stsl_context_last_error(ctx)[0] != '\0');
+        expect_refused(ctx, "JPEG", cases[i].w, cases[i].h, st, cases[i].st, img);
     }
     stsl_context_destroy(ctx);
 }

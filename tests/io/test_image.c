@@ -128,46 +128,6 @@ static int count_files(const char *dir, const char *part)
     return n;
 }
 
-/* tiny CRC-32 (PNG chunk CRC) */
-static uint32_t crc32_png(const unsigned char *p, size_t n)
-{
-    uint32_t c = 0xffffffffu;
-    for (size_t i = 0; i < n; i++) {
-        c ^= p[i];
-        for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1u)));
-    }
-    return c ^ 0xffffffffu;
-}
-
-static void put32(unsigned char *p, uint32_t v)
-{
-    p[0] = (unsigned char)(v >> 24);
-    p[1] = (unsigned char)(v >> 16);
-    p[2] = (unsigned char)(v >> 8);
-    p[3] = (unsigned char)v;
-}
-
-/* A PNG made of signature, IHDR (w x h, 8-bit RGB) and IEND, with correct CRCs: 45 bytes. */
-static size_t craft_png_header(unsigned char *buf, uint32_t w, uint32_t h)
-{
-    static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
-    memcpy(buf, sig, 8);
-    put32(buf + 8, 13);
-    memcpy(buf + 12, "IHDR", 4);
-    put32(buf + 16, w);
-    put32(buf + 20, h);
-    buf[24] = 8;  /* depth */
-    buf[25] = 2;  /* RGB */
-    buf[26] = 0;
-    buf[27] = 0;
-    buf[28] = 0;
-    put32(buf + 29, crc32_png(buf + 12, 17));
-    put32(buf + 33, 0);
-    memcpy(buf + 37, "IEND", 4);
-    put32(buf + 41, crc32_png(buf + 37, 4));
-    return 45;
-}
-
 /* Write a PNG with libpng directly (layouts the library's writer does not produce). */
 static void write_png_raw(const char *path, int w, int h, int color_type, int depth, int interlace,
                           const unsigned char *pixels, size_t rowbytes, const png_color *palette,
@@ -343,9 +303,7 @@ static void roundtrip_png(int channels, int depth)
     CU_ASSERT_EQUAL(tu_max_abs_diff(back->data, mem->data, img_size(back)), 0.0);
     CU_ASSERT_STRING_EQUAL(stsl_context_last_error(ctx), "");
     free(bytes);
-    stsl_image_destroy(mem);
-    stsl_image_destroy(back);
-    stsl_image_destroy(img);
+    TU_DESTROY_IMAGES(mem, back, img);
     stsl_context_destroy(ctx);
 }
 
@@ -432,9 +390,7 @@ static void test_jpeg_roundtrip(void)
         CU_ASSERT_FATAL(mem != NULL);
         CU_ASSERT_EQUAL(tu_max_abs_diff(back->data, mem->data, img_size(back)), 0.0);
         free(bytes);
-        stsl_image_destroy(mem);
-        stsl_image_destroy(back);
-        stsl_image_destroy(img);
+        TU_DESTROY_IMAGES(mem, back, img);
     }
     stsl_context_destroy(ctx);
 }
@@ -467,9 +423,7 @@ static void test_jpeg_quality(void)
         eb += (b->data[i] - v) * (b->data[i] - v);
     }
     CU_ASSERT(eb < ea);
-    stsl_image_destroy(a);
-    stsl_image_destroy(b);
-    stsl_image_destroy(img);
+    TU_DESTROY_IMAGES(a, b, img);
     stsl_context_destroy(ctx);
 }
 
@@ -524,16 +478,7 @@ static void test_channel_conversion(void)
         CU_ASSERT_DOUBLE_EQUAL(jg->data[i], luma, 1e-6);
     }
 
-    stsl_image_destroy(sm);
-    stsl_image_destroy(jg);
-    stsl_image_destroy(j3);
-    stsl_image_destroy(g3);
-    stsl_image_destroy(g4);
-    stsl_image_destroy(grey);
-    stsl_image_destroy(g);
-    stsl_image_destroy(rgb);
-    stsl_image_destroy(four);
-    stsl_image_destroy(rgba);
+    TU_DESTROY_IMAGES(sm, jg, j3, g3, g4, grey, g, rgb, four, rgba);
     stsl_context_destroy(ctx);
 }
 
@@ -926,7 +871,7 @@ static void test_png_bomb_and_sizes(void)
     unsigned char buf[64];
     stsl_image *img = NULL;
     /* 100000 x 100000: refused from the header, before any allocation */
-    size_t n = craft_png_header(buf, 100000, 100000);
+    size_t n = tu_craft_png(buf, 100000, 100000, 8, 2);
     TU_ASSERT_STATUS(stsl_image_decode(ctx, buf, n, 0, &img), STSL_ERR_LIMIT);
     CU_ASSERT(img == NULL);
     CU_ASSERT(strstr(stsl_context_last_error(ctx), "100000") != NULL);
@@ -934,38 +879,24 @@ static void test_png_bomb_and_sizes(void)
     TU_ASSERT_STATUS(stsl_image_load(ctx, tmp("bomb.png"), 0, &img), STSL_ERR_LIMIT);
     CU_ASSERT(stsl_context_last_error(ctx)[0] != '\0');
     /* each side within the limit, the product above it */
-    n = craft_png_header(buf, STSL_MAX_IMAGE_DIM, STSL_MAX_IMAGE_DIM);
+    n = tu_craft_png(buf, STSL_MAX_IMAGE_DIM, STSL_MAX_IMAGE_DIM, 8, 2);
     TU_ASSERT_STATUS(stsl_image_decode(ctx, buf, n, 0, &img), STSL_ERR_LIMIT);
     CU_ASSERT(strstr(stsl_context_last_error(ctx), "pixels") != NULL);
     /* zero width / height */
-    n = craft_png_header(buf, 0, 10);
+    n = tu_craft_png(buf, 0, 10, 8, 2);
     TU_ASSERT_STATUS(stsl_image_decode(ctx, buf, n, 0, &img), STSL_ERR_FORMAT);
     CU_ASSERT(stsl_context_last_error(ctx)[0] != '\0');
-    n = craft_png_header(buf, 10, 0);
+    n = tu_craft_png(buf, 10, 0, 8, 2);
     TU_ASSERT_STATUS(stsl_image_decode(ctx, buf, n, 0, &img), STSL_ERR_FORMAT);
     /* 2^31 and above are invalid PNG */
-    n = craft_png_header(buf, 0x80000000u, 1);
+    n = tu_craft_png(buf, 0x80000000u, 1, 8, 2);
     TU_ASSERT_STATUS(stsl_image_decode(ctx, buf, n, 0, &img), STSL_ERR_FORMAT);
     /* a sane header without image data: a format error, not a limit */
-    n = craft_png_header(buf, 10, 10);
+    n = tu_craft_png(buf, 10, 10, 8, 2);
     TU_ASSERT_STATUS(stsl_image_decode(ctx, buf, n, 0, &img), STSL_ERR_FORMAT);
     CU_ASSERT(stsl_context_last_error(ctx)[0] != '\0');
     CU_ASSERT(img == NULL);
     stsl_context_destroy(ctx);
-}
-
-/* Patch the SOF dimensions of a JPEG. */
-static int patch_sof(unsigned char *b, size_t size, unsigned h, unsigned w)
-{
-    for (size_t i = 2; i + 9 < size; i++)
-        if (b[i] == 0xFF && (b[i + 1] == 0xC0 || b[i + 1] == 0xC1 || b[i + 1] == 0xC2)) {
-            b[i + 5] = (unsigned char)(h >> 8);
-            b[i + 6] = (unsigned char)h;
-            b[i + 7] = (unsigned char)(w >> 8);
-            b[i + 8] = (unsigned char)w;
-            return 1;
-        }
-    return 0;
 }
 
 static void test_jpeg_sizes(void)
@@ -976,22 +907,22 @@ static void test_jpeg_sizes(void)
     size_t size = 0;
     unsigned char *b = read_all(tmp("sof.jpg"), &size);
     stsl_image *out = NULL;
-    CU_ASSERT_FATAL(patch_sof(b, size, 60000, 60000));
+    CU_ASSERT_FATAL(tu_jpeg_patch_sof(b, size, 60000, 60000));
     TU_ASSERT_STATUS(stsl_image_decode(ctx, b, size, 0, &out), STSL_ERR_LIMIT);
     CU_ASSERT(out == NULL);
     CU_ASSERT(strstr(stsl_context_last_error(ctx), "60000") != NULL);
-    patch_sof(b, size, STSL_MAX_IMAGE_DIM, STSL_MAX_IMAGE_DIM);
+    tu_jpeg_patch_sof(b, size, STSL_MAX_IMAGE_DIM, STSL_MAX_IMAGE_DIM);
     TU_ASSERT_STATUS(stsl_image_decode(ctx, b, size, 0, &out), STSL_ERR_LIMIT);
-    patch_sof(b, size, 8, 20000);
+    tu_jpeg_patch_sof(b, size, 8, 20000);
     TU_ASSERT_STATUS(stsl_image_decode(ctx, b, size, 0, &out), STSL_ERR_LIMIT);
-    patch_sof(b, size, 0, 8);
+    tu_jpeg_patch_sof(b, size, 0, 8);
     stsl_status st = stsl_image_decode(ctx, b, size, 0, &out);
     ASSERT_FAILS_WITH_MSG(ctx, st, out);
-    patch_sof(b, size, 8, 0);
+    tu_jpeg_patch_sof(b, size, 8, 0);
     st = stsl_image_decode(ctx, b, size, 0, &out);
     ASSERT_FAILS_WITH_MSG(ctx, st, out);
     /* a larger claimed size than the data holds: truncated */
-    patch_sof(b, size, 64, 64);
+    tu_jpeg_patch_sof(b, size, 64, 64);
     st = stsl_image_decode(ctx, b, size, 0, &out);
     ASSERT_FAILS_WITH_MSG(ctx, st, out);
     CU_ASSERT_EQUAL(st, STSL_ERR_FORMAT);

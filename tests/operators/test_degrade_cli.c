@@ -143,14 +143,7 @@ static void test_help_defaults_from_library(void)
             if (keys[i] == STSL_PARAM_SEED) continue;   /* the tool's --seed */
             stsl_param_bounds b;
             TU_ASSERT_OK(stsl_operator_param_bounds(kind, keys[i], &b));
-            char flag[80], value[64];
-            const char *vn = b.is_integer ? stsl_param_value_name(keys[i], (int64_t)b.default_value) : NULL;
-            snprintf(flag, sizeof flag, "--%s", stsl_param_name(keys[i]));
-            if (vn) snprintf(value, sizeof value, "%s", vn);
-            else snprintf(value, sizeof value, "%g", b.default_value);
-            int ok = tu_help_lists_default(buf, flag, value, task);
-            if (!ok) fprintf(stderr, "\n  --help: %s lacks default %s for %s\n", flag, value, task);
-            CU_ASSERT(ok);
+            CU_ASSERT(tu_help_lists_param_default(buf, keys[i], &b, task));
             checked++;
         }
     }

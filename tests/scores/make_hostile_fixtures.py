@@ -47,6 +47,14 @@ torch.set_num_threads(1)
 SHAPE = (2, 8, 8)
 
 
+class _OnTinyUNet(nn.Module):
+    """A hostile model built on the well-behaved TinyUNet (self.net), made first."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = TinyUNet()
+
+
 class NaNOut(nn.Module):
     def __init__(self):
         super().__init__()
@@ -56,33 +64,21 @@ class NaNOut(nn.Module):
         return self.c(x) * float("nan")
 
 
-class NaNLate(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.net = TinyUNet()
-
+class NaNLate(_OnTinyUNet):
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         out = self.net(x, t)
         late = (t < 300.0).view(-1, 1, 1, 1).expand_as(out)
         return torch.where(late, torch.full_like(out, float("nan")), out)
 
 
-class NaNGrad(nn.Module):
+class NaNGrad(_OnTinyUNet):
     """sqrt(relu(x) * 0): the value is 0, the gradient at 0 is inf * 0 = NaN."""
-
-    def __init__(self):
-        super().__init__()
-        self.net = TinyUNet()
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return self.net(x, t) + torch.sqrt(torch.relu(x) * 0.0)
 
 
-class Batch3(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.net = TinyUNet()
-
+class Batch3(_OnTinyUNet):
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         out = self.net(x, t)
         if x.shape[0] >= 3:
@@ -90,11 +86,7 @@ class Batch3(nn.Module):
         return out
 
 
-class BatchDrop(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.net = TinyUNet()
-
+class BatchDrop(_OnTinyUNet):
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         out = self.net(x, t)
         if x.shape[0] >= 2:
@@ -107,11 +99,10 @@ class Identity(nn.Module):
         return x * 1.0
 
 
-class Slow(nn.Module):
+class Slow(_OnTinyUNet):
     def __init__(self, reps: int = 400):
         super().__init__()
         self.reps = reps
-        self.net = TinyUNet()
         self.w = nn.Parameter(torch.randn(256, 256) / 16.0)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -346,32 +346,39 @@ static void expect_invalid(const char *text, unsigned roles, const char *needle)
 static void test_validation(void)
 {
     const unsigned U = 1u << STSL__ROLE_UNET;
-    expect_invalid(unet_with("stsl_model_format", NULL), U, "'stsl_model_format' is missing");
-    expect_invalid(unet_with("stsl_model_format", "stsl_model_format = 2"), U, "newer");
-    expect_invalid(unet_with("stsl_model_format", "stsl_model_format = one"), U, "not a positive");
-    expect_invalid(unet_with("role", NULL), U, "'role' is missing");
-    expect_invalid(unet_with("role", "role = vae"), U, "role = 'vae'");
-    expect_invalid(unet_with("prediction", NULL), U, "'prediction' is missing");
-    expect_invalid(unet_with("prediction", "prediction = noise"), U, "prediction = 'noise'");
-    expect_invalid(unet_with("prediction", "prediction ="), U, "'prediction' has an empty value");
-    expect_invalid(unet_with("schedule", "schedule = sigmoid"), U, "schedule = 'sigmoid'");
-    expect_invalid(unet_with("beta_start", NULL), U, "'beta_start' is missing");
-    expect_invalid(unet_with("beta_start", "beta_start = 0.1"), U, "need 0 < beta_start <= beta_end");
-    expect_invalid(unet_with("beta_end", "beta_end = 1.5"), U, "beta_end");
-    expect_invalid(unet_with("beta_end", "beta_end = 2e"), U, "'2e' is not a finite");
-    expect_invalid(unet_with("timesteps", "timesteps = 0"), U, "timesteps = '0'");
-    expect_invalid(unet_with("timesteps", "timesteps = 1000.5"), U, "timesteps");
-    expect_invalid(unet_with("sample_shape", NULL), U, "'sample_shape' is missing");
-    expect_invalid(unet_with("sample_shape", "sample_shape = 28,28"), U, "sample_shape = '28,28'");
-    expect_invalid(unet_with("sample_shape", "sample_shape = 8,28,28"), U, "at most 4");
-    /* within the image limits, over what the load's probe may take (issue 30) */
-    expect_invalid(unet_with("sample_shape", "sample_shape = 1,4096,4096"), U, "probed at load");
-    expect_invalid(unet_with("sample_shape", "sample_shape = 4,1024,1025"), U, "4198400 values");
-    expect_invalid(unet_with("space", "space = latent"), U, "'pairs_with' is missing");
-    expect_invalid(unet_with("space", "space = feature"), U, "space = 'feature'");
-    expect_invalid(unet_with("value_range", NULL), U, "'value_range' is missing");
-    expect_invalid(unet_with("value_range", "value_range = 0,1"), U, "not supported");
-    expect_invalid(unet_with("value_range", "value_range = 1,-1"), U, "lo < hi");
+    /* the valid UNet record with one key's line replaced (NULL: removed); what the message says */
+    static const struct {
+        const char *key, *line, *needle;
+    } unet_cases[] = {
+        {"stsl_model_format", NULL, "'stsl_model_format' is missing"},
+        {"stsl_model_format", "stsl_model_format = 2", "newer"},
+        {"stsl_model_format", "stsl_model_format = one", "not a positive"},
+        {"role", NULL, "'role' is missing"},
+        {"role", "role = vae", "role = 'vae'"},
+        {"prediction", NULL, "'prediction' is missing"},
+        {"prediction", "prediction = noise", "prediction = 'noise'"},
+        {"prediction", "prediction =", "'prediction' has an empty value"},
+        {"schedule", "schedule = sigmoid", "schedule = 'sigmoid'"},
+        {"beta_start", NULL, "'beta_start' is missing"},
+        {"beta_start", "beta_start = 0.1", "need 0 < beta_start <= beta_end"},
+        {"beta_end", "beta_end = 1.5", "beta_end"},
+        {"beta_end", "beta_end = 2e", "'2e' is not a finite"},
+        {"timesteps", "timesteps = 0", "timesteps = '0'"},
+        {"timesteps", "timesteps = 1000.5", "timesteps"},
+        {"sample_shape", NULL, "'sample_shape' is missing"},
+        {"sample_shape", "sample_shape = 28,28", "sample_shape = '28,28'"},
+        {"sample_shape", "sample_shape = 8,28,28", "at most 4"},
+        /* within the image limits, over what the load's probe may take (issue 30) */
+        {"sample_shape", "sample_shape = 1,4096,4096", "probed at load"},
+        {"sample_shape", "sample_shape = 4,1024,1025", "4198400 values"},
+        {"space", "space = latent", "'pairs_with' is missing"},
+        {"space", "space = feature", "space = 'feature'"},
+        {"value_range", NULL, "'value_range' is missing"},
+        {"value_range", "value_range = 0,1", "not supported"},
+        {"value_range", "value_range = 1,-1", "lo < hi"},
+    };
+    for (size_t i = 0; i < sizeof unet_cases / sizeof unet_cases[0]; i++)
+        expect_invalid(unet_with(unet_cases[i].key, unet_cases[i].line), U, unet_cases[i].needle);
 
     char err[STSL_ERRMSG_SIZE];
     stsl__model_meta m;

@@ -132,18 +132,22 @@ void stsl__testbed_destroy(stsl__testbed *tb)
     stsl__free(tb);
 }
 
+/* The mixture component a uniform u picks under weights w[0..k-1] (the last one when rounding
+ * leaves u above the weights' sum). */
+static int pick_component(const double *w, int k, double u)
+{
+    double c = 0;
+    for (int j = 0; j < k; j++) {
+        c += w[j];
+        if (u < c) return j;
+    }
+    return k - 1;
+}
+
 /* one exact prior draw into x (double), draw index i of stream `purpose` */
 static void prior_draw(const stsl__testbed *tb, uint64_t seed, int purpose, uint64_t i, double *x)
 {
-    double u = tb_uniform(seed, purpose, i, 0), c = 0;
-    int comp = tb->k - 1;
-    for (int j = 0; j < tb->k; j++) {
-        c += tb->w[j];
-        if (u < c) {
-            comp = j;
-            break;
-        }
-    }
+    int comp = pick_component(tb->w, tb->k, tb_uniform(seed, purpose, i, 0));
     const double sd = sqrt(tb->var);
     for (size_t d = 0; d < tb->dx; d++)
         x[d] = tb->mu[(size_t)comp * tb->dx + d] + sd * tb_normal(seed, purpose, i, d + 1);
@@ -415,15 +419,7 @@ stsl_status stsl__testbed_sample_posterior(const stsl__testbed *tb, size_t n, ui
     double *z = stsl__alloc_doubles(dx);
     if (!z) return STSL_ERR_NOMEM;
     for (size_t s = 0; s < n; s++) {
-        double u = tb_uniform(seed, TB_POST, s, 0), c = 0;
-        int comp = tb->k - 1;
-        for (int j = 0; j < tb->k; j++) {
-            c += tb->pw[j];
-            if (u < c) {
-                comp = j;
-                break;
-            }
-        }
+        int comp = pick_component(tb->pw, tb->k, tb_uniform(seed, TB_POST, s, 0));
         /* x = m + L^-T z  (covariance P^-1 = L^-T L^-1) */
         for (size_t d = 0; d < dx; d++) z[d] = tb_normal(seed, TB_POST, s, d + 1);
         solve_upper_t(tb->L, dx, z);

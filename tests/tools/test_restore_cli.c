@@ -169,14 +169,7 @@ static void test_help_defaults_from_library(void)
             if (keys[i] == STSL_PARAM_SEED || keys[i] == STSL_PARAM_PROGRESS_ESTIMATE) continue;   /* the tool's */
             stsl_param_bounds b;
             TU_ASSERT_OK(stsl_solver_param_bounds(kind, keys[i], &b));
-            char flag[80], value[64];
-            const char *vn = b.is_integer ? stsl_param_value_name(keys[i], (int64_t)b.default_value) : NULL;
-            snprintf(flag, sizeof flag, "--%s", stsl_param_name(keys[i]));
-            if (vn) snprintf(value, sizeof value, "%s", vn);
-            else snprintf(value, sizeof value, "%g", b.default_value);
-            int ok = tu_help_lists_default(out_buf, flag, value, sv);
-            if (!ok) fprintf(stderr, "\n  --help: %s lacks default %s for %s\n", flag, value, sv);
-            CU_ASSERT(ok);
+            CU_ASSERT(tu_help_lists_param_default(out_buf, keys[i], &b, sv));
             checked++;
         }
     }
