@@ -726,6 +726,21 @@ stsl_status stsl__finish(stsl__run *R, const float *z, float *x_out)
 }
 
 /* continuous VP time with (1 - abar)/abar = sigma^2 (bisection on the interpolated table) */
+stsl_status stsl__sigma_range(stsl__run *R, const char *solver, double *smin, double *smax)
+{
+    const double lo = sqrt((1 - stsl__ab(R, 0)) / stsl__ab(R, 0));
+    const double hi = sqrt((1 - stsl__ab(R, R->T_train - 1)) / stsl__ab(R, R->T_train - 1));
+    *smin = stsl__param(R, STSL_PARAM_SIGMA_MIN);
+    *smax = stsl__param(R, STSL_PARAM_SIGMA_MAX);
+    if (*smin < lo) *smin = lo;
+    if (*smax > hi) *smax = hi;
+    if (!(*smax > *smin))
+        return stsl__fail(R->err, STSL_ERR_INVALID_ARG,
+                          "solver %s: sigma ladder [%g, %g] is empty on this schedule", solver, *smin,
+                          *smax);
+    return STSL_OK;
+}
+
 double stsl__time_of_sigma(const stsl__run *R, double sigma)
 {
     const double target = 1.0 / (1.0 + sigma * sigma);

@@ -82,7 +82,7 @@ stsl_status stsl__solve_dps_mo(stsl__run *R, float *x_out)
     const int renoise_next = stsl__param_int(R, STSL_PARAM_RENOISE_LEVEL);
     const double eta = stsl__param(R, STSL_PARAM_ETA);
     const double zeta = stsl__param(R, STSL_PARAM_ZETA);
-    double smin = stsl__param(R, STSL_PARAM_SIGMA_MIN), smax = stsl__param(R, STSL_PARAM_SIGMA_MAX);
+    double smin, smax;   /* SIGMA_MIN, SIGMA_MAX within the schedule (stsl__sigma_range) */
     const int K = 1 + NS;   /* directions (UNet VJPs) per level */
     const size_t m = (size_t)R->batch * R->dz, B = (size_t)R->batch, dz = R->dz;
     stsl_status st = STSL_OK;
@@ -101,16 +101,7 @@ stsl_status stsl__solve_dps_mo(stsl__run *R, float *x_out)
         goto done;
     }
     {
-        const double lo = sqrt((1 - stsl__ab(R, 0)) / stsl__ab(R, 0));
-        const double hi = sqrt((1 - stsl__ab(R, R->T_train - 1)) / stsl__ab(R, R->T_train - 1));
-        if (smin < lo) smin = lo;
-        if (smax > hi) smax = hi;
-        if (!(smax > smin)) {
-            st = stsl__fail(R->err, STSL_ERR_INVALID_ARG,
-                            "solver dps-mo: sigma ladder [%g, %g] is empty on this schedule", smin,
-                            smax);
-            goto done;
-        }
+        if ((st = stsl__sigma_range(R, "dps-mo", &smin, &smax)) != STSL_OK) goto done;
         if ((st = stsl_sigmas_edm(n, smin, smax, 7.0, sig)) != STSL_OK) {
             st = stsl__fail(R->err, st, "solver dps-mo: cannot build the EDM ladder");
             goto done;

@@ -396,16 +396,8 @@ stsl_status stsl__solve_rmp(stsl__run *R, float *x_out)
         }
         st = stsl__finish(R, mu, x_out);   /* line 7 */
     } else {
-        double smin = stsl__param(R, STSL_PARAM_SIGMA_MIN), smax = stsl__param(R, STSL_PARAM_SIGMA_MAX);
-        const double lo = sqrt((1 - stsl__ab(R, 0)) / stsl__ab(R, 0));
-        const double hi = sqrt((1 - stsl__ab(R, R->T_train - 1)) / stsl__ab(R, R->T_train - 1));
-        if (smin < lo) smin = lo;
-        if (smax > hi) smax = hi;
-        if (!(smax > smin)) {
-            st = stsl__fail(R->err, STSL_ERR_INVALID_ARG,
-                            "solver rmp: VE ladder [%g, %g] is empty on this schedule", smin, smax);
-            goto done;
-        }
+        double smin, smax;
+        if ((st = stsl__sigma_range(R, "rmp", &smin, &smax)) != STSL_OK) goto done;
         const int n = T < 2 ? 2 : T;
         lev = stsl__alloc_doubles(2 * (size_t)n);
         if (!lev) {

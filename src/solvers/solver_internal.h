@@ -91,6 +91,9 @@ static inline double stsl__ab(const stsl__run *R, double t)
 /* Continuous VP time t with (1 - abar_t)/abar_t = sigma^2 (the VE/EDM sigma of a VP model),
  * by bisection on the interpolated table; used by the sigma-ladder solvers (rmp VE, dps-mo). */
 double stsl__time_of_sigma(const stsl__run *R, double sigma);
+/* SIGMA_MIN..SIGMA_MAX clamped to the sigmas the schedule has (t = 0 .. T_train - 1), into
+ * *smin, *smax; STSL_ERR_INVALID_ARG (message naming `solver`) when nothing is left. */
+stsl_status stsl__sigma_range(stsl__run *R, const char *solver, double *smin, double *smax);
 /* The DDIM subsequence of n steps, ascending, into a fresh array (free with stsl__free). */
 stsl_status stsl__ddim_seq(stsl__run *R, int n, int **out);
 
