@@ -317,7 +317,7 @@ static void write_instances_md(FILE *md, const gmm_opts *o, const inst *list, in
             o->threads > 0 ? o->threads : 1, secs);
     fprintf(md, "MCGdiff testbed (25-component GMM on the grid (-8i, -8j), unit covariances, A = U "
                 "diag(s) V, s ~ sorted U(0,1), sigma_y = U(0,1) max s; tests/support/testbed.c). Every "
-                "solver runs the library's defaults (the parameter table in src/solvers/solver.c) "
+                "solver runs the library's defaults (the parameter table in src/solvers/solver_params.c) "
                 "except where its name carries options (`name:key=value`, stsl-bench --help) and "
                 "except stsl / stsl-biased, whose LAMBDA the testbed sets to the likelihood's "
                 "1/(2 sigma_y^2) (stsl__testbed_configure; the library's default is 1). Per instance, "
