@@ -1,8 +1,9 @@
 /*
  * kernel_support.c -- what the operator families (conv, motion, phase, resize, pointwise) share
- * below the handle: threading over planes (with per-worker scratch), boundary indexing, FFTW's planner lock, aligned
- * buffers, FFT sizes.  Kept apart from operator.c (the handle and its API, which calls the
- * families' prepare functions) so that the families depend on it and not back on operator.c.
+ * below the handle: threading over planes (with per-worker scratch), boundary indexing, FFTW's
+ * planner lock, aligned buffers, FFT sizes.  Kept apart from operator.c (the handle and its API,
+ * which calls the families' prepare functions) so that the families depend on it and not back on
+ * operator.c.
  */
 #include "operators/operator_internal.h"
 
