@@ -186,7 +186,7 @@ TOOL_TEST_BIN := $(filter $(BUILD)/tests/tools/%,$(TEST_BIN))
 $(TOOL_TEST_BIN): $(BUILD)/tests/tools/%: tests/tools/%.c $(STATIC) $(TEST_COMMON) $(TOOL_COMMON) \
                   $(wildcard tests/common/*.h examples/common/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(TOOL_CFLAGS) -Itests -o $@ $< $(TEST_COMMON) $(TOOL_COMMON) $(STATIC) -lcunit \
+	$(CC) $(TOOL_CFLAGS) -Itests -o $@ $< $(TEST_COMMON) $(TOOL_COMMON) $(STATIC_LINK) -lcunit \
 	    $(LINK_LIBS) -lz
 
 # Tools are programs of the public API: they compile against include/ (and examples/common/)
