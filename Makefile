@@ -81,9 +81,14 @@ CFLAGS_ALL := -std=c11 $(OPT) -g $(WARN) -fPIC -fvisibility=hidden -D_GNU_SOURCE
 # "-isystem /usr/include" would reorder the system search path and break libstdc++'s
 # #include_next <stdlib.h>, so the torch include root is added only when it is elsewhere.
 TORCH_ROOT_FLAG := $(if $(filter /usr/include,$(patsubst %/,%,$(TORCH_INCLUDE))),,-isystem $(TORCH_INCLUDE))
+# UBSan's vptr check needs the typeinfo of every polymorphic libtorch type the shim touches, and
+# libtorch does not export all of them (c10::DynamicType: the ASan/UBSan link fails); the shim's
+# other UB checks stay on.
+SHIM_NO_VPTR := $(if $(findstring undefined,$(SAN_FLAGS)),-fno-sanitize=vptr)
 CXXFLAGS_ALL := -std=c++17 $(OPT) -g $(WARN) -Wno-unused-parameter -fPIC -fvisibility=hidden \
                 -fvisibility-inlines-hidden -Iinclude -Isrc $(TORCH_ROOT_FLAG) \
-                -isystem $(TORCH_INCLUDE)/torch/csrc/api/include $(TORCH_ABI_FLAG) $(SAN_FLAGS) $(CXXFLAGS)
+                -isystem $(TORCH_INCLUDE)/torch/csrc/api/include $(TORCH_ABI_FLAG) $(SAN_FLAGS) \
+                $(SHIM_NO_VPTR) $(CXXFLAGS)
 DEPLIBS := $(DEPS_LDFLAGS) -lpng -ljpeg -lfftw3f -lm -lpthread
 ifeq ($(WITH_TORCH),1)
 CFLAGS_ALL += -DSTSL_WITH_TORCH=1
