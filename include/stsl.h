@@ -523,7 +523,11 @@ STSL_API const char *stsl_operator_last_error(const stsl_operator *op);
 typedef struct stsl_score stsl_score;
 
 /* Load a TorchScript UNet with its metadata record (docs/models.md).  Device and threads come
- * from ctx.  STSL_ERR_UNSUPPORTED when built without torch. */
+ * from ctx.  STSL_ERR_UNSUPPORTED when built without torch.
+ * Environment, read at each load (this and stsl_autoencoder_load): STSL_JIT_OPTIMIZE=0 runs the
+ * model's TorchScript graphs unoptimised from the first call (no profiling runs, no fusion:
+ * faster first calls, possibly slower later ones, most of all on CUDA); 1 or unset: libtorch's
+ * default.  Any other value fails the load with STSL_ERR_INVALID_ARG (docs/cuda.md, start-up). */
 STSL_API stsl_status stsl_score_load(stsl_context *ctx, const char *path, stsl_score **out);
 
 /* Exact Gaussian-mixture prior p_0 = sum_k w_k N(mu_k, diag(var_k)) on `shape` (d = C*H*W),

@@ -53,9 +53,13 @@ def timed(fn, dev, repeats, warmup=2):
     return statistics.median(ms[warmup:])
 
 
-def probe(binary, model, device, half, repeats, steps, timeout):
+def probe(binary, model, device, half, repeats, steps, timeout, jit_optimize=None):
+    env = dict(os.environ)
+    env.pop("STSL_JIT_OPTIMIZE", None)
+    if jit_optimize is not None:
+        env["STSL_JIT_OPTIMIZE"] = str(jit_optimize)
     r = subprocess.run([binary, "time", model, device, str(half), str(repeats), str(steps)],
-                       capture_output=True, text=True, timeout=timeout)
+                       capture_output=True, text=True, timeout=timeout, env=env)
     if r.returncode != 0:
         raise RuntimeError("cuda_probe: " + (r.stderr.strip().splitlines() or ["failed"])[0])
     return parse_key_values(r.stdout)
@@ -205,6 +209,12 @@ def main():
             log(f"{name}: library timings (cuda_probe, float32)")
             lib = probe(a.probe, path, a.device, 0, a.repeats, a.steps, a.timeout)
             entry["lib"] = lib
+            if name != "sd512":   # start-up with the graph optimiser off (docs/cuda.md, start-up)
+                log(f"{name}: library start-up with STSL_JIT_OPTIMIZE=0")
+                try:
+                    entry["lib_noopt"] = probe(a.probe, path, a.device, 0, a.repeats, 2, a.timeout, 0)
+                except Exception as e:  # noqa: BLE001
+                    entry["lib_noopt_error"] = str(e)
             log(f"{name}: library forward/VJP in float16")
             try:
                 lh = probe(a.probe, path, a.device, 1, a.repeats, 0, a.timeout)
@@ -274,6 +284,23 @@ def write(outdir, results):
             net = fw * lib["forward_ms"] + vjp_calls * lib["vjp_ms"] * (vj / vjp_calls if vjp_calls else 0)
             lines.append(f"- {name} {sv.upper()}: step {st:.1f} ms = {fw:.0f} forwards + {vj:.0f} VJP samples "
                          f"in {vjp_calls:.0f} calls (≈ {net:.1f} ms) + other {st - net:.1f} ms")
+    lines.append("")
+    lines += ["Start-up (issue 27 item 3): the load (with its probe forward) and the first two calls of a "
+              "fresh process against the steady median, with TorchScript's graph optimiser on (default) and "
+              "off (`STSL_JIT_OPTIMIZE=0`); ms.", "",
+              "| model | optimiser | load | forward 1st / 2nd / steady | VJP 1st / 2nd / steady | DPS step |",
+              "|---|---|---:|---|---|---:|"]
+    for name, e in results.items():
+        for key, label in (("lib", "on"), ("lib_noopt", "off")):
+            r = e.get(key)
+            if not r:
+                if e.get(key + "_error"):
+                    lines.append(f"| {name} | {label} | FAILED: {e[key + '_error']} | | | |")
+                continue
+            lines.append(f"| {name} | {label} | {fmt(r.get('load_ms'))} | {fmt(r.get('forward_call1_ms'))} / "
+                         f"{fmt(r.get('forward_call2_ms'))} / {fmt(r.get('forward_ms'))} | "
+                         f"{fmt(r.get('vjp_call1_ms'))} / {fmt(r.get('vjp_call2_ms'))} / {fmt(r.get('vjp_ms'))} | "
+                         f"{fmt(r.get('dps_step_ms'))} |")
     lines.append("")
     tgt = []
     for name in ("adm256", "sd512"):

@@ -13,7 +13,8 @@
  *   cuda_probe time MODEL DEVICE HALF [REPEATS] [STEPS]
  *       median milliseconds of one forward and one VJP (batch 1), and of one reverse step of DPS
  *       and of STSL (defaults: K 5, its default probes) over STEPS steps after the first, with
- *       each solver's NFE ledger per step (STEPS 0: no solver runs).
+ *       each solver's NFE ledger per step (STEPS 0: no solver runs); also the load and the first
+ *       two forward and VJP calls apart (start-up; the environment's STSL_JIT_OPTIMIZE applies).
  */
 #include <math.h>
 #include <stdio.h>
@@ -250,6 +251,8 @@ static int cmd_time(const char *model, const char *device, int half, int repeats
         if (stsl_score_eps(l.s, x, &t, e, 1) != STSL_OK) return fail("eps", stsl_score_last_error(l.s));
         ms[i] = ex_now_ms() - a;
     }
+    /* the first calls apart (start-up: profiling runs, kernel compilation, lazy initialisation) */
+    printf("forward_call1_ms %.3f\nforward_call2_ms %.3f\n", ms[0], ms[1]);
     printf("forward_ms %.3f\n", ex_median(ms + warmup, repeats));
     for (int i = 0; i < warmup + repeats; i++) {
         double a = ex_now_ms();
@@ -257,6 +260,7 @@ static int cmd_time(const char *model, const char *device, int half, int repeats
             return fail("vjp", stsl_score_last_error(l.s));
         ms[i] = ex_now_ms() - a;
     }
+    printf("vjp_call1_ms %.3f\nvjp_call2_ms %.3f\n", ms[0], ms[1]);
     printf("vjp_ms %.3f\n", ex_median(ms + warmup, repeats));
     if (stsl_score_is_latent(l.s)) {
         printf("solvers skipped (latent prior)\n");

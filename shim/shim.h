@@ -59,6 +59,8 @@ typedef struct stsl_shim_module stsl_shim_module;
  * evaluation; the weights stay float32.  A precision the device cannot run (libtorch 1.13's CPU
  * has no float16 autocast) is STSL_ERR_BACKEND, unless float32_fallback is 1: then the module
  * runs in float32 (stsl_shim_precision says which).
+ * STSL_JIT_OPTIMIZE (environment, read here): 0 runs the module's graphs unoptimised, 1 or unset
+ * optimised (libtorch's default); another value is STSL_ERR_INVALID_ARG.
  * Errors: STSL_ERR_BACKEND (CUDA not available, no such GPU, precision not supported there),
  * STSL_ERR_IO (cannot read the file), STSL_ERR_FORMAT (not a TorchScript archive),
  * STSL_ERR_MODEL (no stsl_meta.txt record, or the record is over STSL_SHIM_META_MAX). */

@@ -12,11 +12,13 @@
 #include <torch/cuda.h>
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/jit/passes/inliner.h>
+#include <torch/csrc/jit/runtime/graph_executor.h>
 #include <torch/script.h>
 #include <torch/version.h>
 #include <caffe2/serialize/inline_container.h>
 
 #include <cctype>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -33,6 +35,7 @@ struct stsl_shim_module {
     c10::Device device{c10::kCPU};
     stsl_precision precision = STSL_PRECISION_FLOAT32;
     bool frozen = false;
+    bool jit_optimize = true;   /* STSL_JIT_OPTIMIZE at load (jit_optimize_setting) */
 };
 
 namespace {
@@ -364,6 +367,21 @@ static std::string no_record(const char *path)
            "scripts/export_torchscript.py; docs/models.md)";
 }
 
+/* STSL_JIT_OPTIMIZE, read at load: "1" (default) lets TorchScript's profiling executor profile
+ * the first calls of each method and then optimise the graph (fusion, specialisation: compiled
+ * kernels on CUDA); "0" runs the unoptimised graph from the first call on.  The trade: the first
+ * calls of a process against the speed of every later one (docs/cuda.md, start-up).  The same
+ * arithmetic either way, up to the fused kernels' float rounding.  Applied per call with libtorch's
+ * thread-local guard, so the caller's own TorchScript code is not affected. */
+static bool jit_optimize_setting()
+{
+    const char *v = std::getenv("STSL_JIT_OPTIMIZE");
+    if (v == nullptr || std::strcmp(v, "1") == 0) return true;
+    if (std::strcmp(v, "0") == 0) return false;
+    throw ShimError{STSL_ERR_INVALID_ARG,
+                    std::string("STSL_JIT_OPTIMIZE is '") + v + "': expected 0 or 1 (unset: 1)"};
+}
+
 extern "C" stsl_status stsl_shim_load(const char *path, int cuda_index,
                                       stsl_precision precision, int float32_fallback,
                                       stsl_shim_module **out, char *err, size_t err_size)
@@ -379,6 +397,7 @@ extern "C" stsl_status stsl_shim_load(const char *path, int cuda_index,
         return STSL_ERR_INVALID_ARG;
     }
     return guarded("not a TorchScript file", STSL_ERR_FORMAT, err, err_size, [&]() {
+        const bool jit_optimize = jit_optimize_setting();
         c10::Device dev = cuda_or_cpu(cuda_index);
         std::string why = precision_unsupported(dev, precision);
         if (!why.empty()) {
@@ -426,6 +445,7 @@ extern "C" stsl_status stsl_shim_load(const char *path, int cuda_index,
         m->device_name = dev.str();
         m->precision = precision;
         m->frozen = frozen;
+        m->jit_optimize = jit_optimize;
         *out = m;
         return STSL_OK;
     });
@@ -572,6 +592,7 @@ static at::Tensor run_method(stsl_shim_module *m, const char *method, const at::
     std::vector<c10::IValue> inputs;
     inputs.emplace_back(x);
     if (t) inputs.emplace_back(to_input(m, t, {n}));
+    torch::jit::GraphOptimizerEnabledGuard optimize(m->jit_optimize);
     auto found = m->module.find_method(method);
     if (!found) throw ShimError{STSL_ERR_MODEL, std::string("the module has no method '") + method + "'"};
     c10::IValue r = (*found)(std::move(inputs));
@@ -633,6 +654,7 @@ struct stsl_shim_graph {
     std::vector<int64_t> x_shape, out_shape;
     c10::Device device{c10::kCPU};
     bool spent = false;
+    bool jit_optimize = true;   /* the module's: the backward graphs run under the same setting */
     std::string method;
 };
 
@@ -657,6 +679,7 @@ extern "C" stsl_status stsl_shim_forward_graph(stsl_shim_module *m, const char *
         g->out_shape = dims(out_shape);
         g->device = m->device;
         g->method = method;
+        g->jit_optimize = m->jit_optimize;
         /* a copy: on CPU to_input only wraps the caller's buffer, which the graph outlives */
         at::Tensor xt = to_input(m, x, g->x_shape);
         g->x = (xt.data_ptr() == static_cast<const void *>(x) ? xt.clone() : xt).requires_grad_(true);
@@ -693,6 +716,7 @@ extern "C" stsl_status stsl_shim_graph_vjp(stsl_shim_graph *g, const float *v, f
     return guarded(what.c_str(), STSL_ERR_MODEL, err, err_size, [&]() {
         g->spent = true;
         set_threads(threads);
+        torch::jit::GraphOptimizerEnabledGuard optimize(g->jit_optimize);
         at::Tensor out = std::move(g->out), xt = std::move(g->x);   /* freed on return */
         at::Tensor vt = torch::from_blob(const_cast<float *>(v), out.sizes(),
                                          torch::TensorOptions().dtype(torch::kFloat32))

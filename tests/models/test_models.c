@@ -281,6 +281,57 @@ static void test_reduced_precision(void)
     }
 }
 
+/* eps and its VJP at a fixed input, each called 3 times (past the profiling executor's runs:
+ * the optimised graph is what the last call runs); 0 on success */
+static int eps_and_vjp(stsl_score *s, const float *x, const float *v, float *eps, float *vjp)
+{
+    float t = 500.0f;
+    for (int i = 0; i < 3; i++)
+        if (stsl_score_eps(s, x, &t, eps, 1) != STSL_OK || stsl_score_eps_vjp(s, x, &t, v, NULL, vjp, 1) != STSL_OK)
+            return -1;
+    return 0;
+}
+
+/* Issue 27 item 3: STSL_JIT_OPTIMIZE=0 (the start-up switch, docs/cuda.md) computes what the
+ * default computes; a value that is neither 0 nor 1 fails the load and names the variable. */
+static void test_jit_optimize_switch(void)
+{
+    if (!stsl_has_torch()) {
+        fprintf(stderr, " [built without torch]");
+        return;
+    }
+    stsl_context *ctx = tu_context();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ctx);
+    const size_t d = 28 * 28;
+    float *x = malloc(d * sizeof(float)), *v = malloc(d * sizeof(float)), *e[2], *g[2];
+    for (int k = 0; k < 2; k++) e[k] = malloc(d * sizeof(float)), g[k] = malloc(d * sizeof(float));
+    CU_ASSERT_FATAL(x && v && e[0] && e[1] && g[0] && g[1]);
+    tu_fill_normal(x, d, 3);
+    tu_fill_normal(v, d, 4);
+    static const char *settings[2] = {NULL, "0"};   /* unset (libtorch's default), then off */
+    for (int k = 0; k < 2; k++) {
+        if (settings[k]) setenv("STSL_JIT_OPTIMIZE", settings[k], 1);
+        else unsetenv("STSL_JIT_OPTIMIZE");
+        stsl_score *s = NULL;
+        TU_ASSERT_OK(stsl_score_load(ctx, model("fmnist-ddpm.pt"), &s));
+        if (s) CU_ASSERT_EQUAL(eps_and_vjp(s, x, v, e[k], g[k]), 0);
+        stsl_score_destroy(s);
+    }
+    /* the CPU fuses nothing (same kernels: equal to rounding); CUDA's fused kernels round apart */
+    const double tol = tu_tol(1e-5, 2e-3, TOL_FLOAT16);
+    CU_ASSERT(tu_rel_err(e[1], e[0], d) <= tol);
+    CU_ASSERT(tu_rel_err(g[1], g[0], d) <= tol);
+    setenv("STSL_JIT_OPTIMIZE", "yes", 1);
+    stsl_score *bad = NULL;
+    CU_ASSERT_EQUAL(stsl_score_load(ctx, model("fmnist-ddpm.pt"), &bad), STSL_ERR_INVALID_ARG);
+    CU_ASSERT_PTR_NULL(bad);
+    CU_ASSERT_PTR_NOT_NULL(strstr(stsl_context_last_error(ctx), "STSL_JIT_OPTIMIZE"));
+    unsetenv("STSL_JIT_OPTIMIZE");
+    free(x), free(v);
+    for (int k = 0; k < 2; k++) free(e[k]), free(g[k]);
+    stsl_context_destroy(ctx);
+}
+
 /* Issue 19, narrowed by issue 30: sample i of a seeded run restores bit for bit the same whether it
  * runs alone, in a batch of 7 or of 16 (at another position, among other images) when
  * STSL_PARAM_PAD_BATCH is 1: every sample then runs as a run of its own, the same program on the
@@ -510,6 +561,8 @@ int main(void)
          test_dps_mo_renoise_default},
         {"dps-mo on salt-pepper: zeta 1 (the likelihood, the default) beats zeta 0.3",
          test_dps_mo_impulse_default},
+        {"STSL_JIT_OPTIMIZE=0 computes what the default does; another value fails the load",
+         test_jit_optimize_switch},
         {"dps, pixel prior: each sample bit-identical at batch 1, 7, 16 with PAD_BATCH 1, within rounding batched",
          test_batch_invariance_dps},
         {"stsl, latent prior: each sample bit-identical at batch 1, 7, 16 with PAD_BATCH 1, within rounding batched",
