@@ -8,25 +8,28 @@
 # On the lent GPU machine (no package registry, no network) one `run` call does it all; the
 # Debian packages travel as .deb files downloaded here first (scripts/cuda-debs.sh):
 #   here:   bash scripts/cuda-debs.sh            -> build/cuda-debs/ (ignored, ~5 MB)
-#   run:    command "bash scripts/check-cuda.sh", carry ["build/cuda-debs"], timeout_s 540
+#   run:    command "bash scripts/check-cuda.sh", carry ["build/cuda-debs", "build/upstream"], timeout_s 570
 #   then:   copy files_at/report.md into docs/cuda.md's report section
 #
 # Stages (each one timed; a failing stage is recorded FAIL with its first error line and the
-# script goes on; the report is written whatever happens; the whole run stays under 8 minutes):
+# script goes on; the report is written whatever happens; the whole run stays under 9 minutes):
 #   env       GPU, driver, torch/CUDA/cuDNN versions, the wheel's C++ ABI flag
 #   deps      unpack build/cuda-debs/*.deb into build/cuda-deps (dpkg-deb -x, or scripts/cuda_deb_extract.py)
 #   build     make TORCH_PREFIX=<wheel's torch> TORCH_CXX11_ABI=<wheel's> DEPS_PREFIX=build/cuda-deps
 #   tests     the TorchScript suites with STSL_TEST_DEVICE=$DEVICE, then with STSL_TEST_HALF=1
 #   suites    every other suite of the wheel build (default device; 1.13-saved files on torch 2.x)
 #   compare   cuda_probe compare: CPU vs device on the same seeds (tolerances in docs/cuda.md)
+#   adm-export          the upstream guided-diffusion ADM (DPS's FFHQ-256 configuration, random
+#                       weights) exported on the CPU (its code carried: CHECK_CUDA_ADM_CODE)
+#   cpu-export-on-DEV   that CPU export loaded and run on the device (forward, VJP, a DPS step)
 #   restore   stsl-restore --device $DEVICE on data/samples with each solver
-#   bench     scripts/cuda_bench.py: library vs eager, shipped prior and real-size stand-ins
+#   bench     scripts/cuda_bench.py: library vs eager, shipped prior, real-size stand-ins, upstream ADM
 #
 # CHECK_CUDA_DEVICE=cpu is the dry run for a machine without a GPU: the same stages on the CPU,
 # with Debian's python3-torch as "the wheel" (its torch/ folder has the wheel's include/ and
 # lib/ layout), tiny stand-ins, fewer steps.  Other knobs: CHECK_CUDA_PYTHON (a python with
 # torch; default python3, or /usr/bin/python3 in the dry run), CHECK_CUDA_JOBS (make -j),
-# CHECK_CUDA_BUDGET (seconds, default 450), CHECK_CUDA_MODELS (cuda_bench.py --models).
+# CHECK_CUDA_BUDGET (seconds, default 540), CHECK_CUDA_MODELS (cuda_bench.py --models).
 set -uo pipefail
 set -m   # each stage in a process group of its own, so that a time limit stops all of it
 cd "$(dirname "$0")/.."
@@ -35,7 +38,7 @@ ROOT=$PWD
 DEVICE=${CHECK_CUDA_DEVICE:-cuda}
 OUTDIR=${1:-${OUT:-build/check-cuda}}
 mkdir -p "$OUTDIR" && OUTDIR=$(cd "$OUTDIR" && pwd)
-BUDGET=${CHECK_CUDA_BUDGET:-450}
+BUDGET=${CHECK_CUDA_BUDGET:-540}
 JOBS=${CHECK_CUDA_JOBS:-$(nproc 2>/dev/null || echo 2)}
 B=build/cuda                      # build folder of this check (BUILD, LIBOUT, BINOUT under it)
 DEPS=$ROOT/build/cuda-deps
@@ -46,6 +49,7 @@ if [ "$DEVICE" = cpu ]; then
   PY=${CHECK_CUDA_PYTHON:-/usr/bin/python3}
   MODELS=${CHECK_CUDA_MODELS:-prior,tiny-adm,tiny-sd}
   STEPS_COMPARE=3; BENCH_STEPS=1; BENCH_REPEATS=2; RESTORE_STEPS=2; RESTORE_JOBS=1
+  ADM_SIZE=(image_size=64 num_channels=64)   # the upstream ADM layout at a size a CPU runs
   [ "$JOBS" -gt 2 ] && JOBS=2
 else
   # the first python that imports torch (the GPU machine's own; not necessarily python3 on PATH)
@@ -53,7 +57,17 @@ else
   PY=$(torch_python "${CHECK_CUDA_PYTHON:-}" torch) || PY=python3
   MODELS=${CHECK_CUDA_MODELS:-prior,adm256,sd512}
   STEPS_COMPARE=10; BENCH_STEPS=3; BENCH_REPEATS=10; RESTORE_STEPS=; RESTORE_JOBS=4
+  ADM_SIZE=(image_size=256 num_channels=128)
 fi
+# The real upstream ADM (issue 27 item 5): guided-diffusion's UNet in DPS's FFHQ-256 configuration
+# (its configs/model_config.yaml, as create_model arguments), random weights (timing only).  Its
+# code is not part of the project: it is carried to the GPU machine (docs/cuda.md, "The upstream
+# ADM").  Exported on the CPU as docs/real-models.md says, then loaded on $DEVICE.
+ADM_CODE=${CHECK_CUDA_ADM_CODE:-$ROOT/build/upstream/guided-diffusion}
+ADM_FILE=$ROOT/$B/standins/adm-upstream-cpu-export.pt
+ADM_SETS=("${ADM_SIZE[@]}" num_res_blocks=1 channel_mult= learn_sigma=true class_cond=false
+          attention_resolutions=16 num_heads=4 num_head_channels=64 num_heads_upsample=-1
+          use_scale_shift_norm=true dropout=0.0 resblock_updown=true use_new_attention_order=false)
 # every test program of the stages finds its tools in $B/bin and runs Python as $PY, the
 # interpreter whose torch the build uses (tests/env.sh: STSL_BIN_DIR, STSL_PYTHON)
 . tests/env.sh
@@ -341,10 +355,31 @@ st_restore() {   # RESTORE_JOBS runs at a time (the bundled 28x28 models leave t
   return $rc
 }
 
+st_adm_export() {   # on the CPU, whatever the machine has (CUDA_VISIBLE_DEVICES empty)
+  if [ ! -d "$ADM_CODE/guided_diffusion" ]; then
+    echo "error: no upstream guided-diffusion at $ADM_CODE (docs/cuda.md, \"The upstream ADM\": carry build/upstream)"
+    return 1
+  fi
+  local sets=() kv
+  for kv in "${ADM_SETS[@]}"; do sets+=(--set "$kv"); done
+  mkdir -p "$(dirname "$ADM_FILE")" && rm -f "$ADM_FILE"
+  echo "upstream code: $ADM_CODE ($(git -C "$ADM_CODE" log -1 --format='%h %cs' 2>/dev/null || echo 'not a git checkout'))"
+  CUDA_VISIBLE_DEVICES= "$PY" scripts/export_torchscript.py adm --code "$ADM_CODE" "${sets[@]}" --random-init \
+      --out "$ADM_FILE" --name adm-ffhq256-upstream || return 1
+  echo "exported on the CPU: $(du -m "$ADM_FILE" | cut -f1) MB"
+}
+
+st_adm_on_device() {   # the CPU export loaded and run on $DEVICE: forward, VJP, one DPS step
+  [ -f "$ADM_FILE" ] || { echo "error: no CPU export to load (stage adm-export failed)"; return 1; }
+  $B/cuda_probe time "$ADM_FILE" "$DEVICE" 0 3 1
+}
+
 st_bench() {
+  local adm=()
+  [ -f "$ADM_FILE" ] && adm=(--adm-file "$ADM_FILE" --adm-code "$ADM_CODE" --adm-set "${ADM_SETS[@]}")
   "$PY" scripts/cuda_bench.py --probe $B/cuda_probe --device "$DEVICE" --out "$OUTDIR/bench" --workdir $B/standins \
       --models "$MODELS" --steps "$BENCH_STEPS" --repeats "$BENCH_REPEATS" --timeout $(( STAGE_TIMEOUT - 10 )) \
-      --deadline $(( STAGE_TIMEOUT - 5 ))
+      --deadline $(( STAGE_TIMEOUT - 5 )) "${adm[@]}"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -355,11 +390,13 @@ stage build 60 240 st_build
 if [[ " ${STAGES[*]} " == *" build|PASS|"* ]]; then
   stage tests 20 90 st_tests
   stage compare 15 45 st_compare
+  stage adm-export 15 120 st_adm_export
+  stage cpu-export-on-$DEVICE 10 60 st_adm_on_device
   stage bench 60 200 st_bench
   stage restore 30 120 st_restore
   stage suites 20 90 st_suites
 else
-  for s in tests compare bench restore suites; do STAGES+=("$s|SKIP|0|no build"); done
+  for s in tests compare adm-export "cpu-export-on-$DEVICE" bench restore suites; do STAGES+=("$s|SKIP|0|no build"); done
 fi
 
 say "done in $(( $(date +%s) - T0 ))s"

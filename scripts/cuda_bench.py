@@ -31,6 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import cuda_standins  # noqa: E402
 from bench_common import parse_key_values  # noqa: E402
+from stsl_export import frontends  # noqa: E402
 
 
 def log(msg):
@@ -166,6 +167,11 @@ def main():
     ap.add_argument("--workdir", default=None, help="where the stand-ins are exported (default: --out)")
     ap.add_argument("--models", default="prior,adm256,sd512")
     ap.add_argument("--prior", default=os.path.join(HERE, "..", "models", "fmnist-ddpm.pt"))
+    ap.add_argument("--adm-file", help="the upstream ADM exported on the CPU (check-cuda.sh's adm-export "
+                    "stage): benchmarked as model adm-upstream")
+    ap.add_argument("--adm-code", help="its guided-diffusion code (the eager reference is built from it)")
+    ap.add_argument("--adm-set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="its create_model arguments, as the export had them")
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--timeout", type=int, default=240, help="seconds for one cuda_probe run")
@@ -180,7 +186,10 @@ def main():
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = False   # as libtorch's default in the library
     rows, results = [], {}
-    for name in [m for m in a.models.split(",") if m]:
+    names = [m for m in a.models.split(",") if m]
+    if a.adm_file:   # after the shipped prior: the real architecture before the stand-ins
+        names.insert(1 if names[:1] == ["prior"] else 0, "adm-upstream")
+    for name in names:
         entry, path, net = {"name": name}, "", None
         results[name] = entry
         if a.deadline and time.perf_counter() - start > 0.6 * a.deadline:
@@ -189,7 +198,17 @@ def main():
             write(a.out, results)
             continue
         try:
-            if name == "prior":
+            if name == "adm-upstream":   # the CPU export; eager from the same code and arguments
+                path = a.adm_file
+                sets = dict(kv.split("=", 1) for kv in a.adm_set)
+                net, _, size = frontends.build_adm(a.adm_code, frontends.read_adm_config(None, sets),
+                                                   None, None, True)
+                net = net.to(dev)
+                for q in net.parameters():
+                    q.requires_grad_(False)
+                shape, entry["eager_kind"] = (3, size, size), "nn.Module (guided-diffusion)"
+                entry["params"] = sum(q.numel() for q in net.parameters())
+            elif name == "prior":
                 path = a.prior
                 net = torch.jit.load(path, map_location=dev).eval()
                 for q in net.parameters():
@@ -303,23 +322,28 @@ def write(outdir, results):
                          f"{fmt(r.get('dps_step_ms'))} |")
     lines.append("")
     tgt = []
-    for name in ("adm256", "sd512"):
+    for name in ("adm-upstream", "adm256", "sd512"):
         e = results.get(name, {})
         lib, eg = e.get("lib", {}), e.get("eager", {})
         for sv in ("dps", "stsl"):
             lv, ev = lib.get(f"{sv}_step_ms"), eg.get(f"{sv}_step_ms")
             if lv and ev:
                 tgt.append(f"- {name} {sv.upper()}: library / eager = {lv / ev:.2f} "
-                           f"({'meets' if lv / ev <= 1.0 else 'misses'} the target ≤ 1.0)")
+                           f"({'meets' if lv / ev <= 0.8 else 'misses'} the target ≤ 0.8)")
+    lib = results.get("adm-upstream", {}).get("lib", {})
+    if lib.get("dps_step_ms"):
+        est = (1000 * lib["dps_step_ms"] + lib.get("load_ms", 0)) / 1e3
+        tgt.append(f"- upstream ADM, DPS 1000 steps including load: ≈ {est:.1f} s (1000 x the median step + "
+                   f"the load; first calls not included, see Start-up) against the target ≤ 25 s")
     e = results.get("sd512", {})
     if e.get("lib", {}).get("stsl_step_ms"):
         tgt.append(f"- STSL on the SD-sized stand-in, 50 steps x K {e['lib'].get('stsl_K', 5):.0f}: "
                    f"{50 * e['lib']['stsl_step_ms'] / 1e3:.1f} s per restoration (library; eager "
                    f"{50 * e.get('eager', {}).get('stsl_step_ms', float('nan')) / 1e3:.1f} s) on this GPU, beside "
                    "the STSL paper's 45 s on an A100 (Table 2; that figure includes SD's VAE and text encoder, "
-                   "the stand-in is the UNet alone)")
+                   "the stand-in is the UNet alone; target ≤ 20 s)")
     if tgt:
-        lines += ["Targets (issue 16):", ""] + tgt + [""]
+        lines += ["Targets (issue 27):", ""] + tgt + [""]
     for name, e in results.items():
         lib, eg = e.get("lib", {}), e.get("eager", {})
         if "stsl_step_ms" in lib:

@@ -170,10 +170,22 @@ def read_adm_config(path: Optional[str], overrides: Dict[str, str]) -> Dict[str,
         if not isinstance(cfg, dict):
             raise FrontendError(f"{path} is not a key: value mapping")
     for k, v in overrides.items():
-        low = v.lower()
-        cfg[k] = (True if low in ("true", "yes") else False if low in ("false", "no") else
-                  int(v) if v.lstrip("-").isdigit() else v)
+        cfg[k] = _config_value(v)
     return cfg
+
+
+def _config_value(v: str) -> object:
+    """A --set value as YAML would read it: bool, int, float, else the string (dropout=0.1 is a
+    float: create_model compares it with numbers)."""
+    low = v.lower()
+    if low in ("true", "yes", "false", "no"):
+        return low in ("true", "yes")
+    for kind in (int, float):
+        try:
+            return kind(v)
+        except ValueError:
+            pass
+    return v
 
 
 class _AdmEps(nn.Module):
