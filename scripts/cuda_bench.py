@@ -17,7 +17,6 @@ Writes DIR/bench.json and DIR/bench.md (a table for the report).
 """
 import argparse
 import json
-import math
 import os
 import statistics
 import subprocess
@@ -185,7 +184,7 @@ def main():
     dev = torch.device(a.device)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = False   # as libtorch's default in the library
-    rows, results = [], {}
+    results = {}
     names = [m for m in a.models.split(",") if m]
     if a.adm_file:   # after the shipped prior: the real architecture before the stand-ins
         names.insert(1 if names[:1] == ["prior"] else 0, "adm-upstream")
