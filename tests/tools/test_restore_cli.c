@@ -50,10 +50,12 @@ static int run(const char *args, char *out, size_t outn, char *err, size_t errn)
     snprintf(po, sizeof po, "%s/stdout.txt", g_dir);
     snprintf(pe, sizeof pe, "%s/stderr.txt", g_dir);
     /* runs that load a model do so on STSL_TEST_DEVICE when it is set (the tool's default: the
-     * library's, STSL_DEFAULT_DEVICE) */
+     * library's, STSL_DEFAULT_DEVICE), unless the run names its own device (a later --device
+     * would override the one under test) */
     char devarg[128] = "";
     const char *dev = getenv("STSL_TEST_DEVICE");
-    if (dev && *dev && strlen(dev) < 64 && !strchr(dev, '\'') && strstr(args, "--model "))
+    if (dev && *dev && strlen(dev) < 64 && !strchr(dev, '\'') && strstr(args, "--model ") &&
+        !strstr(args, "--device "))
         snprintf(devarg, sizeof devarg, " --device '%s'", dev);
     char limit[64] = "";
     if (g_timeout > 0) snprintf(limit, sizeof limit, "timeout -s KILL %d ", g_timeout);
