@@ -527,7 +527,9 @@ typedef struct stsl_score stsl_score;
  * Environment, read at each load (this and stsl_autoencoder_load): STSL_JIT_OPTIMIZE=0 runs the
  * model's TorchScript graphs unoptimised from the first call (no profiling runs, no fusion:
  * faster first calls, possibly slower later ones, most of all on CUDA); 1 or unset: libtorch's
- * default.  Any other value fails the load with STSL_ERR_INVALID_ARG (docs/cuda.md, start-up). */
+ * default.  Any other value fails the load with STSL_ERR_INVALID_ARG (docs/cuda.md, start-up).
+ * With libtorch 1.x, 0 together with float16/bfloat16 fails the load with STSL_ERR_BACKEND
+ * (1.x autocasts only optimised graphs); 2.x runs both. */
 STSL_API stsl_status stsl_score_load(stsl_context *ctx, const char *path, stsl_score **out);
 
 /* Exact Gaussian-mixture prior p_0 = sum_k w_k N(mu_k, diag(var_k)) on `shape` (d = C*H*W),

@@ -412,6 +412,17 @@ extern "C" stsl_status stsl_shim_load(const char *path, int cuda_index,
                                                            ? " or bfloat16"
                                                            : "")};
         }
+#if TORCH_VERSION_MAJOR < 2
+        /* 1.x's TorchScript interpreter runs autocast only through the optimiser's graph pass:
+         * unoptimised, a reduced-precision graph mixes types ("expected scalar type BFloat16 but
+         * found Float", measured with 1.13 on the CPU; 2.x runs it) */
+        if (!jit_optimize && precision != STSL_PRECISION_FLOAT32)
+            throw ShimError{STSL_ERR_BACKEND,
+                            std::string("STSL_JIT_OPTIMIZE=0 with ") + precision_name(precision) +
+                                " needs libtorch 2 or later (this one is " TORCH_VERSION
+                                "): its interpreter applies autocast only to optimised graphs; "
+                                "unset STSL_JIT_OPTIMIZE or use float32"};
+#endif
         check_archive(path);
         std::unordered_map<std::string, std::string> extra{{STSL_SHIM_META_NAME, std::string()}};
         torch::jit::Module module;

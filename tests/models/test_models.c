@@ -313,7 +313,17 @@ static void test_jit_optimize_switch(void)
         if (settings[k]) setenv("STSL_JIT_OPTIMIZE", settings[k], 1);
         else unsetenv("STSL_JIT_OPTIMIZE");
         stsl_score *s = NULL;
-        TU_ASSERT_OK(stsl_score_load(ctx, model("fmnist-ddpm.pt"), &s));
+        stsl_status st = stsl_score_load(ctx, model("fmnist-ddpm.pt"), &s);
+        if (k == 1 && st == STSL_ERR_BACKEND && tu_half()) {
+            /* libtorch 1.x autocasts only optimised graphs: the pair is refused, said why */
+            const char *msg = stsl_context_last_error(ctx);
+            CU_ASSERT_PTR_NOT_NULL(strstr(msg, "STSL_JIT_OPTIMIZE=0"));
+            CU_ASSERT_PTR_NOT_NULL(strstr(msg, "this one is 1."));
+            fprintf(stderr, "\n  %s\n", msg);
+            memcpy(e[1], e[0], d * sizeof(float)), memcpy(g[1], g[0], d * sizeof(float));
+            continue;
+        }
+        TU_ASSERT_STATUS(st, STSL_OK);
         if (s) CU_ASSERT_EQUAL(eps_and_vjp(s, x, v, e[k], g[k]), 0);
         stsl_score_destroy(s);
     }
@@ -468,8 +478,12 @@ static int default_vs_old(const char *solver, const char *task, int steps, stsl_
         fprintf(stderr, " [built without torch]");
         return 0;
     }
+    /* the device under test, in float32: these are claims about a solver's defaults, measured
+     * in float32 (reduced precision's own accuracy is the precision tests'; its cost to a
+     * restoration is in docs/cuda.md, "Tolerances") */
     stsl_context *ctx = tu_context();
     CU_ASSERT_PTR_NOT_NULL_FATAL(ctx);
+    TU_ASSERT_OK(stsl_context_set_precision(ctx, STSL_PRECISION_FLOAT32));
     static float clean[NS * DS], y[NS * DS], x[NS * DS];
     stsl_score *score = NULL;
     stsl_operator *op = NULL;
