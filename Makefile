@@ -85,7 +85,12 @@ TORCH_ROOT_FLAG := $(if $(filter /usr/include,$(patsubst %/,%,$(TORCH_INCLUDE)))
 # libtorch does not export all of them (c10::DynamicType: the ASan/UBSan link fails); the shim's
 # other UB checks stay on.
 SHIM_NO_VPTR := $(if $(findstring undefined,$(SAN_FLAGS)),-fno-sanitize=vptr)
-CXXFLAGS_ALL := -std=c++17 $(OPT) -g $(WARN) -Wno-unused-parameter -fPIC -fvisibility=hidden \
+# The shim is written in C++17; recent libtorch refuses to compile below C++20 (ATen/ATen.h:
+# "#error C++20 or later ... is required": PyPI's 2.15 on 2026-12-05; the GPU machine's 2.11
+# still built as C++17), so the standard follows the headers.  TORCH_CXX_STD=c++NN overrides.
+TORCH_CXX_STD ?= $(if $(shell grep -ls 'C++20 or later compatible compiler is required' \
+                   $(TORCH_INCLUDE)/ATen/ATen.h 2>/dev/null),c++20,c++17)
+CXXFLAGS_ALL := -std=$(TORCH_CXX_STD) $(OPT) -g $(WARN) -Wno-unused-parameter -fPIC -fvisibility=hidden \
                 -fvisibility-inlines-hidden -Iinclude -Isrc $(TORCH_ROOT_FLAG) \
                 -isystem $(TORCH_INCLUDE)/torch/csrc/api/include $(TORCH_ABI_FLAG) $(SAN_FLAGS) \
                 $(SHIM_NO_VPTR) $(CXXFLAGS)

@@ -53,6 +53,13 @@ except ImportError:  # the first python3 on PATH may be one without torch (pyenv
                      "'import torch' works\n" % sys.executable)
     sys.exit(1)
 
+# PyTorch 2.x (2.15 measured) marks torch.jit.trace/script/load deprecated with a FutureWarning
+# at every call.  TorchScript is the library's file format (libtorch's C++ API loads nothing
+# else), so the warning tells the user nothing actionable and would bury this script's one-line
+# errors; other warnings stay on.
+import warnings  # noqa: E402
+warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit\.")
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from stsl_export import frontends  # noqa: E402
 
@@ -564,7 +571,6 @@ def _build_and_export(a) -> None:
     # activations (SD v1.5 UNet: over 13 GiB at batch 2)
     # upstream asserts on shapes and a batch>=64 branch (diffusers' upsampler) make the tracer
     # warn; the export is checked at batch 2 and 1 against the eager module instead
-    import warnings
     warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
     if a.cmd == "adm":
         sets = {}

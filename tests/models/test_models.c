@@ -416,8 +416,12 @@ static void check_batch_invariance(const char *solver, const char *unet, const c
             CU_ASSERT_EQUAL(same[2], N);
         } else {     /* batched calls: float rounding only */
             if (getenv("STSL_TEST_VERBOSE")) fprintf(stderr, " [%s batched: max diff %.3g / %.3g]", solver, diff[1], diff[2]);
-            CU_ASSERT(diff[1] < 1e-3);
-            CU_ASSERT(diff[2] < 1e-3);
+            /* reduced precision rounds each product to float16/bfloat16 and a batch's kernels
+             * round apart from batch 1's, over the whole run (measured in float16, libtorch
+             * 2.15 on the CPU: DPS 5.5e-3, STSL 1.5e-3; float32: 1.5e-5 at most) */
+            const double tol = tu_half() ? 2e-2 : 1e-3;
+            CU_ASSERT(diff[1] < tol);
+            CU_ASSERT(diff[2] < tol);
         }
     }
     free(clean), free(y), free(x[0]), free(x[1]), free(x[2]);
