@@ -700,9 +700,12 @@ stsl_status stsl__step_end(stsl__run *R, const float *z, size_t m, const char *w
     return stsl__progress(R, R->step, est);
 }
 
-stsl_status stsl__end_run(stsl__run *R, stsl_status st, float *x_out)
+stsl_status stsl__end_run(stsl__run *R, stsl_status st, const float *result, float *x_out)
 {
-    if (st == STSL_CANCELLED && R->est) stsl__finish(R, R->est, x_out);
+    if (st == STSL_OK && result)
+        st = stsl__finish(R, result, x_out);
+    else if (st == STSL_CANCELLED && R->est)
+        stsl__finish(R, R->est, x_out);
     R->est = NULL;
     return st;
 }
