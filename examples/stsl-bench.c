@@ -585,18 +585,7 @@ static int gmm_mode(const gmm_opts *o)
 
 int main(int argc, char **argv)
 {
-    cli_tune_malloc();   /* before libtorch allocates anything (cli.h) */
-    cli_set_program("stsl-bench");
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            help();
-            return 0;
-        }
-        if (!strcmp(argv[i], "--version")) {
-            printf("stsl-bench (libstsl %s)\n", stsl_version());
-            return 0;
-        }
-    }
+    if (cli_start("stsl-bench", argc, argv, help)) return 0;
     for (int i = 1; i < argc; i++)   /* image mode: its own options, see bench_images.h */
         if (!strcmp(argv[i], "--task")) return stsl_bench_images_main(argc, argv);
     const char *prior = NULL, *task = NULL;

@@ -571,18 +571,7 @@ static int same_file(const char *a, const char *b)
 
 int main(int argc, char **argv)
 {
-    cli_tune_malloc();   /* before libtorch allocates anything (cli.h) */
-    cli_set_program("stsl-restore");
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            print_help();
-            return CLI_EXIT_OK;
-        }
-        if (!strcmp(argv[i], "--version")) {
-            printf("stsl-restore (libstsl %s)\n", stsl_version());
-            return CLI_EXIT_OK;
-        }
-    }
+    if (cli_start("stsl-restore", argc, argv, print_help)) return CLI_EXIT_OK;
     options o;
     int rc = parse_args(argc, argv, &o);
     if (rc) return rc;

@@ -366,86 +366,81 @@ def main():
         res = "unresolved" if (not math.isnan(se) and abs(m) <= 2 * se) else ("better" if m > 0 else "worse")
         return m, se, ("%s vs %s: PSNR %+.2f +- %.2f dB (%s), SSIM %+.3f" % (a.config, b.config, m, se, res, ms))
 
-    # Claim 1
-    L.append("### 1. STSL at 50 steps beats STSL-biased and PSLD at 50 steps on every task (STSL Table 3)")
-    L.append("")
-    ok, missing, nt = True, False, 0
-    for t in tasks:
+    def claim(title, judge, tail=".**"):
+        """One claim's section: judge(t) gives (holds, text) for task t, or None where a run it needs
+        is missing; the verdict over the tasks judged follows, then `tail` (a function of nothing
+        when it depends on what the judging saw)."""
+        L.append("### " + title)
+        L.append("")
+        ok, missing, nt = True, False, 0
+        for t in tasks:
+            r = judge(t)
+            if r is None:
+                missing = True
+                continue
+            nt += 1
+            good, text = r
+            ok &= good
+            L.append("- %s: %s" % (t, text))
+        L.append("")
+        L.append("**%s%s" % (verdict(ok, missing, nt), tail() if callable(tail) else tail))
+        L.append("")
+
+    def matches_or_beats(m, se):
+        return (m > 0) or (not math.isnan(se) and m > -2 * se)
+
+    def claim1(t):
         a, b1, b2 = get(t, "stsl@50xK5"), get(t, "stsl-biased@50"), get(t, "psld@50")
         if not (a and b1 and b2):
-            missing = True
-            continue
-        nt += 1
+            return None
         m1, _, l1 = cmp_line(a, b1)
         m2, _, l2 = cmp_line(a, b2)
         good = m1 > 0 and m2 > 0
-        ok &= good
-        L.append("- %s: %s; %s -> %s" % (t, l1, l2, "beats both" if good else "does not beat both"))
-    L.append("")
-    L.append("**%s.**" % verdict(ok, missing, nt))
-    L.append("")
+        return good, "%s; %s -> %s" % (l1, l2, "beats both" if good else "does not beat both")
 
-    # Claim 2
-    L.append("### 2. STSL 50 steps x K=5 matches or beats PSLD/LDPS at 1000 steps at about a quarter of the NFEs")
-    L.append("")
-    ok, missing, nt = True, False, 0
-    for t in tasks:
+    claim("1. STSL at 50 steps beats STSL-biased and PSLD at 50 steps on every task (STSL Table 3)", claim1)
+
+    def claim2(t):
         a = get(t, "stsl@50xK5")
         bs = [b for b in (get(t, "psld@1000"), get(t, "ldps@1000")) if b]
         if not a or not bs:
-            missing = True
-            continue
-        nt += 1
+            return None
         parts = []
         good = True
         for b in bs:
             m, se, line = cmp_line(a, b)
-            good &= (m > 0) or (not math.isnan(se) and m > -2 * se)
+            good &= matches_or_beats(m, se)
             ratio_ledger = a.unet_evals / b.unet_evals if b.unet_evals else float("nan")
             k_inner = int(a.meta.get("inner_steps", "1") or 1) or 1
             ratio_paper = (int(a.meta["steps"]) * k_inner) / float(b.meta["steps"])
             parts.append("%s; UNet evaluations per image %.0f vs %.0f (ratio %.2f by the ledger, %.2f by the "
                          "papers' count T*K vs T)" % (line, a.unet_evals, b.unet_evals, ratio_ledger, ratio_paper))
-        ok &= good
-        L.append("- %s: %s -> %s" % (t, "; ".join(parts), "matches or beats" if good else "worse"))
-    L.append("")
-    L.append("**%s** (quality part; the NFE ratio is reported above for both ways of counting)." % verdict(ok, missing, nt))
-    L.append("")
+        return good, "%s -> %s" % ("; ".join(parts), "matches or beats" if good else "worse")
 
-    # Claim 3
-    L.append("### 3. DPS-MO at 50-100 NFEs matches or beats DPS at 1000 NFEs (MO paper)")
-    L.append("")
-    ok, missing, nt = True, False, 0
-    for t in tasks:
+    claim("2. STSL 50 steps x K=5 matches or beats PSLD/LDPS at 1000 steps at about a quarter of the NFEs",
+          claim2, "** (quality part; the NFE ratio is reported above for both ways of counting).")
+
+    def claim3(t):
         b = get(t, "dps@1000")
         cands = [a for a in (get(t, "dps-mo@50"), get(t, "dps-mo@100")) if a]
         if not b or not cands:
-            missing = True
-            continue
-        nt += 1
+            return None
         best = max(cands, key=lambda r: r.mean("psnr"))
         m, se, line = cmp_line(best, b)
-        good = (m > 0) or (not math.isnan(se) and m > -2 * se)
-        ok &= good
-        L.append("- %s: %s; UNet evaluations per image %.0f vs %.0f -> %s" % (
-            t, line, best.unet_evals, b.unet_evals, "matches or beats" if good else "worse"))
-    L.append("")
-    L.append("**%s.**" % verdict(ok, missing, nt))
-    L.append("")
+        good = matches_or_beats(m, se)
+        return good, "%s; UNet evaluations per image %.0f vs %.0f -> %s" % (
+            line, best.unet_evals, b.unet_evals, "matches or beats" if good else "worse")
 
-    # Claim 4
-    L.append("### 4. RMP's posterior mean has higher PSNR than the mean of several DPS samples at lower total cost (RMP paper)")
-    L.append("")
-    ok, missing, nt = True, False, 0
+    claim("3. DPS-MO at 50-100 NFEs matches or beats DPS at 1000 NFEs (MO paper)", claim3)
+
     means = ["dps@1000-mean4", "dps@250-mean4", "dps@100-mean4"]
     decider_used = set()
-    for t in tasks:
+
+    def claim4(t):
         a = get(t, "rmp@400")
         bs = [get(t, c) for c in means if get(t, c)]
         if not a or not bs:
-            missing = True
-            continue
-        nt += 1
+            return None
         # decided against the most expensive DPS mean that was run (it is the strongest baseline);
         # the claim needs RMP both better and cheaper than it
         decider = max(bs, key=lambda r: r.unet_evals)
@@ -459,12 +454,12 @@ def main():
                 good = m > 0 and cheaper
             parts.append("%s; cost %.0f vs %.0f UNet evaluations per image (%s)" % (
                 line, a.unet_evals, b.unet_evals, "cheaper" if cheaper else "not cheaper"))
-        ok &= good
-        L.append("- %s: %s -> %s" % (t, "; ".join(parts), "holds" if good else "does not hold"))
-    L.append("")
-    L.append("**%s** (decided against %s, the most expensive mean of 4 DPS samples that was run; the others are "
-             "shown for reference)." % (verdict(ok, missing, nt), ", ".join(sorted(decider_used)) or "n/a"))
-    L.append("")
+        return good, "%s -> %s" % ("; ".join(parts), "holds" if good else "does not hold")
+
+    claim("4. RMP's posterior mean has higher PSNR than the mean of several DPS samples at lower total cost "
+          "(RMP paper)", claim4,
+          lambda: "** (decided against %s, the most expensive mean of 4 DPS samples that was run; the others are "
+                  "shown for reference)." % (", ".join(sorted(decider_used)) or "n/a"))
     L.append("The settings are the papers' (or the stated matched budgets) and were not tuned to make a claim "
              "hold. Where a claim is refuted, the margins above say by how much; things to weigh on this prior: "
              "N and the standard errors; the autoencoder's reconstruction bound for the latent solvers (given "

@@ -613,6 +613,31 @@ def _scripting_failed(e: Exception, how: str) -> None:
     print(f"export_torchscript: scripting failed ({frontends.first_line(e)}); tracing", file=sys.stderr)
 
 
+def _model_and_how(a, own_cmd: str, class_name: str, wrap, check_config=None):
+    """The model a unet or autoencoder command exports and how: the user's module:factory (command
+    `own_cmd`) as --how says, or a diffusers `class_name` from --pretrained, wrapped and traced.
+    check_config(a), when given, vets the pretrained folder before it is loaded."""
+    if a.cmd == own_cmd:
+        return _load_model(a.model, a.state_dict), a.how
+    cls = _diffusers_class(class_name)
+    kw = {"subfolder": a.subfolder} if a.subfolder else {}
+    if check_config:
+        check_config(a)
+    return wrap(cls.from_pretrained(a.pretrained, **kw)), "trace"
+
+
+def _check_unconditional(a) -> None:
+    """diffusers-unet takes an unconditional UNet2DModel only."""
+    cfgp = os.path.join(a.pretrained, a.subfolder or "", "config.json")
+    if os.path.isfile(cfgp):
+        with open(cfgp, encoding="utf-8") as f:
+            cls = json.load(f).get("_class_name", "UNet2DModel")
+        if cls != "UNet2DModel":
+            raise ExportError(f"{cfgp} describes a {cls}: a conditional UNet needs "
+                              "its conditioning, use 'sd-unet --pipeline DIR --cond "
+                              "EMB' (docs/real-models.md)")
+
+
 def _diffusers_class(name: str):
     """A model class of diffusers, or an ExportError when diffusers is not installed."""
     try:
@@ -728,22 +753,8 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
                 print(f"{a.file}: OK")
             return 0
         if a.cmd in ("unet", "diffusers-unet"):
-            if a.cmd == "unet":
-                model = _load_model(a.model, a.state_dict)
-                how = a.how
-            else:
-                UNet2DModel = _diffusers_class("UNet2DModel")
-                kw = {"subfolder": a.subfolder} if a.subfolder else {}
-                cfgp = os.path.join(a.pretrained, a.subfolder or "", "config.json")
-                if os.path.isfile(cfgp):
-                    with open(cfgp, encoding="utf-8") as f:
-                        cls = json.load(f).get("_class_name", "UNet2DModel")
-                    if cls != "UNet2DModel":
-                        raise ExportError(f"{cfgp} describes a {cls}: a conditional UNet needs "
-                                          "its conditioning, use 'sd-unet --pipeline DIR --cond "
-                                          "EMB' (docs/real-models.md)")
-                model = wrap_diffusers_unet(UNet2DModel.from_pretrained(a.pretrained, **kw))
-                how = "trace"
+            model, how = _model_and_how(a, "unet", "UNet2DModel", wrap_diffusers_unet,
+                                        _check_unconditional)
             export_unet(model, a.out, sample_shape=_shape(a.sample_shape, "sample_shape"),
                         prediction=a.prediction, schedule=a.schedule, beta_start=a.beta_start,
                         beta_end=a.beta_end, cosine_s=a.cosine_s, timesteps=a.timesteps,
@@ -751,14 +762,7 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
             print(f"wrote {a.out}")
             return 0
         # autoencoders
-        if a.cmd == "autoencoder":
-            model = _load_model(a.model, a.state_dict)
-            how = a.how
-        else:
-            AutoencoderKL = _diffusers_class("AutoencoderKL")
-            kw = {"subfolder": a.subfolder} if a.subfolder else {}
-            model = wrap_diffusers_vae(AutoencoderKL.from_pretrained(a.pretrained, **kw))
-            how = "trace"
+        model, how = _model_and_how(a, "autoencoder", "AutoencoderKL", wrap_diffusers_vae)
         common = dict(image_shape=_shape(a.image_shape, "image_shape"),
                       latent_shape=_shape(a.latent_shape, "latent_shape"),
                       latent_scale=a.latent_scale, name=a.name, how=how,

@@ -71,6 +71,23 @@ int cli_tune_malloc(void)
 #endif
 }
 
+int cli_start(const char *program, int argc, char **argv, void (*help)(void))
+{
+    cli_tune_malloc();   /* before libtorch allocates anything */
+    cli_set_program(program);
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            help();
+            return 1;
+        }
+        if (!strcmp(argv[i], "--version")) {
+            printf("%s (libstsl %s)\n", program, stsl_version());
+            return 1;
+        }
+    }
+    return 0;
+}
+
 int cli_match(int argc, char **argv, int *i, const char *name, const char **val, char *err)
 {
     const char *arg = argv[*i];
@@ -237,14 +254,32 @@ static int is_task_key(stsl_param key)
     return (int)key >= 1 && (int)key < 100 && key != STSL_PARAM_SEED && key != STSL_PARAM_NOISE_SIGMA;
 }
 
+int cli_add_setting(cli_setting *set, int *n, int cap, const char *flag, stsl_param key, double value,
+                    const char *what, char *err)
+{
+    if (*n >= cap) return fail(err, "too many %s", what);
+    snprintf(set[*n].flag, sizeof set[*n].flag, "%s", flag);
+    set[*n].key = key;
+    set[*n].value = value;
+    (*n)++;
+    return 0;
+}
+
 static int add_setting(cli_task_opts *o, const char *flag, stsl_param key, double value, char *err)
 {
-    if (o->n >= CLI_MAX_TASK_SETTINGS) return fail(err, "too many task options");
-    snprintf(o->set[o->n].flag, sizeof o->set[o->n].flag, "%s", flag);
-    o->set[o->n].key = key;
-    o->set[o->n].value = value;
-    o->n++;
-    return 0;
+    return cli_add_setting(o->set, &o->n, CLI_MAX_TASK_SETTINGS, flag, key, value, "task options", err);
+}
+
+/* --box HxW, --box-pos TOPxLEFT: `flag` sets two keys; as cli_take_task_option */
+static int take_pair(int argc, char **argv, int *i, cli_task_opts *o, const char *flag, stsl_param first,
+                     stsl_param second, char *err)
+{
+    const char *val;
+    int a, b, r = cli_match(argc, argv, i, flag, &val, err);
+    if (r == 0) return 0;
+    if (r < 0 || cli_parse_pair(val, flag, &a, &b, err) != 0) return -1;
+    if (add_setting(o, flag, first, a, err) || add_setting(o, flag, second, b, err)) return -1;
+    return 1;
 }
 
 int cli_take_task_option(int argc, char **argv, int *i, cli_task_opts *o, char *err)
@@ -259,20 +294,10 @@ int cli_take_task_option(int argc, char **argv, int *i, cli_task_opts *o, char *
         if (r > 0) o->mask_path = val;
         return r;
     }
-    if ((r = cli_match(argc, argv, i, "--box", &val, err)) != 0) {
-        int h, w;
-        if (r < 0 || cli_parse_pair(val, "--box", &h, &w, err) != 0) return -1;
-        if (add_setting(o, "--box", STSL_PARAM_BOX_HEIGHT, h, err) || add_setting(o, "--box", STSL_PARAM_BOX_WIDTH, w, err))
-            return -1;
-        return 1;
-    }
-    if ((r = cli_match(argc, argv, i, "--box-pos", &val, err)) != 0) {
-        int t, l;
-        if (r < 0 || cli_parse_pair(val, "--box-pos", &t, &l, err) != 0) return -1;
-        if (add_setting(o, "--box-pos", STSL_PARAM_BOX_TOP, t, err) || add_setting(o, "--box-pos", STSL_PARAM_BOX_LEFT, l, err))
-            return -1;
-        return 1;
-    }
+    if ((r = take_pair(argc, argv, i, o, "--box", STSL_PARAM_BOX_HEIGHT, STSL_PARAM_BOX_WIDTH, err)) != 0)
+        return r;
+    if ((r = take_pair(argc, argv, i, o, "--box-pos", STSL_PARAM_BOX_TOP, STSL_PARAM_BOX_LEFT, err)) != 0)
+        return r;
     char flag[64];
     stsl_param key;
     double v;
@@ -308,29 +333,41 @@ int cli_parse_noise(const char *val, double *out, char *err)
     return cli_parse_double(val, b.min, b.max, "--noise", out, err);
 }
 
+void cli_print_params(FILE *f, int last_kind, cli_kind_keys keys_of, cli_param_filter want,
+                      cli_key_defaults defaults_of)
+{
+    unsigned char used[256] = {0};
+    for (int kind = 0; kind <= last_kind; kind++) {
+        stsl_param keys[64];
+        int n = 0;
+        if (keys_of(kind, keys, 64, &n) != STSL_OK) continue;
+        for (int k = 0; k < n && k < 64; k++)
+            if ((int)keys[k] >= 0 && (int)keys[k] < 256) used[keys[k]] = 1;
+    }
+    int shown = 0;
+    for (int key = 0; key < 256 && shown < 64; key++) {
+        if (!used[key] || !want((stsl_param)key)) continue;
+        cli_groups g = {0};
+        int is_int = 0;
+        defaults_of((stsl_param)key, &g, &is_int);
+        cli_print_param(f, (stsl_param)key, is_int, &g);
+        shown++;
+    }
+}
+
+static stsl_status operator_keys(int kind, stsl_param *keys, int cap, int *n)
+{
+    return stsl_operator_param_keys((stsl_operator_kind)kind, keys, cap, n);
+}
+
+static void task_defaults(stsl_param key, cli_groups *g, int *is_int) { *is_int = cli_task_defaults(key, g); }
+
 void cli_print_task_help(FILE *f)
 {
     fprintf(f, "Tasks: %s\n%s\nTask options (a task ignores none: an option it does not use is an error;\n"
                "defaults for a 256x256 image, per task):\n",
             stsl_operator_names(), CLI_SR_NOTE);
-    /* every key some task uses, in key order */
-    stsl_param order[64];
-    int n_order = 0;
-    unsigned char used[100] = {0};
-    for (int kind = 0; kind <= STSL_OP_CONVOLVE; kind++) {
-        stsl_param keys[64];
-        int n = 0;
-        if (stsl_operator_param_keys((stsl_operator_kind)kind, keys, 64, &n) != STSL_OK) continue;
-        for (int k = 0; k < n && k < 64; k++)
-            if ((int)keys[k] >= 0 && (int)keys[k] < 100) used[keys[k]] = 1;
-    }
-    for (int key = 0; key < 100 && n_order < 64; key++)
-        if (used[key] && is_task_key((stsl_param)key)) order[n_order++] = (stsl_param)key;
-    for (int j = 0; j < n_order; j++) {
-        cli_groups g = {0};
-        int is_int = cli_task_defaults(order[j], &g);
-        cli_print_param(f, order[j], is_int, &g);
-    }
+    cli_print_params(f, STSL_OP_CONVOLVE, operator_keys, is_task_key, task_defaults);
     fprintf(f, "  --kernel FILE.png      motion-blur: use this kernel (grey, square, odd size) instead of a random one\n"
                "  --box HxW              box-inpaint box size (--box-height, --box-width)\n"
                "  --box-pos TOPxLEFT     box-inpaint box position (--box-top, --box-left; default centred)\n"
@@ -387,6 +424,19 @@ static int load_grey01(stsl_context *ctx, const char *path, stsl_image **img, ch
     return 0;
 }
 
+/* --kernel, --mask: load_grey01 of `path`, for an operator of `kind` only.  CLI_EXIT_OK,
+ * CLI_EXIT_USAGE (another kind) or CLI_EXIT_FAIL, with err set. */
+static int load_for_kind(stsl_context *ctx, const stsl_operator *op, stsl_operator_kind kind,
+                         const char *flag, const char *path, stsl_image **img, char *err)
+{
+    if (stsl_operator_get_kind(op) != kind) {
+        fail(err, "%s applies to %s only", flag,
+             kind == STSL_OP_MOTION_BLUR ? "motion-blur" : "mask-inpaint");
+        return CLI_EXIT_USAGE;
+    }
+    return load_grey01(ctx, path, img, err) != 0 ? CLI_EXIT_FAIL : CLI_EXIT_OK;
+}
+
 int cli_make_operator(stsl_context *ctx, const char *task, stsl_shape shape, const cli_task_opts *o,
                       uint64_t seed, double noise, stsl_operator **out, char *err)
 {
@@ -438,12 +488,11 @@ int cli_make_operator(stsl_context *ctx, const char *task, stsl_shape shape, con
         }
     }
     if (o && o->kernel_path) {
-        if (stsl_operator_get_kind(op) != STSL_OP_MOTION_BLUR) {
-            fail(err, "--kernel applies to motion-blur only");
-            rc = CLI_EXIT_USAGE;
+        int r = load_for_kind(ctx, op, STSL_OP_MOTION_BLUR, "--kernel", o->kernel_path, &img, err);
+        if (r != CLI_EXIT_OK) {
+            rc = r;
             goto done;
         }
-        if (load_grey01(ctx, o->kernel_path, &img, err) != 0) goto done;
         if (img->height != img->width || img->height % 2 == 0) {
             fail(err, "--kernel %.256s: the kernel image must be square with an odd size (it is %dx%d)",
                  o->kernel_path, (int)img->height, (int)img->width);
@@ -457,12 +506,11 @@ int cli_make_operator(stsl_context *ctx, const char *task, stsl_shape shape, con
         img = NULL;
     }
     if (o && o->mask_path) {
-        if (stsl_operator_get_kind(op) != STSL_OP_MASK_INPAINT) {
-            fail(err, "--mask applies to mask-inpaint only");
-            rc = CLI_EXIT_USAGE;
+        int r = load_for_kind(ctx, op, STSL_OP_MASK_INPAINT, "--mask", o->mask_path, &img, err);
+        if (r != CLI_EXIT_OK) {
+            rc = r;
             goto done;
         }
-        if (load_grey01(ctx, o->mask_path, &img, err) != 0) goto done;
         if (img->height != shape.height || img->width != shape.width) {
             fail(err, "--mask %.256s is %dx%d but the image is %dx%d", o->mask_path, (int)img->height,
                  (int)img->width, (int)shape.height, (int)shape.width);

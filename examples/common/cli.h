@@ -40,6 +40,10 @@ int cli_failure(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * changes the process's allocator.  Skipped when GLIBC_TUNABLES or STSL_TOOL_MALLOC=system is set
  * (the user's choice wins).  Returns 1 when applied. */
 int cli_tune_malloc(void);
+/* The start of a restoring tool's main: cli_tune_malloc, cli_set_program(program), then -h/--help
+ * or --version anywhere on the line (the first one seen wins): help() or "PROGRAM (libstsl
+ * VERSION)" goes to stdout and 1 is returned (exit with CLI_EXIT_OK); 0 when neither is there. */
+int cli_start(const char *program, int argc, char **argv, void (*help)(void));
 
 /* If argv[*i] is `name` ("--name V" or "--name=V"): store the value in *val, advance *i past it
  * and return 1.  0 when argv[*i] is another argument; -1 when the value is missing (err set). */
@@ -67,6 +71,16 @@ void cli_param_value_names(stsl_param key, char *buf, size_t n);
 /* A value as the help shows it: its name, or %g */
 void cli_format_param_value(stsl_param key, int is_integer, double v, char *buf, size_t n);
 
+/* An option that sets a library parameter, as given. */
+typedef struct cli_setting {
+    char flag[64];   /* as typed: "--K", "--impulse" */
+    stsl_param key;
+    double value;
+} cli_setting;
+/* Append one to set[0 .. *n) of room `cap`: 0, or -1 with "too many <what>" in err. */
+int cli_add_setting(cli_setting *set, int *n, int cap, const char *flag, stsl_param key, double value,
+                    const char *what, char *err);
+
 /* Defaults grouped by value for the help: "50 (ddim, stsl); 1000 (dps)". */
 #define CLI_MAX_GROUPS 24
 typedef struct cli_groups {
@@ -79,14 +93,18 @@ typedef struct cli_groups {
 void cli_group_add(cli_groups *g, const char *value, const char *who);
 /* "  --name ARG   help (also --alias)" and, when `defaults` has any, a "default: ..." line */
 void cli_print_param(FILE *f, stsl_param key, int is_integer, const cli_groups *defaults);
+/* The keys of one kind of object (stsl_operator_param_keys, stsl_solver_param_keys) */
+typedef stsl_status (*cli_kind_keys)(int kind, stsl_param *keys, int cap, int *n);
+/* A key's defaults for the help, grouped, and whether it is an integer key */
+typedef void (*cli_key_defaults)(stsl_param key, cli_groups *g, int *is_integer);
+/* cli_print_param for every key that some kind 0..last_kind uses and `want` takes, in key order,
+ * with the defaults `defaults_of` gives. */
+void cli_print_params(FILE *f, int last_kind, cli_kind_keys keys_of, cli_param_filter want,
+                      cli_key_defaults defaults_of);
 
 /* Task (operator) options as given on the command line. */
 typedef struct cli_task_opts {
-    struct {
-        char flag[64];   /* as typed: "--impulse" */
-        stsl_param key;
-        double value;
-    } set[CLI_MAX_TASK_SETTINGS];
+    cli_setting set[CLI_MAX_TASK_SETTINGS];
     int n;
     const char *kernel_path;   /* --kernel FILE.png (motion-blur) */
     const char *mask_path;     /* --mask FILE.png (mask-inpaint) */

@@ -60,12 +60,7 @@ int ru_take_solver_flag(int argc, char **argv, int *i, ru_settings *out, char *e
     }
     if (integer && v != floor(v)) return fail(err, "%s takes an integer, not %g", flag, v);
     if (!(v >= lo && v <= hi)) return fail(err, "%s: %g is outside [%g, %g]", flag, v, lo, hi);
-    if (out->n >= RU_MAX_SETTINGS) return fail(err, "too many options");
-    snprintf(out->item[out->n].flag, sizeof out->item[out->n].flag, "%s", flag);
-    out->item[out->n].key = key;
-    out->item[out->n].value = v;
-    out->n++;
-    return 1;
+    return cli_add_setting(out->item, &out->n, RU_MAX_SETTINGS, flag, key, v, "options", err) == 0 ? 1 : -1;
 }
 
 static int is_int_value(double v) { return v == floor(v) && fabs(v) < 9.0e15; }
@@ -141,27 +136,14 @@ static void solver_defaults(stsl_param key, cli_groups *g, int *is_int)
     }
 }
 
+static stsl_status solver_keys(int kind, stsl_param *keys, int cap, int *n)
+{
+    return stsl_solver_param_keys((stsl_solver_kind)kind, keys, cap, n);
+}
+
 void ru_print_solver_flags(FILE *file)
 {
-    /* every key some solver uses, in key order */
-    stsl_param order[64];
-    int n_order = 0;
-    unsigned char used[256] = {0};
-    for (int kind = 0; kind <= STSL_SOLVER_DPS_MO; kind++) {
-        stsl_param keys[64];
-        int n = 0;
-        if (stsl_solver_param_keys((stsl_solver_kind)kind, keys, 64, &n) != STSL_OK) continue;
-        for (int k = 0; k < n && k < 64; k++)
-            if ((int)keys[k] >= 0 && (int)keys[k] < 256) used[keys[k]] = 1;
-    }
-    for (int key = 0; key < 256 && n_order < 64; key++)
-        if (used[key] && is_solver_option((stsl_param)key)) order[n_order++] = (stsl_param)key;
-    for (int j = 0; j < n_order; j++) {
-        cli_groups g = {0};
-        int is_int = 0;
-        solver_defaults(order[j], &g, &is_int);
-        cli_print_param(file, order[j], is_int, &g);
-    }
+    cli_print_params(file, STSL_SOLVER_DPS_MO, solver_keys, is_solver_option, solver_defaults);
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -26,14 +26,8 @@
  * estimate, which the tools set themselves.  Task (operator) options are those of stsl-degrade:
  * common/cli.h (cli_take_task_option). */
 
-typedef struct ru_setting {
-    char flag[64];        /* as typed: "--K" */
-    stsl_param key;
-    double value;
-} ru_setting;
-
 typedef struct ru_settings {
-    ru_setting item[RU_MAX_SETTINGS];
+    cli_setting item[RU_MAX_SETTINGS];
     int n;
 } ru_settings;
 

@@ -16,12 +16,8 @@ stsl_status stsl__ae_new(stsl_context *ctx, const stsl__ae_ops *ops, stsl_shape 
     if (!(latent_scale > 0) || latent_scale > 1e6)
         return stsl__ctx_fail(ctx, STSL_ERR_INVALID_ARG, "autoencoder: latent scale %g must be in (0, 1e6]",
                               latent_scale);
-    stsl_autoencoder *ae = stsl__calloc(1, sizeof *ae);
-    if (!ae) return stsl__ctx_fail(ctx, STSL_ERR_NOMEM, "autoencoder: out of memory");
-    if (pthread_mutex_init(&ae->lock, NULL) != 0) {
-        stsl__free(ae);
-        return stsl__ctx_fail(ctx, STSL_ERR_NOMEM, "autoencoder: cannot create a mutex");
-    }
+    stsl_autoencoder *ae = stsl__shared_new(ctx, sizeof *ae, offsetof(stsl_autoencoder, lock), "autoencoder");
+    if (!ae) return STSL_ERR_NOMEM;
     ae->ops = ops;
     ae->ctx = ctx;
     ae->image = image;
@@ -221,12 +217,7 @@ void stsl__ae_pass_free(stsl__ae_pass *p)
 
 static stsl_status record(stsl_autoencoder *ae, stsl_status st, const char *err)
 {
-    if (st != STSL_OK) {
-        pthread_mutex_lock(&ae->lock);
-        memcpy(ae->err, err, STSL_ERRMSG_SIZE);
-        pthread_mutex_unlock(&ae->lock);
-    }
-    return st;
+    return stsl__shared_record(&ae->lock, ae->err, st, err);
 }
 
 STSL_API stsl_status stsl_autoencoder_encode(stsl_autoencoder *ae, const float *x, float *z, int batch)

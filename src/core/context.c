@@ -103,3 +103,28 @@ void stsl__log(const stsl_context *ctx, stsl_log_level level, const char *fmt, .
 }
 
 int stsl__ctx_threads(const stsl_context *ctx) { return ctx ? ctx->threads : 1; }
+
+void *stsl__shared_new(stsl_context *ctx, size_t size, size_t lock_at, const char *what)
+{
+    unsigned char *h = stsl__calloc(1, size);
+    if (!h) {
+        stsl__ctx_fail(ctx, STSL_ERR_NOMEM, "%s: out of memory", what);
+        return NULL;
+    }
+    if (pthread_mutex_init((pthread_mutex_t *)(h + lock_at), NULL) != 0) {
+        stsl__free(h);
+        stsl__ctx_fail(ctx, STSL_ERR_NOMEM, "%s: cannot create a mutex", what);
+        return NULL;
+    }
+    return h;
+}
+
+stsl_status stsl__shared_record(pthread_mutex_t *lock, char *dst, stsl_status st, const char *err)
+{
+    if (st != STSL_OK) {
+        pthread_mutex_lock(lock);
+        memcpy(dst, err, STSL_ERRMSG_SIZE);
+        pthread_mutex_unlock(lock);
+    }
+    return st;
+}

@@ -88,6 +88,15 @@ void stsl__log(const stsl_context *ctx, stsl_log_level level, const char *fmt, .
     STSL_PRINTF(3, 4);
 int stsl__ctx_threads(const stsl_context *ctx);
 
+/* ---- handles that solvers may share across threads (scores, autoencoders) ---- */
+
+/* A zeroed handle of `size` bytes whose pthread mutex at byte offset `lock_at` is initialised;
+ * NULL when out of memory or without a mutex, with "<what>: ..." in ctx (STSL_ERR_NOMEM). */
+void *stsl__shared_new(stsl_context *ctx, size_t size, size_t lock_at, const char *what);
+/* Such a handle keeps its last error (STSL_ERRMSG_SIZE bytes at dst) under its lock, so that
+ * failures in several threads do not interleave: a failing st copies err there.  Returns st. */
+stsl_status stsl__shared_record(pthread_mutex_t *lock, char *dst, stsl_status st, const char *err);
+
 /* ---- parallel for: [0, n) split into contiguous chunks over `threads` pthreads ---- */
 
 typedef void (*stsl__range_fn)(void *arg, size_t begin, size_t end);

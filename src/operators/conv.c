@@ -312,37 +312,26 @@ static void fft_adjoint(const conv_state *s, const float *y, float *x, float *sc
     fold_plane(s, buf, s->N2, x);
 }
 
-typedef struct conv_job {
-    const conv_state *s;
-    const float *in;
-    float *out;
-    int adjoint;
-} conv_job;
-
-static void conv_range(void *arg, size_t begin, size_t end, float *scratch)
+static void conv_plane(const void *state, int adjoint, const float *in, const float *v, float *out,
+                       float *scratch)
 {
-    conv_job *j = arg;
-    const conv_state *s = j->s;
-    size_t plane = (size_t)s->H * s->W;
-    for (size_t p = begin; p < end; p++) {
-        const float *in = j->in + p * plane;
-        float *out = j->out + p * plane;
-        if (s->use_fft)
-            (j->adjoint ? fft_adjoint : fft_forward)(s, in, out, scratch);
-        else if (s->separable)
-            (j->adjoint ? sep_adjoint : sep_forward)(s, in, out, scratch);
-        else
-            (j->adjoint ? direct_adjoint : direct_forward)(s, in, out, scratch);
-    }
+    const conv_state *s = state;
+    (void)v;
+    if (s->use_fft)
+        (adjoint ? fft_adjoint : fft_forward)(s, in, out, scratch);
+    else if (s->separable)
+        (adjoint ? sep_adjoint : sep_forward)(s, in, out, scratch);
+    else
+        (adjoint ? direct_adjoint : direct_forward)(s, in, out, scratch);
 }
 
 static stsl_status conv_run(const stsl_operator *op, const float *in, float *out, int batch,
                             int adjoint, char *err)
 {
     const conv_state *s = op->state;
-    conv_job j = {.s = s, .in = in, .out = out, .adjoint = adjoint};   /* distinct buffers (operator.c) */
-    return stsl__op_parallel_scratch(op, (size_t)batch * s->C, scratch_floats(s), conv_range, &j,
-                                     "in blur scratch", err);
+    const size_t plane = (size_t)s->H * s->W;
+    const stsl__planes p = {conv_plane, s, adjoint, in, NULL, out, plane, 0, plane};   /* distinct buffers (operator.c) */
+    return stsl__op_run_planes(op, (size_t)batch * s->C, scratch_floats(s), &p, "in blur scratch", err);
 }
 
 static stsl_status conv_forward(const stsl_operator *op, const float *x, float *y, int batch, char *err)
@@ -410,10 +399,8 @@ stsl_status stsl__op_prepare_conv(stsl_operator *op)
         return stsl__fail(op->err, STSL_ERR_SHAPE,
                           "kernel %dx%d is too large for a %dx%d image (at most %d: the radius must be smaller than the image side)",
                           ksize, ksize, H, W, 2 * side - 1);
-    conv_state *s = stsl__calloc(1, sizeof *s);
+    conv_state *s = stsl__op_new_state(op, sizeof *s, &CONV_IMPL);
     if (!s) return stsl__fail(op->err, STSL_ERR_NOMEM, "out of memory preparing a blur");
-    op->state = s;
-    op->impl = &CONV_IMPL;   /* release() frees a partial state on failure */
     s->C = op->in.channels;
     s->H = H;
     s->W = W;

@@ -1,6 +1,6 @@
 /*
  * kernel_support.c -- what the operator families (conv, motion, phase, resize, pointwise) share
- * below the handle: threading over planes (with per-worker scratch), boundary indexing, FFTW's
+ * below the handle: threading over planes (with per-worker scratch, one plane function each), boundary indexing, FFTW's
  * planner lock, aligned buffers, FFT sizes.  Kept apart from operator.c (the handle and its API,
  * which calls the families' prepare functions) so that the families depend on it and not back on
  * operator.c.
@@ -45,6 +45,29 @@ stsl_status stsl__op_parallel_scratch(const stsl_operator *op, size_t n, size_t 
     stsl__op_parallel(op, n, scratch_range, &j);
     if (atomic_load(&j.failed)) return stsl__fail(err, STSL_ERR_NOMEM, "out of memory %s", what);
     return STSL_OK;
+}
+
+void *stsl__op_new_state(stsl_operator *op, size_t size, const stsl__op_impl *impl)
+{
+    void *s = stsl__calloc(1, size);
+    if (!s) return NULL;
+    op->state = s;
+    op->impl = impl;
+    return s;
+}
+
+static void planes_range(void *arg, size_t begin, size_t end, float *scratch)
+{
+    const stsl__planes *j = arg;
+    for (size_t p = begin; p < end; p++)
+        j->fn(j->state, j->mode, j->in + p * j->in_plane, j->v ? j->v + p * j->v_plane : NULL,
+              j->out + p * j->out_plane, scratch);
+}
+
+stsl_status stsl__op_run_planes(const stsl_operator *op, size_t n, size_t scratch_floats,
+                                const stsl__planes *p, const char *what, char *err)
+{
+    return stsl__op_parallel_scratch(op, n, scratch_floats, planes_range, (void *)p, what, err);
 }
 
 int stsl__op_boundary_index(int p, int n, int boundary)

@@ -110,6 +110,26 @@ typedef void (*stsl__scratch_range_fn)(void *arg, size_t begin, size_t end, floa
 stsl_status stsl__op_parallel_scratch(const stsl_operator *op, size_t n, size_t scratch_floats,
                                       stsl__scratch_range_fn fn, void *arg, const char *what,
                                       char *err);
+/* A family's prepare: a zeroed state of `size` bytes, attached to the handle with its `impl` at
+ * once, so that the impl's release frees a partial state when the prepare fails later.  NULL
+ * when out of memory (nothing attached). */
+void *stsl__op_new_state(stsl_operator *op, size_t size, const stsl__op_impl *impl);
+/* Work done plane by plane (conv, phase, resize): fn maps one channel plane of `in` (in_plane
+ * floats; for a VJP also the plane of `v`, v_plane floats) to one of `out` (out_plane floats), in
+ * the family's `mode` (forward, adjoint, ...), with the worker's scratch. */
+typedef void (*stsl__plane_fn)(const void *state, int mode, const float *in, const float *v,
+                               float *out, float *scratch);
+typedef struct stsl__planes {
+    stsl__plane_fn fn;
+    const void *state;
+    int mode;
+    const float *in, *v;   /* v: NULL but for a VJP */
+    float *out;
+    size_t in_plane, v_plane, out_plane;
+} stsl__planes;
+/* fn on planes 0..n-1, in parallel with per-worker scratch as stsl__op_parallel_scratch. */
+stsl_status stsl__op_run_planes(const stsl_operator *op, size_t n, size_t scratch_floats,
+                                const stsl__planes *p, const char *what, char *err);
 /* Index of padded coordinate p (may be < 0 or >= n) under the boundary: reflect without edge
  * repeat (period 2n-2), or -1 for zero padding outside [0, n). */
 int stsl__op_boundary_index(int p, int n, int boundary);

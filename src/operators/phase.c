@@ -88,32 +88,23 @@ static void plane_vjp(const phase_state *s, const float *x, const float *v, floa
             out[(size_t)i * s->W + j] = buf[(size_t)(i + s->top) * N2 + s->left + j] * norm;
 }
 
-typedef struct phase_job {
-    const phase_state *s;
-    const float *x, *v;
-    float *out;
-} phase_job;
-
-static void phase_range(void *arg, size_t begin, size_t end, float *scratch)
+static void phase_plane(const void *state, int mode, const float *x, const float *v, float *out,
+                        float *scratch)
 {
-    phase_job *j = arg;
-    const phase_state *s = j->s;
-    size_t in_plane = (size_t)s->H * s->W, out_plane = (size_t)s->N1 * s->N2;
-    for (size_t p = begin; p < end; p++) {
-        if (j->v)
-            plane_vjp(s, j->x + p * in_plane, j->v + p * out_plane, j->out + p * in_plane, scratch);
-        else
-            plane_forward(s, j->x + p * in_plane, j->out + p * out_plane, scratch);
-    }
+    (void)mode;
+    if (v)
+        plane_vjp(state, x, v, out, scratch);
+    else
+        plane_forward(state, x, out, scratch);
 }
 
 static stsl_status phase_run(const stsl_operator *op, const float *x, const float *v, float *out,
                              int batch, char *err)
 {
     const phase_state *s = op->state;
-    phase_job j = {.s = s, .x = x, .v = v, .out = out};
-    return stsl__op_parallel_scratch(op, (size_t)batch * s->C, scratch_floats(s), phase_range, &j,
-                                     "in phase retrieval", err);
+    const size_t in_plane = (size_t)s->H * s->W, out_plane = (size_t)s->N1 * s->N2;
+    const stsl__planes p = {phase_plane, s, 0, x, v, out, in_plane, out_plane, v ? in_plane : out_plane};
+    return stsl__op_run_planes(op, (size_t)batch * s->C, scratch_floats(s), &p, "in phase retrieval", err);
 }
 
 static stsl_status phase_forward(const stsl_operator *op, const float *x, float *y, int batch, char *err)
@@ -140,10 +131,8 @@ static const stsl__op_impl PHASE_IMPL = {phase_forward, NULL, phase_vjp, phase_b
 
 stsl_status stsl__op_prepare_phase(stsl_operator *op)
 {
-    phase_state *s = stsl__calloc(1, sizeof *s);
+    phase_state *s = stsl__op_new_state(op, sizeof *s, &PHASE_IMPL);
     if (!s) return stsl__fail(op->err, STSL_ERR_NOMEM, "out of memory preparing phase retrieval");
-    op->state = s;
-    op->impl = &PHASE_IMPL;
     s->C = op->in.channels;
     s->H = op->in.height;
     s->W = op->in.width;

@@ -153,24 +153,15 @@ static void apply_adj(const axis_table *V, const axis_table *Hh, const float *ou
 
 enum { MODE_DOWN, MODE_ADJ, MODE_UP };
 
-typedef struct resize_job {
-    const resize_state *s;
-    const float *in;
-    float *out;
-    int mode;
-} resize_job;
-
-static void resize_range(void *arg, size_t begin, size_t end, float *tmp)
+static void resize_plane(const void *state, int mode, const float *in, const float *v, float *out,
+                         float *tmp)
 {
-    resize_job *j = arg;
-    const resize_state *s = j->s;
-    size_t big = (size_t)s->H * s->W, small = (size_t)s->h * s->w;
-    for (size_t p = begin; p < end; p++) {
-        switch (j->mode) {
-        case MODE_DOWN: apply_fwd(&s->down_v, &s->down_h, j->in + p * big, j->out + p * small, tmp); break;
-        case MODE_ADJ: apply_adj(&s->down_v, &s->down_h, j->in + p * small, j->out + p * big, tmp); break;
-        default: apply_fwd(&s->up_v, &s->up_h, j->in + p * small, j->out + p * big, tmp); break;
-        }
+    const resize_state *s = state;
+    (void)v;
+    switch (mode) {
+    case MODE_DOWN: apply_fwd(&s->down_v, &s->down_h, in, out, tmp); break;
+    case MODE_ADJ: apply_adj(&s->down_v, &s->down_h, in, out, tmp); break;
+    default: apply_fwd(&s->up_v, &s->up_h, in, out, tmp); break;
     }
 }
 
@@ -178,10 +169,11 @@ static stsl_status resize_run(const stsl_operator *op, const float *in, float *o
                               char *err)
 {
     const resize_state *s = op->state;
-    resize_job j = {.s = s, .in = in, .out = out, .mode = mode};
+    const size_t big = (size_t)s->H * s->W, small = (size_t)s->h * s->w;
+    const stsl__planes p = {resize_plane, s, mode, in, NULL, out, mode == MODE_DOWN ? big : small, 0,
+                            mode == MODE_DOWN ? small : big};
     /* scratch: the largest intermediate, H x W (upsampling: h x W) */
-    return stsl__op_parallel_scratch(op, (size_t)batch * s->C, (size_t)s->H * s->W, resize_range, &j,
-                                     "in resize", err);
+    return stsl__op_run_planes(op, (size_t)batch * s->C, big, &p, "in resize", err);
 }
 
 static stsl_status sr_forward(const stsl_operator *op, const float *x, float *y, int batch, char *err)
@@ -204,10 +196,8 @@ static const stsl__op_impl SR_IMPL = {sr_forward, sr_adjoint, NULL, sr_backproje
 stsl_status stsl__op_prepare_resize(stsl_operator *op)
 {
     int f = op->factor;
-    resize_state *s = stsl__calloc(1, sizeof *s);
+    resize_state *s = stsl__op_new_state(op, sizeof *s, &SR_IMPL);
     if (!s) return stsl__fail(op->err, STSL_ERR_NOMEM, "out of memory preparing super-resolution");
-    op->state = s;
-    op->impl = &SR_IMPL;
     s->C = op->in.channels;
     s->H = op->in.height;
     s->W = op->in.width;

@@ -13,12 +13,8 @@ stsl_status stsl__score_new(stsl_context *ctx, const stsl__score_ops *ops, stsl_
     char err[STSL_ERRMSG_SIZE];
     stsl_status st = stsl__check_shape(err, shape);
     if (st != STSL_OK) return stsl__ctx_fail(ctx, st, "score: %s", err);
-    stsl_score *s = stsl__calloc(1, sizeof *s);
-    if (!s) return stsl__ctx_fail(ctx, STSL_ERR_NOMEM, "score: out of memory");
-    if (pthread_mutex_init(&s->lock, NULL) != 0) {
-        stsl__free(s);
-        return stsl__ctx_fail(ctx, STSL_ERR_NOMEM, "score: cannot create a mutex");
-    }
+    stsl_score *s = stsl__shared_new(ctx, sizeof *s, offsetof(stsl_score, lock), "score");
+    if (!s) return STSL_ERR_NOMEM;
     s->ops = ops;
     s->ctx = ctx;
     s->shape = shape;
@@ -160,16 +156,10 @@ void stsl__score_pass_free(stsl__score_pass *p)
     stsl__free(p);
 }
 
-/* The handle's error buffer is shared; write it under the lock so concurrent failures on a
- * shared handle do not interleave. */
+/* The handle's error buffer is shared: written under the lock (stsl__shared_record). */
 static stsl_status record(stsl_score *s, stsl_status st, const char *err)
 {
-    if (st != STSL_OK) {
-        pthread_mutex_lock(&s->lock);
-        memcpy(s->err, err, STSL_ERRMSG_SIZE);
-        pthread_mutex_unlock(&s->lock);
-    }
-    return st;
+    return stsl__shared_record(&s->lock, s->err, st, err);
 }
 
 STSL_API stsl_status stsl_score_eps(stsl_score *s, const float *x, const float *t, float *eps,

@@ -376,15 +376,19 @@ void stsl__kept_free(stsl__kept *k)
     memset(k, 0, sizeof *k);
 }
 
-stsl_status stsl__dec(stsl__run *R, const float *z, float *x, int n)
+/* One autoencoder pass, NET_ENC or NET_DEC, over n points (the identity's: a copy; its latent
+ * is the image, dz = dx) */
+static stsl_status ae_map(stsl__run *R, net_kind kind, const float *in, float *out, int n, int cancellable)
 {
     if (R->ae_identity) {
-        if (x != z) memmove(x, z, (size_t)n * R->dz * sizeof(float));
+        if (out != in) memmove(out, in, (size_t)n * R->dz * sizeof(float));
         return STSL_OK;
     }
-    net_io io = {z, NULL, NULL, x, NULL};
-    return net_chunked(R, NET_DEC, &io, n, 1);
+    net_io io = {in, NULL, NULL, out, NULL};
+    return net_chunked(R, kind, &io, n, cancellable);
 }
+
+stsl_status stsl__dec(stsl__run *R, const float *z, float *x, int n) { return ae_map(R, NET_DEC, z, x, n, 1); }
 
 stsl_status stsl__dec_vjp(stsl__run *R, const float *z, const float *u, float *x, float *out, int n)
 {
@@ -397,15 +401,7 @@ stsl_status stsl__dec_vjp(stsl__run *R, const float *z, const float *u, float *x
     return net_chunked(R, NET_DEC_VJP, &io, n, 1);
 }
 
-stsl_status stsl__enc(stsl__run *R, const float *x, float *z, int n)
-{
-    if (R->ae_identity) {
-        if (x != z) memmove(z, x, (size_t)n * R->dz * sizeof(float));
-        return STSL_OK;
-    }
-    net_io io = {x, NULL, NULL, z, NULL};
-    return net_chunked(R, NET_ENC, &io, n, 1);
-}
+stsl_status stsl__enc(stsl__run *R, const float *x, float *z, int n) { return ae_map(R, NET_ENC, x, z, n, 1); }
 
 stsl_status stsl__enc_vjp(stsl__run *R, const float *x, const float *v, float *out, int n)
 {
@@ -700,9 +696,12 @@ stsl_status stsl__step_end(stsl__run *R, const float *z, size_t m, const char *w
     return stsl__progress(R, R->step, est);
 }
 
-stsl_status stsl__end_run(stsl__run *R, stsl_status st, float *x_out)
+stsl_status stsl__end_run(stsl__run *R, stsl_status st, const float *result, float *x_out)
 {
-    if (st == STSL_CANCELLED && R->est) stsl__finish(R, R->est, x_out);
+    if (st == STSL_OK && result)
+        st = stsl__finish(R, result, x_out);
+    else if (st == STSL_CANCELLED && R->est)
+        stsl__finish(R, R->est, x_out);
     R->est = NULL;
     return st;
 }
@@ -716,13 +715,8 @@ double stsl__noise_sigma(const stsl__run *R)
 
 stsl_status stsl__finish(stsl__run *R, const float *z, float *x_out)
 {
-    if (R->ae_identity) {
-        if (x_out != z) memmove(x_out, z, (size_t)R->batch * R->dx * sizeof(float));
-        return STSL_OK;
-    }
     /* the final decode is not subject to the cancel flag (it writes the estimate) */
-    net_io io = {z, NULL, NULL, x_out, NULL};
-    return net_chunked(R, NET_DEC, &io, R->batch, 0);
+    return ae_map(R, NET_DEC, z, x_out, R->batch, 0);
 }
 
 /* continuous VP time with (1 - abar)/abar = sigma^2 (bisection on the interpolated table) */

@@ -44,9 +44,7 @@ stsl_status stsl__solve_ddim(stsl__run *R, float *x_out)
             z[k] = (float)(cx * x0[k] + ce * eps[k] + (sigma > 0 ? sigma * xi[k] : 0.0));
         if ((st = stsl__step_end(R, z, m, "the DDIM iterate", x0)) != STSL_OK) goto done;
     }
-    R->est = z;
-    st = stsl__finish(R, z, x_out);
 done:
     stsl__free(seq);
-    return stsl__end_run(R, st, x_out);
+    return stsl__end_run(R, st, z, x_out);
 }

@@ -49,9 +49,7 @@ stsl_status stsl__solve_dps(stsl__run *R, float *x_out)
             z[k] = (float)(cz * z[k] + c0 * x0[k] + (sig > 0 ? sig * xi[k] : 0.0) - zeta * g[k]);
         if ((st = stsl__step_end(R, z, m, "the DPS iterate", x0)) != STSL_OK) goto done;
     }
-    R->est = z;
-    st = stsl__finish(R, z, x_out);                                      /* return x_0 */
 done:
     stsl__free(seq);
-    return stsl__end_run(R, st, x_out);
+    return stsl__end_run(R, st, z, x_out);                               /* return x_0 */
 }

@@ -195,7 +195,6 @@ stsl_status stsl__solve_dps_mo(stsl__run *R, float *x_out)
         if ((st = stsl__check_finite(R, x, m, "the DPS-MO iterate")) != STSL_OK) goto done;
         if ((st = stsl__progress(R, R->step, x0)) != STSL_OK) goto done;
     }
-    st = stsl__finish(R, x0, x_out);
 done:
-    return stsl__end_run(R, st, x_out);
+    return stsl__end_run(R, st, x0, x_out);
 }

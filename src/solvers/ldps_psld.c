@@ -133,9 +133,7 @@ stsl_status stsl__solve_ldps_psld(stsl__run *R, float *x_out)
         for (size_t k = 0; k < m; k++) z[k] = (float)(cx * z0[k] + ce * eps[k] - g[k]);
         if ((st = stsl__step_end(R, z, m, "the PSLD iterate", z0)) != STSL_OK) goto done;
     }
-    R->est = z;
-    st = stsl__finish(R, z, x_out);
 done:
     stsl__free(seq);
-    return stsl__end_run(R, st, x_out);
+    return stsl__end_run(R, st, z, x_out);
 }

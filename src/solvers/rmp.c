@@ -463,7 +463,7 @@ done:
                         "(--zeta) keeps it finite",
                         stsl__run_step(R, R->step), stsl__run_total(R), prev, b.default_value);
     }
-    st = stsl__end_run(R, st, x_out);
+    st = stsl__end_run(R, st, NULL, x_out);   /* decoded above (stsl__finish) */
     stsl__free(seq);
     stsl__free(lev);
     stsl__free(mu);

@@ -217,15 +217,18 @@ stsl_status stsl__solve_dps_mo(stsl__run *R, float *x_out);
 /* Finish: decode the latent estimate into x_out (n samples).  Used on success and cancel. */
 stsl_status stsl__finish(stsl__run *R, const float *z, float *x_out);
 
-/* The solvers' common exit (at their `done:` label, before freeing their buffers): a cancelled run
- * still writes its current estimate R->est to x_out; R->est is cleared.  Returns st. */
 /* A sampler's start: progress total `total` at step 0, z (batch * dz) ~ N(0, I) from each sample's
  * initial-noise stream, and z as the current estimate. */
 void stsl__start_from_noise(stsl__run *R, int total, float *z);
 /* The end of a reverse step: the new iterate z (m floats) must be finite; then `est`, the step's
  * clean estimate, becomes the run's current estimate and goes to progress. */
 stsl_status stsl__step_end(stsl__run *R, const float *z, size_t m, const char *what, float *est);
-stsl_status stsl__end_run(stsl__run *R, stsl_status st, float *x_out);
+/* The solvers' common exit (at their `done:` label): a run that succeeded (st OK) decodes its
+ * `result` (batch * dz, the final latent) into x_out, and the decode's status is returned; a
+ * cancelled run still writes its current estimate R->est to x_out and returns STSL_CANCELLED;
+ * any other failure is returned as it is.  R->est is cleared.  `result` NULL: the solver has
+ * decoded its result itself (rmp, whose failure message covers that decode too). */
+stsl_status stsl__end_run(stsl__run *R, stsl_status st, const float *result, float *x_out);
 
 /* The operator's Gaussian measurement noise sigma_y (STSL_PARAM_NOISE_SIGMA); 0 when it has none. */
 double stsl__noise_sigma(const stsl__run *R);

@@ -257,11 +257,8 @@ stsl_status stsl__solve_stsl(stsl__run *R, float *x_out)
         R->est = zbar;
         if ((st = stsl__progress(R, R->step, zbar)) != STSL_OK) goto done;
     }
-    R->est = Z;
-    /* line 16 */
-    st = stsl__finish(R, Z, x_out);
 done:
     stsl__adam_free(&adam);
     stsl__free(seq);
-    return stsl__end_run(R, st, x_out);
+    return stsl__end_run(R, st, Z, x_out);   /* line 16: decode Z */
 }

@@ -268,6 +268,49 @@ int tu_help_lists_param_default(const char *text, stsl_param key, const stsl_par
     return ok;
 }
 
+/* The kind an operator or solver name makes, or -1: the library has no name-to-kind lookup, so
+ * an object is made (operators on a 3x256x256 image, as the tools' help assumes) and asked. */
+static int kind_of_name(int solvers, const char *name)
+{
+    int kind = -1;
+    if (solvers) {
+        stsl_solver *s = NULL;
+        if (stsl_solver_create_by_name(NULL, name, &s) == STSL_OK) kind = (int)stsl_solver_get_kind(s);
+        stsl_solver_destroy(s);
+    } else {
+        stsl_operator *op = NULL;
+        if (stsl_operator_create_by_name(NULL, name, (stsl_shape){3, 256, 256}, &op) == STSL_OK)
+            kind = (int)stsl_operator_get_kind(op);
+        stsl_operator_destroy(op);
+    }
+    return kind;
+}
+
+int tu_help_lists_library_defaults(const char *text, int solvers, const stsl_param *skip, int n_skip)
+{
+    char names[1024];
+    snprintf(names, sizeof names, "%s", solvers ? stsl_solver_names() : stsl_operator_names());
+    int checked = 0;
+    for (char *name = strtok(names, " "); name; name = strtok(NULL, " ")) {
+        const int kind = kind_of_name(solvers, name);
+        if (kind < 0) continue;
+        stsl_param keys[64];
+        int n = 0;
+        TU_ASSERT_OK(solvers ? stsl_solver_param_keys(kind, keys, 64, &n) : stsl_operator_param_keys(kind, keys, 64, &n));
+        for (int i = 0; i < n; i++) {
+            int tools_own = 0;
+            for (int k = 0; k < n_skip; k++) tools_own |= keys[i] == skip[k];
+            if (tools_own) continue;
+            stsl_param_bounds b;
+            TU_ASSERT_OK(solvers ? stsl_solver_param_bounds(kind, keys[i], &b)
+                                 : stsl_operator_param_bounds(kind, keys[i], &b));
+            CU_ASSERT(tu_help_lists_param_default(text, keys[i], &b, name));
+            checked++;
+        }
+    }
+    return checked;
+}
+
 void tu_destroy_images(stsl_image *const *images, size_t n)
 {
     for (size_t i = 0; i < n; i++) stsl_image_destroy(images[i]);

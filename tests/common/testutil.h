@@ -70,6 +70,10 @@ int tu_help_lists_default(const char *text, const char *flag, const char *value,
 /* The same for parameter `key` with bounds `b`: flag --<stsl_param_name>, value its default's
  * name (named integer values) or %g; a miss is printed to stderr. */
 int tu_help_lists_param_default(const char *text, stsl_param key, const stsl_param_bounds *b, const char *who);
+/* For every operator name (solvers 0: stsl_operator_names) or solver name (1), every parameter its
+ * kind uses but the n_skip keys in skip (those a tool sets itself): `text` lists its default for
+ * that name (tu_help_lists_param_default, asserted).  Returns how many were checked. */
+int tu_help_lists_library_defaults(const char *text, int solvers, const stsl_param *skip, int n_skip);
 
 /* Assert a call returns the given status; on mismatch print the handle's message. */
 #define TU_ASSERT_STATUS(expr, expected)                                                  \

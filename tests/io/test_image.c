@@ -159,8 +159,8 @@ static void write_png_raw(const char *path, int w, int h, int color_type, int de
     fclose(fp);
 }
 
-/* Write a JPEG with libjpeg directly: `comps` components in `space`, pixel (x, y) from
- * px[comps] plus a ramp (when ramp), optionally progressive. */
+/* Write a JPEG with libjpeg directly: `comps` components in `space` (JCS_CMYK: libjpeg adds an
+ * Adobe marker), pixel (x, y) from px[comps] plus a ramp (when ramp), optionally progressive. */
 static void write_jpeg_raw(const char *path, int w, int h, int comps, J_COLOR_SPACE space,
                            int progressive, int ramp, const unsigned char *px)
 {
@@ -193,33 +193,26 @@ static void write_jpeg_raw(const char *path, int w, int h, int comps, J_COLOR_SP
     fclose(fp);
 }
 
-/* Write a JPEG with libjpeg directly (CMYK), all pixels equal to `px`. */
-static void write_jpeg_cmyk(const char *path, int w, int h, const unsigned char px[4])
+/* The file bytes of `img` saved as tmp(name): format from the name, depth and quality as
+ * stsl_image_save takes them. */
+static unsigned char *saved_bytes(stsl_context *ctx, const stsl_image *img, const char *name, int depth,
+                                  int quality, size_t *size)
 {
-    FILE *fp = fopen(path, "wb");
-    CU_ASSERT_FATAL(fp != NULL);
-    struct jpeg_compress_struct c;
-    struct jpeg_error_mgr jerr;
-    c.err = jpeg_std_error(&jerr);
-    jpeg_create_compress(&c);
-    jpeg_stdio_dest(&c, fp);
-    c.image_width = (JDIMENSION)w;
-    c.image_height = (JDIMENSION)h;
-    c.input_components = 4;
-    c.in_color_space = JCS_CMYK;
-    jpeg_set_defaults(&c);
-    jpeg_set_quality(&c, 95, TRUE);
-    jpeg_start_compress(&c, TRUE);
-    unsigned char *row = malloc((size_t)w * 4);
-    for (int x = 0; x < w; x++) memcpy(row + 4 * x, px, 4);
-    for (int y = 0; y < h; y++) {
-        JSAMPROW rp = row;
-        jpeg_write_scanlines(&c, &rp, 1);
-    }
-    jpeg_finish_compress(&c);
-    jpeg_destroy_compress(&c);
-    free(row);
-    fclose(fp);
+    TU_ASSERT_OK(stsl_image_save(ctx, img, tmp(name), STSL_FORMAT_AUTO, depth, quality));
+    return read_all(tmp(name), size);
+}
+
+/* The bytes of `path` decoded from memory give exactly `from_file`, its load. */
+static void check_decode_as_file(stsl_context *ctx, const char *path, const stsl_image *from_file)
+{
+    size_t size = 0;
+    unsigned char *bytes = read_all(path, &size);
+    stsl_image *mem = NULL;
+    TU_ASSERT_OK(stsl_image_decode(ctx, bytes, size, 0, &mem));
+    CU_ASSERT_FATAL(mem != NULL);
+    CU_ASSERT_EQUAL(tu_max_abs_diff(from_file->data, mem->data, img_size(from_file)), 0.0);
+    free(bytes);
+    stsl_image_destroy(mem);
 }
 
 /* A failing call must leave *out NULL and a non-empty message in ctx. */
@@ -294,16 +287,9 @@ static void roundtrip_png(int channels, int depth)
         CU_ASSERT_EQUAL(tu_max_abs_diff(img->data, back->data + 2 * plane, plane), 0.0);
         CU_ASSERT_EQUAL(tu_max_abs_diff(img->data + plane, back->data + 3 * plane, plane), 0.0);
     }
-    /* the same bytes from memory decode identically */
-    size_t size = 0;
-    unsigned char *bytes = read_all(path, &size);
-    stsl_image *mem = NULL;
-    TU_ASSERT_OK(stsl_image_decode(ctx, bytes, size, 0, &mem));
-    CU_ASSERT_FATAL(mem != NULL);
-    CU_ASSERT_EQUAL(tu_max_abs_diff(back->data, mem->data, img_size(back)), 0.0);
+    check_decode_as_file(ctx, path, back);
     CU_ASSERT_STRING_EQUAL(stsl_context_last_error(ctx), "");
-    free(bytes);
-    TU_DESTROY_IMAGES(mem, back, img);
+    TU_DESTROY_IMAGES(back, img);
     stsl_context_destroy(ctx);
 }
 
@@ -382,15 +368,8 @@ static void test_jpeg_roundtrip(void)
         mean /= (double)img_size(img);
         CU_ASSERT(maxd < 0.12);
         CU_ASSERT(mean < 0.02);
-        /* from memory: identical to the file decode */
-        size_t size = 0;
-        unsigned char *bytes = read_all(path, &size);
-        stsl_image *mem = NULL;
-        TU_ASSERT_OK(stsl_image_decode(ctx, bytes, size, 0, &mem));
-        CU_ASSERT_FATAL(mem != NULL);
-        CU_ASSERT_EQUAL(tu_max_abs_diff(back->data, mem->data, img_size(back)), 0.0);
-        free(bytes);
-        TU_DESTROY_IMAGES(mem, back, img);
+        check_decode_as_file(ctx, path, back);
+        TU_DESTROY_IMAGES(back, img);
     }
     stsl_context_destroy(ctx);
 }
@@ -588,7 +567,7 @@ static void test_jpeg_cmyk(void)
     const unsigned char *px[3] = {white, black, red};
     const float expect[3][3] = {{1, 1, 1}, {-1, -1, -1}, {1, -1, -1}};
     for (int k = 0; k < 3; k++) {
-        write_jpeg_cmyk(tmp("cmyk.jpg"), 16, 8, px[k]);
+        write_jpeg_raw(tmp("cmyk.jpg"), 16, 8, 4, JCS_CMYK, 0, 0, px[k]);
         stsl_image *img = NULL;
         TU_ASSERT_OK(stsl_image_load(ctx, tmp("cmyk.jpg"), 0, &img));
         CU_ASSERT_FATAL(img != NULL);
@@ -631,9 +610,8 @@ static void test_jpeg_warning_logged(void)
      * warning goes to the context's log, not to stderr */
     stsl_context *ctx = new_ctx();
     stsl_image *img = smooth(3, 16, 16);
-    TU_ASSERT_OK(stsl_image_save(ctx, img, tmp("warn.jpg"), STSL_FORMAT_AUTO, 0, 90));
     size_t size = 0;
-    unsigned char *b = read_all(tmp("warn.jpg"), &size);
+    unsigned char *b = saved_bytes(ctx, img, "warn.jpg", 0, 90, &size);
     CU_ASSERT_FATAL(b != NULL && size > 30);
     /* find the first DQT marker (FF DB) after SOI and insert 2 bytes before it */
     size_t pos = 0;
@@ -819,9 +797,8 @@ static void test_png_crc_checked(void)
     /* a PNG with one IDAT byte changed is refused (CRC), with a message */
     stsl_context *ctx = new_ctx();
     stsl_image *img = pattern(3, 8, 8, 8);
-    TU_ASSERT_OK(stsl_image_save(ctx, img, tmp("crc.png"), STSL_FORMAT_AUTO, 8, 0));
     size_t size = 0;
-    unsigned char *b = read_all(tmp("crc.png"), &size);
+    unsigned char *b = saved_bytes(ctx, img, "crc.png", 8, 0, &size);
     size_t type = 0;
     for (size_t i = 8; i + 4 < size; i++)
         if (!memcmp(b + i, "IDAT", 4)) {
@@ -903,9 +880,8 @@ static void test_jpeg_sizes(void)
 {
     stsl_context *ctx = new_ctx();
     stsl_image *img = smooth(3, 8, 8);
-    TU_ASSERT_OK(stsl_image_save(ctx, img, tmp("sof.jpg"), STSL_FORMAT_AUTO, 0, 90));
     size_t size = 0;
-    unsigned char *b = read_all(tmp("sof.jpg"), &size);
+    unsigned char *b = saved_bytes(ctx, img, "sof.jpg", 0, 90, &size);
     stsl_image *out = NULL;
     CU_ASSERT_FATAL(tu_jpeg_patch_sof(b, size, 60000, 60000));
     TU_ASSERT_STATUS(stsl_image_decode(ctx, b, size, 0, &out), STSL_ERR_LIMIT);
@@ -1072,9 +1048,8 @@ static void test_load_from_pipe(void)
     /* a stream that cannot seek is read into memory first */
     stsl_context *ctx = new_ctx();
     stsl_image *img = pattern(3, 9, 10, 8);
-    TU_ASSERT_OK(stsl_image_save(ctx, img, tmp("pipe.png"), STSL_FORMAT_AUTO, 8, 0));
     size_t size = 0;
-    unsigned char *b = read_all(tmp("pipe.png"), &size);
+    unsigned char *b = saved_bytes(ctx, img, "pipe.png", 8, 0, &size);
     const char *fifo = tmp("fifo.png");
     unlink(fifo);
     CU_ASSERT_FATAL(mkfifo(fifo, 0600) == 0);
@@ -1163,7 +1138,7 @@ static void write_corpus(const char *dir)
     write_jpeg_raw(path, 16, 8, 3, JCS_RGB, 1, 1, base);
     const unsigned char cmyk[4] = {200, 100, 50, 255};
     snprintf(path, sizeof path, "%s/jpeg/cmyk.jpg", dir);
-    write_jpeg_cmyk(path, 8, 8, cmyk);
+    write_jpeg_raw(path, 8, 8, 4, JCS_CMYK, 0, 0, cmyk);
 }
 
 static void test_corpus(void)

@@ -142,32 +142,27 @@ static void test_valid_autoencoder(void)
 
 static void test_layout(void)
 {
-    /* comments, blanks, CRLF, BOM, unknown keys, '=' inside a value, empty value, no final \n */
-    const char text[] = "\xef\xbb\xbf# a comment\r\n"
-                        "\n"
-                        "   \t\n"
-                        "  # indented comment = not a key\n"
-                        "  stsl_model_format\t=\t1  \r\n"
-                        "role=unet\n"
-                        "name = a = b # not a comment\n"
-                        "future_key_2 =\n"
-                        "caf\xc3\xa9_note_ok = \xc3\xa9t\xc3\xa9 \xe2\x9c\x93 \xf0\x9f\x98\x80\n"
-                        "last = x";
+    /* comments, blanks, CRLF, BOM, unknown keys, '=' inside a value, empty value, no final \n;
+     * line 9 differs between the two texts */
+#define LINES_1_TO_8                                                            \
+    "\xef\xbb\xbf# a comment\r\n"                                               \
+    "\n"                                                                        \
+    "   \t\n"                                                                   \
+    "  # indented comment = not a key\n"                                        \
+    "  stsl_model_format\t=\t1  \r\n"                                           \
+    "role=unet\n"                                                               \
+    "name = a = b # not a comment\n"                                            \
+    "future_key_2 =\n"
+    const char text[] = LINES_1_TO_8 "caf\xc3\xa9_note_ok = \xc3\xa9t\xc3\xa9 \xe2\x9c\x93 \xf0\x9f\x98\x80\n"
+                                     "last = x";
     /* the non-ASCII key is refused; drop it for the success case */
     char err[STSL_ERRMSG_SIZE];
     TU_ASSERT_STATUS(parse_s(text, err), STSL_ERR_MODEL);
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "line 9"));
 
-    const char ok[] = "\xef\xbb\xbf# a comment\r\n"
-                      "\n"
-                      "   \t\n"
-                      "  # indented comment = not a key\n"
-                      "  stsl_model_format\t=\t1  \r\n"
-                      "role=unet\n"
-                      "name = a = b # not a comment\n"
-                      "future_key_2 =\n"
-                      "note = \xc3\xa9t\xc3\xa9 \xe2\x9c\x93 \xf0\x9f\x98\x80\n"
-                      "last = x";
+    const char ok[] = LINES_1_TO_8 "note = \xc3\xa9t\xc3\xa9 \xe2\x9c\x93 \xf0\x9f\x98\x80\n"
+                                   "last = x";
+#undef LINES_1_TO_8
     stsl__meta_entry *e = NULL;
     int n = 0;
     TU_ASSERT_OK(stsl__meta_parse(ok, strlen(ok), &e, &n, err));

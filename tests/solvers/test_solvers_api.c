@@ -315,38 +315,35 @@ static void test_nfe_pixel(void)
 /* a latent test autoencoder: image DX floats, latent 3 floats, D(z) = M z, E(x) = M^T x / 2 */
 #define DZ 3
 static const float AEM[DX * DZ] = {1, 0, 0.5f, 0, 1, 0, 0.3f, 0, 1, 0.2f, 0.2f, 0.2f};
+/* Per sample, out = scale M in (DZ floats in, DX out), or with `transposed` out = scale M^T in
+ * (DX in, DZ out) */
+static void mul(const float *in, float *out, int b, float scale, int transposed)
+{
+    const int n_in = transposed ? DX : DZ, n_out = transposed ? DZ : DX;
+    for (int n = 0; n < b; n++)
+        for (int o = 0; o < n_out; o++) {
+            float s = 0;
+            for (int i = 0; i < n_in; i++) s += (transposed ? AEM[i * DZ + o] : AEM[o * DZ + i]) * in[n * n_in + i];
+            out[n * n_out + o] = scale * s;
+        }
+}
 static stsl_status t_enc(stsl_autoencoder *ae, const float *x, float *z, int b, char *err)
 {
     (void)ae, (void)err;
-    for (int n = 0; n < b; n++)
-        for (int j = 0; j < DZ; j++) {
-            float s = 0;
-            for (int i = 0; i < DX; i++) s += AEM[i * DZ + j] * x[n * DX + i];
-            z[n * DZ + j] = 0.5f * s;
-        }
+    mul(x, z, b, 0.5f, 1);
     return STSL_OK;
 }
 static stsl_status t_dec(stsl_autoencoder *ae, const float *z, float *x, int b, char *err)
 {
     (void)ae, (void)err;
-    for (int n = 0; n < b; n++)
-        for (int i = 0; i < DX; i++) {
-            float s = 0;
-            for (int j = 0; j < DZ; j++) s += AEM[i * DZ + j] * z[n * DZ + j];
-            x[n * DX + i] = s;
-        }
+    mul(z, x, b, 1.0f, 0);
     return STSL_OK;
 }
 static stsl_status t_vjp(stsl_autoencoder *ae, const float *z, const float *u, float *x, float *o,
                          int b, char *err)
 {
     if (x) t_dec(ae, z, x, b, err);
-    for (int n = 0; n < b; n++)
-        for (int j = 0; j < DZ; j++) {
-            float s = 0;
-            for (int i = 0; i < DX; i++) s += AEM[i * DZ + j] * u[n * DX + i];
-            o[n * DZ + j] = s;
-        }
+    mul(u, o, b, 1.0f, 1);
     return STSL_OK;
 }
 static void t_destroy(stsl_autoencoder *ae) { (void)ae; }
@@ -358,12 +355,7 @@ static stsl_status t_enc_vjp(stsl_autoencoder *ae, const float *x, const float *
                              char *err)
 {
     (void)ae, (void)x, (void)err;
-    for (int n = 0; n < b; n++)
-        for (int i = 0; i < DX; i++) {
-            float s = 0;
-            for (int j = 0; j < DZ; j++) s += AEM[i * DZ + j] * v[n * DZ + j];
-            o[n * DX + i] = 0.5f * s;
-        }
+    mul(v, o, b, 0.5f, 0);
     return STSL_OK;
 }
 static const stsl__ae_ops t_ops_evjp = {"test-linear-evjp", t_enc, t_dec, t_vjp, t_destroy,

@@ -55,15 +55,22 @@ static void setup(void)
 /* runs `name` (with optional int param) on the testbed, returns SW and mean error; with
  * `library_defaults` the solver keeps its own defaults instead of the testbed's likelihood-consistent
  * weights (what a user who sets nothing gets) */
+/* A testbed (exact posterior) with its score and operator, on the suite's context and schedule. */
+typedef struct problem {
+    stsl__testbed *tb;
+    stsl_score *score;
+    stsl_operator *op;
+} problem;
+
 typedef struct kv {
     stsl_param key;
     double val;   /* set as an int when the key is an integer key */
 } kv;
 
-static int run_kv(const stsl__testbed *tb, stsl_score *score, stsl_operator *op, const char *name,
-                  int library_defaults, const kv *kvs, int nkv, const float *exact, double *sw,
-                  double *merr)
+static int run_kv(const problem *P, const char *name, int library_defaults, const kv *kvs, int nkv,
+                  const float *exact, double *sw, double *merr)
 {
+    const stsl__testbed *tb = P->tb;
     stsl_solver *s = NULL;
     TU_ASSERT_OK(stsl_solver_create_by_name(ctx, name, &s));
     if (!s) return -1;
@@ -80,7 +87,7 @@ static int run_kv(const stsl__testbed *tb, stsl_score *score, stsl_operator *op,
     stsl_solver_set_int(s, STSL_PARAM_BATCH_LIMIT, 4096);
     float *y = malloc(N_SAMPLES * tb->dy * sizeof(float)), *x = malloc(N_SAMPLES * tb->dx * sizeof(float));
     for (int i = 0; i < N_SAMPLES; i++) stsl__testbed_y(tb, y + i * tb->dy);
-    stsl_status st = stsl_solver_run(s, score, op, NULL, y, x, N_SAMPLES);
+    stsl_status st = stsl_solver_run(s, P->score, P->op, NULL, y, x, N_SAMPLES);
     TU_ASSERT_OK(st);
     *sw = stsl__sliced_wasserstein(exact, x, N_SAMPLES, tb->dx, 256, 99);
     double e = 0;
@@ -97,18 +104,17 @@ static int run_kv(const stsl__testbed *tb, stsl_score *score, stsl_operator *op,
     return st == STSL_OK ? 0 : -1;
 }
 
-static int run_as(const stsl__testbed *tb, stsl_score *score, stsl_operator *op, const char *name,
-                  int library_defaults, stsl_param key, int64_t val, const float *exact, double *sw,
-                  double *merr)
+static int run_as(const problem *P, const char *name, int library_defaults, stsl_param key, int64_t val,
+                  const float *exact, double *sw, double *merr)
 {
     const kv one = {key, (double)val};
-    return run_kv(tb, score, op, name, library_defaults, &one, key ? 1 : 0, exact, sw, merr);
+    return run_kv(P, name, library_defaults, &one, key ? 1 : 0, exact, sw, merr);
 }
 
-static int run(const stsl__testbed *tb, stsl_score *score, stsl_operator *op, const char *name,
-               stsl_param key, int64_t val, const float *exact, double *sw, double *merr)
+static int run(const problem *P, const char *name, stsl_param key, int64_t val, const float *exact,
+               double *sw, double *merr)
 {
-    return run_as(tb, score, op, name, 0, key, val, exact, sw, merr);
+    return run_as(P, name, 0, key, val, exact, sw, merr);
 }
 
 static double prior_mean_err(const stsl__testbed *tb)
@@ -122,23 +128,37 @@ static double prior_mean_err(const stsl__testbed *tb)
     return sqrt(e / tb->dx);
 }
 
+static void problem_close(problem *m)
+{
+    stsl_operator_destroy(m->op);
+    stsl_score_destroy(m->score);
+    stsl__testbed_destroy(m->tb);
+}
+
+/* 0 when all three are there; else -1, with what was made destroyed (and the failures asserted) */
+static int mcg_open(int dx, int dy, uint64_t seed, problem *m)
+{
+    char err[STSL_TESTBED_ERR_SIZE];
+    setup();
+    *m = (problem){NULL, NULL, NULL};
+    TU_ASSERT_OK(stsl__testbed_mcg(dx, dy, seed, &m->tb, err));
+    if (m->tb) TU_ASSERT_OK(stsl__testbed_score(m->tb, ctx, sched, &m->score, err));
+    if (m->score) TU_ASSERT_OK(stsl__testbed_operator(m->tb, ctx, &m->op, err));
+    if (m->op) return 0;
+    problem_close(m);
+    return -1;
+}
+
 static void test_mcg(void)
 {
-    setup();
-    char err[STSL_TESTBED_ERR_SIZE];
-    stsl__testbed *tb = NULL;
-    stsl_score *score = NULL;
-    stsl_operator *op = NULL;
-    TU_ASSERT_OK(stsl__testbed_mcg(8, 2, 2, &tb, err));
-    TU_ASSERT_OK(stsl__testbed_score(tb, ctx, sched, &score, err));
-    TU_ASSERT_OK(stsl__testbed_operator(tb, ctx, &op, err));
-    if (!tb || !score || !op) return;
+    problem P;
+    if (mcg_open(8, 2, 2, &P) != 0) return;
     float *ex = malloc(N_SAMPLES * 8 * sizeof(float)), *pr = malloc(N_SAMPLES * 8 * sizeof(float));
-    TU_ASSERT_OK(stsl__testbed_sample_posterior(tb, N_SAMPLES, 5, ex));
-    stsl__testbed_sample_prior(tb, N_SAMPLES, 6, pr);
+    TU_ASSERT_OK(stsl__testbed_sample_posterior(P.tb, N_SAMPLES, 5, ex));
+    stsl__testbed_sample_prior(P.tb, N_SAMPLES, 6, pr);
     double sw_prior = stsl__sliced_wasserstein(ex, pr, N_SAMPLES, 8, 256, 99);
-    double sw_ddim, me, sw, pme = prior_mean_err(tb);
-    run(tb, score, op, "ddim", 0, 0, ex, &sw_ddim, &me);
+    double sw_ddim, me, sw, pme = prior_mean_err(P.tb);
+    run(&P, "ddim", 0, 0, ex, &sw_ddim, &me);
     if (verbose) printf("\n  prior SW %.3f  ddim SW %.3f  prior mean err %.3f\n", sw_prior, sw_ddim, pme);
     CU_ASSERT(sw_ddim > 0.5 * sw_prior);   /* sanity: ignoring y is far from the posterior */
     struct { const char *name; stsl_param key; int64_t val; double tol; } cases[] = {
@@ -149,7 +169,7 @@ static void test_mcg(void)
         {"stsl-biased", 0, 0, STSL_BIASED_TOL},
         {"dps-mo", 0, 0, 0.15}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        if (run(tb, score, op, cases[i].name, cases[i].key, cases[i].val, ex, &sw, &me) != 0) continue;
+        if (run(&P, cases[i].name, cases[i].key, cases[i].val, ex, &sw, &me) != 0) continue;
         if (verbose) printf("  %-12s SW %.3f (%.2f of ddim)  mean err %.3f\n", cases[i].name, sw, sw / sw_ddim, me);
         if (!(sw <= cases[i].tol * sw_ddim))
             fprintf(stderr, "\n  %s: SW %.3f > %.2f * SW(ddim) %.3f\n", cases[i].name, sw, cases[i].tol, sw_ddim);
@@ -157,16 +177,14 @@ static void test_mcg(void)
         CU_ASSERT(sw < sw_prior);
     }
     /* rmp: the posterior mean */
-    if (run(tb, score, op, "rmp", 0, 0, ex, &sw, &me) == 0) {
+    if (run(&P, "rmp", 0, 0, ex, &sw, &me) == 0) {
         if (verbose) printf("  rmp          mean err %.3f (prior mean err %.3f)\n", me, pme);
         CU_ASSERT(me <= 0.35 * pme);
         CU_ASSERT(me <= RMP_ABS_TOL);
     }
     free(ex);
     free(pr);
-    stsl_operator_destroy(op);
-    stsl_score_destroy(score);
-    stsl__testbed_destroy(tb);
+    problem_close(&P);
 }
 
 /* STSL's defaults (scaled Polyak step, DDPM noise at line 14) against the literal reading (Adam
@@ -175,33 +193,24 @@ static void test_mcg(void)
  * makes it a point estimator).  DPS-1000 is printed for reference: it is better on this instance. */
 static void test_stsl_defaults(void)
 {
-    setup();
-    char err[STSL_TESTBED_ERR_SIZE];
-    stsl__testbed *tb = NULL;
-    stsl_score *score = NULL;
-    stsl_operator *op = NULL;
-    TU_ASSERT_OK(stsl__testbed_mcg(80, 2, 2, &tb, err));
-    TU_ASSERT_OK(stsl__testbed_score(tb, ctx, sched, &score, err));
-    TU_ASSERT_OK(stsl__testbed_operator(tb, ctx, &op, err));
-    if (!tb || !score || !op) return;
+    problem P;
+    if (mcg_open(80, 2, 2, &P) != 0) return;
     const int n = N_SAMPLES;
     float *ex = malloc((size_t)n * 80 * sizeof(float));
-    TU_ASSERT_OK(stsl__testbed_sample_posterior(tb, n, 5, ex));
+    TU_ASSERT_OK(stsl__testbed_sample_posterior(P.tb, n, 5, ex));
     const kv literal[] = {{STSL_PARAM_STEP_RULE, STSL_STEP_ADAM}, {STSL_PARAM_STEP_NOISE, 0.0},
                           {STSL_PARAM_ETA, 0.0}};
     const kv dflt[] = {{STSL_PARAM_ETA, 0.0}};   /* eta changes nothing here; 1/3 of the VJPs */
     double sw_new = 1e9, sw_old = 0, sw_dps = 0, me;
-    run_kv(tb, score, op, "stsl", 0, dflt, 1, ex, &sw_new, &me);
-    run_kv(tb, score, op, "stsl", 0, literal, 3, ex, &sw_old, &me);
-    run(tb, score, op, "dps", 0, 0, ex, &sw_dps, &me);
+    run_kv(&P, "stsl", 0, dflt, 1, ex, &sw_new, &me);
+    run_kv(&P, "stsl", 0, literal, 3, ex, &sw_old, &me);
+    run(&P, "dps", 0, 0, ex, &sw_dps, &me);
     if (verbose)
         printf("\n  d_x 80 d_y 2: stsl defaults SW %.3f, literal (Adam, no noise) %.3f, dps %.3f\n",
                sw_new, sw_old, sw_dps);
     CU_ASSERT(sw_new <= STSL_DEFAULT_VS_LITERAL * sw_old);
     free(ex);
-    stsl_operator_destroy(op);
-    stsl_score_destroy(score);
-    stsl__testbed_destroy(tb);
+    problem_close(&P);
 }
 
 /* Spread and weights of samples x (n x d_x) against the testbed's PRIOR: each sample is assigned
@@ -242,17 +251,10 @@ static void prior_fit(const stsl__testbed *tb, const float *x, int n, double *sp
 #define PRIOR_TV_MAX 0.10
 static void test_dps_mo_prior(void)
 {
-    setup();
-    char err[STSL_TESTBED_ERR_SIZE];
-    stsl__testbed *tb = NULL;
-    stsl_score *score = NULL;
-    stsl_operator *op = NULL;
-    TU_ASSERT_OK(stsl__testbed_mcg(8, 2, 3, &tb, err));
-    TU_ASSERT_OK(stsl__testbed_score(tb, ctx, sched, &score, err));
-    TU_ASSERT_OK(stsl__testbed_operator(tb, ctx, &op, err));
-    if (!tb || !score || !op) return;
-    float *y = malloc(PRIOR_N * tb->dy * sizeof(float)), *x = malloc(PRIOR_N * tb->dx * sizeof(float));
-    for (int i = 0; i < PRIOR_N; i++) stsl__testbed_y(tb, y + i * tb->dy);
+    problem P;
+    if (mcg_open(8, 2, 3, &P) != 0) return;
+    float *y = malloc(PRIOR_N * P.tb->dy * sizeof(float)), *x = malloc(PRIOR_N * P.tb->dx * sizeof(float));
+    for (int i = 0; i < PRIOR_N; i++) stsl__testbed_y(P.tb, y + i * P.tb->dy);
     const char *names[] = {"ddim", "dps-mo", "dps-mo eta 0"};
     for (int s = 0; s < 3; s++) {
         stsl_solver *sv = NULL;
@@ -265,9 +267,9 @@ static void test_dps_mo_prior(void)
         if (s == 2) TU_ASSERT_OK(stsl_solver_set_float(sv, STSL_PARAM_ETA, 0.0));
         stsl_solver_set_int(sv, STSL_PARAM_SEED, 77);
         stsl_solver_set_int(sv, STSL_PARAM_BATCH_LIMIT, 4096);
-        TU_ASSERT_OK(stsl_solver_run(sv, score, op, NULL, y, x, PRIOR_N));
+        TU_ASSERT_OK(stsl_solver_run(sv, P.score, P.op, NULL, y, x, PRIOR_N));
         double spread = 0, tv = 1;
-        prior_fit(tb, x, PRIOR_N, &spread, &tv);
+        prior_fit(P.tb, x, PRIOR_N, &spread, &tv);
         if (verbose) printf("\n  %s, guidance off: within-component spread %.3f, weight TV %.3f", names[s], spread, tv);
         if (!(spread >= PRIOR_SPREAD_MIN && tv <= PRIOR_TV_MAX))
             fprintf(stderr, "\n  %s with guidance off: spread %.3f (>= %.2f), TV %.3f (<= %.2f)\n", names[s],
@@ -279,9 +281,7 @@ static void test_dps_mo_prior(void)
     }
     free(y);
     free(x);
-    stsl_operator_destroy(op);
-    stsl_score_destroy(score);
-    stsl__testbed_destroy(tb);
+    problem_close(&P);
 }
 
 static void image_case(const char *opname)
@@ -289,35 +289,33 @@ static void image_case(const char *opname)
     setup();
     char err[STSL_TESTBED_ERR_SIZE];
     stsl_shape sh = {1, 8, 8};
-    stsl_operator *op = NULL;
-    TU_ASSERT_OK(stsl_operator_create_by_name(ctx, opname, sh, &op));
-    if (!op) return;
-    TU_ASSERT_OK(stsl_operator_set_float(op, STSL_PARAM_NOISE_SIGMA, 0.05));
-    stsl__testbed *tb = NULL;
-    stsl_score *score = NULL;
-    TU_ASSERT_OK(stsl__testbed_image(op, sh, 4, 0.02, 3, &tb, err));
-    if (!tb) {
+    problem P = {NULL, NULL, NULL};
+    TU_ASSERT_OK(stsl_operator_create_by_name(ctx, opname, sh, &P.op));
+    if (!P.op) return;
+    TU_ASSERT_OK(stsl_operator_set_float(P.op, STSL_PARAM_NOISE_SIGMA, 0.05));
+    TU_ASSERT_OK(stsl__testbed_image(P.op, sh, 4, 0.02, 3, &P.tb, err));
+    if (!P.tb) {
         fprintf(stderr, "\n  %s\n", err);
-        stsl_operator_destroy(op);
+        problem_close(&P);
         return;
     }
-    TU_ASSERT_OK(stsl__testbed_score(tb, ctx, sched, &score, err));
+    TU_ASSERT_OK(stsl__testbed_score(P.tb, ctx, sched, &P.score, err));
     float *ex = malloc(N_SAMPLES * 64 * sizeof(float)), *pr = malloc(N_SAMPLES * 64 * sizeof(float));
-    TU_ASSERT_OK(stsl__testbed_sample_posterior(tb, N_SAMPLES, 5, ex));
-    stsl__testbed_sample_prior(tb, N_SAMPLES, 6, pr);
+    TU_ASSERT_OK(stsl__testbed_sample_posterior(P.tb, N_SAMPLES, 5, ex));
+    stsl__testbed_sample_prior(P.tb, N_SAMPLES, 6, pr);
     double sw_prior = stsl__sliced_wasserstein(ex, pr, N_SAMPLES, 64, 256, 99);
-    double sw, me, pme = prior_mean_err(tb), sw_ddim;
-    run(tb, score, op, "ddim", 0, 0, ex, &sw_ddim, &me);
+    double sw, me, pme = prior_mean_err(P.tb), sw_ddim;
+    run(&P, "ddim", 0, 0, ex, &sw_ddim, &me);
     if (verbose) printf("\n  %s: prior SW %.4f ddim SW %.4f prior mean err %.4f\n", opname, sw_prior, sw_ddim, pme);
-    if (run(tb, score, op, "dps", 0, 0, ex, &sw, &me) == 0) {
+    if (run(&P, "dps", 0, 0, ex, &sw, &me) == 0) {
         if (verbose) printf("  dps  SW %.4f mean err %.4f\n", sw, me);
         CU_ASSERT(sw <= 0.5 * sw_prior);
     }
-    if (run(tb, score, op, "stsl", STSL_PARAM_INIT, STSL_INIT_FRESH_NOISE, ex, &sw, &me) == 0) {
+    if (run(&P, "stsl", STSL_PARAM_INIT, STSL_INIT_FRESH_NOISE, ex, &sw, &me) == 0) {
         if (verbose) printf("  stsl SW %.4f mean err %.4f\n", sw, me);
         CU_ASSERT(sw <= 0.5 * sw_prior);
     }
-    if (run(tb, score, op, "rmp", 0, 0, ex, &sw, &me) == 0) {
+    if (run(&P, "rmp", 0, 0, ex, &sw, &me) == 0) {
         if (verbose) printf("  rmp  SW %.4f mean err %.4f\n", sw, me);
         /* with the flat-prior variance (the default before issue 28) sr2 gave 0.46 against the
          * prior mean's 0.41: r_k^2 over-states Cov[x0 | x_k] of this tight prior (variance 0.02);
@@ -326,20 +324,18 @@ static void image_case(const char *opname)
     }
     /* RMP on a coarse ladder: the damped likelihood step keeps the mean finite (the undamped
      * step overflowed at 20 steps on the image prior) */
-    if (run_as(tb, score, op, "rmp", 0, STSL_PARAM_STEPS, 20, ex, &sw, &me) == 0) {
+    if (run_as(&P, "rmp", 0, STSL_PARAM_STEPS, 20, ex, &sw, &me) == 0) {
         if (verbose) printf("  rmp@20 SW %.4f mean err %.4f\n", sw, me);
         CU_ASSERT(isfinite(me));
     }
     /* DPS-MO as a user gets it (library defaults) */
-    if (run_as(tb, score, op, "dps-mo", 1, 0, 0, ex, &sw, &me) == 0) {
+    if (run_as(&P, "dps-mo", 1, 0, 0, ex, &sw, &me) == 0) {
         if (verbose) printf("  dps-mo (library defaults) SW %.4f mean err %.4f\n", sw, me);
         CU_ASSERT(sw <= 0.5 * sw_prior);
     }
     free(ex);
     free(pr);
-    stsl_score_destroy(score);
-    stsl__testbed_destroy(tb);
-    stsl_operator_destroy(op);
+    problem_close(&P);
 }
 
 static void test_image_blur(void) { image_case("gaussian-blur"); }
@@ -349,26 +345,21 @@ static void test_image_inpaint(void) { image_case("random-inpaint"); }
 /* RMP is deterministic: two samples (equal) give its estimate; relative error to the exact mean */
 static double rmp_rel_err(int dx, int dy, uint64_t seed, int64_t likvar)
 {
-    char err[STSL_TESTBED_ERR_SIZE];
-    stsl__testbed *tb = NULL;
-    stsl_score *score = NULL;
-    stsl_operator *op = NULL;
+    problem P;
     stsl_solver *s = NULL;
     double rel = INFINITY;
-    TU_ASSERT_OK(stsl__testbed_mcg(dx, dy, seed, &tb, err));
-    if (tb) TU_ASSERT_OK(stsl__testbed_score(tb, ctx, sched, &score, err));
-    if (score) TU_ASSERT_OK(stsl__testbed_operator(tb, ctx, &op, err));
-    if (op) TU_ASSERT_OK(stsl_solver_create_by_name(ctx, "rmp", &s));
+    if (mcg_open(dx, dy, seed, &P) != 0) return rel;
+    TU_ASSERT_OK(stsl_solver_create_by_name(ctx, "rmp", &s));
     if (s && likvar >= 0) TU_ASSERT_OK(stsl_solver_set_int(s, STSL_PARAM_LIKELIHOOD_VARIANCE, likvar));
     float *y = malloc(2 * (size_t)dy * sizeof(float)), *x = malloc(2 * (size_t)dx * sizeof(float));
     if (s && y && x) {
-        stsl__testbed_y(tb, y);
-        stsl__testbed_y(tb, y + dy);
-        if (stsl_solver_run(s, score, op, NULL, y, x, 2) == STSL_OK) {
+        stsl__testbed_y(P.tb, y);
+        stsl__testbed_y(P.tb, y + dy);
+        if (stsl_solver_run(s, P.score, P.op, NULL, y, x, 2) == STSL_OK) {
             double e = 0, p = 0;
             for (int d = 0; d < dx; d++) {
-                e += (x[d] - tb->pmean[d]) * (x[d] - tb->pmean[d]);
-                p += tb->pmean[d] * tb->pmean[d];
+                e += (x[d] - P.tb->pmean[d]) * (x[d] - P.tb->pmean[d]);
+                p += P.tb->pmean[d] * P.tb->pmean[d];
             }
             rel = sqrt(e / p);
         }
@@ -376,9 +367,7 @@ static double rmp_rel_err(int dx, int dy, uint64_t seed, int64_t likvar)
     free(y);
     free(x);
     stsl_solver_destroy(s);
-    stsl_operator_destroy(op);
-    stsl_score_destroy(score);
-    stsl__testbed_destroy(tb);
+    problem_close(&P);
     return rel;
 }
 
