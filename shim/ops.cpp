@@ -2,7 +2,8 @@
  * ops.cpp -- the measurement operators as libtorch ops (see shim.h, "Measurement operators";
  * issue 27 item 2).  Each op is built once from the tables the C code of src/operators prepared,
  * so both compute the same map: the blur pads through the same index maps and correlates with
- * the same kernel (conv2d; the adjoint conv_transpose2d and index_add through the maps), the
+ * the same kernel (conv2d; the adjoint a conv2d with the rotated kernel and index_add through the
+ * maps), the
  * resampling tables become two small dense matrices, phase retrieval is fft2 / ifft2 with the
  * orthonormal scaling.  Every extern "C" entry catches everything (stsl_shim_detail::guarded).
  */
@@ -75,6 +76,8 @@ struct stsl_shim_op {
     double alpha = 1;                  /* Clip (a float's value) */
     bool separable = false;            /* Conv */
     at::Tensor weight, weight_h;       /* Conv: (1,1,k,k); separable: (1,1,k,1) and (1,1,1,k) */
+    at::Tensor flip, flip_h;           /* the same rotated by 180 degrees (the adjoint) */
+    int64_t k = 0;
     at::Tensor rows, cols;             /* Conv: int64 maps into the zero-extended plane */
     at::Tensor mv, mh;                 /* Resample: (oh x H), (ow x W) */
     int64_t top = 0, left = 0;         /* Phase: place of the image in the oh x ow canvas */
@@ -130,12 +133,15 @@ at::Tensor conv_forward(const stsl_shim_op &op, const at::Tensor &x)
     return at::conv2d(p, op.weight);
 }
 
-/* P^T C^T y: the transposed correlation onto the padded plane, then each padded value added back
- * to the pixel it came from (columns, then rows), the zero row and column dropped. */
+/* P^T C^T y: C^T y, the full convolution onto the padded plane, as a correlation of the
+ * zero-extended y with the rotated kernel (conv2d: libtorch's CPU conv_transpose2d is an order of
+ * magnitude slower with large kernels), then each padded value added back to the pixel it came
+ * from (columns, then rows), the zero row and column dropped. */
 at::Tensor conv_adjoint(const stsl_shim_op &op, const at::Tensor &y)
 {
-    at::Tensor z = op.separable ? at::conv_transpose2d(at::conv_transpose2d(y, op.weight), op.weight_h)
-                                : at::conv_transpose2d(y, op.weight);
+    const int64_t e = op.k - 1;
+    at::Tensor ye = at::constant_pad_nd(y, {e, e, e, e});
+    at::Tensor z = op.separable ? at::conv2d(at::conv2d(ye, op.flip), op.flip_h) : at::conv2d(ye, op.flip);
     const int64_t n = y.size(0);
     at::Tensor t = at::zeros({n, 1, z.size(2), op.W + 1}, z.options()).index_add_(3, op.cols, z);
     at::Tensor u = at::zeros({n, 1, op.H + 1, op.W + 1}, z.options()).index_add_(2, op.rows, t);
@@ -146,7 +152,7 @@ at::Tensor conv_adjoint(const stsl_shim_op &op, const at::Tensor &y)
 at::Tensor phase_spectrum(const stsl_shim_op &op, const at::Tensor &x)
 {
     at::Tensor canvas = at::constant_pad_nd(x, {op.left, op.ow - op.W - op.left, op.top, op.oh - op.H - op.top});
-    return at::fft_fft2(canvas, c10::nullopt, {-2, -1}, "ortho");
+    return at::fft_fft2(canvas, at::IntArrayRef{op.oh, op.ow}, {-2, -1}, "ortho");
 }
 
 /* J^T v = P^T Re(U^H (v . F/|F|)), the phase taken as 0 where |F| = 0 (phase.c). */
@@ -155,7 +161,7 @@ at::Tensor phase_vjp(const stsl_shim_op &op, const at::Tensor &x, const at::Tens
     at::Tensor f = phase_spectrum(op, x);
     at::Tensor a = f.abs();
     at::Tensor g = at::where(a > 0, at::fft_ifftshift(v, at::IntArrayRef{-2, -1}) / a, at::zeros_like(a));
-    at::Tensor r = at::real(at::fft_ifft2(f * g, c10::nullopt, {-2, -1}, "ortho"));
+    at::Tensor r = at::real(at::fft_ifft2(f * g, at::IntArrayRef{op.oh, op.ow}, {-2, -1}, "ortho"));
     return r.narrow(1, op.top, op.H).narrow(2, op.left, op.W);
 }
 
@@ -221,11 +227,15 @@ extern "C" stsl_status stsl_shim_op_conv(int cuda_index, const int64_t shape[3],
             throw ShimError{STSL_ERR_INVALID_ARG, "blur: kernel width " + std::to_string(k) + " or its tables"};
         op.kind = Kind::Conv;
         op.separable = separable != 0;
+        op.k = k;
         if (op.separable) {
             op.weight = copy_floats(weights, {1, 1, k, 1}, op.device);
             op.weight_h = op.weight.view({1, 1, 1, k});
+            op.flip = op.weight.flip({2});
+            op.flip_h = op.flip.view({1, 1, 1, k});
         } else {
             op.weight = copy_floats(weights, {1, 1, k, k}, op.device);
+            op.flip = op.weight.flip({2, 3});
         }
         op.rows = index_map(rows, op.H + k - 1, op.H, op.device);
         op.cols = index_map(cols, op.W + k - 1, op.W, op.device);

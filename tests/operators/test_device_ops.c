@@ -405,12 +405,6 @@ static void test_device_from_context(void)
     stsl_context_destroy(c);
 }
 
-static void test_cleanup(void)
-{
-    stsl_context_destroy(g_ctx);
-    g_ctx = NULL;
-}
-
 int main(void)
 {
     static const stsl_test tests[] = {
@@ -419,8 +413,9 @@ int main(void)
         {"data_fit on the device path", test_data_fit},
         {"in-place and concurrent calls on the device path", test_in_place_and_threads},
         {"the device follows the context; user callbacks stay on the host", test_device_from_context},
-        {"cleanup", test_cleanup},
         {NULL, NULL},
     };
-    return stsl_test_main("device_ops", tests);
+    int rc = stsl_test_main("device_ops", tests);
+    stsl_context_destroy(g_ctx);
+    return rc;
 }
