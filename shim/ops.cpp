@@ -2,10 +2,11 @@
  * ops.cpp -- the measurement operators as libtorch ops (see shim.h, "Measurement operators";
  * issue 27 item 2).  Each op is built once from the tables the C code of src/operators prepared,
  * so both compute the same map: the blur pads through the same index maps and correlates with
- * the same kernel (conv2d; the adjoint a conv2d with the rotated kernel and index_add through the
- * maps), the
- * resampling tables become two small dense matrices, phase retrieval is fft2 / ifft2 with the
- * orthonormal scaling.  Every extern "C" entry catches everything (stsl_shim_detail::guarded).
+ * the same kernel (conv2d, or FFTs where the C code uses them; the adjoint a correlation with the
+ * rotated kernel and gathers through the maps' transposes), the resampling tables become two
+ * small dense matrices, phase retrieval is fft2 / ifft2 with the orthonormal scaling.  No op adds
+ * with atomics: a call gives the same bits every time, on a GPU too.  Every extern "C" entry
+ * catches everything (stsl_shim_detail::guarded).
  */
 #include "shim.h"
 #include "shim_internal.h"
@@ -13,6 +14,7 @@
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
 
+#include <array>
 #include <memory>
 #include <string>
 #include <vector>
@@ -44,6 +46,25 @@ at::Tensor index_map(const int *map, int64_t count, int64_t n, c10::Device d)
         v[(size_t)i] = map[i] < 0 ? n : map[i];
     }
     return at::tensor(v, at::TensorOptions().dtype(at::kLong)).to(d);
+}
+
+/* The transpose of a padding map as gathers, so that the adjoint is deterministic on a GPU
+ * (index_add_ adds with atomics there, in no fixed order): row j of the result lists the padded
+ * positions whose value goes back to source index i = 0..n-1, the others pointing at `count`, a
+ * zero appended to the padded axis.  (m x n; m the most positions one source index receives.) */
+at::Tensor inverse_map(const int *map, int64_t count, int64_t n, c10::Device d)
+{
+    std::vector<std::vector<int64_t>> from((size_t)n);
+    size_t m = 1;
+    for (int64_t p = 0; p < count; p++)
+        if (map[p] >= 0) {
+            from[(size_t)map[p]].push_back(p);
+            if (from[(size_t)map[p]].size() > m) m = from[(size_t)map[p]].size();
+        }
+    std::vector<int64_t> v(m * (size_t)n, count);
+    for (int64_t i = 0; i < n; i++)
+        for (size_t j = 0; j < from[(size_t)i].size(); j++) v[j * (size_t)n + (size_t)i] = from[(size_t)i][j];
+    return at::tensor(v, at::TensorOptions().dtype(at::kLong)).view({(int64_t)m, n}).to(d);
 }
 
 /* A resampling table (out_len rows of taps (index, weight) pairs) as a dense out_len x in_len
@@ -78,7 +99,10 @@ struct stsl_shim_op {
     at::Tensor weight, weight_h;       /* Conv: (1,1,k,k); separable: (1,1,k,1) and (1,1,1,k) */
     at::Tensor flip, flip_h;           /* the same rotated by 180 degrees (the adjoint) */
     int64_t k = 0;
+    int64_t n1 = 0, n2 = 0;            /* Conv through FFTs of this size (0: conv2d) */
+    at::Tensor spec, spec_adj;         /* the kernel's spectrum (circular correlation), conjugated */
     at::Tensor rows, cols;             /* Conv: int64 maps into the zero-extended plane */
+    at::Tensor rows_t, cols_t;         /* Conv: their transposes as gathers (inverse_map) */
     at::Tensor mv, mh;                 /* Resample: (oh x H), (ow x W) */
     int64_t top = 0, left = 0;         /* Phase: place of the image in the oh x ow canvas */
     at::Tensor matrix;                 /* Matrix: (ow x C*H*W) */
@@ -126,26 +150,47 @@ at::Tensor upload(at::Tensor &buf, const float *p, int64_t count, c10::Device d)
     return t;
 }
 
+/* Circular correlation of each plane with the kernel through real FFTs of size n1 x n2 (as
+ * conv.c's FFT path: no wrap-around reaches the rows and columns kept). */
+at::Tensor fft_filter(const stsl_shim_op &op, const at::Tensor &t, const at::Tensor &spec)
+{
+    const std::array<int64_t, 2> size{op.n1, op.n2};
+    return at::fft_irfft2(at::fft_rfft2(t, size) * spec, size);
+}
+
 at::Tensor conv_forward(const stsl_shim_op &op, const at::Tensor &x)
 {
     at::Tensor p = at::constant_pad_nd(x, {0, 1, 0, 1}).index_select(2, op.rows).index_select(3, op.cols);
+    if (op.n1 > 0) return fft_filter(op, p, op.spec).narrow(2, 0, op.H).narrow(3, 0, op.W);
     if (op.separable) return at::conv2d(at::conv2d(p, op.weight_h), op.weight);
     return at::conv2d(p, op.weight);
+}
+
+/* P^T along one axis of z: each source index gathers, in a fixed order, the padded values that
+ * came from it (the zero appended at the end stands for none). */
+at::Tensor fold(const at::Tensor &z, int64_t dim, const at::Tensor &inv)
+{
+    at::Tensor ze = dim == 3 ? at::constant_pad_nd(z, {0, 1}) : at::constant_pad_nd(z, {0, 0, 0, 1});
+    at::Tensor acc = ze.index_select(dim, inv[0]);
+    for (int64_t j = 1; j < inv.size(0); j++) acc = acc + ze.index_select(dim, inv[j]);
+    return acc;
 }
 
 /* P^T C^T y: C^T y, the full convolution onto the padded plane, as a correlation of the
  * zero-extended y with the rotated kernel (conv2d: libtorch's CPU conv_transpose2d is an order of
  * magnitude slower with large kernels), then each padded value added back to the pixel it came
- * from (columns, then rows), the zero row and column dropped. */
+ * from (columns, then rows). */
 at::Tensor conv_adjoint(const stsl_shim_op &op, const at::Tensor &y)
 {
     const int64_t e = op.k - 1;
-    at::Tensor ye = at::constant_pad_nd(y, {e, e, e, e});
-    at::Tensor z = op.separable ? at::conv2d(at::conv2d(ye, op.flip), op.flip_h) : at::conv2d(ye, op.flip);
-    const int64_t n = y.size(0);
-    at::Tensor t = at::zeros({n, 1, z.size(2), op.W + 1}, z.options()).index_add_(3, op.cols, z);
-    at::Tensor u = at::zeros({n, 1, op.H + 1, op.W + 1}, z.options()).index_add_(2, op.rows, t);
-    return u.narrow(2, 0, op.H).narrow(3, 0, op.W);
+    at::Tensor z;
+    if (op.n1 > 0) {
+        z = fft_filter(op, y, op.spec_adj).narrow(2, 0, op.H + e).narrow(3, 0, op.W + e);
+    } else {
+        at::Tensor ye = at::constant_pad_nd(y, {e, e, e, e});
+        z = op.separable ? at::conv2d(at::conv2d(ye, op.flip), op.flip_h) : at::conv2d(ye, op.flip);
+    }
+    return fold(fold(z, 3, op.cols_t), 2, op.rows_t);
 }
 
 /* The half-spectrum-free form of phase.c: F = DFT(P x) over the whole canvas. */
@@ -219,12 +264,15 @@ extern "C" stsl_status stsl_shim_op_clip(int cuda_index, const int64_t shape[3],
 }
 
 extern "C" stsl_status stsl_shim_op_conv(int cuda_index, const int64_t shape[3], int k, int separable,
-                                         const float *weights, const int *rows, const int *cols,
-                                         stsl_shim_op **out, char *err, size_t err_size)
+                                         const float *weights, const int *rows, const int *cols, int fft_n1,
+                                         int fft_n2, stsl_shim_op **out, char *err, size_t err_size)
 {
     return create("blur on the device", cuda_index, shape, out, err, err_size, [&](stsl_shim_op &op) {
         if (k < 1 || k % 2 == 0 || !weights || !rows || !cols)
             throw ShimError{STSL_ERR_INVALID_ARG, "blur: kernel width " + std::to_string(k) + " or its tables"};
+        if (fft_n1 > 0 && (separable || fft_n1 < op.H + k - 1 || fft_n2 < op.W + k - 1))
+            throw ShimError{STSL_ERR_INVALID_ARG, "blur: FFT size " + std::to_string(fft_n1) + "x" +
+                                                      std::to_string(fft_n2) + " below the padded plane"};
         op.kind = Kind::Conv;
         op.separable = separable != 0;
         op.k = k;
@@ -237,8 +285,23 @@ extern "C" stsl_status stsl_shim_op_conv(int cuda_index, const int64_t shape[3],
             op.weight = copy_floats(weights, {1, 1, k, k}, op.device);
             op.flip = op.weight.flip({2, 3});
         }
+        if (fft_n1 > 0) {
+            /* correlation with K is circular convolution with g[-a][-b] = K[a][b] */
+            op.n1 = fft_n1;
+            op.n2 = fft_n2;
+            std::vector<float> g((size_t)fft_n1 * (size_t)fft_n2, 0.0f);
+            for (int a = 0; a < k; a++)
+                for (int b = 0; b < k; b++)
+                    g[(size_t)((fft_n1 - a) % fft_n1) * (size_t)fft_n2 + (size_t)((fft_n2 - b) % fft_n2)] =
+                        weights[a * k + b];
+            at::Tensor spec = at::fft_rfft2(at::tensor(g, floats_on(c10::kCPU)).view({fft_n1, fft_n2}));
+            op.spec = spec.to(op.device);
+            op.spec_adj = at::conj_physical(spec).to(op.device);
+        }
         op.rows = index_map(rows, op.H + k - 1, op.H, op.device);
         op.cols = index_map(cols, op.W + k - 1, op.W, op.device);
+        op.rows_t = inverse_map(rows, op.H + k - 1, op.H, op.device);
+        op.cols_t = inverse_map(cols, op.W + k - 1, op.W, op.device);
     });
 }
 

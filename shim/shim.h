@@ -3,7 +3,8 @@
  *
  * The shim is the only code that sees libtorch.  It is deliberately thin: it loads a module and
  * its metadata record, answers signature questions and runs one method (forward, VJP) on host
- * float buffers.  Everything that is not libtorch (metadata parsing and validation, schedules,
+ * float buffers (torchscript_shim.cpp); and it runs the measurement operators' maps, prepared by
+ * the C code, as libtorch ops (ops.cpp, "Measurement operators" below).  Everything that is not libtorch (metadata parsing and validation, schedules,
  * the v/x0 -> eps conversion, locking) lives in C under src/.
  *
  * Conventions:
@@ -164,11 +165,13 @@ STSL_SHIM_API stsl_status stsl_shim_op_clip(int cuda_index, const int64_t shape[
                                             stsl_shim_op **out, char *err, size_t err_size);
 /* Blur: each plane padded to (H + k - 1) x (W + k - 1) through the index maps rows / cols
  * (padded index -> source index, or -1 for zero), then cross-correlated with a k x k kernel
- * (weights: k*k floats), or, when separable, with the k taps `weights` along both axes. */
+ * (weights: k*k floats), or, when separable, with the k taps `weights` along both axes.
+ * fft_n1, fft_n2 > 0 (at least the padded size; not with separable): through real FFTs of that
+ * size (large kernels), else conv2d. */
 STSL_SHIM_API stsl_status stsl_shim_op_conv(int cuda_index, const int64_t shape[3], int k,
                                             int separable, const float *weights, const int *rows,
-                                            const int *cols, stsl_shim_op **out, char *err,
-                                            size_t err_size);
+                                            const int *cols, int fft_n1, int fft_n2,
+                                            stsl_shim_op **out, char *err, size_t err_size);
 /* Resampling: each plane X (H x W) becomes V X Hm^T (out_h x out_w), V and Hm given as
  * tables: row i of V has taps_v (index, weight) pairs at idx_v / w_v + i * taps_v (repeated
  * indices add up); the same for Hm. */

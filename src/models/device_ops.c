@@ -65,8 +65,8 @@ static stsl_shim_op *make(const stsl__devop_desc *d, int index, char *err, stsl_
         break;
     case STSL__DEVOP_CLIP: *st = stsl_shim_op_clip(index, shape, d->alpha, &op, err, STSL_ERRMSG_SIZE); break;
     case STSL__DEVOP_CONV:
-        *st = stsl_shim_op_conv(index, shape, d->k, d->separable, d->values, d->rows, d->cols, &op, err,
-                                STSL_ERRMSG_SIZE);
+        *st = stsl_shim_op_conv(index, shape, d->k, d->separable, d->values, d->rows, d->cols, d->fft_n1,
+                                d->fft_n2, &op, err, STSL_ERRMSG_SIZE);
         break;
     case STSL__DEVOP_RESAMPLE:
         *st = stsl_shim_op_resample(index, shape, d->out.height, d->out.width, d->v.taps, d->v.idx, d->v.w,

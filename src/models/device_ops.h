@@ -41,6 +41,7 @@ typedef struct stsl__devop_desc {
     stsl_shape in, out;          /* per sample */
     const float *values;         /* see the kinds */
     int k, separable;            /* CONV: kernel width; 1 when values holds k taps used on both axes */
+    int fft_n1, fft_n2;          /* CONV: > 0, the FFT size the C code uses (large kernels), else 0 */
     const int *rows, *cols;      /* CONV: padded index -> source index or -1 (H+k-1, W+k-1 entries) */
     stsl__devop_axis v, h;       /* RESAMPLE: vertical and horizontal tables */
     float alpha;                 /* CLIP */
