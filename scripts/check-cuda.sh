@@ -19,11 +19,11 @@
 #   tests     the TorchScript suites with STSL_TEST_DEVICE=$DEVICE, then with STSL_TEST_HALF=1
 #   suites    every other suite of the wheel build (default device; 1.13-saved files on torch 2.x)
 #   compare   cuda_probe compare: CPU vs device on the same seeds (tolerances in docs/cuda.md)
-#   device-ops          the measurement operators as libtorch ops on the device vs their C code
-#                       (test_device_ops, then build/cuda/bench_device_ops: times and differences)
 #   adm-export          the upstream guided-diffusion ADM (DPS's FFHQ-256 configuration, random
 #                       weights) exported on the CPU (its code carried: CHECK_CUDA_ADM_CODE)
 #   cpu-export-on-DEV   that CPU export loaded and run on the device (forward, VJP, a DPS step)
+#   device-ops          the measurement operators as libtorch ops on the device vs their C code
+#                       (test_device_ops, then build/cuda/bench_device_ops: times and differences)
 #   restore   stsl-restore --device $DEVICE on data/samples with each solver
 #   bench     scripts/cuda_bench.py: library vs eager, shipped prior, real-size stand-ins, upstream ADM
 #
@@ -406,14 +406,14 @@ stage build 60 240 st_build
 if [[ " ${STAGES[*]} " == *" build|PASS|"* ]]; then
   stage tests 20 90 st_tests
   stage compare 15 45 st_compare
-  stage device-ops 10 60 st_device_ops
   stage adm-export 15 120 st_adm_export
   stage cpu-export-on-$DEVICE 10 60 st_adm_on_device
+  stage device-ops 10 60 st_device_ops
   stage bench 60 200 st_bench
   stage restore 30 120 st_restore
   stage suites 20 90 st_suites
 else
-  for s in tests compare device-ops adm-export "cpu-export-on-$DEVICE" bench restore suites; do STAGES+=("$s|SKIP|0|no build"); done
+  for s in tests compare adm-export "cpu-export-on-$DEVICE" device-ops bench restore suites; do STAGES+=("$s|SKIP|0|no build"); done
 fi
 
 say "done in $(( $(date +%s) - T0 ))s"
