@@ -133,14 +133,16 @@ STSL_API stsl_status stsl_context_set_log(stsl_context *ctx, stsl_log_fn fn, voi
  * and to calls made afterwards. */
 STSL_API stsl_status stsl_context_set_threads(stsl_context *ctx, int threads);
 STSL_API int stsl_context_get_threads(const stsl_context *ctx);
-/* Device for models loaded afterwards: exactly "cpu", "cuda" (= "cuda:0"), "cuda:N" with N a
- * decimal 0..255 without sign or leading zeros, or "auto" (CUDA device 0 when the library was
- * built with a CUDA libtorch and a GPU is present at load, else the CPU); lower case, no
- * blanks.  Anything else is STSL_ERR_INVALID_ARG and leaves the device as it was; the message
- * (stsl_context_last_error) names the accepted spellings.  This is the library's one reader of
- * device strings: the tools pass their --device through it.  The string is not kept.  A
- * device that is not there (no CUDA, too few GPUs) is reported when a model is loaded
- * (STSL_ERR_BACKEND).  Default: STSL_DEFAULT_DEVICE. */
+/* Device for models loaded and operators prepared afterwards: exactly "cpu", "cuda" (= "cuda:0"),
+ * "cuda:N" with N a decimal 0..255 without sign or leading zeros, or "auto" (CUDA device 0 when
+ * the library was built with a CUDA libtorch and a GPU is present at load, else the CPU); lower
+ * case, no blanks.  Anything else is STSL_ERR_INVALID_ARG and leaves the device as it was; the
+ * message (stsl_context_last_error) names the accepted spellings.  This is the library's one
+ * reader of device strings: the tools pass their --device through it.  The string is not kept.  A
+ * device that is not there (no CUDA, too few GPUs) is reported when a model is loaded or an
+ * operator prepared (STSL_ERR_BACKEND).  On CUDA an operator's forward, adjoint and VJP run there
+ * as libtorch ops, its host buffers copied in and out once per call (user-callback operators stay
+ * on the host); on the CPU they are the library's C code.  Default: STSL_DEFAULT_DEVICE. */
 STSL_API stsl_status stsl_context_set_device(stsl_context *ctx, const char *device);
 /* Precision of the network evaluations of TorchScript models loaded afterwards (the library's
  * own arithmetic stays float32/float64).  FLOAT16 and BFLOAT16 are mixed precision, libtorch's
@@ -483,9 +485,11 @@ STSL_API stsl_status stsl_operator_set_kernel(stsl_operator *op, const float *ke
 /* Inpainting mask for STSL_OP_MASK_INPAINT: height*width floats (shared by channels) or
  * channels*height*width, 1 = observed, 0 = missing (values >= 0.5 count as observed); copied. */
 STSL_API stsl_status stsl_operator_set_mask(stsl_operator *op, const float *mask, size_t count);
-/* Validate the parameter combination and precompute (kernels, masks, FFT plans).  Called by the
- * first forward/adjoint/... if not called explicitly.  After it, setters return
- * STSL_ERR_INVALID_ARG ("operator already prepared"). */
+/* Validate the parameter combination and precompute (kernels, masks, FFT plans), and, when the
+ * context's device is CUDA, the same maps as libtorch ops there (STSL_ERR_BACKEND when the device
+ * is not there; "auto" without a GPU keeps the CPU).  Called by the first forward/adjoint/... if
+ * not called explicitly.  After it, setters return STSL_ERR_INVALID_ARG ("operator already
+ * prepared"). */
 STSL_API stsl_status stsl_operator_prepare(stsl_operator *op);
 
 STSL_API stsl_status stsl_operator_input_shape(const stsl_operator *op, stsl_shape *shape);

@@ -12,13 +12,13 @@ FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 # it glibc's warn_unused_result attributes, which -Werror makes fatal; Debian's gcc does not, so
 # only a build with these flags sees such errors.  Everything is compiled once with them, in its
 # own folder: library, shim (with libstdc++'s assertions), tools, test programs, and the sources
-# linked elsewhere (fuzz targets, the fault sweep, scripts/cuda_probe.c) as objects.  About a
-# minute on 2 cores; `make check` runs it.
+# linked elsewhere (fuzz targets, the fault sweep, scripts/cuda_probe.c and bench_device_ops.c) as
+# objects.  About a minute on 2 cores; `make check` runs it.
 HARDENED_FLAGS := -U_FORTIFY_SOURCE -D_FORTIFY_SOURCE=3 -fstack-protector-strong \
                   -fstack-clash-protection -Wformat -Wformat-security \
                   $(if $(filter x86_64 i%86,$(shell uname -m)),-fcf-protection)
 HARDENED_CXXFLAGS := $(HARDENED_FLAGS) -D_GLIBCXX_ASSERTIONS
-HARDENED_EXTRA_SRC := $(wildcard tests/fuzz/fuzz_*.c tests/faults/sweep.c scripts/cuda_probe.c)
+HARDENED_EXTRA_SRC := $(wildcard tests/fuzz/fuzz_*.c tests/faults/sweep.c scripts/cuda_probe.c scripts/bench_device_ops.c)
 check-hardened-build:
 	@$(MAKE) --no-print-directory BUILD=build/hardened LIBOUT=build/hardened/lib \
 	    BINOUT=build/hardened/bin CFLAGS="$(HARDENED_FLAGS)" CXXFLAGS="$(HARDENED_CXXFLAGS)" \

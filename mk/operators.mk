@@ -19,3 +19,16 @@ bench: bench-operators
 # vectorise them (with an alias check), several times faster; results stay deterministic.
 # (GCC spelling; clang vectorises these loops at -O2 already and rejects the option.)
 $(BUILD)/obj/operators/%.o: CFLAGS_ALL += $(if $(findstring clang,$(CC)),,-ftree-vectorize -fvect-cost-model=dynamic)
+
+# The operators' C code against the same maps as libtorch ops (issue 27 item 2): per operator,
+# forward and adjoint/VJP times of both paths and their largest difference, on the CPU or a GPU
+# (BENCH_DEVICE_OPS_ARGS="--device cuda").  Not part of make check or make bench; built like
+# the test programs (it reaches the internal switch stsl__operator_use_device).
+BENCH_DEVICE_OPS_ARGS ?= --device cpu --size 256 --batch 1 --repeats 10
+.PHONY: bench-device-ops
+$(BUILD)/bench_device_ops: scripts/bench_device_ops.c $(STATIC) include/stsl.h $(wildcard src/*/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -o $@ $< $(STATIC_LINK) $(LINK_LIBS)
+
+bench-device-ops: $(BUILD)/bench_device_ops
+	$(BUILD)/bench_device_ops $(BENCH_DEVICE_OPS_ARGS)

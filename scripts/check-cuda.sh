@@ -22,6 +22,8 @@
 #   adm-export          the upstream guided-diffusion ADM (DPS's FFHQ-256 configuration, random
 #                       weights) exported on the CPU (its code carried: CHECK_CUDA_ADM_CODE)
 #   cpu-export-on-DEV   that CPU export loaded and run on the device (forward, VJP, a DPS step)
+#   device-ops          the measurement operators as libtorch ops on the device vs their C code
+#                       (test_device_ops, then build/cuda/bench_device_ops: times and differences)
 #   restore   stsl-restore --device $DEVICE on data/samples with each solver
 #   bench     scripts/cuda_bench.py: library vs eager, shipped prior, real-size stand-ins, upstream ADM
 #
@@ -48,7 +50,7 @@ if [ "$DEVICE" = cpu ]; then
   DRY=1; SLOW=3                   # a shared 2-core machine
   PY=${CHECK_CUDA_PYTHON:-/usr/bin/python3}
   MODELS=${CHECK_CUDA_MODELS:-prior,tiny-adm,tiny-sd}
-  STEPS_COMPARE=3; BENCH_STEPS=1; BENCH_REPEATS=2; RESTORE_STEPS=2; RESTORE_JOBS=1
+  STEPS_COMPARE=3; BENCH_STEPS=1; BENCH_REPEATS=2; RESTORE_STEPS=2; RESTORE_JOBS=1; DEVOPS_SIZE=64
   ADM_SIZE=(image_size=64 num_channels=64)   # the upstream ADM layout at a size a CPU runs
   [ "$JOBS" -gt 2 ] && JOBS=2
 else
@@ -56,7 +58,7 @@ else
   . scripts/torch_python.sh
   PY=$(torch_python "${CHECK_CUDA_PYTHON:-}" torch) || PY=python3
   MODELS=${CHECK_CUDA_MODELS:-prior,adm256,sd512}
-  STEPS_COMPARE=10; BENCH_STEPS=3; BENCH_REPEATS=10; RESTORE_STEPS=; RESTORE_JOBS=4
+  STEPS_COMPARE=10; BENCH_STEPS=3; BENCH_REPEATS=10; RESTORE_STEPS=; RESTORE_JOBS=4; DEVOPS_SIZE=256
   ADM_SIZE=(image_size=256 num_channels=128)
 fi
 # The real upstream ADM (issue 27 item 5): guided-diffusion's UNet in DPS's FFHQ-256 configuration
@@ -151,6 +153,9 @@ $(summ suites '^=== |FAIL|asserts' 60)"
 SECTION[compare]="## CPU vs $DEVICE on the same seeds (cuda_probe compare; tolerances in docs/cuda.md)
 
 $(for f in "$OUTDIR"/compare-*.txt; do [ -f "$f" ] && { echo "- $(basename "$f" .txt | sed 's/^compare-//'): $(tr '\n' ' ' <"$f")"; }; done)"
+SECTION[device-ops]="## Operators as libtorch ops on $DEVICE vs their C code (test_device_ops, bench_device_ops)
+
+$(summ device-ops '^=== |torch ops on|^    [a-z0-9-]+ +[0-9.e+-]+ +[0-9.e+-]+ +\(|^\||FAIL|asserts' 60)"
 SECTION[restore]="## Bundled samples restored on $DEVICE (stsl-restore; images under restore/)
 
 $(summ restore '^restore |FAIL' 30)"
@@ -175,7 +180,7 @@ write_report() {
       IFS='|' read -r n r t note <<<"$s"
       echo "| $n | $r | $t | ${note//|//} |"
     done
-    for k in env tests suites compare restore bench; do
+    for k in env tests suites compare device-ops restore bench; do
       [ -f "$OUTDIR/$k.log" ] || continue   # stages that ran
       echo
       echo "${SECTION[$k]}"
@@ -255,7 +260,7 @@ st_build() {
   for t in tests/*/test_*.c; do tests+=("$B/tests/${t#tests/}"); done
   tests=("${tests[@]%.c}")
   echo "make -j$JOBS ${MAKEVARS[*]}"
-  make --no-print-directory -j"$JOBS" "${MAKEVARS[@]}" all "${tests[@]}" || return 1
+  make --no-print-directory -j"$JOBS" "${MAKEVARS[@]}" all "${tests[@]}" $B/bench_device_ops || return 1
   grep -q STSL_WITH_TORCH=1 <(make --no-print-directory -n "${MAKEVARS[@]}" "$B/obj/core/context.o" -B 2>/dev/null) \
     || { echo "error: the build did not find libtorch (WITH_TORCH=0)"; return 1; }
   cc -std=c11 -O2 -Wall -Wextra -Werror -D_GNU_SOURCE -Iinclude -Iexamples scripts/cuda_probe.c examples/common/metrics.c -L$B/lib -lstsl \
@@ -298,7 +303,7 @@ st_suites() {   # in parallel, JOBS at a time; each suite's output kept together
   local all=() s rc=0
   for t in tests/*/test_*.c; do
     s=${t#tests/}; s=${s%.c}
-    [[ " ${TS_SUITES[*]} " == *" $s "* ]] || all+=("$s")
+    [[ " ${TS_SUITES[*]} ${DEVOPS_SUITE} " == *" $s "* ]] || all+=("$s")
   done
   mkdir -p "$OUTDIR/suites"
   printf '%s\n' "${all[@]}" | xargs -P "$JOBS" -I{} bash -c \
@@ -308,6 +313,17 @@ st_suites() {   # in parallel, JOBS at a time; each suite's output kept together
     echo "=== $s"; grep -E 'asserts|tests ' "$OUTDIR/suites/$(echo "$s" | tr / -).log"
   done
   [ ! -s "$OUTDIR/suites/failed.txt" ]
+}
+
+# the measurement operators as libtorch ops on $DEVICE (issue 27 item 2): the suite compares every
+# kind with the C code on the CPU and, with a GPU, on CUDA 0; the benchmark times both paths
+DEVOPS_SUITE=operators/test_device_ops
+st_device_ops() {
+  local rc=0
+  STSL_TEST_DEVICE=$DEVICE run_suites "$DEVOPS_SUITE" || rc=1
+  echo "=== bench_device_ops --device $DEVICE --size $DEVOPS_SIZE"
+  $B/bench_device_ops --device "$DEVICE" --size "$DEVOPS_SIZE" --batch 1 --repeats "$BENCH_REPEATS" || rc=1
+  return $rc
 }
 
 st_compare() {
@@ -400,11 +416,12 @@ if [[ " ${STAGES[*]} " == *" build|PASS|"* ]]; then
   stage compare 15 45 st_compare
   stage adm-export 15 120 st_adm_export
   stage cpu-export-on-$DEVICE 10 60 st_adm_on_device
+  stage device-ops 10 60 st_device_ops
   stage bench 60 200 st_bench
   stage restore 30 120 st_restore
   stage suites 20 90 st_suites
 else
-  for s in tests compare adm-export "cpu-export-on-$DEVICE" bench restore suites; do STAGES+=("$s|SKIP|0|no build"); done
+  for s in tests compare adm-export "cpu-export-on-$DEVICE" device-ops bench restore suites; do STAGES+=("$s|SKIP|0|no build"); done
 fi
 
 say "done in $(( $(date +%s) - T0 ))s"

@@ -3,7 +3,8 @@
  *
  * The shim is the only code that sees libtorch.  It is deliberately thin: it loads a module and
  * its metadata record, answers signature questions and runs one method (forward, VJP) on host
- * float buffers.  Everything that is not libtorch (metadata parsing and validation, schedules,
+ * float buffers (torchscript_shim.cpp); and it runs the measurement operators' maps, prepared by
+ * the C code, as libtorch ops (ops.cpp, "Measurement operators" below).  Everything that is not libtorch (metadata parsing and validation, schedules,
  * the v/x0 -> eps conversion, locking) lives in C under src/.
  *
  * Conventions:
@@ -143,6 +144,67 @@ STSL_SHIM_API stsl_status stsl_shim_vjp(stsl_shim_module *m, const char *method,
 
 /* 1 when libtorch reports a usable CUDA device, else 0 (never throws). */
 STSL_SHIM_API int stsl_shim_cuda_available(void);
+
+/* ---- Measurement operators as libtorch ops (shim/ops.cpp; issue 27 item 2) ----
+ *
+ * The maps of src/operators, built once from what the C code prepared (kernels, index maps,
+ * resampling tables, masks) and run with libtorch ops on CUDA device `cuda_index`, or on the CPU
+ * (-1: how the library's tests compare them with the C code).  Conventions as above: host float32
+ * buffers in and out, planar NCHW, `batch` samples of the per-sample shapes given at creation;
+ * status codes, one-line messages, nothing thrown.  An op keeps device buffers for its inputs
+ * (grown to the largest batch seen): it is NOT thread-safe (src/models locks around every call).
+ * Creation errors: STSL_ERR_BACKEND (no CUDA, no such GPU), STSL_ERR_NOMEM. */
+typedef struct stsl_shim_op stsl_shim_op;
+
+/* y = x (denoise, salt-and-pepper), or, with mask (C*H*W values), y = mask . x (inpainting). */
+STSL_SHIM_API stsl_status stsl_shim_op_pointwise(int cuda_index, const int64_t shape[3],
+                                                 const float *mask, stsl_shim_op **out, char *err,
+                                                 size_t err_size);
+/* y = clip(alpha x, -1, 1) (hdr; nonlinear: its VJP is alpha v where |alpha x| < 1, else 0). */
+STSL_SHIM_API stsl_status stsl_shim_op_clip(int cuda_index, const int64_t shape[3], float alpha,
+                                            stsl_shim_op **out, char *err, size_t err_size);
+/* Blur: each plane padded to (H + k - 1) x (W + k - 1) through the index maps rows / cols
+ * (padded index -> source index, or -1 for zero), then cross-correlated with a k x k kernel
+ * (weights: k*k floats), or, when separable, with the k taps `weights` along both axes.
+ * fft_n1, fft_n2 > 0 (at least the padded size; not with separable): through real FFTs of that
+ * size (large kernels), else conv2d. */
+STSL_SHIM_API stsl_status stsl_shim_op_conv(int cuda_index, const int64_t shape[3], int k,
+                                            int separable, const float *weights, const int *rows,
+                                            const int *cols, int fft_n1, int fft_n2,
+                                            stsl_shim_op **out, char *err, size_t err_size);
+/* Resampling: each plane X (H x W) becomes V X Hm^T (out_h x out_w), V and Hm given as
+ * tables: row i of V has taps_v (index, weight) pairs at idx_v / w_v + i * taps_v (repeated
+ * indices add up); the same for Hm. */
+STSL_SHIM_API stsl_status stsl_shim_op_resample(int cuda_index, const int64_t shape[3], int out_h,
+                                                int out_w, int taps_v, const int *idx_v,
+                                                const float *w_v, int taps_h, const int *idx_h,
+                                                const float *w_h, stsl_shim_op **out, char *err,
+                                                size_t err_size);
+/* Fourier magnitude: each plane placed at (top, left) in an n1 x n2 zero canvas, orthonormal 2-D
+ * DFT, modulus, fftshifted (nonlinear: phase retrieval). */
+STSL_SHIM_API stsl_status stsl_shim_op_phase(int cuda_index, const int64_t shape[3], int n1,
+                                             int n2, int top, int left, stsl_shim_op **out,
+                                             char *err, size_t err_size);
+/* y = M x on each flattened sample, M: rows x (C*H*W) floats, row-major. */
+STSL_SHIM_API stsl_status stsl_shim_op_matrix(int cuda_index, const int64_t shape[3], int rows,
+                                              const float *matrix, stsl_shim_op **out, char *err,
+                                              size_t err_size);
+
+/* What stsl_shim_op_apply computes. */
+typedef enum stsl_shim_op_mode {
+    STSL_SHIM_OP_FORWARD = 0,   /* out = A x                      (v unused) */
+    STSL_SHIM_OP_ADJOINT = 1,   /* out = A^T v, linear ops only   (x unused) */
+    STSL_SHIM_OP_VJP = 2        /* out = J_A(x)^T v               (linear: A^T v) */
+} stsl_shim_op_mode;
+/* One call on `batch` samples: x and out / v of the input and output shapes as mode says.
+ * threads > 0 sets libtorch's thread count first (the CPU).  Inputs are copied to the op's
+ * device once, the result back once.  Errors: STSL_ERR_INVALID_ARG (NULL, bad mode),
+ * STSL_ERR_NOMEM, STSL_ERR_BACKEND (libtorch failed). */
+STSL_SHIM_API stsl_status stsl_shim_op_apply(stsl_shim_op *op, stsl_shim_op_mode mode,
+                                             const float *x, const float *v, float *out, int batch,
+                                             int threads, char *err, size_t err_size);
+/* NULL is a no-op. */
+STSL_SHIM_API void stsl_shim_op_free(stsl_shim_op *op);
 
 #ifdef __cplusplus
 }

@@ -6,6 +6,7 @@
  * c10::Error, std::exception and `...`; nothing throws across the C boundary.
  */
 #include "shim.h"
+#include "shim_internal.h"
 
 #include <ATen/Parallel.h>
 #include <ATen/autocast_mode.h>
@@ -38,13 +39,7 @@ struct stsl_shim_module {
     bool jit_optimize = true;   /* STSL_JIT_OPTIMIZE at load (jit_optimize_setting) */
 };
 
-namespace {
-
-/* An error we raise ourselves, with the status it maps to. */
-struct ShimError {
-    stsl_status status;
-    std::string msg;
-};
+namespace stsl_shim_detail {
 
 void put_err(char *err, size_t err_size, const std::string &msg)
 {
@@ -79,8 +74,6 @@ bool is_error_line(const std::string &line)
            (head.size() >= 9 && head.compare(head.size() - 9, 9, "Exception") == 0);
 }
 
-}  // namespace
-
 /* The first useful line of a libtorch message.  TorchScript interpreter errors look like
  *   The following operation failed in the TorchScript interpreter.
  *   Traceback of TorchScript, serialized code (most recent call last):
@@ -90,7 +83,7 @@ bool is_error_line(const std::string &line)
  * and c10::Error adds "Exception raised from ..." and a C++ backtrace: keep the line that says
  * what is wrong (the last "XxxError: ..." line when there is one, else the first line that is
  * not traceback furniture). */
-static std::string useful_line(const std::string &full)
+std::string useful_line(const std::string &full)
 {
     std::vector<std::string> lines;
     size_t pos = 0;
@@ -120,38 +113,9 @@ static std::string useful_line(const std::string &full)
     return out;
 }
 
-/* Runs `body`; maps every exception to a status and a one-line message prefixed by `what`. */
-template <typename F>
-static stsl_status guarded(const char *what, stsl_status lib_status, char *err, size_t err_size,
-                           F &&body)
-{
-    try {
-        return body();
-    } catch (const ShimError &e) {
-        put_err(err, err_size, e.msg);
-        return e.status;
-    } catch (const c10::OutOfMemoryError &e) {
-        put_err(err, err_size, std::string(what) + ": out of memory: " +
-                                   useful_line(e.what_without_backtrace()));
-        return STSL_ERR_NOMEM;
-    } catch (const c10::Error &e) {
-        put_err(err, err_size, std::string(what) + ": " + useful_line(e.what_without_backtrace()));
-        return lib_status;
-    } catch (const std::bad_alloc &) {
-        put_err(err, err_size, std::string(what) + ": out of memory");
-        return STSL_ERR_NOMEM;
-    } catch (const std::exception &e) {
-        put_err(err, err_size, std::string(what) + ": " + useful_line(e.what()));
-        return lib_status;
-    } catch (...) {
-        put_err(err, err_size, std::string(what) + ": unknown C++ exception");
-        return STSL_ERR_INTERNAL;
-    }
-}
-
 /* The device src/models chose: CUDA device `cuda_index`, or the CPU (-1).  Only what libtorch
  * alone knows is checked here: whether CUDA is there, and how many GPUs. */
-static c10::Device cuda_or_cpu(int cuda_index)
+c10::Device cuda_or_cpu(int cuda_index)
 {
     if (cuda_index < 0) return c10::Device(c10::kCPU);
     const std::string name = "cuda:" + std::to_string(cuda_index);
@@ -165,6 +129,15 @@ static c10::Device cuda_or_cpu(int cuda_index)
                                               std::to_string(count) + " CUDA device(s) present"};
     return c10::Device(c10::kCUDA, (c10::DeviceIndex)cuda_index);
 }
+
+void set_threads(int threads)
+{
+    if (threads > 0 && at::get_num_threads() != threads) at::set_num_threads(threads);
+}
+
+}  // namespace stsl_shim_detail
+
+using namespace stsl_shim_detail;
 
 /* Whether a graph (and its nested blocks) holds an op whose autograd meaning freezing would lose:
  * freezing drops aten::detach (it assumes inference), and a no_grad/enable_grad block (prim::Enter)
@@ -580,11 +553,6 @@ static std::string shape_str(c10::IntArrayRef s)
     std::string r = "[";
     for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
     return r + "]";
-}
-
-static void set_threads(int threads)
-{
-    if (threads > 0 && at::get_num_threads() != threads) at::set_num_threads(threads);
 }
 
 /* Host buffer -> float32 tensor on the module's device (autocast reduces what it reduces); on

@@ -344,7 +344,24 @@ static stsl_status conv_adjoint(const stsl_operator *op, const float *y, float *
     return conv_run(op, y, x, batch, 1, err);
 }
 
-static const stsl__op_impl CONV_IMPL = {conv_forward, conv_adjoint, NULL, NULL, conv_release, 0};
+/* The device path (models/device_ops.h) uses the same kernel and padding maps, and FFTs of the
+ * same size where the C code does (large kernels: a direct conv2d was 40x slower on the CPU). */
+static void conv_describe(const stsl_operator *op, stsl__devop_desc *d)
+{
+    const conv_state *s = op->state;
+    d->kind = STSL__DEVOP_CONV;
+    d->k = s->k;
+    d->separable = s->separable;
+    d->values = s->separable ? s->w1 : s->kernel;
+    d->rows = s->rmap;
+    d->cols = s->cmap;
+    if (s->use_fft) {
+        d->fft_n1 = s->N1;
+        d->fft_n2 = s->N2;
+    }
+}
+
+static const stsl__op_impl CONV_IMPL = {conv_forward, conv_adjoint, NULL, NULL, conv_release, 0, conv_describe};
 
 static stsl_status make_fft(stsl_operator *op, conv_state *s)
 {

@@ -322,6 +322,7 @@ STSL_API stsl_status stsl_operator_create_custom(stsl_context *ctx, stsl_shape i
 STSL_API void stsl_operator_destroy(stsl_operator *op)
 {
     if (!op) return;
+    stsl__devop_free(op->dev);
     if (op->impl && op->impl->release) op->impl->release(op->state);
     if (op->kind == STSL_OP_CUSTOM && op->vt.destroy) op->vt.destroy(op->user);
     stsl__free(op->user_kernel);
@@ -420,7 +421,13 @@ static stsl_status matrix_adjoint(const stsl_operator *op, const float *y, float
     return STSL_OK;
 }
 
-static const stsl__op_impl MATRIX_IMPL = {matrix_forward, matrix_adjoint, NULL, NULL, NULL, 0};
+static void matrix_describe(const stsl_operator *op, stsl__devop_desc *d)
+{
+    d->kind = STSL__DEVOP_MATRIX;
+    d->values = op->matrix;
+}
+
+static const stsl__op_impl MATRIX_IMPL = {matrix_forward, matrix_adjoint, NULL, NULL, NULL, 0, matrix_describe};
 
 static stsl_status custom_forward(const stsl_operator *op, const float *x, float *y, int batch,
                                   char *err)
@@ -452,10 +459,75 @@ static stsl_status custom_backproject(const stsl_operator *op, const float *y, f
     return STSL_OK;
 }
 
+/* User callbacks stay on the host (no describe). */
 static const stsl__op_impl CUSTOM_LINEAR_IMPL = {custom_forward, custom_adjoint, custom_vjp,
-                                                 custom_backproject, NULL, 0};
+                                                 custom_backproject, NULL, 0, NULL};
 static const stsl__op_impl CUSTOM_NONLINEAR_IMPL = {custom_forward, NULL, custom_vjp,
-                                                    custom_backproject, NULL, 0};
+                                                    custom_backproject, NULL, 0, NULL};
+
+/* ------------------------------------------------------------------------------------------ */
+/* Where the maps run: the C code of op->impl, or libtorch ops (op->dev, models/device_ops.h)   */
+/* ------------------------------------------------------------------------------------------ */
+
+/* The prepared map as libtorch ops on CUDA device `index` or the CPU (STSL__DEVOP_CPU). */
+static stsl_status attach_device(stsl_operator *op, int index)
+{
+    if (!op->impl->describe)
+        return stsl__fail(op->err, STSL_ERR_UNSUPPORTED,
+                          "operator kind %d calls the user's callbacks: it runs on the host only", (int)op->kind);
+    stsl__devop_desc d;
+    memset(&d, 0, sizeof d);
+    d.in = op->in;
+    d.out = op->out;
+    op->impl->describe(op, &d);
+    stsl__devop *dev;
+    char msg[STSL_ERRMSG_SIZE];
+    stsl_status st = stsl__devop_create(&d, index, &dev, msg);
+    if (st != STSL_OK)
+        return stsl__fail(op->err, st, "operator kind %d cannot run on the device: %s", (int)op->kind, msg);
+    stsl__devop_free(op->dev);
+    op->dev = dev;
+    return STSL_OK;
+}
+
+stsl_status stsl__operator_use_device(stsl_operator *op, int device_index)
+{
+    if (!op) return STSL_ERR_INVALID_ARG;
+    stsl_status st = stsl_operator_prepare(op);
+    if (st != STSL_OK) return st;
+    if (device_index == STSL__DEVOP_HOST) {
+        stsl__devop_free(op->dev);
+        op->dev = NULL;
+        return STSL_OK;
+    }
+    if (device_index < STSL__DEVOP_CPU)
+        return stsl__fail(op->err, STSL_ERR_INVALID_ARG, "device index %d: use -2 (C code), -1 (CPU) or a GPU",
+                          device_index);
+    return attach_device(op, device_index);
+}
+
+static stsl_status run_forward(const stsl_operator *op, const float *x, float *y, int batch, char *err)
+{
+    if (op->dev)
+        return stsl__devop_apply(op->dev, STSL__DEVOP_FORWARD, x, NULL, y, batch, stsl__ctx_threads(op->ctx), err);
+    return op->impl->forward(op, x, y, batch, err);
+}
+
+static stsl_status run_adjoint(const stsl_operator *op, const float *y, float *x, int batch, char *err)
+{
+    if (op->dev)
+        return stsl__devop_apply(op->dev, STSL__DEVOP_ADJOINT, NULL, y, x, batch, stsl__ctx_threads(op->ctx), err);
+    return op->impl->adjoint(op, y, x, batch, err);
+}
+
+/* J^T v at x (x unused, may be NULL, for a linear operator) */
+static stsl_status run_vjp(const stsl_operator *op, const float *x, const float *v, float *out, int batch,
+                           char *err)
+{
+    if (op->dev)
+        return stsl__devop_apply(op->dev, STSL__DEVOP_VJP, x, v, out, batch, stsl__ctx_threads(op->ctx), err);
+    return op->impl->vjp ? op->impl->vjp(op, x, v, out, batch, err) : op->impl->adjoint(op, v, out, batch, err);
+}
 
 /* ------------------------------------------------------------------------------------------ */
 /* Prepare and queries                                                                         */
@@ -485,6 +557,12 @@ STSL_API stsl_status stsl_operator_prepare(stsl_operator *op)
         break;
     default: st = stsl__fail(op->err, STSL_ERR_INTERNAL, "operator kind %d has no implementation", (int)op->kind);
     }
+    /* On a CUDA context the maps run there (user callbacks excepted); "cuda" without a GPU fails
+     * here, "auto" without one keeps the C code. */
+    if (st == STSL_OK && op->impl->describe) {
+        int target = stsl__devop_target(op->ctx);
+        if (target != STSL__DEVOP_HOST) st = attach_device(op, target);
+    }
     if (st != STSL_OK) {
         if (op->impl && op->impl->release) op->impl->release(op->state);
         op->impl = NULL;
@@ -492,9 +570,10 @@ STSL_API stsl_status stsl_operator_prepare(stsl_operator *op)
         return st;
     }
     op->prepared = 1;
-    stsl__log(op->ctx, STSL_LOG_DEBUG, "operator kind %d prepared: %dx%dx%d -> %dx%dx%d", (int)op->kind,
+    stsl__log(op->ctx, STSL_LOG_DEBUG, "operator kind %d prepared: %dx%dx%d -> %dx%dx%d, on %s%s", (int)op->kind,
               (int)op->in.channels, (int)op->in.height, (int)op->in.width, (int)op->out.channels,
-              (int)op->out.height, (int)op->out.width);
+              (int)op->out.height, (int)op->out.width, op->dev ? stsl__devop_device(op->dev) : "the host",
+              op->dev ? " (libtorch ops)" : "");
     return STSL_OK;
 }
 
@@ -583,8 +662,7 @@ static stsl_status apply_vjp(stsl_operator *op, const float *x, const float *v, 
     float *t1 = NULL, *t2 = NULL;
     stsl_status st = separate(&v, n_out(op, batch), out, n_in(op, batch), &t1, err);
     if (st == STSL_OK && op->impl->vjp) st = separate(&x, n_in(op, batch), out, n_in(op, batch), &t2, err);
-    if (st == STSL_OK)
-        st = op->impl->vjp ? op->impl->vjp(op, x, v, out, batch, err) : op->impl->adjoint(op, v, out, batch, err);
+    if (st == STSL_OK) st = run_vjp(op, x, v, out, batch, err);
     stsl__free(t1);
     stsl__free(t2);
     return st;
@@ -596,7 +674,7 @@ stsl_status stsl__operator_forward(stsl_operator *op, const float *x, float *y, 
     if (st != STSL_OK) return st;
     float *tmp;
     if ((st = separate(&x, n_in(op, batch), y, n_out(op, batch), &tmp, err)) != STSL_OK) return st;
-    st = op->impl->forward(op, x, y, batch, err);
+    st = run_forward(op, x, y, batch, err);
     stsl__free(tmp);
     return st;
 }
@@ -611,7 +689,7 @@ static stsl_status operator_adjoint(stsl_operator *op, const float *y, float *x,
                           (int)op->kind);
     float *tmp;
     if ((st = separate(&y, n_out(op, batch), x, n_in(op, batch), &tmp, err)) != STSL_OK) return st;
-    st = op->impl->adjoint(op, y, x, batch, err);
+    st = run_adjoint(op, y, x, batch, err);
     stsl__free(tmp);
     return st;
 }
@@ -637,7 +715,7 @@ stsl_status stsl__operator_backproject(stsl_operator *op, const float *y, float 
     if (op->impl->backproject)
         st = op->impl->backproject(op, y, x, batch, err);
     else if (op->impl->adjoint)
-        st = op->impl->adjoint(op, y, x, batch, err);
+        st = run_adjoint(op, y, x, batch, err);
     else
         st = stsl__fail(err, STSL_ERR_INTERNAL, "operator kind %d has no back-projection", (int)op->kind);
     stsl__free(tmp);
@@ -725,7 +803,7 @@ STSL_API stsl_status stsl_operator_measure(stsl_operator *op, const float *x, fl
         float *tmp = stsl__alloc_floats(m);
         if (!tmp) return stsl__fail(op->err, STSL_ERR_NOMEM, "out of memory masking noise");
         memcpy(tmp, y, m * sizeof(float));
-        st = op->impl->forward(op, tmp, y, batch, op->err);
+        st = run_forward(op, tmp, y, batch, op->err);
         stsl__free(tmp);
     }
     return st;
@@ -739,7 +817,7 @@ stsl_status stsl__operator_data_fit(stsl_operator *op, const float *y, const flo
     size_t m = stsl__shape_size(op->out), total = (size_t)batch * m;
     float *r = stsl__alloc_floats(total);
     if (!r) return stsl__fail(err, STSL_ERR_NOMEM, "out of memory in data_fit (%zu floats)", total);
-    st = op->impl->forward(op, x, r, batch, err);
+    st = run_forward(op, x, r, batch, err);
     if (st != STSL_OK) {
         stsl__free(r);
         return st;

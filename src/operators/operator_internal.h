@@ -10,6 +10,7 @@
 #define STSL_OPERATOR_INTERNAL_H
 
 #include "core/internal.h"
+#include "models/device_ops.h"
 
 #include <fftw3.h>
 
@@ -46,6 +47,9 @@ typedef struct stsl__op_impl {
                                char *err);
     void (*release)(void *state);
     int mask_noise;   /* measure() applies A to the noise too, so missing pixels stay 0 */
+    /* The prepared map for the device path (models/device_ops.h): forward, adjoint and VJP as
+     * libtorch ops.  NULL: the kind stays on the host (user callbacks). */
+    void (*describe)(const stsl_operator *op, stsl__devop_desc *d);
 } stsl__op_impl;
 
 struct stsl_operator {
@@ -67,6 +71,9 @@ struct stsl_operator {
     /* prepared */
     const stsl__op_impl *impl;
     void *state;
+    /* forward, adjoint and VJP as libtorch ops (the context's device is CUDA, or a test forced
+     * it: stsl__operator_use_device); NULL: the C code of impl */
+    stsl__devop *dev;
     char err[STSL_ERRMSG_SIZE];
 };
 
@@ -153,6 +160,12 @@ stsl_status stsl__operator_vjp(stsl_operator *op, const float *x, const float *v
                                int batch, char *err);
 stsl_status stsl__operator_backproject(stsl_operator *op, const float *y, float *x, int batch,
                                        char *err);
+/* Where forward, adjoint and VJP run (prepares the operator first; not thread-safe, as the
+ * setters): STSL__DEVOP_HOST the C code, STSL__DEVOP_CPU libtorch ops on the CPU (the tests'
+ * comparison with the C code), N >= 0 CUDA device N.  stsl_operator_prepare chooses from the
+ * context's device; this switch overrides it.  STSL_ERR_UNSUPPORTED for user-callback operators
+ * (they stay on the host), STSL_ERR_BACKEND when the device path cannot be built there. */
+stsl_status stsl__operator_use_device(stsl_operator *op, int device_index);
 stsl_status stsl__operator_data_fit(stsl_operator *op, const float *y, const float *x, int batch,
                                    double *loss, float *grad_x, char *err);
 

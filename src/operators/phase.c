@@ -127,7 +127,17 @@ static stsl_status phase_backproject(const stsl_operator *op, const float *y, fl
     return STSL_OK;
 }
 
-static const stsl__op_impl PHASE_IMPL = {phase_forward, NULL, phase_vjp, phase_backproject, phase_release, 0};
+/* The device path (models/device_ops.h): the same canvas (op->out's plane) and placement. */
+static void phase_describe(const stsl_operator *op, stsl__devop_desc *d)
+{
+    const phase_state *s = op->state;
+    d->kind = STSL__DEVOP_PHASE;
+    d->top = s->top;
+    d->left = s->left;
+}
+
+static const stsl__op_impl PHASE_IMPL = {phase_forward, NULL, phase_vjp, phase_backproject, phase_release, 0,
+                                         phase_describe};
 
 stsl_status stsl__op_prepare_phase(stsl_operator *op)
 {

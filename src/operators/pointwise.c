@@ -85,10 +85,30 @@ static stsl_status hdr_backproject(const stsl_operator *op, const float *y, floa
     return STSL_OK;
 }
 
+/* The device path (models/device_ops.h): identity, the same mask, the same clip. */
+static void identity_describe(const stsl_operator *op, stsl__devop_desc *d)
+{
+    (void)op;
+    d->kind = STSL__DEVOP_POINTWISE;
+}
+
+static void mask_describe(const stsl_operator *op, stsl__devop_desc *d)
+{
+    d->kind = STSL__DEVOP_POINTWISE;
+    d->values = ((const mask_state *)op->state)->mask;
+}
+
+static void hdr_describe(const stsl_operator *op, stsl__devop_desc *d)
+{
+    d->kind = STSL__DEVOP_CLIP;
+    d->alpha = (float)op->p.hdr_alpha;
+}
+
 static const stsl__op_impl IDENTITY_IMPL = {identity_apply, identity_apply, NULL, identity_apply,
-                                            NULL, 0};
-static const stsl__op_impl MASK_IMPL = {mask_apply, mask_apply, NULL, mask_apply, mask_release, 1};
-static const stsl__op_impl HDR_IMPL = {hdr_forward, NULL, hdr_vjp, hdr_backproject, NULL, 0};
+                                            NULL, 0, identity_describe};
+static const stsl__op_impl MASK_IMPL = {mask_apply, mask_apply, NULL, mask_apply, mask_release, 1,
+                                        mask_describe};
+static const stsl__op_impl HDR_IMPL = {hdr_forward, NULL, hdr_vjp, hdr_backproject, NULL, 0, hdr_describe};
 
 /* DPS-style random mask: exactly floor(rate * H * W) pixels dropped, chosen by a partial
  * Fisher-Yates shuffle driven by the counter RNG; shared by all channels. */

@@ -191,7 +191,22 @@ static stsl_status sr_backproject(const stsl_operator *op, const float *y, float
     return resize_run(op, y, x, batch, MODE_UP, err);
 }
 
-static const stsl__op_impl SR_IMPL = {sr_forward, sr_adjoint, NULL, sr_backproject, resize_release, 0};
+static stsl__devop_axis devop_axis(const axis_table *t)
+{
+    return (stsl__devop_axis){t->out_len, t->taps, t->idx, t->w};
+}
+
+/* The device path resamples with the same tables (the back-projection stays in C: once a run). */
+static void sr_describe(const stsl_operator *op, stsl__devop_desc *d)
+{
+    const resize_state *s = op->state;
+    d->kind = STSL__DEVOP_RESAMPLE;
+    d->v = devop_axis(&s->down_v);
+    d->h = devop_axis(&s->down_h);
+}
+
+static const stsl__op_impl SR_IMPL = {sr_forward, sr_adjoint, NULL, sr_backproject, resize_release, 0,
+                                      sr_describe};
 
 stsl_status stsl__op_prepare_resize(stsl_operator *op)
 {
