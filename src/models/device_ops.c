@@ -8,7 +8,6 @@
 #include "models/device.h"
 
 #include <pthread.h>
-#include <stdio.h>
 
 int stsl__devop_target(const stsl_context *ctx)
 {
@@ -52,7 +51,7 @@ void stsl__devop_free(stsl__devop *op) { (void)op; }
 struct stsl__devop {
     stsl_shim_op *op;
     pthread_mutex_t lock;
-    char device[16];
+    char device[STSL__DEVICE_NAME_SIZE];
 };
 
 static stsl_shim_op *make(const stsl__devop_desc *d, int index, char *err, stsl_status *st)
@@ -99,8 +98,8 @@ stsl_status stsl__devop_create(const stsl__devop_desc *d, int index, stsl__devop
         stsl__devop_free(dop);
         return st;
     }
-    if (index >= 0) snprintf(dop->device, sizeof dop->device, "cuda:%d", index);
-    else snprintf(dop->device, sizeof dop->device, "cpu");
+    const stsl__device where = {index >= 0 ? STSL__DEVICE_CUDA : STSL__DEVICE_CPU, index};
+    stsl__device_name(where, dop->device);
     *out = dop;
     return STSL_OK;
 }

@@ -309,6 +309,7 @@ static void test_jit_optimize_switch(void)
     tu_fill_normal(x, d, 3);
     tu_fill_normal(v, d, 4);
     static const char *settings[2] = {NULL, "0"};   /* unset (libtorch's default), then off */
+    int refused = 0;   /* libtorch 1.x refuses the second load in reduced precision */
     for (int k = 0; k < 2; k++) {
         if (settings[k]) setenv("STSL_JIT_OPTIMIZE", settings[k], 1);
         else unsetenv("STSL_JIT_OPTIMIZE");
@@ -320,7 +321,7 @@ static void test_jit_optimize_switch(void)
             CU_ASSERT_PTR_NOT_NULL(strstr(msg, "STSL_JIT_OPTIMIZE=0"));
             CU_ASSERT_PTR_NOT_NULL(strstr(msg, "this one is 1."));
             fprintf(stderr, "\n  %s\n", msg);
-            memcpy(e[1], e[0], d * sizeof(float)), memcpy(g[1], g[0], d * sizeof(float));
+            refused = 1;
             continue;
         }
         TU_ASSERT_STATUS(st, STSL_OK);
@@ -329,8 +330,10 @@ static void test_jit_optimize_switch(void)
     }
     /* the CPU fuses nothing (same kernels: equal to rounding); CUDA's fused kernels round apart */
     const double tol = tu_tol(1e-5, 2e-3, TOL_FLOAT16);
-    CU_ASSERT(tu_rel_err(e[1], e[0], d) <= tol);
-    CU_ASSERT(tu_rel_err(g[1], g[0], d) <= tol);
+    if (!refused) {
+        CU_ASSERT(tu_rel_err(e[1], e[0], d) <= tol);
+        CU_ASSERT(tu_rel_err(g[1], g[0], d) <= tol);
+    }
     setenv("STSL_JIT_OPTIMIZE", "yes", 1);
     stsl_score *bad = NULL;
     CU_ASSERT_EQUAL(stsl_score_load(ctx, model("fmnist-ddpm.pt"), &bad), STSL_ERR_INVALID_ARG);

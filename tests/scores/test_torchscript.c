@@ -87,6 +87,13 @@ static stsl_score *load_score(stsl_context *ctx, const char *path)
     return s;
 }
 
+/* " float16", " bfloat16", or "" in float32: for the measured-error lines */
+static const char *precision_label(void)
+{
+    stsl_precision p = tu_precision();
+    return p == STSL_PRECISION_BFLOAT16 ? " bfloat16" : p == STSL_PRECISION_FLOAT16 ? " float16" : "";
+}
+
 /* eps and its VJP for a fixture against the Python values */
 static void check_against_python(const char *model, const char *expect_file, const char *pred)
 {
@@ -110,7 +117,7 @@ static void check_against_python(const char *model, const char *expect_file, con
     const double tol = tu_tol(1e-5, 2e-3, 2e-2);
     if (e1 > tol || e2 > tol || e3 > tol || tu_on_cuda())
         fprintf(stderr, "\n  %s on %s%s: eps %.3g, eps (vjp call) %.3g, vjp %.3g (tolerance %g)\n",
-                model, tu_device(), tu_precision() == STSL_PRECISION_BFLOAT16 ? " bfloat16" : tu_half() ? " float16" : "", e1, e2, e3, tol);
+                model, tu_device(), precision_label(), e1, e2, e3, tol);
     CU_ASSERT(e1 < tol);
     CU_ASSERT(e2 < tol);
     CU_ASSERT(e3 < tol);
@@ -398,7 +405,7 @@ static void check_ae(stsl_autoencoder *ae)
     CU_ASSERT(tu_rel_err(g, vjp_ref, nz) < tol);
     if (tu_on_cuda())
         fprintf(stderr, "\n  autoencoder on %s%s: enc %.3g dec %.3g dec_vjp %.3g (tolerance %g)\n",
-                tu_device(), tu_precision() == STSL_PRECISION_BFLOAT16 ? " bfloat16" : tu_half() ? " float16" : "", tu_rel_err(zo, enc_ref, nz),
+                tu_device(), precision_label(), tu_rel_err(zo, enc_ref, nz),
                 tu_rel_err(xo, dec_ref, nx), tu_rel_err(g, vjp_ref, nz), tol);
     TU_ASSERT_OK(stsl_autoencoder_decode_vjp(ae, z, u, NULL, g, 2));
     CU_ASSERT(tu_rel_err(g, vjp_ref, nz) < tol);
