@@ -313,12 +313,15 @@ typedef enum stsl_param {
     STSL_PARAM_LIKELIHOOD_VARIANCE = 123, /* int: stsl_likelihood_variance, RMP's v_k */
     STSL_PARAM_RENOISE_LEVEL = 124,  /* int 0/1: DPS-MO steps to the next level with DDIM's ETA
                                       * step (0) or re-noises its estimate with all fresh noise (1) */
-    STSL_PARAM_PAD_BATCH = 125       /* int >= 0: 0 off (default: calls hold the whole batch); P:
+    STSL_PARAM_PAD_BATCH = 125,      /* int >= 0: 0 off (default: calls hold the whole batch); P:
                                       * a batch runs as groups of at most P samples, each group's
                                       * network and autoencoder calls shaped as in a run of P
                                       * samples (short calls padded); P = 1 makes a sample's bits
                                       * independent of its batch on any CPU (see
                                       * stsl_solver_run_seeded) */
+    STSL_PARAM_DENOISE_PASSES = 126  /* int >= 1: DPS-MO posterior-denoiser passes per level; pass
+                                      * p > 1 re-noises pass p-1's estimate with the noise the
+                                      * iterate carries and denoises again (MO l.9-10) */
 } stsl_param;
 
 typedef enum stsl_step_rule {
@@ -684,10 +687,11 @@ STSL_API stsl_status stsl_solver_set_float(stsl_solver *solver, stsl_param key, 
 /* The value the next run uses: the one set, else the default that applies.  Some defaults depend
  * on other settings (RMP's VE variant has its own steps, inner steps and learning rate; STSL's
  * Adam step rule its own learning rate) and the getters follow them at once.  Others depend on
- * the operator (DPS's zeta by the operator's kind; RMP's and DPS-MO's zeta for the l1/huber
- * losses; DPS-MO's learning rate, a fraction of 1/||A||_2^2): the getters report them for the
- * operator of the solver's last run, and before its first run for a generic operator (no kind
- * of its own, squared loss, ||A||_2 = 1).  A run logs the values it uses at STSL_LOG_DEBUG. */
+ * the operator (DPS's zeta by the operator's kind; RMP's zeta for the l1/huber losses and its
+ * likelihood variance, DPS-MO's denoiser passes, steps and eta wherever the operator is not
+ * linear, the loss not squared or the prior latent): the getters report them for the operator
+ * of the solver's last run, and before its first run for a generic operator (linear, no kind of
+ * its own, squared loss, pixel prior).  A run logs the values it uses at STSL_LOG_DEBUG. */
 STSL_API stsl_status stsl_solver_get_int(const stsl_solver *solver, stsl_param key, int64_t *value);
 STSL_API stsl_status stsl_solver_get_float(const stsl_solver *solver, stsl_param key,
                                            double *value);

@@ -1,14 +1,16 @@
 #!/usr/bin/python3
 """New-minus-old table of two image-benchmark reports (scripts/bench_report.py's Markdown).
 
-  /usr/bin/python3 scripts/bench_diff.py NEW.md OLD.md [OLDER.md ...]
+  /usr/bin/python3 scripts/bench_diff.py [--as NEWCONFIG=OLDCONFIG ...] NEW.md OLD.md [OLDER.md ...]
 
 For every task section (`## TASK`) and configuration row of NEW.md, the same configuration is
 looked up in the OLD reports in the order given (the first that has it is the baseline: a partial
 rerun such as docs/benchmarks-dps-mo.md supersedes docs/benchmarks.md for its rows).  Printed:
 PSNR old and new with new - old and its 95 % interval from the two standard errors as if the runs
 were independent (the images and measurements are the same, so the paired interval is narrower:
-this one is conservative), SSIM, UNet NFEs per image and seconds per image.
+this one is conservative), SSIM, UNet NFEs per image and seconds per image.  --as compares a
+configuration with an old one of another label (a default whose step count changed: the old
+default ran as dps-mo@100, the new one as dps-mo@50).
 """
 import math
 import sys
@@ -43,14 +45,22 @@ def num(row, key):
 
 
 def main():
-    if len(sys.argv) < 3:
+    args, alias = sys.argv[1:], {}
+    while args and args[0] == "--as":
+        if len(args) < 2 or "=" not in args[1]:
+            sys.exit(__doc__)
+        k, v = args[1].split("=", 1)
+        alias[k] = v
+        args = args[2:]
+    if len(args) < 2:
         sys.exit(__doc__)
-    new = read_report(sys.argv[1])
-    olds = [(p, read_report(p)) for p in sys.argv[2:]]
+    new = read_report(args[0])
+    olds = [(p, read_report(p)) for p in args[1:]]
     print("| task | config | PSNR old | PSNR new | new - old (95 %) | SSIM old / new | UNet NFE old / new | s/image old / new | baseline |")
     print("|---|---|---|---|---|---|---|---|---|")
     for (task, config), r in new.items():
-        base = next(((p, o[(task, config)]) for p, o in olds if (task, config) in o), None)
+        key = (task, alias.get(config, config))
+        base = next(((p, o[key]) for p, o in olds if key in o), None)
         if base is None:
             continue
         path, o = base
@@ -58,7 +68,7 @@ def main():
         ci = 1.96 * math.hypot(num(r, "+-SE"), num(o, "+-SE"))
         nfe = lambda row: num(row, "UNet fwd") + num(row, "UNet VJP")
         print("| %s | %s | %.2f | %.2f | %+.2f +- %.2f | %s / %s | %.0f / %.0f | %s / %s | %s |" % (
-            task, config, num(o, "PSNR"), num(r, "PSNR"), d, ci, o.get("SSIM", "?"), r.get("SSIM", "?"),
+            task, config if key[1] == config else "%s (old: %s)" % (config, key[1]), num(o, "PSNR"), num(r, "PSNR"), d, ci, o.get("SSIM", "?"), r.get("SSIM", "?"),
             nfe(o), nfe(r), o.get("s/image", "?"), r.get("s/image", "?"), path.split("/")[-1]))
 
 

@@ -37,7 +37,7 @@ runs=(
   "sr4|stsl|--steps 50 --K 5|--steps 50 --K 5"
   "random-inpaint|stsl|--steps 50 --K 5|--steps 50 --K 5"
   "box-inpaint|dps|--steps 200|--steps 1000"
-  "motion-blur|dps-mo|--steps 100|--steps 100"
+  "motion-blur|dps-mo|--steps 50|--steps 50"
   "gaussian-blur|rmp|--steps 400|--steps 400"
 )
 

@@ -30,8 +30,9 @@ at::TensorOptions floats_on(c10::Device d) { return at::TensorOptions().dtype(at
 /* The caller's floats (borrowed for the call) as a tensor of its own on d. */
 at::Tensor copy_floats(const float *p, at::IntArrayRef shape, c10::Device d)
 {
-    at::Tensor t = at::from_blob(const_cast<float *>(p), shape, floats_on(c10::kCPU)).clone();
-    return d.is_cpu() ? t : t.to(d);
+    at::Tensor t = at::from_blob(const_cast<float *>(p), shape, floats_on(c10::kCPU));
+    /* one copy: clone on the CPU, a transfer (which copies) elsewhere */
+    return d.is_cpu() ? t.clone() : t.to(d);
 }
 
 /* A padding map (padded index -> source index, or -1 for zero) as indices into a plane

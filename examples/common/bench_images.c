@@ -368,13 +368,10 @@ int stsl_bench_images_main(int argc, char **argv)
         stsl_solver_destroy(solver);
         goto done;
     }
+    /* steps, inner steps and the label are read after the first run: some defaults follow the
+     * operator (stsl_solver_get_int), which the getters know once a run has used it */
     int64_t steps = 0, inner = 0;
-    stsl_solver_get_int(solver, STSL_PARAM_STEPS, &steps);
-    if (stsl_solver_get_int(solver, STSL_PARAM_INNER_STEPS, &inner) != STSL_OK) inner = 0;
-    char label[128];
-    if (o.label) snprintf(label, sizeof label, "%s", o.label);
-    else if (K > 1) snprintf(label, sizeof label, "%s@%lldx%d", o.solver, (long long)steps, K);
-    else snprintf(label, sizeof label, "%s@%lld", o.solver, (long long)steps);
+    char label[128] = "";
 
     if (o.csv) {
         struct stat st;
@@ -388,14 +385,6 @@ int stsl_bench_images_main(int argc, char **argv)
         if (fresh)
             fprintf(csv, "task,solver,config,steps,samples,index,label,psnr,ssim,unet_forward,unet_vjp,"
                          "decoder_forward,decoder_vjp,unet_calls,seconds\n");
-    }
-    if (!o.quiet) {
-        printf("# stsl-bench image mode: task %s, solver %s (%s), %d image(s), seed %llu, prior %s%s%s\n",
-               o.task, o.solver, label, N, (unsigned long long)o.seed, m.model_path,
-               m.ae ? " + " : "", m.ae ? m.vae_path : "");
-        printf("%6s %5s %8s %7s %10s %10s %10s %10s %9s\n", "index", "class", "psnr", "ssim",
-               "unet_fwd", "unet_vjp", "dec_fwd", "dec_vjp", "seconds");
-        fflush(stdout);
     }
     double sum_p = 0, sum_s = 0, sum_t = 0, sum_nfe[4] = {0, 0, 0, 0};
     for (int b0 = 0; b0 < N; b0 += B) {
@@ -426,6 +415,21 @@ int stsl_bench_images_main(int argc, char **argv)
                                                     : stsl_strerror(st));
             stsl_solver_destroy(solver);
             goto done;
+        }
+        if (b0 == 0) {
+            stsl_solver_get_int(solver, STSL_PARAM_STEPS, &steps);
+            if (stsl_solver_get_int(solver, STSL_PARAM_INNER_STEPS, &inner) != STSL_OK) inner = 0;
+            if (o.label) snprintf(label, sizeof label, "%s", o.label);
+            else if (K > 1) snprintf(label, sizeof label, "%s@%lldx%d", o.solver, (long long)steps, K);
+            else snprintf(label, sizeof label, "%s@%lld", o.solver, (long long)steps);
+            if (!o.quiet) {
+                printf("# stsl-bench image mode: task %s, solver %s (%s), %d image(s), seed %llu, prior %s%s%s\n",
+                       o.task, o.solver, label, N, (unsigned long long)o.seed, m.model_path,
+                       m.ae ? " + " : "", m.ae ? m.vae_path : "");
+                printf("%6s %5s %8s %7s %10s %10s %10s %10s %9s\n", "index", "class", "psnr", "ssim",
+                       "unet_fwd", "unet_vjp", "dec_fwd", "dec_vjp", "seconds");
+                fflush(stdout);
+            }
         }
         double per[5] = {(double)nfe.unet_forward / nb, (double)nfe.unet_vjp / nb,
                          (double)nfe.decoder_forward / nb, (double)nfe.decoder_vjp / nb,

@@ -59,8 +59,8 @@ int tu_on_cuda(void);
 /* A context on tu_device() and tu_half(); NULL (and a message) on failure. */
 stsl_context *tu_context(void);
 /* The tolerance of a comparison for the device in use: `cpu` on CPU, `cuda` on CUDA in float32
- * (cuDNN may run convolutions in TF32, a 10-bit mantissa), `half` in a reduced precision on any
- * device.  The values each suite uses are listed in docs/cuda.md. */
+ * (cuDNN may run convolutions in TF32, a 10-bit mantissa), `half` in float16 and 2.5 `half` in
+ * bfloat16 on any device.  The values each suite uses are listed in docs/cuda.md. */
 double tu_tol(double cpu, double cuda, double half);
 
 /* 1 when a tool's generated --help (text) lists `flag` ("--steps") with a "default:" line that

@@ -302,11 +302,15 @@ static void test_nfe_pixel(void)
      * as full VJPs at the same point; the probes of H p are operator work only); N 3 too; with
      * zeta 0 (the prior sampler) 1 forward per level */
     s = make("dps-mo", T);
-    int64_t mo_n = -1;
+    int64_t mo_n = -1, passes = -1;
     TU_ASSERT_OK(stsl_solver_get_int(s, STSL_PARAM_INNER_STEPS, &mo_n));
-    check_nfe(s, gmm, NULL, B, (expect){0, (uint64_t)T * (1 + mo_n) * B, 0, 0, 0, 0}, "dps-mo");
+    TU_ASSERT_OK(stsl_solver_get_int(s, STSL_PARAM_DENOISE_PASSES, &passes));
+    CU_ASSERT(passes == 2);   /* the default on a linear operator, squared loss, pixel prior */
+    check_nfe(s, gmm, NULL, B, (expect){0, (uint64_t)T * passes * (1 + mo_n) * B, 0, 0, 0, 0}, "dps-mo");
     stsl_solver_set_int(s, STSL_PARAM_INNER_STEPS, 3);
-    check_nfe(s, gmm, NULL, B, (expect){0, (uint64_t)T * 4 * B, 0, 0, 0, 0}, "dps-mo N 3");
+    check_nfe(s, gmm, NULL, B, (expect){0, (uint64_t)T * passes * 4 * B, 0, 0, 0, 0}, "dps-mo N 3");
+    stsl_solver_set_int(s, STSL_PARAM_DENOISE_PASSES, 1);
+    check_nfe(s, gmm, NULL, B, (expect){0, (uint64_t)T * 4 * B, 0, 0, 0, 0}, "dps-mo N 3, 1 pass");
     stsl_solver_set_float(s, STSL_PARAM_ZETA, 0.0);
     check_nfe(s, gmm, NULL, B, (expect){(uint64_t)T * B, 0, 0, 0, 0, 0}, "dps-mo zeta 0");
     stsl_solver_destroy(s);
@@ -386,7 +390,8 @@ static void test_nfe_latent(void)
     stsl_solver_destroy(s);
     /* dps-mo, N 2: 1 + N UNet VJPs per level; grad l through the decoder at x0 and at each of the
      * 1 + N probes: 2 + N decoder VJPs per level, each a forward + a VJP with this test autoencoder
-     * (it cannot keep an evaluation), + 1 decoder forward for the output */
+     * (it cannot keep an evaluation), + 1 decoder forward for the output.  A latent prior's
+     * default is one denoiser pass (solver_params.c) */
     s = make("dps-mo", T);
     stsl_solver_set_int(s, STSL_PARAM_INNER_STEPS, 2);
     check_nfe(s, lat, ae, B,

@@ -217,21 +217,30 @@ static void test_stsl_defaults(void)
  * to the nearest component mean (the means are >= 16 apart at d_x 8, the unit-variance components
  * overlap by < 1e-12); spread = sqrt(mean squared residual / var) (1 for exact draws), tv = the total
  * variation between the assigned fractions and the weights. */
+/* The component whose centre (centres: tb->k * dx, the prior's or the posterior's means) is
+ * nearest to x (dx floats); *d2 its squared distance. */
+static int nearest_component(const stsl__testbed *tb, const double *centres, const float *x, double *d2)
+{
+    int best = 0;
+    double bd = INFINITY;
+    for (int c = 0; c < tb->k; c++) {
+        double e = 0;
+        for (size_t d = 0; d < tb->dx; d++) {
+            const double u = x[d] - centres[(size_t)c * tb->dx + d];
+            e += u * u;
+        }
+        if (e < bd) bd = e, best = c;
+    }
+    *d2 = bd;
+    return best;
+}
+
 static void prior_fit(const stsl__testbed *tb, const float *x, int n, double *spread, double *tv)
 {
     double *cnt = calloc((size_t)tb->k, sizeof(double)), ss = 0;
     for (int i = 0; i < n; i++) {
-        int best = 0;
-        double bd = INFINITY;
-        for (int c = 0; c < tb->k; c++) {
-            double d2 = 0;
-            for (size_t d = 0; d < tb->dx; d++) {
-                double u = x[(size_t)i * tb->dx + d] - tb->mu[(size_t)c * tb->dx + d];
-                d2 += u * u;
-            }
-            if (d2 < bd) bd = d2, best = c;
-        }
-        cnt[best] += 1;
+        double bd;
+        cnt[nearest_component(tb, tb->mu, x + (size_t)i * tb->dx, &bd)] += 1;
         ss += bd;
     }
     *spread = sqrt(ss / ((double)n * tb->dx) / tb->var);
@@ -282,6 +291,56 @@ static void test_dps_mo_prior(void)
     free(y);
     free(x);
     problem_close(&P);
+}
+
+/* DPS-MO's mode weights on fresh MCG instances whose posterior is one component (weight > 0.999):
+ * the share of samples nearest to another component's posterior mean.  One posterior-denoiser
+ * pass per level (the default before issue 28's second pass) put 3.5-4.5 % there on each (the
+ * Tweedie Gaussian of eq. F mixes the components at the middle levels, dps_mo.c); two passes: 0 of
+ * 200 on each.  Bound: MODE_MISS_MAX (3 of 200 samples). */
+#define MODE_N 200
+#define MODE_MISS_MAX 0.015
+static double dps_mo_mode_miss(int dx, int dy, uint64_t seed)
+{
+    problem P;
+    double miss = 1;
+    if (mcg_open(dx, dy, seed, &P) != 0) return miss;
+    const stsl__testbed *tb = P.tb;
+    int top = 0;
+    for (int c = 1; c < tb->k; c++)
+        if (tb->pw[c] > tb->pw[top]) top = c;
+    CU_ASSERT(tb->pw[top] > 0.999);
+    stsl_solver *sv = NULL;
+    float *y = malloc(MODE_N * tb->dy * sizeof(float)), *x = malloc(MODE_N * tb->dx * sizeof(float));
+    TU_ASSERT_OK(stsl_solver_create_by_name(ctx, "dps-mo", &sv));
+    if (sv && y && x) {
+        for (int i = 0; i < MODE_N; i++) stsl__testbed_y(tb, y + i * tb->dy);
+        stsl_solver_set_int(sv, STSL_PARAM_BATCH_LIMIT, MODE_N);
+        TU_ASSERT_OK(stsl_solver_run(sv, P.score, P.op, NULL, y, x, MODE_N));
+        int wrong = 0;
+        for (int i = 0; i < MODE_N; i++) {
+            double d2;
+            wrong += nearest_component(tb, tb->pm, x + (size_t)i * tb->dx, &d2) != top;
+        }
+        miss = (double)wrong / MODE_N;
+    }
+    free(y);
+    free(x);
+    stsl_solver_destroy(sv);
+    problem_close(&P);
+    return miss;
+}
+
+static void test_dps_mo_modes(void)
+{
+    static const int inst[][3] = {{36, 3, 5655}, {32, 3, 7598}, {35, 4, 3403}};
+    for (size_t i = 0; i < sizeof inst / sizeof inst[0]; i++) {
+        const double miss = dps_mo_mode_miss(inst[i][0], inst[i][1], (uint64_t)inst[i][2]);
+        if (verbose || !(miss <= MODE_MISS_MAX))
+            fprintf(verbose ? stdout : stderr, "\n  dps-mo d_x %d d_y %d seed %d: %.3f of the samples in another component",
+                    inst[i][0], inst[i][1], inst[i][2], miss);
+        CU_ASSERT(miss <= MODE_MISS_MAX);
+    }
 }
 
 static void image_case(const char *opname)
@@ -431,6 +490,7 @@ int main(void)
         {"MCG GMM d_x 8 d_y 2: every solver vs the exact posterior", test_mcg},
         {"MCG GMM d_x 80 d_y 2: stsl defaults vs the literal reading and dps", test_stsl_defaults},
         {"MCG GMM prior: dps-mo with guidance and MO off samples it as ddim does", test_dps_mo_prior},
+        {"dps-mo defaults: samples in the posterior's component on fresh MCG instances", test_dps_mo_modes},
         {"rmp defaults: posterior mean within 5 % on fresh MCG instances", test_rmp_fresh},
         {"image GMM under gaussian-blur", test_image_blur},
         {"image GMM under sr2", test_image_sr2},
