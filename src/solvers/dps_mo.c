@@ -49,9 +49,10 @@
  * which turned D(x) into D(D(x) + sigma xi), an under-dispersed sampler; here the predicted noise
  * and the posterior denoiser, step 3, then DDPM's posterior q(x_{i+1} | x_i, x0')).  Step 3 is
  * exact Gaussian conditioning only for a linear operator, the squared loss and a pixel prior;
- * elsewhere the defaults keep one pass (solver_params.c: it threw images off the prior there).  The probe of H p is taken at x0 + tau p with |tau p| = 0.1 max(|x0|, 1)
- * and divided by tau: at small sigma p is tiny and the float difference grad l(x0 + p) - grad l(x0)
- * would be roundoff (exact for a linear A and the squared loss; a secant otherwise).
+ * elsewhere the defaults keep one pass (solver_params.c: it threw images off the prior there).
+ * The probe of H p is taken at x0 + tau p with |tau p| = 0.1 max(|x0|, 1) and divided by tau: at
+ * small sigma p is tiny and the float difference grad l(x0 + p) - grad l(x0) would be roundoff
+ * (exact for a linear A and the squared loss; a secant otherwise).
  * Defaults: the parameter table (solver_params.c).
  * NFE per level (ZETA > 0): PASSES (1 + N) UNet VJPs (the first of each pass one pass with D:
  * stsl__kept); ZETA 0: 1 forward.  Latent prior (l goes through the decoder): PASSES (2 + N)
@@ -207,7 +208,7 @@ stsl_status stsl__solve_dps_mo(stsl__run *R, float *x_out)
     for (int i = 0; i < n; i++) {
         R->step = i + 1;
         const double si = sig[i];
-        const double t = stsl__time_of_sigma(R, si), ab = stsl__ab(R, t);
+        const double t = stsl__time_of_sigma(R, si);
         if (zeta > 0) {
             /* 0.-2. at x: d = D(x), x0' = u ~ E[x0 | x, y] */
             st = posterior_mean(R, &W, K, iw, x, si, t, NS > 0 && i > 0 ? sprev : NULL, d, u, s);
@@ -222,7 +223,8 @@ stsl_status stsl__solve_dps_mo(stsl__run *R, float *x_out)
             memcpy(sprev, s, m * sizeof(float));
             memcpy(x0, u, m * sizeof(float));   /* x0' */
         } else {
-            for (size_t k = 0; k < m; k++) W.xv[k] = (float)(sqrt(ab) * x[k]);
+            const double ab = stsl__ab(R, t), sab = sqrt(ab);
+            for (size_t k = 0; k < m; k++) W.xv[k] = (float)(sab * x[k]);
             if ((st = stsl__net_eps_t(R, W.xv, t, W.eps, R->batch)) != STSL_OK) goto done;
             stsl__tweedie(ab, W.xv, W.eps, x0, m);
         }

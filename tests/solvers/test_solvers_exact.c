@@ -213,10 +213,6 @@ static void test_stsl_defaults(void)
     problem_close(&P);
 }
 
-/* Spread and weights of samples x (n x d_x) against the testbed's PRIOR: each sample is assigned
- * to the nearest component mean (the means are >= 16 apart at d_x 8, the unit-variance components
- * overlap by < 1e-12); spread = sqrt(mean squared residual / var) (1 for exact draws), tv = the total
- * variation between the assigned fractions and the weights. */
 /* The component whose centre (centres: tb->k * dx, the prior's or the posterior's means) is
  * nearest to x (dx floats); *d2 its squared distance. */
 static int nearest_component(const stsl__testbed *tb, const double *centres, const float *x, double *d2)
@@ -235,6 +231,10 @@ static int nearest_component(const stsl__testbed *tb, const double *centres, con
     return best;
 }
 
+/* Spread and weights of samples x (n x d_x) against the testbed's PRIOR: each sample is assigned
+ * to the nearest component mean (the means are >= 16 apart at d_x 8, the unit-variance components
+ * overlap by < 1e-12); spread = sqrt(mean squared residual / var) (1 for exact draws), tv = the total
+ * variation between the assigned fractions and the weights. */
 static void prior_fit(const stsl__testbed *tb, const float *x, int n, double *spread, double *tv)
 {
     double *cnt = calloc((size_t)tb->k, sizeof(double)), ss = 0;
