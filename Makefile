@@ -108,6 +108,16 @@ SHIM_SRC :=
 PC_PRIVATE :=
 endif
 
+# ---- The flags an object was built with: BUILD/flags.txt ----
+# Objects depend on it, and it changes only when the compilers, their flags or the link line do:
+# a build configured differently (libtorch found after a first `make` without it, another
+# TORCH_PREFIX, CFLAGS=...) recompiles everything instead of linking stale objects (a `make`
+# before `make deps` left models/*.o built without STSL_WITH_TORCH, and `make demo` then said
+# "built without the TorchScript backend").  Compared at parse time, written by its recipe, so
+# `make -n` shows the rebuild without writing anything.
+FLAGS_STAMP := $(BUILD)/flags.txt
+FLAGS_NOW := $(strip cc $(CC) $(CFLAGS_ALL) cxx $(CXX) $(CXXFLAGS_ALL) link $(LINK_LIBS))
+
 LIB_SRC := $(wildcard src/*/*.c)
 LIB_OBJ := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(LIB_SRC)) \
            $(patsubst shim/%.cpp,$(BUILD)/obj/shim/%.o,$(SHIM_SRC))
@@ -142,7 +152,7 @@ TOOL_BIN := $(patsubst examples/%.c,$(BINOUT)/%,$(TOOL_SRC))
 USER_TOOLS := stsl-restore stsl-degrade
 TOOL_COMMON := $(wildcard examples/common/*.c)
 
-.PHONY: all lib tools deps check check-run check-asan check-abi check-exports check-test-env check-install demo bench \
+.PHONY: all lib tools deps check check-run check-asan check-abi check-exports check-test-env check-build-flags check-install demo bench \
         install uninstall clean abi-baseline fuzz
 
 all: lib tools
@@ -154,14 +164,22 @@ tools: $(TOOL_BIN)
 deps:
 	@bash scripts/deps.sh
 
-$(BUILD)/obj/%.o: src/%.c include/stsl.h $(wildcard src/*/*.h)
+# BUILD/flags.txt (FLAGS_STAMP above): remade only when it differs from FLAGS_NOW
+ifneq ($(strip $(file <$(FLAGS_STAMP))),$(FLAGS_NOW))
+$(FLAGS_STAMP): FORCE
+endif
+$(FLAGS_STAMP):
+	@mkdir -p $(dir $@)
+	@printf '%s\n' '$(subst ','\'',$(FLAGS_NOW))' > $@
+
+$(BUILD)/obj/%.o: src/%.c include/stsl.h $(wildcard src/*/*.h) $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -c $< -o $@
 
 # src/models is the one user of the shim's C interface: shim/shim.h refuses any other includer.
 $(BUILD)/obj/models/%.o: CFLAGS_ALL += -DSTSL_SHIM_USER
 
-$(BUILD)/obj/shim/%.o: shim/%.cpp $(wildcard shim/*.h) include/stsl.h
+$(BUILD)/obj/shim/%.o: shim/%.cpp $(wildcard shim/*.h) include/stsl.h $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS_ALL) -c $< -o $@
 
@@ -177,7 +195,8 @@ $(STATIC): $(LIB_OBJ)
 	rm -f $@
 	ar rcs $@ $(LIB_OBJ)
 
-$(BUILD)/obj/support/%.o: tests/support/%.c $(wildcard tests/support/*.h) include/stsl.h $(wildcard src/*/*.h)
+$(BUILD)/obj/support/%.o: tests/support/%.c $(wildcard tests/support/*.h) include/stsl.h $(wildcard src/*/*.h) \
+                          $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -Itests -c $< -o $@
 
@@ -218,6 +237,7 @@ check: deps
 	@$(MAKE) --no-print-directory check-run
 	@$(MAKE) --no-print-directory check-exports
 	@$(MAKE) --no-print-directory check-test-env
+	@$(MAKE) --no-print-directory check-build-flags
 	@$(MAKE) --no-print-directory check-abi
 	@$(MAKE) --no-print-directory check-hardened-build
 	@$(MAKE) --no-print-directory check-install
@@ -244,6 +264,10 @@ check-exports: $(TEST_BIN) $(TOOL_BIN)
 # The test programs find the tools wherever BINOUT puts them and the python that has torch.
 check-test-env: $(BUILD)/tests/operators/test_degrade_cli $(BUILD)/tests/exporters/test_exporters tools
 	@bash tests/tools/check_test_env.sh $(BUILD) $(BINOUT) $(WITH_TORCH)
+
+# Objects follow the build's flags (FLAGS_STAMP): a differently configured build recompiles.
+check-build-flags: all
+	@bash tests/tools/check_build_flags.sh "$(MAKE)" "$(CFLAGS)" "$(BUILD)"
 
 check-install: $(SHARED) $(STATIC)
 	@bash tests/install/check_install.sh
