@@ -179,8 +179,9 @@ STSL_API int stsl_cuda_available(void);
 /* function of (seed, stream, i), so results do not depend on threads, batch or device.        */
 /* ------------------------------------------------------------------------------------------ */
 
-/* Fill out[0..n) with standard normal draws number offset .. offset+n-1 of (seed, stream).
- * ctx may be NULL (1 thread). Any thread. */
+/* Fill out[0..n) with standard normal draws number offset .. offset+n-1 of (seed, stream)
+ * (Box-Muller in float without libm: the same bits on any machine).  ctx may be NULL (1 thread).
+ * Any thread. */
 STSL_API stsl_status stsl_random_normal(const stsl_context *ctx, uint64_t seed, uint64_t stream,
                                         uint64_t offset, float *out, size_t n);
 /* Same for uniform draws in [0, 1). */

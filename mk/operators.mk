@@ -14,11 +14,6 @@ bench-operators: $(BINOUT)/bench-operators
 
 bench: bench-operators
 
-# The blur and resampling inner loops are axpy's over image rows whose length is only known at
-# run time; -O2's "very cheap" vectoriser leaves them scalar.  The dynamic cost model lets GCC
-# vectorise them (with an alias check), several times faster; results stay deterministic.
-# (GCC spelling; clang vectorises these loops at -O2 already and rejects the option.)
-$(BUILD)/obj/operators/%.o: CFLAGS_ALL += $(if $(findstring clang,$(CC)),,-ftree-vectorize -fvect-cost-model=dynamic)
 
 # The operators' C code against the same maps as libtorch ops (issue 27 item 2): per operator,
 # forward and adjoint/VJP times of both paths and their largest difference, on the CPU or a GPU

@@ -112,6 +112,11 @@ void stsl__philox4x32(uint64_t seed, uint64_t stream, uint64_t counter, uint32_t
 /* Normal / uniform draws i = offset .. offset+n-1 of (seed, stream), single thread. */
 void stsl__rng_normal(uint64_t seed, uint64_t stream, uint64_t offset, float *out, size_t n);
 void stsl__rng_uniform(uint64_t seed, uint64_t stream, uint64_t offset, float *out, size_t n);
+/* The normal pair of two Philox words (wu, wa) (words 0, 1 and 2, 3 of a block), as
+ * stsl__rng_normal computes it, and the same Box-Muller in double with libm: the yardstick the
+ * tests hold the float transform to. */
+void stsl__normal_pair(uint32_t wu, uint32_t wa, float z[2]);
+void stsl__normal_pair_reference(uint32_t wu, uint32_t wa, double z[2]);
 /* Uniform double in [0,1) draw number i (53 bits) and a uniform integer in [0, n). */
 double stsl__rng_uniform_double(uint64_t seed, uint64_t stream, uint64_t i);
 /* Derive a stream id from a purpose tag and up to three indices (sample, step, inner), so that
@@ -194,5 +199,7 @@ const stsl__param_meta *stsl__op_param_meta(stsl_param key);
 
 /* NaN/Inf scan; returns index of first non-finite value or (size_t)-1. */
 size_t stsl__find_nonfinite(const float *x, size_t n);
+/* sum_k a[k] b[k] in double, in a fixed order (src/core/vec.c): the same bits on every machine. */
+double stsl__dot(const float *a, const float *b, size_t n);
 
 #endif /* STSL_INTERNAL_H */

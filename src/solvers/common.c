@@ -61,9 +61,10 @@ stsl_status stsl__ddim_seq(stsl__run *R, int n, int **out)
 
 void stsl__noise(const stsl__run *R, uint32_t tag, uint64_t a, uint64_t b, float *out, size_t n)
 {
+    /* over the context's threads (the draws do not depend on the split); it cannot fail here */
     for (int i = 0; i < R->batch; i++)
-        stsl__rng_normal(stsl__sample_seed(R, i), stsl__stream(tag, 0, a, b), 0, out + (size_t)i * n,
-                         n);
+        (void)stsl_random_normal(R->ctx, stsl__sample_seed(R, i), stsl__stream(tag, 0, a, b), 0,
+                                 out + (size_t)i * n, n);
 }
 
 stsl_status stsl__check_cancel(stsl__run *R)
@@ -474,15 +475,8 @@ stsl_status stsl__data_grad(stsl__run *R, const float *x, double weight, int squ
             stsl__free(l);
             return op_fail(R, st, "forward");
         }
-        for (int b = 0; b < B; b++) {
-            double s = 0;
-            for (size_t i = 0; i < dy; i++) {
-                size_t k = (size_t)b * dy + i;
-                r[k] -= R->y[k];
-                s += (double)r[k] * (double)r[k];
-            }
-            l[b] = s;
-        }
+        for (size_t k = 0; k < (size_t)B * dy; k++) r[k] -= R->y[k];
+        for (int b = 0; b < B; b++) l[b] = stsl__dot(r + (size_t)b * dy, r + (size_t)b * dy, dy);
         st = stsl_operator_vjp(R->op, x, r, grad, B);
         stsl__free(r);
         if (st != STSL_OK) {

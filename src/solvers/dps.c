@@ -19,6 +19,7 @@
 #include "solvers/solver_internal.h"
 
 #include <math.h>
+#include <string.h>
 
 stsl_status stsl__solve_dps(stsl__run *R, float *x_out)
 {
@@ -45,8 +46,9 @@ stsl_status stsl__solve_dps(stsl__run *R, float *x_out)
         const double cz = sqrt(alpha) * (1 - abp) / (1 - ab), c0 = sqrt(abp) * beta / (1 - ab);
         const double sig = i > 0 ? sqrt(beta * (1 - abp) / (1 - ab)) : 0.0;
         if (sig > 0) stsl__noise(R, STSL_TAG_STEP_NOISE, (uint64_t)i, 0, xi, R->dz); /* line 5 */
+        else memset(xi, 0, m * sizeof(float));          /* the last step: one loop, vectorised */
         for (size_t k = 0; k < m; k++)                                  /* lines 6-7 */
-            z[k] = (float)(cz * z[k] + c0 * x0[k] + (sig > 0 ? sig * xi[k] : 0.0) - zeta * g[k]);
+            z[k] = (float)(cz * z[k] + c0 * x0[k] + sig * xi[k] - zeta * g[k]);
         if ((st = stsl__step_end(R, z, m, "the DPS iterate", x0)) != STSL_OK) goto done;
     }
 done:

@@ -67,13 +67,6 @@
 /* the probe of H p: |tau p| = STSL__MO_PROBE max(|x0|, 1) (header) */
 #define STSL__MO_PROBE 0.1
 
-static double dot(const float *a, const float *b, size_t n)
-{
-    double s = 0;
-    for (size_t k = 0; k < n; k++) s += (double)a[k] * b[k];
-    return s;
-}
-
 /* out = C v = sigma^2 J v at the level's kept evaluation: J_vp^T v (stsl__tweedie_kept_vjp; a
  * full VJP at the same point after the first), J = sqrt(ab) J_vp, J^T = J */
 static stsl_status cov_times(stsl__run *R, stsl__kept *kp, double s2, double sab, const float *v,
@@ -119,13 +112,16 @@ static stsl_status posterior_mean(stsl__run *R, mo_work *W, int K, double iw, co
         /* H p = (grad l(d + tau p) - grad l(d)) / tau + iw C^-1 p */
         for (size_t b = 0; b < B; b++) {
             const size_t o = b * dz;
-            const double pn = sqrt(dot(p + o, p + o, dz)), xn = sqrt(dot(d + o, d + o, dz));
+            const double pn = sqrt(stsl__dot(p + o, p + o, dz)), xn = sqrt(stsl__dot(d + o, d + o, dz));
             W->tau[b] = pn > 0 ? STSL__MO_PROBE * (xn > 1 ? xn : 1) / pn : 1;
             for (size_t k = o; k < o + dz; k++) xi[k] = (float)(d[k] + W->tau[b] * p[k]);
         }
         if ((st = stsl__data_cotangent(R, xi, 1.0, 1, NULL, NULL, hp)) != STSL_OK) break;
-        for (size_t k = 0; k < m; k++)
-            hp[k] = (float)((hp[k] - c0[k]) / W->tau[k / dz] + iw * sp[k]);
+        for (size_t b = 0; b < B; b++) {
+            const double tau = W->tau[b];
+            for (size_t k = b * dz; k < (b + 1) * dz; k++)
+                hp[k] = (float)((hp[k] - c0[k]) / tau + iw * sp[k]);
+        }
         for (size_t b = 0; b < B; b++) {
             const size_t o = b * dz;
             /* H-conjugate to the earlier directions (Gram-Schmidt in the H inner product) */
@@ -133,7 +129,7 @@ static stsl_status posterior_mean(stsl__run *R, mo_work *W, int K, double iw, co
                 const double dl = W->pHp[(size_t)l * B + b];
                 if (!(dl > 0)) continue;
                 const size_t ol = (size_t)l * m + o;
-                const double be = dot(W->HP + ol, p + o, dz) / dl;
+                const double be = stsl__dot(W->HP + ol, p + o, dz) / dl;
                 for (size_t k = 0; k < dz; k++) {
                     p[o + k] = (float)(p[o + k] - be * W->P[ol + k]);
                     sp[o + k] = (float)(sp[o + k] - be * W->SP[ol + k]);
@@ -141,10 +137,10 @@ static stsl_status posterior_mean(stsl__run *R, mo_work *W, int K, double iw, co
                 }
             }
             /* exact step along p: a = (r . p) / (p . H p) */
-            const double dd = dot(p + o, hp + o, dz);
+            const double dd = stsl__dot(p + o, hp + o, dz);
             W->pHp[(size_t)j * B + b] = dd;
             if (!(dd > 0)) continue;
-            const double a = dot(r + o, p + o, dz) / dd;
+            const double a = stsl__dot(r + o, p + o, dz) / dd;
             for (size_t k = o; k < o + dz; k++) {
                 u[k] = (float)(u[k] + a * p[k]);
                 s[k] = (float)(s[k] + a * sp[k]);

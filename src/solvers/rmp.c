@@ -180,12 +180,8 @@ static int cov_vjp_guarded(const stsl__run *R, double ab, const float *u, float 
     for (int b = 0; b < R->batch; b++) {
         const float *ub = u + (size_t)b * R->dz;
         float *jb = j + (size_t)b * R->dz;
-        double q = 0, jj = 0;
-        for (size_t i = 0; i < R->dz; i++) {
-            jb[i] = (float)((double)ub[i] / sa - c * (double)jb[i]);
-            q += (double)ub[i] * jb[i];
-            jj += (double)jb[i] * jb[i];
-        }
+        for (size_t i = 0; i < R->dz; i++) jb[i] = (float)((double)ub[i] / sa - c * (double)jb[i]);
+        const double q = stsl__dot(ub, jb, R->dz), jj = stsl__dot(jb, jb, R->dz);
         if (!(q > 0 && isfinite(jj))) {   /* also NaN */
             for (size_t i = 0; i < R->dz; i++) jb[i] = (float)((double)ub[i] / sa);
             replaced = 1;
@@ -253,23 +249,13 @@ static stsl_status cov_guidance(stsl__run *R, const float *z, double t, double s
             /* Galerkin step on span{zy, rr}: z = beta zy + alpha rr minimising z.M z/2 - z.r, with
              * v.M w = sigma_y^2 v.w + f (A^T v).J^T(A^T w) from the products at hand; it rescales
              * a stale warm start (beta), which the plain CG step (beta = 1) cannot */
-            double zz = 0, zr = 0, rr2 = 0, rrr = 0, q00 = 0, q01 = 0, q10 = 0, q11 = 0, rz = 0, r2n = 0;
-            for (size_t i = 0; i < dy; i++) {
-                const double zi = zy[oy + i], pi = rr[oy + i], ri = r[oy + i];
-                zz += zi * zi;
-                zr += zi * pi;
-                rr2 += pi * pi;
-                rrr += pi * ri;
-            }
-            for (size_t i = 0; i < dz; i++) {
-                q00 += (double)u0[oz + i] * j0[oz + i];
-                q01 += (double)u0[oz + i] * j1[oz + i];
-                q10 += (double)u1[oz + i] * j0[oz + i];
-                q11 += (double)u1[oz + i] * j1[oz + i];
-            }
+            const float *zb = zy + oy, *pb = rr + oy, *rb = r + oy;
+            const double zz = stsl__dot(zb, zb, dy), zr = stsl__dot(zb, pb, dy),
+                         rr2 = stsl__dot(pb, pb, dy), rrr = stsl__dot(pb, rb, dy);
+            const double q00 = stsl__dot(u0 + oz, j0 + oz, dz), q01 = stsl__dot(u0 + oz, j1 + oz, dz),
+                         q10 = stsl__dot(u1 + oz, j0 + oz, dz), q11 = stsl__dot(u1 + oz, j1 + oz, dz);
             const double a11 = s2 * zz + f * q00, a12 = s2 * zr + f * 0.5 * (q01 + q10), a22 = s2 * rr2 + f * q11;
-            double zyr = 0;   /* zy.r = zy.(rr + M zy) */
-            for (size_t i = 0; i < dy; i++) zyr += (double)zy[oy + i] * r[oy + i];
+            const double zyr = stsl__dot(zb, rb, dy);   /* zy.r = zy.(rr + M zy) */
             const double det = a11 * a22 - a12 * a12;
             double beta = 0, alpha = a22 > 0 ? rrr / a22 : 0.0;
             if (a11 > 0 && a22 > 0 && det > 1e-12 * a11 * a22) {
@@ -277,11 +263,9 @@ static stsl_status cov_guidance(stsl__run *R, const float *z, double t, double s
                 alpha = (a11 * rrr - a12 * zyr) / det;
             }
             if (!isfinite(alpha) || !isfinite(beta)) alpha = beta = 0;
-            for (size_t i = 0; i < dy; i++) {
+            for (size_t i = 0; i < dy; i++)
                 zy[oy + i] = (float)(beta * zy[oy + i] + alpha * rr[oy + i]);
-                rz += (double)r[oy + i] * zy[oy + i];
-                r2n += (double)r[oy + i] * r[oy + i];
-            }
+            const double rz = stsl__dot(rb, zb, dy), r2n = stsl__dot(rb, rb, dy);
             for (size_t i = 0; i < dz; i++)
                 g[oz + i] = (float)(-(beta * (double)j0[oz + i] + alpha * (double)j1[oz + i]));
             const double veff = rz > 0 && r2n > 0 ? r2n / rz : s2 + cflat;

@@ -137,11 +137,11 @@ stsl_status stsl__solve_stsl(stsl__run *R, float *x_out)
         if (init == STSL_INIT_DDIM_INVERSION) {
             /* the Tweedie estimate at the network's level, carried to level k */
             stsl__tweedie(stsl__ab(R, tnet), prev, eps, tmp, m);
-            for (size_t i = 0; i < m; i++)
-                cur[i] = (float)(sqrt(ab) * tmp[i] + sqrt(1 - ab) * eps[i]);
+            const double cx = sqrt(ab), ce = sqrt(1 - ab);
+            for (size_t i = 0; i < m; i++) cur[i] = (float)(cx * tmp[i] + ce * eps[i]);
         } else {
-            for (size_t i = 0; i < m; i++)
-                cur[i] = (float)(sqrt(alpha) * prev[i] + sqrt(1 - alpha) * eps[i]);
+            const double cx = sqrt(alpha), ce = sqrt(1 - alpha);
+            for (size_t i = 0; i < m; i++) cur[i] = (float)(cx * prev[i] + ce * eps[i]);
         }
         if ((st = stsl__check_finite(R, cur, m, "the forward process")) != STSL_OK) goto done;
     }
@@ -168,10 +168,14 @@ stsl_status stsl__solve_stsl(stsl__run *R, float *x_out)
                 const float *zb = Z + (size_t)b * dz;
                 memcpy(p0, zb, dz * sizeof(float));
                 if (N > 0) {
-                    stsl__rng_normal(stsl__sample_seed(R, b),
-                                     stsl__stream(STSL_TAG_PROBE, 0, (uint64_t)k, (uint64_t)p), 0,
-                                     eb, (size_t)N * dz);
-                    for (size_t i = 0; i < (size_t)N * dz; i++) p0[dz + i] = zb[i % dz] + eb[i];
+                    (void)stsl_random_normal(R->ctx, stsl__sample_seed(R, b),
+                                             stsl__stream(STSL_TAG_PROBE, 0, (uint64_t)k, (uint64_t)p),
+                                             0, eb, (size_t)N * dz);
+                    for (int n = 0; n < N; n++) {
+                        float *pn = p0 + (size_t)(n + 1) * dz;
+                        const float *en = eb + (size_t)n * dz;
+                        for (size_t i = 0; i < dz; i++) pn[i] = zb[i] + en[i];
+                    }
                 }
             }
             /* line 9: zbar at Z.  One pass: eps of all N + 1 points, kept for the VJP below
@@ -216,11 +220,21 @@ stsl_status stsl__solve_stsl(stsl__run *R, float *x_out)
             for (int b = 0; b < B; b++) {
                 float *gb = grad + (size_t)b * dz;
                 const float *cb = c + (size_t)b * dz, *vb = vjp + (size_t)b * (N + 1) * dz;
-                for (size_t i = 0; i < dz; i++) {
-                    double s = (double)cb[i] / sa;
-                    for (int n = 0; n <= N; n++) s += (double)vb[(size_t)n * dz + i];
-                    if (zfk) s += 2.0 * kappa * ((double)Z[(size_t)b * dz + i] - zfk[(size_t)b * dz + i]);
-                    gb[i] = (float)s;
+                const float *zb = Z + (size_t)b * dz, *fb = zfk ? zfk + (size_t)b * dz : NULL;
+                /* per element: c / sqrt(abar) + the N + 1 VJPs in order [+ the proximal term],
+                 * in double; blocks of elements so that each term is one vectorised loop */
+                double acc[256];
+                for (size_t i0 = 0; i0 < dz; i0 += 256) {
+                    const size_t len = dz - i0 < 256 ? dz - i0 : 256;
+                    for (size_t i = 0; i < len; i++) acc[i] = (double)cb[i0 + i] / sa;
+                    for (int n = 0; n <= N; n++) {
+                        const float *vn = vb + (size_t)n * dz + i0;
+                        for (size_t i = 0; i < len; i++) acc[i] += (double)vn[i];
+                    }
+                    if (fb)
+                        for (size_t i = 0; i < len; i++)
+                            acc[i] += 2.0 * kappa * ((double)zb[i0 + i] - fb[i0 + i]);
+                    for (size_t i = 0; i < len; i++) gb[i0 + i] = (float)acc[i];
                 }
             }
             if ((st = stsl__check_finite(R, grad, m, "the STSL gradient")) != STSL_OK) goto done;
@@ -230,8 +244,7 @@ stsl_status stsl__solve_stsl(stsl__run *R, float *x_out)
                 for (int b = 0; b < B; b++) {
                     float *zb = Z + (size_t)b * dz;
                     const float *gb = grad + (size_t)b * dz;
-                    double g2 = 0;
-                    for (size_t i = 0; i < dz; i++) g2 += (double)gb[i] * gb[i];
+                    const double g2 = stsl__dot(gb, gb, dz);
                     const double excess = loss[b] - lstar;
                     const double gam = (excess > 0 && g2 > 0) ? lr * excess / g2 : 0.0;
                     for (size_t i = 0; i < dz; i++) zb[i] = (float)((double)zb[i] - gam * (double)gb[i]);

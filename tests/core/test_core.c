@@ -354,6 +354,75 @@ static void test_rng_seeds_streams_differ(void)
     CU_ASSERT(stsl__stream(STSL_TAG_MASK, 0, 0, 0) != stsl__stream(STSL_TAG_MASK, 0, 0, 1));
 }
 
+/* The float Box-Muller of src/core/rng.c against the same transform in double with libm, on
+ * Philox words and on the words at the edges of both ranges; the stream is that transform of
+ * the blocks' words in lane order; and a known answer fixes the bits. */
+static void test_rng_normal_transform(void)
+{
+    double worst = 0;
+    for (uint64_t b = 0; b < (1u << 18); b++) {
+        uint32_t w[4];
+        stsl__philox4x32(7, 9, b, w);
+        for (int p = 0; p < 2; p++) {
+            float z[2];
+            double r[2];
+            stsl__normal_pair(w[2 * p], w[2 * p + 1], z);
+            stsl__normal_pair_reference(w[2 * p], w[2 * p + 1], r);
+            for (int q = 0; q < 2; q++) worst = fmax(worst, fabs(z[q] - r[q]) / (1 + fabs(r[q])));
+        }
+    }
+    CU_ASSERT(worst < 5e-7);
+    /* u = 2^-32 (the largest radius, 6.66) and u = 1 (radius 0), the bits where the logarithm's
+     * exponent turns and where the angle's quadrant does */
+    const uint32_t edges[] = {0,          1,          2,          255,        256,        0xffff,
+                              0xffffff,   0x1000000,  0x1fffffff, 0x20000000, 0x3fffffff, 0x40000000,
+                              0x7fffffff, 0x80000000, 0xb504f333, 0xb504f334, 0xbfffffff, 0xe0000000,
+                              0xfffffeff, 0xffffff00, 0xfffffffe, 0xffffffff};
+    const size_t ne = sizeof edges / sizeof edges[0];
+    int bad = 0;
+    for (size_t i = 0; i < ne; i++)
+        for (size_t j = 0; j < ne; j++) {
+            float z[2];
+            double r[2];
+            stsl__normal_pair(edges[i], edges[j], z);
+            stsl__normal_pair_reference(edges[i], edges[j], r);
+            for (int q = 0; q < 2; q++)
+                bad += !isfinite(z[q]) || fabs(z[q] - r[q]) > 5e-7 * (1 + fabs(r[q]));
+        }
+    CU_ASSERT_EQUAL(bad, 0);
+    /* u near 1: the radius sqrt(-2 ln u) is small and keeps its relative accuracy */
+    double near1 = 0;
+    for (uint32_t d = 0; d < 65536; d++) {
+        float z[2];
+        double r[2];
+        stsl__normal_pair(0xffffffffu - d, 0x12345678u, z);
+        stsl__normal_pair_reference(0xffffffffu - d, 0x12345678u, r);
+        near1 = fmax(near1, fabs(z[0] - r[0]) / (1e-30 + fabs(r[0])));
+    }
+    CU_ASSERT(near1 < 5e-7);
+    /* block b's words 0, 1 give draws 4b, 4b + 1; words 2, 3 draws 4b + 2, 4b + 3 */
+    float s[4 * 37];
+    TU_ASSERT_OK(stsl_random_normal(NULL, 11, 13, 0, s, 4 * 37));
+    int same = 1;
+    for (uint64_t b = 0; b < 37; b++) {
+        uint32_t w[4];
+        float z[4];
+        stsl__philox4x32(11, 13, b, w);
+        stsl__normal_pair(w[0], w[1], z);
+        stsl__normal_pair(w[2], w[3], z + 2);
+        same &= memcmp(z, s + 4 * b, sizeof z) == 0;
+    }
+    CU_ASSERT(same);
+    /* known answer: draws 0..7 of (seed 1, stream 2), as bits */
+    const uint32_t kat[8] = {0xbedb93e6u, 0xbe103a07u, 0x3fcfd47eu, 0x3ed12a89u,
+                             0x3f00621bu, 0xbf245b01u, 0x3fc3ce29u, 0x3f0c98bfu};
+    float k8[8];
+    uint32_t kb[8];
+    TU_ASSERT_OK(stsl_random_normal(NULL, 1, 2, 0, k8, 8));
+    memcpy(kb, k8, sizeof kb);
+    CU_ASSERT_EQUAL(memcmp(kb, kat, sizeof kat), 0);
+}
+
 static void test_rng_moments(void)
 {
     float *x = malloc(NBIG * sizeof(float));
@@ -695,6 +764,7 @@ int main(void)
         {"context_log", test_context_log},
         {"ctx_fail", test_ctx_fail},
         {"philox_kat", test_philox_kat},
+        {"rng_normal_transform", test_rng_normal_transform},
         {"rng_threads_identical", test_rng_threads_identical},
         {"rng_offset_split", test_rng_offset_split},
         {"rng_seeds_streams_differ", test_rng_seeds_streams_differ},
