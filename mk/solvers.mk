@@ -25,3 +25,16 @@ bench-gmm: $(BINOUT)/stsl-bench
 	$(BINOUT)/stsl-bench $(BENCH_GMM_ARGS) --markdown docs/benchmarks-gmm.md
 
 bench: bench-gmm
+
+# A solver step outside the network (issue 27 item 2): every solver on a prior whose network
+# costs nothing, the time per step left to the solver's arithmetic, its noise and the operator
+# (scripts/bench_solver_host.c).  Not part of make check or make bench; check-cuda runs it on the
+# GPU (BENCH_SOLVER_HOST_ARGS="--device cuda").  Public API only, linked like the tools.
+BENCH_SOLVER_HOST_ARGS ?= --device cpu --size 256 --repeats 5
+.PHONY: bench-solver-host
+$(BUILD)/bench_solver_host: scripts/bench_solver_host.c $(STATIC) include/stsl.h
+	@mkdir -p $(dir $@)
+	$(CC) $(TOOL_CFLAGS) -o $@ $< $(STATIC_LINK) $(LINK_LIBS)
+
+bench-solver-host: $(BUILD)/bench_solver_host
+	$(BUILD)/bench_solver_host $(BENCH_SOLVER_HOST_ARGS)

@@ -23,7 +23,8 @@
 #                       weights) exported on the CPU (its code carried: CHECK_CUDA_ADM_CODE)
 #   cpu-export-on-DEV   that CPU export loaded and run on the device (forward, VJP, a DPS step)
 #   device-ops          the measurement operators as libtorch ops on the device vs their C code
-#                       (test_device_ops, then build/cuda/bench_device_ops: times and differences)
+#                       (test_device_ops, then build/cuda/bench_device_ops: times and differences),
+#                       and each solver's step outside the network (build/cuda/bench_solver_host)
 #   restore   stsl-restore --device $DEVICE on data/samples with each solver
 #   bench     scripts/cuda_bench.py: library vs eager, shipped prior, real-size stand-ins, upstream ADM
 #
@@ -155,7 +156,7 @@ SECTION[compare]="## CPU vs $DEVICE on the same seeds (cuda_probe compare; toler
 $(for f in "$OUTDIR"/compare-*.txt; do [ -f "$f" ] && { echo "- $(basename "$f" .txt | sed 's/^compare-//'): $(tr '\n' ' ' <"$f")"; }; done)"
 SECTION[device-ops]="## Operators as libtorch ops on $DEVICE vs their C code (test_device_ops, bench_device_ops)
 
-$(summ device-ops '^=== |torch ops on|^    [a-z0-9-]+ +[0-9.e+-]+ +[0-9.e+-]+ +\(|^\||FAIL|asserts' 60)"
+$(summ device-ops '^=== |torch ops on|^    [a-z0-9-]+ +[0-9.e+-]+ +[0-9.e+-]+ +\(|^\||^Solver steps|FAIL|asserts' 80)"
 SECTION[restore]="## Bundled samples restored on $DEVICE (stsl-restore; images under restore/)
 
 $(summ restore '^restore |FAIL' 30)"
@@ -260,7 +261,8 @@ st_build() {
   for t in tests/*/test_*.c; do tests+=("$B/tests/${t#tests/}"); done
   tests=("${tests[@]%.c}")
   echo "make -j$JOBS ${MAKEVARS[*]}"
-  make --no-print-directory -j"$JOBS" "${MAKEVARS[@]}" all "${tests[@]}" $B/bench_device_ops || return 1
+  make --no-print-directory -j"$JOBS" "${MAKEVARS[@]}" all "${tests[@]}" $B/bench_device_ops \
+    $B/bench_solver_host || return 1
   grep -q STSL_WITH_TORCH=1 <(make --no-print-directory -n "${MAKEVARS[@]}" "$B/obj/core/context.o" -B 2>/dev/null) \
     || { echo "error: the build did not find libtorch (WITH_TORCH=0)"; return 1; }
   cc -std=c11 -O2 -Wall -Wextra -Werror -D_GNU_SOURCE -Iinclude -Iexamples scripts/cuda_probe.c examples/common/metrics.c -L$B/lib -lstsl \
@@ -316,13 +318,16 @@ st_suites() {   # in parallel, JOBS at a time; each suite's output kept together
 }
 
 # the measurement operators as libtorch ops on $DEVICE (issue 27 item 2): the suite compares every
-# kind with the C code on the CPU and, with a GPU, on CUDA 0; the benchmark times both paths
+# kind with the C code on the CPU and, with a GPU, on CUDA 0; the benchmark times both paths;
+# bench_solver_host times each solver's step without its network (item 2's 5 % target)
 DEVOPS_SUITE=operators/test_device_ops
 st_device_ops() {
   local rc=0
   STSL_TEST_DEVICE=$DEVICE run_suites "$DEVOPS_SUITE" || rc=1
   echo "=== bench_device_ops --device $DEVICE --size $DEVOPS_SIZE"
   $B/bench_device_ops --device "$DEVICE" --size "$DEVOPS_SIZE" --batch 1 --repeats "$BENCH_REPEATS" || rc=1
+  echo "=== bench_solver_host --device $DEVICE --size $DEVOPS_SIZE (a step outside the network)"
+  $B/bench_solver_host --device "$DEVICE" --size "$DEVOPS_SIZE" --repeats 3 || rc=1
   return $rc
 }
 
@@ -416,7 +421,7 @@ if [[ " ${STAGES[*]} " == *" build|PASS|"* ]]; then
   stage compare 15 45 st_compare
   stage adm-export 15 120 st_adm_export
   stage cpu-export-on-$DEVICE 10 60 st_adm_on_device
-  stage device-ops 10 60 st_device_ops
+  stage device-ops 10 90 st_device_ops
   stage bench 60 200 st_bench
   stage restore 30 120 st_restore
   stage suites 20 90 st_suites
