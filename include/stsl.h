@@ -687,12 +687,13 @@ STSL_API stsl_status stsl_solver_set_int(stsl_solver *solver, stsl_param key, in
 STSL_API stsl_status stsl_solver_set_float(stsl_solver *solver, stsl_param key, double value);
 /* The value the next run uses: the one set, else the default that applies.  Some defaults depend
  * on other settings (RMP's VE variant has its own steps, inner steps and learning rate; STSL's
- * Adam step rule its own learning rate) and the getters follow them at once.  Others depend on
- * the operator (DPS's zeta by the operator's kind; RMP's zeta for the l1/huber losses and its
- * likelihood variance, DPS-MO's denoiser passes, steps and eta wherever the operator is not
- * linear, the loss not squared or the prior latent): the getters report them for the operator
- * of the solver's last run, and before its first run for a generic operator (linear, no kind of
- * its own, squared loss, pixel prior).  A run logs the values it uses at STSL_LOG_DEBUG. */
+ * Adam step rule its own learning rate; DPS-MO with one denoiser pass 100 steps at eta 0.75) and
+ * the getters follow them at once.  Others depend on the operator (DPS's zeta by the operator's
+ * kind; RMP's zeta for the l1/huber losses and its likelihood variance, DPS-MO's denoiser passes
+ * wherever the operator is not linear, the loss not squared or the prior latent, and with them
+ * its steps and eta): the getters report them for the operator of the solver's last run, and
+ * before its first run for a generic operator (linear, no kind of its own, squared loss, pixel
+ * prior).  A run logs the values it uses at STSL_LOG_DEBUG. */
 STSL_API stsl_status stsl_solver_get_int(const stsl_solver *solver, stsl_param key, int64_t *value);
 STSL_API stsl_status stsl_solver_get_float(const stsl_solver *solver, stsl_param key,
                                            double *value);

@@ -154,7 +154,7 @@ typedef struct sp_rule {
     unsigned kinds;
     stsl_param key;
     rule_when when;
-    stsl_param on;       /* WHEN_SETTING: a key no rule changes */
+    stsl_param on;       /* WHEN_SETTING: a key no rule changes, or only rules above this one */
     unsigned match;
     double value;
 } sp_rule;
@@ -184,11 +184,12 @@ static const sp_rule RULES[] = {
      * Gaussian posterior step only for a linear operator and the squared loss in pixel space;
      * elsewhere it threw images off the prior (20 images, one pass at 100 levels -> two at 50:
      * salt-pepper 27.1 -> 24.6 dB with two images at 4 and 7 dB, phase retrieval 26.4 -> 22.3,
-     * hdr 21.0 -> 16.5), so there one pass on 100 levels at ETA 0.75, the same 200 VJPs
-     * (docs/algorithms.md, dps-mo) */
+     * hdr 21.0 -> 16.5), so there one pass.  Steps and ETA follow the passes, set or ruled (the
+     * rule above comes first): one pass runs 100 levels at ETA 0.75, the same 200 VJPs as two
+     * passes on 50 (docs/algorithms.md, dps-mo) */
     {K(DPS_MO), STSL_PARAM_DENOISE_PASSES, WHEN_NOT_LINEAR_PIXEL_SQUARED, 0, 0, 1},
-    {K(DPS_MO), STSL_PARAM_STEPS, WHEN_NOT_LINEAR_PIXEL_SQUARED, 0, 0, 100},
-    {K(DPS_MO), STSL_PARAM_ETA, WHEN_NOT_LINEAR_PIXEL_SQUARED, 0, 0, 0.75},
+    {K(DPS_MO), STSL_PARAM_STEPS, WHEN_SETTING, STSL_PARAM_DENOISE_PASSES, 1, 100},
+    {K(DPS_MO), STSL_PARAM_ETA, WHEN_SETTING, STSL_PARAM_DENOISE_PASSES, 1, 0.75},
 };
 #define N_RULES (sizeof RULES / sizeof RULES[0])
 
@@ -247,7 +248,8 @@ void stsl__sp_resolve(stsl_solver_kind kind, const double *val, const unsigned c
             out[s] = r->def;
         }
     }
-    /* then the rules, on keys still at their default; they read settings no rule changes */
+    /* then the rules, in order, on keys still at their default; a rule reads settings as the
+     * rules above it left them */
     for (size_t i = 0; i < N_RULES; i++) {
         const sp_rule *r = &RULES[i];
         int s = stsl__solver_slot(r->key);

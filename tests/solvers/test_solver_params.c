@@ -159,6 +159,9 @@ static void test_dependent_defaults(void)
         {STSL_SOLVER_RMP, STSL_PARAM_VARIANT, STSL_VARIANT_DEFAULT, NO_KEY},
         {STSL_SOLVER_STSL, STSL_PARAM_STEP_RULE, STSL_STEP_ADAM, STSL_PARAM_LEARNING_RATE},
         {STSL_SOLVER_STSL_BIASED, STSL_PARAM_STEP_RULE, STSL_STEP_ADAM, STSL_PARAM_LEARNING_RATE},
+        /* one denoiser pass: 100 levels at eta 0.75 (the VJPs of two passes on 50) */
+        {STSL_SOLVER_DPS_MO, STSL_PARAM_DENOISE_PASSES, 1, STSL_PARAM_STEPS},
+        {STSL_SOLVER_DPS_MO, STSL_PARAM_DENOISE_PASSES, 1, STSL_PARAM_ETA},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         stsl_solver *s = NULL;
@@ -208,6 +211,10 @@ static void test_operator_dependent_defaults(void)
         /* no full Tweedie covariance under an impulse loss: the flat-prior variance */
         {STSL_SOLVER_RMP, huber, STSL_PARAM_LIKELIHOOD_VARIANCE},
         {STSL_SOLVER_DPS, inpaint, STSL_PARAM_ZETA},
+        /* not the squared loss: one denoiser pass, and with it 100 levels at eta 0.75 */
+        {STSL_SOLVER_DPS_MO, huber, STSL_PARAM_DENOISE_PASSES},
+        {STSL_SOLVER_DPS_MO, huber, STSL_PARAM_STEPS},
+        {STSL_SOLVER_DPS_MO, huber, STSL_PARAM_ETA},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         stsl_solver *s = NULL;
@@ -225,6 +232,22 @@ static void test_operator_dependent_defaults(void)
         CU_ASSERT_EQUAL(after, before);
         stsl_solver_destroy(s);
     }
+    /* two passes set on that operator: the steps and eta of two passes, not one pass's (they
+     * follow the passes, not the operator) */
+    stsl_solver *mo = NULL;
+    TU_ASSERT_OK(stsl_solver_create(ctx, STSL_SOLVER_DPS_MO, &mo));
+    if (mo && huber) {
+        stsl_param_bounds steps, eta;
+        TU_ASSERT_OK(stsl_solver_param_bounds(STSL_SOLVER_DPS_MO, STSL_PARAM_STEPS, &steps));
+        TU_ASSERT_OK(stsl_solver_param_bounds(STSL_SOLVER_DPS_MO, STSL_PARAM_ETA, &eta));
+        TU_ASSERT_OK(stsl_solver_set_int(mo, STSL_PARAM_DENOISE_PASSES, 2));
+        run_once(mo, huber);
+        compare_log(mo, "dps-mo 2 passes, huber");
+        check_steps_total(mo);
+        CU_ASSERT_EQUAL(solver_get(mo, STSL_PARAM_STEPS), steps.default_value);
+        CU_ASSERT_EQUAL(solver_get(mo, STSL_PARAM_ETA), eta.default_value);
+    }
+    stsl_solver_destroy(mo);
     stsl_operator_destroy(huber);
     stsl_operator_destroy(inpaint);
 }
