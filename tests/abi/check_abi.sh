@@ -8,9 +8,7 @@
 set -u
 lib="$1"
 here=$(cd "$(dirname "$0")" && pwd)
-fail=0; checks=0; failed=0
-ok()  { checks=$((checks + 1)); echo "  ok: $1"; }
-bad() { checks=$((checks + 1)); failed=$((failed + 1)); echo "  FAIL: $1"; fail=1; }
+. "$here/../common/checks.sh"
 
 echo "=== ABI checks on $lib"
 soname=$(readelf -d "$lib" | sed -n 's/.*SONAME.*\[\(.*\)\]/\1/p')
@@ -58,5 +56,4 @@ cp "$tmp/c.c" "$tmp/cxx.cpp"
 ${CC:-cc} -std=c99 -pedantic -Wall -Wextra -Werror -Iinclude -c "$tmp/c.c" -o "$tmp/c.o" && ok "header compiles alone as C99 -pedantic" || bad "header does not compile as C99"
 ${CXX:-c++} -std=c++11 -Wall -Wextra -Werror -Iinclude -c "$tmp/cxx.cpp" -o "$tmp/cxx.o" && ok "header compiles alone as C++11" || bad "header does not compile as C++"
 rm -rf "$tmp"
-echo "abi: $((checks - failed)) passed, $failed failed"
-exit $fail
+checks_done abi

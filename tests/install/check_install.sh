@@ -4,9 +4,7 @@
 set -u
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
-checks=0; failed=0
-ok()  { checks=$((checks + 1)); echo "  ok: $1"; }
-bad() { checks=$((checks + 1)); failed=$((failed + 1)); echo "  FAIL: $1"; }
+. "$(dirname "$0")/../common/checks.sh"
 echo "=== install check (DESTDIR=$root PREFIX=/usr)"
 if make --no-print-directory install DESTDIR="$root" PREFIX=/usr >"$root/install.log" 2>&1; then
   ok "make install"
@@ -144,5 +142,4 @@ if make --no-print-directory uninstall DESTDIR="$root" PREFIX=/usr >/dev/null 2>
 else
   bad "make uninstall"
 fi
-echo "install: $((checks - failed)) passed, $failed failed"
-[ $failed -eq 0 ]
+checks_done install

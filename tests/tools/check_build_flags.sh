@@ -11,9 +11,7 @@
 set -u
 make=$1; cflags=$2; build=$3
 cd "$(dirname "$0")/../.."
-passed=0; failed=0
-ok()  { passed=$((passed + 1)); echo "  ok: $1"; }
-bad() { failed=$((failed + 1)); echo "  FAIL: $1"; }
+. tests/common/checks.sh
 
 echo "=== build flags ($build/flags.txt)"
 stamp=$build/flags.txt
@@ -29,5 +27,4 @@ after=$(cat "$stamp" 2>/dev/null || echo missing)
 again=$($make --no-print-directory -n all 2>&1)
 if [ "$before" = "$after" ] && ! grep -q -- ' -c src/' <<<"$again"; then ok "make -n wrote nothing"
 else bad "make -n changed $stamp or left a rebuild behind"; fi
-echo "build flags: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+checks_done "build flags"

@@ -13,9 +13,7 @@
 set -u
 build=$1; binout=$2; with_torch=${3:-0}
 cd "$(dirname "$0")/../.."
-passed=0; failed=0
-ok()  { passed=$((passed + 1)); echo "  ok: $1"; }
-bad() { failed=$((failed + 1)); echo "  FAIL: $1"; }
+. tests/common/checks.sh
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -58,5 +56,4 @@ WRAP
     echo "  note: no python with torch on this machine: the python checks are left out"
   fi
 fi
-echo "test environment: $passed passed, $failed failed"
-[ $failed -eq 0 ]
+checks_done "test environment"
