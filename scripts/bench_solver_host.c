@@ -9,12 +9,17 @@
  *   make bench-solver-host [BENCH_SOLVER_HOST_ARGS="--device cuda --size 256"]
  *   build/bench_solver_host [--device cpu|cuda|cuda:N] [--size N] [--channels C] [--threads T]
  *                           [--repeats R] [--solvers a,b,...] [--ops a,b,...] [--markdown FILE]
+ *                           [--network-ms MS]
  *
  * Per solver and operator: the median over R runs of the wall time per progress step, the time
  * inside the callbacks per step and the difference ("outside"), with the network evaluations per
  * step from the NFE ledger (a callback prior cannot keep a pass for its VJP, so the ledger shows
  * a forward beside each VJP where a TorchScript prior makes one pass).  Steps: 20 (STSL 4, with
  * its K and probes as defaults).  Uses only the public API.  Not part of make check.
+ *
+ * --network-ms MS: each callback also waits MS ms (spinning), standing for a network call on a GPU during
+ * which the calling thread only waits; "outside" then is the host work not overlapped with it
+ * (the noise a step draws while the network runs, stsl__noise_ahead, drops out of it).
  */
 #include "stsl.h"
 
@@ -38,8 +43,19 @@ static int cmp_double(const void *a, const void *b)
 
 typedef struct cheap_net {
     size_t dim;
-    double inside;   /* seconds spent in the callbacks */
+    double inside;       /* seconds spent in the callbacks */
+    double network_s;    /* a GPU's network call: the caller waits this long (--network-ms) */
 } cheap_net;
+
+/* A spin, as CUDA's default scheduling waits for the GPU when the machine has more cores than
+ * active contexts (a sleep would also cool the caches the host work then reads). */
+static void wait_network(const cheap_net *c)
+{
+    if (c->network_s <= 0) return;
+    const double end = now_s() + c->network_s;
+    while (now_s() < end) {
+    }
+}
 
 static int cheap_eps(void *user, const float *x, const float *t, float *eps, int batch)
 {
@@ -47,6 +63,7 @@ static int cheap_eps(void *user, const float *x, const float *t, float *eps, int
     cheap_net *c = user;
     double t0 = now_s();
     for (size_t i = 0; i < c->dim * (size_t)batch; i++) eps[i] = 0.1f * x[i];
+    wait_network(c);
     c->inside += now_s() - t0;
     return 0;
 }
@@ -61,6 +78,7 @@ static int cheap_vjp(void *user, const float *x, const float *t, const float *v,
         if (eps) eps[i] = 0.1f * x[i];
         vjp[i] = 0.1f * v[i];
     }
+    wait_network(c);
     c->inside += now_s() - t0;
     return 0;
 }
@@ -76,6 +94,7 @@ int main(int argc, char **argv)
 {
     const char *device = "cpu", *markdown = NULL;
     int size = 256, channels = 3, threads = 1, repeats = 5;
+    double network_ms = 0;
     char solvers_arg[256] = "dps,psld,ddim,dps-mo,rmp,stsl", ops_arg[256] = "denoise,gaussian-blur";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -91,14 +110,16 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--solvers")) snprintf(solvers_arg, sizeof solvers_arg, "%s", v);
         else if (!strcmp(a, "--ops")) snprintf(ops_arg, sizeof ops_arg, "%s", v);
         else if (!strcmp(a, "--markdown")) markdown = v;
+        else if (!strcmp(a, "--network-ms")) network_ms = atof(v);
         else {
             fprintf(stderr, "bench_solver_host: unknown option %s\n", a);
             return 2;
         }
         i++;
     }
-    if (size < 8 || channels < 1 || threads < 1 || repeats < 1 || repeats > 99) {
-        fprintf(stderr, "bench_solver_host: bad --size, --channels, --threads or --repeats\n");
+    if (size < 8 || channels < 1 || threads < 1 || repeats < 1 || repeats > 99 ||
+        !(network_ms >= 0 && network_ms <= 1000)) {
+        fprintf(stderr, "bench_solver_host: bad --size, --channels, --threads, --repeats or --network-ms\n");
         return 2;
     }
     char *solvers[16], *ops[16];
@@ -114,7 +135,7 @@ int main(int argc, char **argv)
     }
     const stsl_shape shape = {channels, size, size};
     const size_t dim = (size_t)channels * size * size;
-    cheap_net net = {dim, 0};
+    cheap_net net = {dim, 0, 1e-3 * network_ms};
     const stsl_score_vtable vt = {sizeof vt, cheap_eps, cheap_vjp, NULL};
     stsl_score *score = NULL;
     if (stsl_score_create_custom(ctx, shape, &vt, &net, sched, &score) != STSL_OK) {
@@ -132,10 +153,10 @@ int main(int argc, char **argv)
     char head[512];
     snprintf(head, sizeof head,
              "Solver steps outside the network: %dx%dx%d, batch 1, device %s, %d thread(s), "
-             "median of %d runs (ms per step)\n\n"
+             "network calls waited %.1f ms each, median of %d runs (ms per step)\n\n"
              "| solver | operator | steps | step | in the callbacks | outside | VJPs / forwards per step |\n"
              "|---|---|---:|---:|---:|---:|---|\n",
-             channels, size, size, device, threads, repeats);
+             channels, size, size, device, threads, network_ms, repeats);
     fputs(head, stdout);
     if (md) fputs(head, md);
     int failures = 0;

@@ -67,6 +67,31 @@ void stsl__noise(const stsl__run *R, uint32_t tag, uint64_t a, uint64_t b, float
                                  out + (size_t)i * n, n);
 }
 
+static void *noise_ahead_main(void *arg)
+{
+    stsl__noise_ahead *job = arg;
+    stsl__noise(job->R, job->tag, job->a, job->b, job->out, job->n);
+    return NULL;
+}
+
+void stsl__noise_ahead_begin(const stsl__run *R, stsl__noise_ahead *job, uint32_t tag, uint64_t a,
+                             uint64_t b, float *out, size_t n)
+{
+    *job = (stsl__noise_ahead){.R = R, .tag = tag, .a = a, .b = b, .out = out, .n = n, .started = 0};
+    if ((size_t)R->batch * n >= STSL__NOISE_AHEAD_MIN &&
+        pthread_create(&job->thread, NULL, noise_ahead_main, job) == 0) {
+        job->started = 1;
+        return;
+    }
+    stsl__noise(R, tag, a, b, out, n);
+}
+
+void stsl__noise_ahead_end(stsl__noise_ahead *job)
+{
+    if (job->started) pthread_join(job->thread, NULL);
+    job->started = 0;
+}
+
 stsl_status stsl__check_cancel(stsl__run *R)
 {
     if (atomic_load(&R->sv->cancel))

@@ -34,12 +34,14 @@ stsl_status stsl__solve_ddim(stsl__run *R, float *x_out)
     for (int i = T - 1; i >= 0; i--) {
         R->step = T - i;
         const double t = seq[i], ab = stsl__ab(R, t), abp = stsl__ab(R, i > 0 ? seq[i - 1] : -1);
-        st = stsl__net_eps_t(R, z, t, eps, R->batch);
-        if (st != STSL_OK) goto done;
-        stsl__tweedie(ab, z, eps, x0, m);
         double sigma = eta > 0 ? eta * sqrt((1 - abp) / (1 - ab)) * sqrt(1 - ab / abp) : 0.0;
         double ce = sqrt(fmax(0.0, 1 - abp - sigma * sigma)), cx = sqrt(abp);
-        if (sigma > 0) stsl__noise(R, STSL_TAG_STEP_NOISE, (uint64_t)i, 0, xi, R->dz);
+        stsl__noise_ahead noise = {0};   /* the step's noise, drawn while the network runs */
+        if (sigma > 0) stsl__noise_ahead_begin(R, &noise, STSL_TAG_STEP_NOISE, (uint64_t)i, 0, xi, R->dz);
+        st = stsl__net_eps_t(R, z, t, eps, R->batch);
+        stsl__noise_ahead_end(&noise);
+        if (st != STSL_OK) goto done;
+        stsl__tweedie(ab, z, eps, x0, m);
         for (size_t k = 0; k < m; k++)
             z[k] = (float)(cx * x0[k] + ce * eps[k] + (sigma > 0 ? sigma * xi[k] : 0.0));
         if ((st = stsl__step_end(R, z, m, "the DDIM iterate", x0)) != STSL_OK) goto done;

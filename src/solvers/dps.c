@@ -40,13 +40,16 @@ stsl_status stsl__solve_dps(stsl__run *R, float *x_out)
         R->step = T - i;
         const double t = seq[i], ab = stsl__ab(R, t), abp = stsl__ab(R, i > 0 ? seq[i - 1] : -1);
         const double alpha = ab / abp, beta = 1 - alpha;
-        /* lines 3-4 and the gradient of line 7 */
-        st = stsl__chain_grad(R, z, t, 1.0, 0, eps, x0, NULL, g);
-        if (st != STSL_OK) goto done;
         const double cz = sqrt(alpha) * (1 - abp) / (1 - ab), c0 = sqrt(abp) * beta / (1 - ab);
         const double sig = i > 0 ? sqrt(beta * (1 - abp) / (1 - ab)) : 0.0;
-        if (sig > 0) stsl__noise(R, STSL_TAG_STEP_NOISE, (uint64_t)i, 0, xi, R->dz); /* line 5 */
+        /* line 5's z does not depend on the network: drawn while lines 3-4 run */
+        stsl__noise_ahead line5 = {0};
+        if (sig > 0) stsl__noise_ahead_begin(R, &line5, STSL_TAG_STEP_NOISE, (uint64_t)i, 0, xi, R->dz);
         else memset(xi, 0, m * sizeof(float));          /* the last step: one loop, vectorised */
+        /* lines 3-4 and the gradient of line 7 */
+        st = stsl__chain_grad(R, z, t, 1.0, 0, eps, x0, NULL, g);
+        stsl__noise_ahead_end(&line5);
+        if (st != STSL_OK) goto done;
         for (size_t k = 0; k < m; k++)                                  /* lines 6-7 */
             z[k] = (float)(cz * z[k] + c0 * x0[k] + sig * xi[k] - zeta * g[k]);
         if ((st = stsl__step_end(R, z, m, "the DPS iterate", x0)) != STSL_OK) goto done;

@@ -23,6 +23,7 @@
 #include "scores/score_internal.h"
 #include "solvers/solver_params.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 
 struct stsl_solver {
@@ -104,6 +105,26 @@ static inline uint64_t stsl__sample_seed(const stsl__run *R, int i)
 }
 /* Standard normals for every sample: out[i*n ..) from (sample seed i, stream(tag, 0, a, b)). */
 void stsl__noise(const stsl__run *R, uint32_t tag, uint64_t a, uint64_t b, float *out, size_t n);
+/* The same draws made while the caller waits on the network: stsl__noise_ahead_begin, the network
+ * call, stsl__noise_ahead_end (on every path, also after a failed call), then out is filled.  A
+ * draw of at least STSL__NOISE_AHEAD_MIN normals runs on a thread of its own (on a GPU the host
+ * would otherwise wait for the network, then draw: some 0.6 ms of a 3x256x256 step on one core);
+ * a smaller one, or one whose thread cannot start, is drawn in begin.  The values are
+ * stsl__noise's either way (counter-based draws).  The caller must not touch out, nor change
+ * R->batch, R->seed, R->seeds or R->ctx's threads, between the two. */
+#define STSL__NOISE_AHEAD_MIN ((size_t)1 << 16)
+typedef struct stsl__noise_ahead {
+    const stsl__run *R;
+    uint32_t tag;
+    uint64_t a, b;
+    float *out;
+    size_t n;
+    pthread_t thread;
+    int started;
+} stsl__noise_ahead;
+void stsl__noise_ahead_begin(const stsl__run *R, stsl__noise_ahead *job, uint32_t tag, uint64_t a,
+                             uint64_t b, float *out, size_t n);
+void stsl__noise_ahead_end(stsl__noise_ahead *job);
 
 /* ---- network calls (cancel check, chunking, ledger) ---- */
 /* t: one value per point (n points of dz floats) */
