@@ -17,9 +17,9 @@
  * a forward beside each VJP where a TorchScript prior makes one pass).  Steps: 20 (STSL 4, with
  * its K and probes as defaults).  Uses only the public API.  Not part of make check.
  *
- * --network-ms MS: each callback also waits MS ms (spinning), standing for a network call on a GPU during
- * which the calling thread only waits; "outside" then is the host work not overlapped with it
- * (the noise a step draws while the network runs, stsl__noise_ahead, drops out of it).
+ * --network-ms MS: each callback also waits MS ms (spinning), standing for a network call on a
+ * GPU during which the calling thread only waits; "outside" then is the host work not overlapped
+ * with it (the noise a step draws while the network runs, stsl__noise_ahead, drops out of it).
  */
 #include "stsl.h"
 
