@@ -130,22 +130,19 @@ static stsl_status posterior_mean(stsl__run *R, mo_work *W, int K, double iw, co
                 if (!(dl > 0)) continue;
                 const size_t ol = (size_t)l * m + o;
                 const double be = stsl__dot(W->HP + ol, p + o, dz) / dl;
-                for (size_t k = 0; k < dz; k++) {
-                    p[o + k] = (float)(p[o + k] - be * W->P[ol + k]);
-                    sp[o + k] = (float)(sp[o + k] - be * W->SP[ol + k]);
-                    hp[o + k] = (float)(hp[o + k] - be * W->HP[ol + k]);
-                }
+                /* one array a loop: each vectorises (three writes in one loop would not) */
+                for (size_t k = 0; k < dz; k++) p[o + k] = (float)(p[o + k] - be * W->P[ol + k]);
+                for (size_t k = 0; k < dz; k++) sp[o + k] = (float)(sp[o + k] - be * W->SP[ol + k]);
+                for (size_t k = 0; k < dz; k++) hp[o + k] = (float)(hp[o + k] - be * W->HP[ol + k]);
             }
             /* exact step along p: a = (r . p) / (p . H p) */
             const double dd = stsl__dot(p + o, hp + o, dz);
             W->pHp[(size_t)j * B + b] = dd;
             if (!(dd > 0)) continue;
             const double a = stsl__dot(r + o, p + o, dz) / dd;
-            for (size_t k = o; k < o + dz; k++) {
-                u[k] = (float)(u[k] + a * p[k]);
-                s[k] = (float)(s[k] + a * sp[k]);
-                r[k] = (float)(r[k] - a * hp[k]);
-            }
+            for (size_t k = o; k < o + dz; k++) u[k] = (float)(u[k] + a * p[k]);
+            for (size_t k = o; k < o + dz; k++) s[k] = (float)(s[k] + a * sp[k]);
+            for (size_t k = o; k < o + dz; k++) r[k] = (float)(r[k] - a * hp[k]);
         }
     }
     stsl__kept_free(&kp);
@@ -205,6 +202,11 @@ stsl_status stsl__solve_dps_mo(stsl__run *R, float *x_out)
         R->step = i + 1;
         const double si = sig[i];
         const double t = stsl__time_of_sigma(R, si);
+        /* step 4's xi does not depend on the network: drawn while steps 0-3 run */
+        const double nx = sig[i + 1], q = nx / si;
+        const double e = renoise_next ? nx : eta * nx * sqrt(1 - q * q);
+        stsl__noise_ahead step4 = {0};
+        if (e > 0) stsl__noise_ahead_begin(R, &step4, STSL_TAG_RENOISE, (uint64_t)i, 0, xi, R->dz);
         if (zeta > 0) {
             /* 0.-2. at x: d = D(x), x0' = u ~ E[x0 | x, y] */
             st = posterior_mean(R, &W, K, iw, x, si, t, NS > 0 && i > 0 ? sprev : NULL, d, u, s);
@@ -215,23 +217,23 @@ stsl_status stsl__solve_dps_mo(stsl__run *R, float *x_out)
                 memcpy(sprev, s, m * sizeof(float));
                 st = posterior_mean(R, &W, K, iw, xp, si, t, NS > 0 ? sprev : NULL, d, u, s);
             }
+            stsl__noise_ahead_end(&step4);
             if (st != STSL_OK) goto done;
             memcpy(sprev, s, m * sizeof(float));
             memcpy(x0, u, m * sizeof(float));   /* x0' */
         } else {
             const double ab = stsl__ab(R, t), sab = sqrt(ab);
             for (size_t k = 0; k < m; k++) W.xv[k] = (float)(sab * x[k]);
-            if ((st = stsl__net_eps_t(R, W.xv, t, W.eps, R->batch)) != STSL_OK) goto done;
+            st = stsl__net_eps_t(R, W.xv, t, W.eps, R->batch);
+            stsl__noise_ahead_end(&step4);
+            if (st != STSL_OK) goto done;
             stsl__tweedie(ab, W.xv, W.eps, x0, m);
         }
         /* 4. x <- x0' + sqrt(sigma_{i+1}^2 - e^2) (x - x0') / sigma + e xi */
-        const double nx = sig[i + 1], q = nx / si;
         if (renoise_next) {
-            stsl__noise(R, STSL_TAG_RENOISE, (uint64_t)i, 0, xi, R->dz);
-            for (size_t k = 0; k < m; k++) x[k] = (float)(x0[k] + nx * xi[k]);
+            for (size_t k = 0; k < m; k++) x[k] = (float)(x0[k] + (e > 0 ? e * xi[k] : 0.0));   /* e = nx */
         } else {
-            const double e = eta * nx * sqrt(1 - q * q), cd = sqrt(nx * nx - e * e) / si;
-            if (e > 0) stsl__noise(R, STSL_TAG_RENOISE, (uint64_t)i, 0, xi, R->dz);
+            const double cd = sqrt(nx * nx - e * e) / si;
             for (size_t k = 0; k < m; k++)
                 x[k] = (float)(x0[k] + cd * (x[k] - x0[k]) + (e > 0 ? e * xi[k] : 0.0));
         }

@@ -152,7 +152,9 @@ stsl_status stsl__solve_stsl(stsl__run *R, float *x_out)
         memcpy(Z, zf + (kappa > 0 ? (size_t)T * m : 0), m * sizeof(float));
     R->est = Z;
 
-    /* lines 6-15: reverse process */
+    /* lines 6-15: reverse process.  Line 8's probes do not depend on the network: the first
+     * pass's are drawn here, every later pass's while the VJP of the pass before it runs. */
+    if (N > 0) stsl__noise(R, STSL_TAG_PROBE, (uint64_t)T, 0, probe, (size_t)N * dz);
     for (int k = T; k >= 1; k--) {
         R->step = T - k + 1;
         const double t = seq[k - 1], ab = stsl__ab(R, t), abp = stsl__ab(R, k > 1 ? seq[k - 2] : -1);
@@ -161,21 +163,16 @@ stsl_status stsl__solve_stsl(stsl__run *R, float *x_out)
         if (!persist) stsl__adam_reset(&adam);
         for (size_t i = 0; i < npts; i++) tt[i] = (float)t;
         for (int p = 0; p < P; p++) {                                      /* line 7 */
-            /* line 8 and the points of the one batched call: per sample, point 0 = Z,
-             * points 1..N = Z + e_n */
+            /* line 8 (probe holds this pass's e_n, stream (k, p)) and the points of the one
+             * batched call: per sample, point 0 = Z, points 1..N = Z + e_n */
             for (int b = 0; b < B; b++) {
-                float *p0 = pts + (size_t)b * (N + 1) * dz, *eb = probe + (size_t)b * N * dz;
-                const float *zb = Z + (size_t)b * dz;
+                float *p0 = pts + (size_t)b * (N + 1) * dz;
+                const float *zb = Z + (size_t)b * dz, *eb = probe + (size_t)b * N * dz;
                 memcpy(p0, zb, dz * sizeof(float));
-                if (N > 0) {
-                    (void)stsl_random_normal(R->ctx, stsl__sample_seed(R, b),
-                                             stsl__stream(STSL_TAG_PROBE, 0, (uint64_t)k, (uint64_t)p),
-                                             0, eb, (size_t)N * dz);
-                    for (int n = 0; n < N; n++) {
-                        float *pn = p0 + (size_t)(n + 1) * dz;
-                        const float *en = eb + (size_t)n * dz;
-                        for (size_t i = 0; i < dz; i++) pn[i] = zb[i] + en[i];
-                    }
+                for (int n = 0; n < N; n++) {
+                    float *pn = p0 + (size_t)(n + 1) * dz;
+                    const float *en = eb + (size_t)n * dz;
+                    for (size_t i = 0; i < dz; i++) pn[i] = zb[i] + en[i];
                 }
             }
             /* line 9: zbar at Z.  One pass: eps of all N + 1 points, kept for the VJP below
@@ -213,8 +210,16 @@ stsl_status stsl__solve_stsl(stsl__run *R, float *x_out)
                     }
                 }
             }
+            /* the probes are spent: the next pass's (this level's next, or the first of level
+             * k - 1) are drawn while the VJP runs */
+            stsl__noise_ahead next_probes = {0};
+            if (N > 0 && (p + 1 < P || k > 1))
+                stsl__noise_ahead_begin(R, &next_probes, STSL_TAG_PROBE,
+                                        (uint64_t)(p + 1 < P ? k : k - 1),
+                                        (uint64_t)(p + 1 < P ? p + 1 : 0), probe, (size_t)N * dz);
             st = one_pass ? stsl__net_kept_vjp(R, &kept, cot, vjp)
                           : stsl__net_eps_vjp(R, pts, tt, cot, NULL, vjp, (int)npts);
+            stsl__noise_ahead_end(&next_probes);
             stsl__kept_free(&kept);
             if (st != STSL_OK) goto done;
             for (int b = 0; b < B; b++) {
@@ -253,16 +258,20 @@ stsl_status stsl__solve_stsl(stsl__run *R, float *x_out)
                 stsl__adam_step(&adam, Z, grad, lr);
             }
         }
-        /* line 13 */
-        if ((st = stsl__net_eps_t(R, Z, t, eps, B)) != STSL_OK) goto done;
+        /* line 13, with line 14's xi (independent of it) drawn into tmp while the network runs */
+        const int noisy14 = noise14 > 0 && k > 1;
+        stsl__noise_ahead xi14 = {0};
+        if (noisy14) stsl__noise_ahead_begin(R, &xi14, STSL_TAG_STEP_NOISE, (uint64_t)k, 0, tmp, dz);
+        st = stsl__net_eps_t(R, Z, t, eps, B);
+        stsl__noise_ahead_end(&xi14);
+        if (st != STSL_OK) goto done;
         stsl__tweedie(ab, Z, eps, zbar, m);
         /* line 14 */
         const double cz = sqrt(alpha) * (1 - abp) / (1 - ab), cb = sqrt(abp) * (1 - alpha) / (1 - ab);
         for (size_t i = 0; i < m; i++) Z[i] = (float)(cz * Z[i] + cb * zbar[i]);
-        if (noise14 > 0 && k > 1) {
+        if (noisy14) {
             /* DDPM ancestral noise, beta~_k = (1 - alpha_k)(1 - abar_{k-1})/(1 - abar_k) */
             const double sig = noise14 * sqrt((1 - alpha) * (1 - abp) / (1 - ab));
-            stsl__noise(R, STSL_TAG_STEP_NOISE, (uint64_t)k, 0, tmp, dz);
             for (size_t i = 0; i < m; i++) Z[i] = (float)(Z[i] + sig * tmp[i]);
         }
         if ((st = stsl__check_finite(R, Z, m, "the STSL iterate")) != STSL_OK) goto done;

@@ -9,6 +9,7 @@
 #include "solvers/solver_internal.h"   /* stsl__noise_ahead */
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -140,12 +141,14 @@ static void test_noise_ahead(void)
     stsl_context_destroy(ctx);
 }
 
-static void test_dps_noise_ahead_batch(void)
+static void test_noise_ahead_batch(void)
 {
-    /* DPS on 1x200x200: a batch of 2 draws each step's noise ahead on a thread, one sample alone
-     * in line (40000 < STSL__NOISE_AHEAD_MIN); sample i of the batch equals the run of seed + i */
-    enum { S = 200, N = S * S };
-    stsl_shape shape = {1, S, S};
+    /* On 1x100x200 a batch of 4 draws its noise ahead on a thread, one sample alone in line (a
+     * step's 20000 normals, STSL's 2 x 20000 probes < STSL__NOISE_AHEAD_MIN): sample i of the batch
+     * equals the run of seed + i.  DPS line 5, STSL lines 8 and 14, DPS-MO step 4. */
+    enum { H = 100, W = 200, N = H * W, B = 4 };
+    CU_ASSERT_TRUE(2 * (size_t)N < STSL__NOISE_AHEAD_MIN && (size_t)B * N >= STSL__NOISE_AHEAD_MIN);
+    stsl_shape shape = {1, H, W};
     double weights[2] = {0.4, 0.6}, variances[2] = {0.05, 0.1};
     double *means = malloc(2 * N * sizeof(double));
     for (int i = 0; i < N; i++) {
@@ -155,21 +158,26 @@ static void test_dps_noise_ahead_batch(void)
     stsl_schedule *sched = NULL;
     stsl_score *score = NULL;
     stsl_operator *op = NULL;
-    stsl_solver *sv = NULL;
     gmm_problem(shape, 2, weights, means, variances, "denoise", 0.1, &sched, &score, &op);
-    float *y = malloc(2 * N * sizeof(float)), *xb = malloc(2 * N * sizeof(float)),
+    float *y = malloc(B * N * sizeof(float)), *xb = malloc(B * N * sizeof(float)),
           *x1 = malloc(N * sizeof(float));
-    tu_fill_uniform(y, 2 * N, 5, -0.5f, 0.5f);
-    TU_ASSERT_OK(stsl_solver_create_by_name(NULL, "dps", &sv));
-    TU_ASSERT_OK(stsl_solver_set_int(sv, STSL_PARAM_STEPS, 3));
-    TU_ASSERT_OK(stsl_solver_set_int(sv, STSL_PARAM_SEED, 40));
-    TU_ASSERT_OK(stsl_solver_run(sv, score, op, NULL, y, xb, 2));
-    for (int i = 0; i < 2; i++) {
-        TU_ASSERT_OK(stsl_solver_set_int(sv, STSL_PARAM_SEED, 40 + i));
-        TU_ASSERT_OK(stsl_solver_run(sv, score, op, NULL, y + (size_t)i * N, x1, 1));
-        CU_ASSERT_EQUAL(memcmp(x1, xb + (size_t)i * N, N * sizeof(float)), 0);
+    tu_fill_uniform(y, B * N, 5, -0.5f, 0.5f);
+    static const char *const solvers[] = {"dps", "stsl", "dps-mo"};
+    for (int k = 0; k < 3; k++) {
+        stsl_solver *sv = NULL;
+        TU_ASSERT_OK(stsl_solver_create_by_name(NULL, solvers[k], &sv));
+        TU_ASSERT_OK(stsl_solver_set_int(sv, STSL_PARAM_STEPS, 3));
+        TU_ASSERT_OK(stsl_solver_set_int(sv, STSL_PARAM_SEED, 40));
+        TU_ASSERT_OK(stsl_solver_run(sv, score, op, NULL, y, xb, B));
+        for (int i = 0; i < B; i++) {
+            TU_ASSERT_OK(stsl_solver_set_int(sv, STSL_PARAM_SEED, 40 + i));
+            TU_ASSERT_OK(stsl_solver_run(sv, score, op, NULL, y + (size_t)i * N, x1, 1));
+            const int same = memcmp(x1, xb + (size_t)i * N, N * sizeof(float)) == 0;
+            if (!same) fprintf(stderr, "  %s: sample %d of the batch differs from its run alone\n", solvers[k], i);
+            CU_ASSERT_TRUE(same);
+        }
+        stsl_solver_destroy(sv);
     }
-    stsl_solver_destroy(sv);
     stsl_operator_destroy(op);
     stsl_score_destroy(score);
     stsl_schedule_destroy(sched);
@@ -185,7 +193,7 @@ int main(void)
         {"solvers in parallel threads share a score: bit-identical to serial", test_parallel_equals_serial},
         {"random numbers independent of threads", test_rng_threads},
         {"a step's noise drawn ahead on a thread equals the draws in line", test_noise_ahead},
-        {"dps: a batch drawing its noise ahead equals its samples run alone", test_dps_noise_ahead_batch},
+        {"dps, stsl, dps-mo: a batch drawing its noise ahead equals its samples run alone", test_noise_ahead_batch},
         {NULL, NULL},
     };
     return stsl_test_main("threads", tests);
