@@ -27,16 +27,30 @@
 #include <math.h>
 #include <string.h>
 
+/* gluing's buffers, held for the run (a fresh image-sized buffer per step cost page faults) */
+typedef struct glue_work {
+    float *r, *u, *w;   /* B d_y, B d_x, B d_x */
+    float *e, *q;       /* B d_z each; real autoencoder only */
+} glue_work;
+
+static stsl_status glue_work_alloc(stsl__run *R, glue_work *g)
+{
+    const size_t B = (size_t)R->batch;
+    const int latent = !R->ae_identity;
+    *g = (glue_work){stsl__run_buffer(R, B * R->dy), stsl__run_buffer(R, B * R->dx),
+                     stsl__run_buffer(R, B * R->dx), latent ? stsl__run_buffer(R, B * R->dz) : NULL,
+                     latent ? stsl__run_buffer(R, B * R->dz) : NULL};
+    return g->r && g->u && g->w && (!latent || (g->e && g->q)) ? STSL_OK : STSL_ERR_NOMEM;
+}
+
 /* adds gamma * d/dzbar ||E(A^T y + (I - A^T A) x) - zbar|| into c (x = D(zbar), batch images) */
-static stsl_status gluing(stsl__run *R, const float *zbar, const float *x, double gamma, float *c)
+static stsl_status gluing(stsl__run *R, const glue_work *g, const float *zbar, const float *x,
+                          double gamma, float *c)
 {
     const int B = R->batch;
     const size_t dx = R->dx, dy = R->dy, dz = R->dz;
-    float *r = stsl__run_floats(R, (size_t)B * dy), *u = stsl__run_floats(R, (size_t)B * dx),
-          *w = stsl__run_floats(R, (size_t)B * dx);
-    float *e = R->ae_identity ? NULL : stsl__run_floats(R, (size_t)B * dz);
-    stsl_status st = (r && u && w && (R->ae_identity || e)) ? STSL_OK : STSL_ERR_NOMEM;
-    if (st != STSL_OK) goto done;
+    float *r = g->r, *u = g->u, *w = g->w, *e = g->e;
+    stsl_status st = STSL_OK;
     /* r = y - A x; u = A^T r */
     if ((st = stsl_operator_forward(R->op, x, r, B)) != STSL_OK) goto opfail;
     for (size_t k = 0; k < (size_t)B * dy; k++) r[k] = R->y[k] - r[k];
@@ -71,11 +85,7 @@ static stsl_status gluing(stsl__run *R, const float *zbar, const float *x, doubl
          * the autoencoder has its VJP (as the reference code); otherwise E(u) is a constant target */
         for (size_t k = 0; k < (size_t)B * dz; k++) c[k] -= (float)(gamma * e[k]);
         if (stsl__ae_can_encode_vjp(R->ae)) {
-            float *q = stsl__run_floats(R, (size_t)B * dz);
-            if (!q) {
-                st = STSL_ERR_NOMEM;
-                goto done;
-            }
+            float *q = g->q;
             st = stsl__enc_vjp(R, u, e, w, B);                      /* w = J_E(u)^T e */
             if (st == STSL_OK && (st = stsl_operator_forward(R->op, w, r, B)) == STSL_OK &&
                 (st = stsl_operator_adjoint(R->op, r, u, B)) == STSL_OK) {
@@ -87,17 +97,12 @@ static stsl_status gluing(stsl__run *R, const float *zbar, const float *x, doubl
                 st = stsl__fail(R->err, st, "solver psld: operator failed: %s",
                                 stsl_operator_last_error(R->op));
             }
-            stsl__free(q);
         }
     }
     goto done;
 opfail:
     st = stsl__fail(R->err, st, "solver psld: operator failed: %s", stsl_operator_last_error(R->op));
 done:
-    stsl__free(r);
-    stsl__free(u);
-    stsl__free(w);
-    stsl__free(e);
     return st;
 }
 
@@ -117,6 +122,8 @@ stsl_status stsl__solve_ldps_psld(stsl__run *R, float *x_out)
         st = STSL_ERR_NOMEM;
         goto done;
     }
+    glue_work gw = {0};
+    if (gamma > 0 && (st = glue_work_alloc(R, &gw)) != STSL_OK) goto done;
     stsl__start_from_noise(R, T, z);   /* z_T ~ N(0, I) */
     for (int i = T - 1; i >= 0; i--) {
         R->step = T - i;
@@ -125,7 +132,7 @@ stsl_status stsl__solve_ldps_psld(stsl__run *R, float *x_out)
         st = stsl__tweedie_keep(R, z, t, eps, z0, R->batch, &kept);
         /* cotangent on z0hat: omega J_D^T grad_x ||A x - y||  (+ gluing) */
         if (st == STSL_OK) st = stsl__data_cotangent(R, z0, omega, 0, NULL, x, c);
-        if (st == STSL_OK && gamma > 0) st = gluing(R, z0, R->ae_identity ? z0 : x, gamma, c);
+        if (st == STSL_OK && gamma > 0) st = gluing(R, &gw, z0, R->ae_identity ? z0 : x, gamma, c);
         if (st == STSL_OK) st = stsl__tweedie_kept_vjp(R, &kept, c, g);
         stsl__kept_free(&kept);
         if (st != STSL_OK) goto done;

@@ -207,18 +207,32 @@ static int cov_vjp_guarded(const stsl__run *R, double ab, const float *u, float 
  * linearity, no third.  Products guarded (cov_vjp_guarded).  wb receives the noise-model weight
  * of v_eff = ||r||^2 / r.M^-1 r (the scalar variance with the same step along r; the flat
  * sigma_y^2 + cflat when undefined), for the damping. */
-static stsl_status cov_guidance(stsl__run *R, const float *z, double t, double sy, double cflat,
-                                float *zy, float *eps, float *x0, float *g, double *wb)
+typedef struct cov_work {
+    float *tt, *u0, *u1, *j0, *j1, *e1, *r, *rr, *aj;
+} cov_work;
+
+/* cov_guidance's buffers, held for the run (one allocation, not one per evaluation: a fresh
+ * 3x256x256 buffer per call cost page faults on every step) */
+static stsl_status cov_work_alloc(stsl__run *R, cov_work *w)
+{
+    const size_t B = (size_t)R->batch, m = B * R->dz, dy = R->dy;
+    *w = (cov_work){stsl__run_buffer(R, B), stsl__run_buffer(R, m), stsl__run_buffer(R, m),
+                    stsl__run_buffer(R, m), stsl__run_buffer(R, m), stsl__run_buffer(R, m),
+                    stsl__run_buffer(R, B * dy), stsl__run_buffer(R, B * dy), stsl__run_buffer(R, B * dy)};
+    return w->tt && w->u0 && w->u1 && w->j0 && w->j1 && w->e1 && w->r && w->rr && w->aj
+               ? STSL_OK : STSL_ERR_NOMEM;
+}
+
+static stsl_status cov_guidance(stsl__run *R, const cov_work *w, const float *z, double t, double sy,
+                                double cflat, float *zy, float *eps, float *x0, float *g, double *wb)
 {
     const int B = R->batch;
     const size_t dz = R->dz, dy = R->dy, m = (size_t)B * dz;
     const double ab = stsl__ab(R, t), f = (1 - ab) / sqrt(ab), s2 = sy * sy;
-    float *tt = stsl__run_floats(R, (size_t)B), *u0 = stsl__run_floats(R, m), *u1 = stsl__run_floats(R, m),
-          *j0 = stsl__run_floats(R, m), *j1 = stsl__run_floats(R, m), *e1 = stsl__run_floats(R, m),
-          *r = stsl__run_floats(R, (size_t)B * dy), *rr = stsl__run_floats(R, (size_t)B * dy),
-          *aj = stsl__run_floats(R, (size_t)B * dy);
-    stsl_status st = (tt && u0 && u1 && j0 && j1 && e1 && r && rr && aj) ? STSL_OK : STSL_ERR_NOMEM;
-    if (st == STSL_OK) {
+    float *tt = w->tt, *u0 = w->u0, *u1 = w->u1, *j0 = w->j0, *j1 = w->j1, *e1 = w->e1, *r = w->r,
+          *rr = w->rr, *aj = w->aj;
+    stsl_status st = STSL_OK;
+    {
         for (int b = 0; b < B; b++) tt[b] = (float)t;
         /* u0 = A^T zy (linear operator: the VJP is A^T at any point); eps, J_eps^T u0: one pass */
         st = stsl_operator_vjp(R->op, z, zy, u0, B);
@@ -272,15 +286,6 @@ static stsl_status cov_guidance(stsl__run *R, const float *z, double t, double s
             wb[b] = stsl__nll_weight(R, isfinite(veff) ? veff : s2 + cflat);
         }
     }
-    stsl__free(tt);
-    stsl__free(u0);
-    stsl__free(u1);
-    stsl__free(j0);
-    stsl__free(j1);
-    stsl__free(e1);
-    stsl__free(r);
-    stsl__free(rr);
-    stsl__free(aj);
     return st;
 }
 
@@ -336,6 +341,8 @@ stsl_status stsl__solve_rmp(stsl__run *R, float *x_out)
         st = STSL_ERR_NOMEM;
         goto done;
     }
+    cov_work cw = {0};
+    if (full_cov && (st = cov_work_alloc(R, &cw)) != STSL_OK) goto done;
     R->total = T;
     R->step = 0;
     memset(mu, 0, m * sizeof(float));   /* box line 1: mu_T = 0 */
@@ -350,13 +357,13 @@ stsl_status stsl__solve_rmp(stsl__run *R, float *x_out)
             const double tl = k > 0 ? seq[k - 1] : -1;           /* lower level */
             const double tnet = tl < 0 ? 0 : tl;
             const double abl = stsl__ab(R, tnet), a = stsl__ab(R, seq[k]) / stsl__ab(R, tl);
-            const double sl1 = sqrt(1 - abl);
+            const double sl1 = sqrt(1 - abl), sqa = sqrt(a);   /* sqrt outside the loops: vectorised */
             memcpy(mup, mu, m * sizeof(float));
-            for (size_t i = 0; i < m; i++) mu[i] = (float)(mup[i] / sqrt(a));   /* line 4 */
+            for (size_t i = 0; i < m; i++) mu[i] = (float)(mup[i] / sqa);   /* line 4 */
             for (int it = 0; it < Tin; it++) {   /* line 5; line 6: g by the likelihood-variance rule */
                 /* s = -eps/sqrt(1-abar); grad = -g (data term through Tweedie) */
                 const double r2 = (1 - abl) / abl;
-                st = full_cov ? cov_guidance(R, mu, tnet, sy, lambda * r2, zy, eps, x0, g, cov)
+                st = full_cov ? cov_guidance(R, &cw, mu, tnet, sy, lambda * r2, zy, eps, x0, g, cov)
                      : likvar == STSL_LIKVAR_TWEEDIE
                          ? tweedie_var_grad(R, mu, tnet, sy, lambda, r2, probes,
                                             (uint64_t)R->step, (uint64_t)it, eps, x0, g, cov)
@@ -368,7 +375,7 @@ stsl_status stsl__solve_rmp(stsl__run *R, float *x_out)
                 damp(R, g, cov, (1 - a) / a * zeta * kappa_l * L2);
                 /* line 5: Lambda^-1 = (1-a)/a times [grad log p(mu_{k+1}|mu) + s + zeta g] */
                 for (size_t i = 0; i < m; i++) {
-                    double br = sqrt(a) * ((double)mup[i] - sqrt(a) * mu[i]) / (1 - a)
+                    double br = sqa * ((double)mup[i] - sqa * mu[i]) / (1 - a)
                                 - (double)eps[i] / sl1 - zeta * (double)g[i];
                     mu[i] = (float)(mu[i] + s1 * (1 - a) / a * br);
                 }
@@ -405,7 +412,7 @@ stsl_status stsl__solve_rmp(stsl__run *R, float *x_out)
                 /* VP point sqrt(ab) mu; bracket = sqrt(ab) (s_vp + zeta g_vp) */
                 for (size_t k = 0; k < m; k++) xv[k] = (float)(sab * mu[k]);
                 const double r2 = sig[i] * sig[i];
-                st = full_cov ? cov_guidance(R, xv, t, sy, lambda * r2, zy, eps, x0, g, cov)
+                st = full_cov ? cov_guidance(R, &cw, xv, t, sy, lambda * r2, zy, eps, x0, g, cov)
                      : likvar == STSL_LIKVAR_TWEEDIE
                          ? tweedie_var_grad(R, xv, t, sy, lambda, sig[i] * sig[i], probes,
                                             (uint64_t)R->step, (uint64_t)it, eps, x0, g, cov)
