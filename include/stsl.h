@@ -537,7 +537,12 @@ typedef struct stsl_score stsl_score;
  * faster first calls, possibly slower later ones, most of all on CUDA); 1 or unset: libtorch's
  * default.  Any other value fails the load with STSL_ERR_INVALID_ARG (docs/cuda.md, start-up).
  * With libtorch 1.x, 0 together with float16/bfloat16 fails the load with STSL_ERR_BACKEND
- * (1.x autocasts only optimised graphs); 2.x runs both. */
+ * (1.x autocasts only optimised graphs); 2.x runs both.  STSL_CUDNN_BENCHMARK=1 turns libtorch's
+ * cuDNN benchmark mode on when the model goes onto CUDA (each new convolution shape's first call
+ * tries cuDNN's algorithms and keeps the fastest), 0 turns it off, unset leaves libtorch's
+ * setting (off unless the process changed it); the mode is libtorch's, one per process, and
+ * then holds for every convolution in it.  Any other value fails the load with
+ * STSL_ERR_INVALID_ARG, on any device. */
 STSL_API stsl_status stsl_score_load(stsl_context *ctx, const char *path, stsl_score **out);
 
 /* Exact Gaussian-mixture prior p_0 = sum_k w_k N(mu_k, diag(var_k)) on `shape` (d = C*H*W),

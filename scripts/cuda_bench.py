@@ -12,7 +12,9 @@ The eager DPS and STSL steps are this file's own implementations of the same upd
 library's default parameters (printed by the probe), the operator a depthwise Gaussian blur on
 the device: DPS as one forward with autograd plus one backward; STSL as K passes of one batched
 forward with autograd over [Z, Z + e_1..e_N] and one backward, then one forward.  Times are
-medians after warm-up, with torch.cuda.synchronize() around each timed call.
+medians after warm-up, with torch.cuda.synchronize() around each timed call.  Each model but the
+shipped prior is measured again with cuDNN's benchmark mode on, library (STSL_CUDNN_BENCHMARK=1)
+and eager alike, while the deadline allows.
 Writes DIR/bench.json and DIR/bench.md (a table for the report).
 """
 import argparse
@@ -53,11 +55,12 @@ def timed(fn, dev, repeats, warmup=2):
     return statistics.median(ms[warmup:])
 
 
-def probe(binary, model, device, half, repeats, steps, timeout, jit_optimize=None):
+def probe(binary, model, device, half, repeats, steps, timeout, jit_optimize=None, cudnn_benchmark=None):
     env = dict(os.environ)
-    env.pop("STSL_JIT_OPTIMIZE", None)
-    if jit_optimize is not None:
-        env["STSL_JIT_OPTIMIZE"] = str(jit_optimize)
+    for key, value in (("STSL_JIT_OPTIMIZE", jit_optimize), ("STSL_CUDNN_BENCHMARK", cudnn_benchmark)):
+        env.pop(key, None)
+        if value is not None:
+            env[key] = str(value)
     r = subprocess.run([binary, "time", model, device, str(half), str(repeats), str(steps)],
                        capture_output=True, text=True, timeout=timeout, env=env)
     if r.returncode != 0:
@@ -243,6 +246,19 @@ def main():
             entry["eager"] = eager(net, shape, dev, lib, a.repeats, a.steps)
             if dev.type == "cuda":
                 entry["eager_max_mem_gb"] = round(torch.cuda.max_memory_allocated(dev) / 2 ** 30, 2)
+            # cuDNN benchmark mode (issue 27 item 4), library and eager alike, while time allows
+            if name != "prior" and not (a.deadline and time.perf_counter() - start > 0.4 * a.deadline):
+                log(f"{name}: library and eager with cuDNN benchmark mode on")
+                try:
+                    lc = probe(a.probe, path, a.device, 0, a.repeats, a.steps, a.timeout, cudnn_benchmark=1)
+                    entry["lib_cudnn"] = {k: lc[k] for k in STEP_KEYS if k in lc}
+                    torch.backends.cudnn.benchmark = True
+                    try:
+                        entry["eager_cudnn"] = eager(net, shape, dev, lib, a.repeats, a.steps)
+                    finally:
+                        torch.backends.cudnn.benchmark = False
+                except Exception as e:  # noqa: BLE001
+                    entry["cudnn_error"] = (str(e).strip().splitlines() or [type(e).__name__])[0]
             log(f"{name}: done")
         except Exception as e:  # noqa: BLE001
             entry["error"] = (str(e).strip().splitlines() or [type(e).__name__])[0]
@@ -259,6 +275,10 @@ def main():
     return 0 if all("error" not in e for e in results.values()) else 1
 
 
+STEP_KEYS = ("forward_ms", "vjp_ms", "dps_step_ms", "stsl_step_ms")
+STEP_WHAT = ("forward (batch 1)", "VJP (batch 1)", "DPS step", "STSL step (K, probes as defaults)")
+
+
 def write(outdir, results):
     """bench.json and bench.md; rewritten after each model so that a time limit keeps the rest."""
     with open(os.path.join(outdir, "bench.json"), "w") as f:
@@ -273,18 +293,29 @@ def write(outdir, results):
             lines.append(f"| {name} | | | FAILED: {e['error']} | | | |")
             continue
         lib, eg = e.get("lib", {}), e.get("eager", {})
-        for key, what in (("forward_ms", "forward (batch 1)"), ("vjp_ms", "VJP (batch 1)"),
-                          ("dps_step_ms", "DPS step"), ("stsl_step_ms", "STSL step (K, probes as defaults)")):
+        for key, what in zip(STEP_KEYS, STEP_WHAT):
             lv, ev = lib.get(key), eg.get(key)
             ratio = f"{lv / ev:.2f}" if lv and ev else "—"
             lines.append(f"| {name} | {e.get('params', 0) / 1e6:.1f}M | {'x'.join(map(str, e.get('shape', [])))} "
                          f"| {what} | {fmt(lv)} | {fmt(ev)} | {ratio} |")
+        lc, ec = e.get("lib_cudnn", {}), e.get("eager_cudnn", {})
+        for key, what in zip(STEP_KEYS, STEP_WHAT):
+            lv, ev = lc.get(key), ec.get(key)
+            if lv or ev:
+                ratio = f"{lv / ev:.2f}" if lv and ev else "—"
+                lines.append(f"| {name} | | | {what}, cuDNN benchmark on | {fmt(lv)} | {fmt(ev)} | {ratio} |")
+        if e.get("cudnn_error"):
+            lines.append(f"| {name} | | | cuDNN benchmark on: FAILED: {e['cudnn_error']} | | | |")
         lh = e.get("lib_half", {})
         if lh:
             lines.append(f"| {name} | | | float16 forward / VJP (library) | {fmt(lh.get('forward_ms'))} / "
                          f"{fmt(lh.get('vjp_ms'))} | | |")
         if "error" in e:
             lines.append(f"| {name} | | | FAILED: {e['error']} | | | |")
+    lines.append("")
+    lines.append("Rows \"cuDNN benchmark on\": the library with `STSL_CUDNN_BENCHMARK=1`, eager with "
+                 "`torch.backends.cudnn.benchmark = True` (both off otherwise, libtorch's default); measured "
+                 "while the stage's deadline allows.")
     lines.append("")
     lines.append("Where a library step's time goes (network time estimated from the batch-1 forward and VJP "
                  "times above x the calls of the NFE ledger; for STSL's batched VJP calls an upper bound; the "
@@ -329,6 +360,10 @@ def write(outdir, results):
             if lv and ev:
                 tgt.append(f"- {name} {sv.upper()}: library / eager = {lv / ev:.2f} "
                            f"({'meets' if lv / ev <= 0.8 else 'misses'} the target ≤ 0.8)")
+            lc = e.get("lib_cudnn", {}).get(f"{sv}_step_ms")
+            if lc and ev:
+                tgt.append(f"  - with `STSL_CUDNN_BENCHMARK=1` (eager at its default): {lc / ev:.2f} "
+                           f"({'meets' if lc / ev <= 0.8 else 'misses'} the target ≤ 0.8)")
     lib = results.get("adm-upstream", {}).get("lib", {})
     if lib.get("dps_step_ms"):
         est = (1000 * lib["dps_step_ms"] + lib.get("load_ms", 0)) / 1e3

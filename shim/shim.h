@@ -62,6 +62,9 @@ typedef struct stsl_shim_module stsl_shim_module;
  * runs in float32 (stsl_shim_precision says which).
  * STSL_JIT_OPTIMIZE (environment, read here): 0 runs the module's graphs unoptimised, 1 or unset
  * optimised (libtorch's default); another value is STSL_ERR_INVALID_ARG.
+ * STSL_CUDNN_BENCHMARK (environment, read here): 1 or 0 sets libtorch's process-wide cuDNN
+ * benchmark mode when the module goes onto CUDA, unset leaves it; another value is
+ * STSL_ERR_INVALID_ARG on any device.
  * Errors: STSL_ERR_BACKEND (CUDA not available, no such GPU, precision not supported there),
  * STSL_ERR_IO (cannot read the file), STSL_ERR_FORMAT (not a TorchScript archive),
  * STSL_ERR_MODEL (no stsl_meta.txt record, or the record is over STSL_SHIM_META_MAX). */

@@ -8,6 +8,7 @@
 #include "shim.h"
 #include "shim_internal.h"
 
+#include <ATen/Context.h>
 #include <ATen/Parallel.h>
 #include <ATen/autocast_mode.h>
 #include <torch/cuda.h>
@@ -355,6 +356,22 @@ static bool jit_optimize_setting()
                     std::string("STSL_JIT_OPTIMIZE is '") + v + "': expected 0 or 1 (unset: 1)"};
 }
 
+/* STSL_CUDNN_BENCHMARK, read at load: "1" turns libtorch's cuDNN benchmark mode on for a module
+ * loaded onto CUDA (the first call of each new convolution shape times cuDNN's algorithms and
+ * keeps the fastest: slower first calls, possibly faster later ones; docs/cuda.md, start-up),
+ * "0" turns it off, unset leaves the process's setting (libtorch's default: off).  libtorch has
+ * one such switch per process: it applies to every convolution of the process from then on,
+ * the device operators' and the caller's own included.  -1 unset, else 0 or 1; checked on
+ * every load, so that a mistyped value fails on the CPU too. */
+static int cudnn_benchmark_setting()
+{
+    const char *v = std::getenv("STSL_CUDNN_BENCHMARK");
+    if (v == nullptr) return -1;
+    if (std::strcmp(v, "0") == 0 || std::strcmp(v, "1") == 0) return v[0] - '0';
+    throw ShimError{STSL_ERR_INVALID_ARG,
+                    std::string("STSL_CUDNN_BENCHMARK is '") + v + "': expected 0 or 1 (unset: libtorch's setting)"};
+}
+
 extern "C" stsl_status stsl_shim_load(const char *path, int cuda_index,
                                       stsl_precision precision, int float32_fallback,
                                       stsl_shim_module **out, char *err, size_t err_size)
@@ -371,7 +388,9 @@ extern "C" stsl_status stsl_shim_load(const char *path, int cuda_index,
     }
     return guarded("not a TorchScript file", STSL_ERR_FORMAT, err, err_size, [&]() {
         const bool jit_optimize = jit_optimize_setting();
+        const int cudnn_benchmark = cudnn_benchmark_setting();
         c10::Device dev = cuda_or_cpu(cuda_index);
+        if (dev.is_cuda() && cudnn_benchmark >= 0) at::globalContext().setBenchmarkCuDNN(cudnn_benchmark == 1);
         std::string why = precision_unsupported(dev, precision);
         if (!why.empty()) {
             if (float32_fallback)

@@ -345,6 +345,48 @@ static void test_jit_optimize_switch(void)
     stsl_context_destroy(ctx);
 }
 
+/* Issue 27 item 4: STSL_CUDNN_BENCHMARK=0|1 loads and computes what the default does (on the CPU
+ * the switch is not applied: no cuDNN; on CUDA the algorithms cuDNN picks may round apart); any
+ * other value fails the load on every device and names the variable. */
+static void test_cudnn_benchmark_switch(void)
+{
+    if (!stsl_has_torch()) {
+        fprintf(stderr, " [built without torch]");
+        return;
+    }
+    stsl_context *ctx = tu_context();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ctx);
+    const size_t d = 28 * 28;
+    float *x = malloc(d * sizeof(float)), *v = malloc(d * sizeof(float)), *e[3], *g[3];
+    for (int k = 0; k < 3; k++) e[k] = malloc(d * sizeof(float)), g[k] = malloc(d * sizeof(float));
+    CU_ASSERT_FATAL(x && v && e[0] && e[1] && e[2] && g[0] && g[1] && g[2]);
+    tu_fill_normal(x, d, 5);
+    tu_fill_normal(v, d, 6);
+    static const char *settings[3] = {NULL, "1", "0"};
+    for (int k = 0; k < 3; k++) {
+        if (settings[k]) setenv("STSL_CUDNN_BENCHMARK", settings[k], 1);
+        else unsetenv("STSL_CUDNN_BENCHMARK");
+        stsl_score *s = NULL;
+        TU_ASSERT_STATUS(stsl_score_load(ctx, model("fmnist-ddpm.pt"), &s), STSL_OK);
+        if (s) CU_ASSERT_EQUAL(eps_and_vjp(s, x, v, e[k], g[k]), 0);
+        stsl_score_destroy(s);
+    }
+    const double tol = tu_tol(1e-6, 2e-3, TOL_FLOAT16);
+    for (int k = 1; k < 3; k++) {
+        CU_ASSERT(tu_rel_err(e[k], e[0], d) <= tol);
+        CU_ASSERT(tu_rel_err(g[k], g[0], d) <= tol);
+    }
+    setenv("STSL_CUDNN_BENCHMARK", "on", 1);
+    stsl_score *bad = NULL;
+    CU_ASSERT_EQUAL(stsl_score_load(ctx, model("fmnist-ddpm.pt"), &bad), STSL_ERR_INVALID_ARG);
+    CU_ASSERT_PTR_NULL(bad);
+    CU_ASSERT_PTR_NOT_NULL(strstr(stsl_context_last_error(ctx), "STSL_CUDNN_BENCHMARK is 'on'"));
+    unsetenv("STSL_CUDNN_BENCHMARK");
+    free(x), free(v);
+    for (int k = 0; k < 3; k++) free(e[k]), free(g[k]);
+    stsl_context_destroy(ctx);
+}
+
 /* Issue 19, narrowed by issue 30: sample i of a seeded run restores bit for bit the same whether it
  * runs alone, in a batch of 7 or of 16 (at another position, among other images) when
  * STSL_PARAM_PAD_BATCH is 1: every sample then runs as a run of its own, the same program on the
@@ -582,6 +624,8 @@ int main(void)
          test_dps_mo_renoise_default},
         {"dps-mo on salt-pepper: zeta 1 (the likelihood, the default) beats zeta 0.3",
          test_dps_mo_impulse_default},
+        {"STSL_CUDNN_BENCHMARK=0|1 computes what the default does; another value fails the load",
+         test_cudnn_benchmark_switch},
         {"STSL_JIT_OPTIMIZE=0 computes what the default does; another value fails the load",
          test_jit_optimize_switch},
         {"dps, pixel prior: each sample bit-identical at batch 1, 7, 16 with PAD_BATCH 1, within rounding batched",
