@@ -190,6 +190,22 @@ static int cov_vjp_guarded(const stsl__run *R, double ab, const float *u, float 
     return replaced;
 }
 
+typedef struct cov_work {
+    float *tt, *u0, *u1, *j0, *j1, *e1, *r, *rr, *aj;
+} cov_work;
+
+/* cov_guidance's buffers, held for the run (one allocation, not one per evaluation: a fresh
+ * 3x256x256 buffer per call cost page faults on every step) */
+static stsl_status cov_work_alloc(stsl__run *R, cov_work *w)
+{
+    const size_t B = (size_t)R->batch, m = B * R->dz, dy = R->dy;
+    *w = (cov_work){stsl__run_buffer(R, B), stsl__run_buffer(R, m), stsl__run_buffer(R, m),
+                    stsl__run_buffer(R, m), stsl__run_buffer(R, m), stsl__run_buffer(R, m),
+                    stsl__run_buffer(R, B * dy), stsl__run_buffer(R, B * dy), stsl__run_buffer(R, B * dy)};
+    return w->tt && w->u0 && w->u1 && w->j0 && w->j1 && w->e1 && w->r && w->rr && w->aj
+               ? STSL_OK : STSL_ERR_NOMEM;
+}
+
 /* Box line 6 with the Tweedie covariance in full (STSL_LIKVAR_TWEEDIE on a pixel prior, linear
  * operator, squared loss): the "MMSE" likelihood y | x_k ~ N(A x0hat, M),
  * M = sigma_y^2 I + A Cov[x0|x_k] A^T, Cov = (1 - abar)/sqrt(abar) J_x0hat (Tweedie's second
@@ -207,22 +223,6 @@ static int cov_vjp_guarded(const stsl__run *R, double ab, const float *u, float 
  * linearity, no third.  Products guarded (cov_vjp_guarded).  wb receives the noise-model weight
  * of v_eff = ||r||^2 / r.M^-1 r (the scalar variance with the same step along r; the flat
  * sigma_y^2 + cflat when undefined), for the damping. */
-typedef struct cov_work {
-    float *tt, *u0, *u1, *j0, *j1, *e1, *r, *rr, *aj;
-} cov_work;
-
-/* cov_guidance's buffers, held for the run (one allocation, not one per evaluation: a fresh
- * 3x256x256 buffer per call cost page faults on every step) */
-static stsl_status cov_work_alloc(stsl__run *R, cov_work *w)
-{
-    const size_t B = (size_t)R->batch, m = B * R->dz, dy = R->dy;
-    *w = (cov_work){stsl__run_buffer(R, B), stsl__run_buffer(R, m), stsl__run_buffer(R, m),
-                    stsl__run_buffer(R, m), stsl__run_buffer(R, m), stsl__run_buffer(R, m),
-                    stsl__run_buffer(R, B * dy), stsl__run_buffer(R, B * dy), stsl__run_buffer(R, B * dy)};
-    return w->tt && w->u0 && w->u1 && w->j0 && w->j1 && w->e1 && w->r && w->rr && w->aj
-               ? STSL_OK : STSL_ERR_NOMEM;
-}
-
 static stsl_status cov_guidance(stsl__run *R, const cov_work *w, const float *z, double t, double sy,
                                 double cflat, float *zy, float *eps, float *x0, float *g, double *wb)
 {
@@ -231,14 +231,11 @@ static stsl_status cov_guidance(stsl__run *R, const cov_work *w, const float *z,
     const double ab = stsl__ab(R, t), f = (1 - ab) / sqrt(ab), s2 = sy * sy;
     float *tt = w->tt, *u0 = w->u0, *u1 = w->u1, *j0 = w->j0, *j1 = w->j1, *e1 = w->e1, *r = w->r,
           *rr = w->rr, *aj = w->aj;
-    stsl_status st = STSL_OK;
-    {
-        for (int b = 0; b < B; b++) tt[b] = (float)t;
-        /* u0 = A^T zy (linear operator: the VJP is A^T at any point); eps, J_eps^T u0: one pass */
-        st = stsl_operator_vjp(R->op, z, zy, u0, B);
-        if (st == STSL_OK) st = stsl__net_eps_vjp(R, z, tt, u0, eps, j0, B);
-        else st = stsl__fail(R->err, st, "solver rmp: operator vjp failed: %s", stsl_operator_last_error(R->op));
-    }
+    for (int b = 0; b < B; b++) tt[b] = (float)t;
+    /* u0 = A^T zy (linear operator: the VJP is A^T at any point); eps, J_eps^T u0: one pass */
+    stsl_status st = stsl_operator_vjp(R->op, z, zy, u0, B);
+    if (st == STSL_OK) st = stsl__net_eps_vjp(R, z, tt, u0, eps, j0, B);
+    else st = stsl__fail(R->err, st, "solver rmp: operator vjp failed: %s", stsl_operator_last_error(R->op));
     if (st == STSL_OK) {
         stsl__tweedie(ab, z, eps, x0, m);
         cov_vjp_guarded(R, ab, u0, j0);
