@@ -368,8 +368,8 @@ static int cudnn_benchmark_setting()
     const char *v = std::getenv("STSL_CUDNN_BENCHMARK");
     if (v == nullptr) return -1;
     if (std::strcmp(v, "0") == 0 || std::strcmp(v, "1") == 0) return v[0] - '0';
-    throw ShimError{STSL_ERR_INVALID_ARG,
-                    std::string("STSL_CUDNN_BENCHMARK is '") + v + "': expected 0 or 1 (unset: libtorch's setting)"};
+    throw ShimError{STSL_ERR_INVALID_ARG, std::string("STSL_CUDNN_BENCHMARK is '") + v +
+                                              "': expected 0 or 1 (unset: libtorch's setting)"};
 }
 
 extern "C" stsl_status stsl_shim_load(const char *path, int cuda_index,
@@ -390,7 +390,8 @@ extern "C" stsl_status stsl_shim_load(const char *path, int cuda_index,
         const bool jit_optimize = jit_optimize_setting();
         const int cudnn_benchmark = cudnn_benchmark_setting();
         c10::Device dev = cuda_or_cpu(cuda_index);
-        if (dev.is_cuda() && cudnn_benchmark >= 0) at::globalContext().setBenchmarkCuDNN(cudnn_benchmark == 1);
+        if (dev.is_cuda() && cudnn_benchmark >= 0)
+            at::globalContext().setBenchmarkCuDNN(cudnn_benchmark == 1);
         std::string why = precision_unsupported(dev, precision);
         if (!why.empty()) {
             if (float32_fallback)
