@@ -88,6 +88,25 @@ static double level_weight(const stsl__run *R, double sigma_y, double lambda, do
     return stsl__nll_weight(R, sigma_y * sigma_y + lambda * r2);
 }
 
+/* tweedie_var_grad's buffers for N probes, held for the run (a fresh set per evaluation cost
+ * page faults on every step) */
+typedef struct trace_work {
+    float *pts, *e, *x0p, *cot, *gp;   /* B (1 + N) latents each */
+    float *xim, *u;                    /* B N images */
+    float *w;                          /* B N measurements */
+} trace_work;
+
+static stsl_status trace_work_alloc(stsl__run *R, int N, trace_work *tw)
+{
+    const size_t B = (size_t)R->batch, np = B * (1 + (size_t)N), bn = B * (size_t)N;
+    *tw = (trace_work){stsl__run_buffer(R, np * R->dz), stsl__run_buffer(R, np * R->dz),
+                       stsl__run_buffer(R, np * R->dz), stsl__run_buffer(R, np * R->dz),
+                       stsl__run_buffer(R, np * R->dz), stsl__run_buffer(R, bn * R->dx),
+                       stsl__run_buffer(R, bn * R->dx), stsl__run_buffer(R, bn * R->dy)};
+    return tw->pts && tw->e && tw->x0p && tw->cot && tw->gp && tw->xim && tw->u && tw->w
+               ? STSL_OK : STSL_ERR_NOMEM;
+}
+
 /* g = (1/(2 v_b)) J_x0hat^T J_D^T grad_x ||A D(x0hat) - y||^2 at z (time t), per sample b, with
  * v_b = sigma_y^2 + c_b and c_b = tr(A Cov[x0|z] A^T)/d_y by Hutchinson:
  *     Cov[x0|z] = (1 - abar)/sqrt(abar) J_x0hat,  c_b ≈ (1 - abar)/sqrt(abar) mean_n u_n^T J_x0hat^T u_n / d_y,
@@ -97,26 +116,21 @@ static double level_weight(const stsl__run *R, double sigma_y, double lambda, do
  * full 1/sigma_y^2 weight) threw box-inpaint on the image prior off the manifold.  ONE batched kept evaluation: point b is z_b (the data cotangent), points
  * B + b N + n are copies of z_b (the probes): 1 + N VJPs per sample.  wb (B doubles) receives the
  * weight 1/(2 v_b) (the noise model's, stsl__nll_weight). */
-static stsl_status tweedie_var_grad(stsl__run *R, const float *z, double t, double sy, double lambda,
-                                    double r2, int N, uint64_t step, uint64_t it, float *eps,
-                                    float *x0, float *g, double *wb)
+static stsl_status tweedie_var_grad(stsl__run *R, const trace_work *tw, const float *z, double t,
+                                    double sy, double lambda, double r2, int N, uint64_t step,
+                                    uint64_t it, float *eps, float *x0, float *g, double *wb)
 {
     const int B = R->batch, np = B * (1 + N);
     const size_t dz = R->dz, dx = R->dx, dy = R->dy;
     const double ab = stsl__ab(R, t);
-    float *pts = stsl__run_floats(R, (size_t)np * dz), *e = stsl__run_floats(R, (size_t)np * dz),
-          *x0p = stsl__run_floats(R, (size_t)np * dz), *cot = stsl__run_floats(R, (size_t)np * dz),
-          *gp = stsl__run_floats(R, (size_t)np * dz), *xim = stsl__run_floats(R, (size_t)B * N * dx),
-          *w = stsl__run_floats(R, (size_t)B * N * dy), *u = stsl__run_floats(R, (size_t)B * N * dx);
+    float *pts = tw->pts, *e = tw->e, *x0p = tw->x0p, *cot = tw->cot, *gp = tw->gp, *xim = tw->xim,
+          *w = tw->w, *u = tw->u;
     stsl__kept k = {0};
-    stsl_status st = (pts && e && x0p && cot && gp && xim && w && u) ? STSL_OK : STSL_ERR_NOMEM;
-    if (st == STSL_OK) {
-        memcpy(pts, z, (size_t)B * dz * sizeof(float));
-        for (int b = 0; b < B; b++)
-            for (int n = 0; n < N; n++)
-                memcpy(pts + ((size_t)B + (size_t)b * N + n) * dz, z + (size_t)b * dz, dz * sizeof(float));
-        st = stsl__tweedie_keep(R, pts, t, e, x0p, np, &k);
-    }
+    memcpy(pts, z, (size_t)B * dz * sizeof(float));
+    for (int b = 0; b < B; b++)
+        for (int n = 0; n < N; n++)
+            memcpy(pts + ((size_t)B + (size_t)b * N + n) * dz, z + (size_t)b * dz, dz * sizeof(float));
+    stsl_status st = stsl__tweedie_keep(R, pts, t, e, x0p, np, &k);
     /* data cotangent at the B first points (unit weight), and D(x0hat) for the probes' A^T */
     if (st == STSL_OK) st = stsl__data_cotangent(R, x0p, 1.0, 1, NULL, xim, cot);
     if (st == STSL_OK && R->ae_identity) memcpy(xim, x0p, (size_t)B * dx * sizeof(float));
@@ -154,14 +168,6 @@ static stsl_status tweedie_var_grad(stsl__run *R, const float *z, double t, doub
         }
     }
     stsl__kept_free(&k);
-    stsl__free(pts);
-    stsl__free(e);
-    stsl__free(x0p);
-    stsl__free(cot);
-    stsl__free(gp);
-    stsl__free(xim);
-    stsl__free(w);
-    stsl__free(u);
     return st;
 }
 
@@ -339,7 +345,10 @@ stsl_status stsl__solve_rmp(stsl__run *R, float *x_out)
         goto done;
     }
     cov_work cw = {0};
+    trace_work tw = {0};
     if (full_cov && (st = cov_work_alloc(R, &cw)) != STSL_OK) goto done;
+    if (!full_cov && likvar == STSL_LIKVAR_TWEEDIE && (st = trace_work_alloc(R, probes, &tw)) != STSL_OK)
+        goto done;
     R->total = T;
     R->step = 0;
     memset(mu, 0, m * sizeof(float));   /* box line 1: mu_T = 0 */
@@ -362,7 +371,7 @@ stsl_status stsl__solve_rmp(stsl__run *R, float *x_out)
                 const double r2 = (1 - abl) / abl;
                 st = full_cov ? cov_guidance(R, &cw, mu, tnet, sy, lambda * r2, zy, eps, x0, g, cov)
                      : likvar == STSL_LIKVAR_TWEEDIE
-                         ? tweedie_var_grad(R, mu, tnet, sy, lambda, r2, probes,
+                         ? tweedie_var_grad(R, &tw, mu, tnet, sy, lambda, r2, probes,
                                             (uint64_t)R->step, (uint64_t)it, eps, x0, g, cov)
                          : stsl__chain_grad(R, mu, tnet, level_weight(R, sy, lambda, r2), 1,
                                             eps, x0, NULL, g);
@@ -411,7 +420,7 @@ stsl_status stsl__solve_rmp(stsl__run *R, float *x_out)
                 const double r2 = sig[i] * sig[i];
                 st = full_cov ? cov_guidance(R, &cw, xv, t, sy, lambda * r2, zy, eps, x0, g, cov)
                      : likvar == STSL_LIKVAR_TWEEDIE
-                         ? tweedie_var_grad(R, xv, t, sy, lambda, sig[i] * sig[i], probes,
+                         ? tweedie_var_grad(R, &tw, xv, t, sy, lambda, sig[i] * sig[i], probes,
                                             (uint64_t)R->step, (uint64_t)it, eps, x0, g, cov)
                          : stsl__chain_grad(R, xv, t, level_weight(R, sy, lambda, sig[i] * sig[i]), 1, eps,
                                             x0, NULL, g);
