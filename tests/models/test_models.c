@@ -292,6 +292,37 @@ static int eps_and_vjp(stsl_score *s, const float *x, const float *v, float *eps
     return 0;
 }
 
+/* An environment switch read at load (STSL_JIT_OPTIMIZE, STSL_CUDNN_BENCHMARK): the shipped pixel
+ * prior loaded with `var` set to `value` (NULL: unset), then eps and its VJP at fixed inputs into
+ * eps, vjp (SWITCH_D floats each).  The load's status; nothing is computed unless it is STSL_OK. */
+enum { SWITCH_D = 28 * 28 };
+static stsl_status load_with_switch(stsl_context *ctx, const char *var, const char *value, float *eps,
+                                    float *vjp)
+{
+    static float x[SWITCH_D], v[SWITCH_D];
+    tu_fill_normal(x, SWITCH_D, 3);
+    tu_fill_normal(v, SWITCH_D, 4);
+    if (value) setenv(var, value, 1);
+    else unsetenv(var);
+    stsl_score *s = NULL;
+    stsl_status st = stsl_score_load(ctx, model("fmnist-ddpm.pt"), &s);
+    if (st == STSL_OK) CU_ASSERT_EQUAL(eps_and_vjp(s, x, v, eps, vjp), 0);
+    stsl_score_destroy(s);
+    return st;
+}
+
+/* `var` set to `bad` fails the load with STSL_ERR_INVALID_ARG and a message containing `named`;
+ * the variable is unset afterwards. */
+static void assert_switch_refused(stsl_context *ctx, const char *var, const char *bad, const char *named)
+{
+    setenv(var, bad, 1);
+    stsl_score *s = NULL;
+    CU_ASSERT_EQUAL(stsl_score_load(ctx, model("fmnist-ddpm.pt"), &s), STSL_ERR_INVALID_ARG);
+    CU_ASSERT_PTR_NULL(s);
+    CU_ASSERT_PTR_NOT_NULL(strstr(stsl_context_last_error(ctx), named));
+    unsetenv(var);
+}
+
 /* Issue 27 item 3: STSL_JIT_OPTIMIZE=0 (the start-up switch, docs/cuda.md) computes what the
  * default computes; a value that is neither 0 nor 1 fails the load and names the variable. */
 static void test_jit_optimize_switch(void)
@@ -302,46 +333,24 @@ static void test_jit_optimize_switch(void)
     }
     stsl_context *ctx = tu_context();
     CU_ASSERT_PTR_NOT_NULL_FATAL(ctx);
-    const size_t d = 28 * 28;
-    float *x = malloc(d * sizeof(float)), *v = malloc(d * sizeof(float)), *e[2], *g[2];
-    for (int k = 0; k < 2; k++) e[k] = malloc(d * sizeof(float)), g[k] = malloc(d * sizeof(float));
-    CU_ASSERT_FATAL(x && v && e[0] && e[1] && g[0] && g[1]);
-    tu_fill_normal(x, d, 3);
-    tu_fill_normal(v, d, 4);
-    static const char *settings[2] = {NULL, "0"};   /* unset (libtorch's default), then off */
-    int refused = 0;   /* libtorch 1.x refuses the second load in reduced precision */
-    for (int k = 0; k < 2; k++) {
-        if (settings[k]) setenv("STSL_JIT_OPTIMIZE", settings[k], 1);
-        else unsetenv("STSL_JIT_OPTIMIZE");
-        stsl_score *s = NULL;
-        stsl_status st = stsl_score_load(ctx, model("fmnist-ddpm.pt"), &s);
-        if (k == 1 && st == STSL_ERR_BACKEND && tu_half()) {
-            /* libtorch 1.x autocasts only optimised graphs: the pair is refused, said why */
-            const char *msg = stsl_context_last_error(ctx);
-            CU_ASSERT_PTR_NOT_NULL(strstr(msg, "STSL_JIT_OPTIMIZE=0"));
-            CU_ASSERT_PTR_NOT_NULL(strstr(msg, "this one is 1."));
-            fprintf(stderr, "\n  %s\n", msg);
-            refused = 1;
-            continue;
-        }
+    static float e[2][SWITCH_D], g[2][SWITCH_D];
+    /* unset (libtorch's default), then off */
+    TU_ASSERT_STATUS(load_with_switch(ctx, "STSL_JIT_OPTIMIZE", NULL, e[0], g[0]), STSL_OK);
+    stsl_status st = load_with_switch(ctx, "STSL_JIT_OPTIMIZE", "0", e[1], g[1]);
+    if (st == STSL_ERR_BACKEND && tu_half()) {
+        /* libtorch 1.x autocasts only optimised graphs: the pair is refused, said why */
+        const char *msg = stsl_context_last_error(ctx);
+        CU_ASSERT_PTR_NOT_NULL(strstr(msg, "STSL_JIT_OPTIMIZE=0"));
+        CU_ASSERT_PTR_NOT_NULL(strstr(msg, "this one is 1."));
+        fprintf(stderr, "\n  %s\n", msg);
+    } else {
         TU_ASSERT_STATUS(st, STSL_OK);
-        if (s) CU_ASSERT_EQUAL(eps_and_vjp(s, x, v, e[k], g[k]), 0);
-        stsl_score_destroy(s);
+        /* the CPU fuses nothing (same kernels: equal to rounding); CUDA's fused kernels round apart */
+        const double tol = tu_tol(1e-5, 2e-3, TOL_FLOAT16);
+        CU_ASSERT(tu_rel_err(e[1], e[0], SWITCH_D) <= tol);
+        CU_ASSERT(tu_rel_err(g[1], g[0], SWITCH_D) <= tol);
     }
-    /* the CPU fuses nothing (same kernels: equal to rounding); CUDA's fused kernels round apart */
-    const double tol = tu_tol(1e-5, 2e-3, TOL_FLOAT16);
-    if (!refused) {
-        CU_ASSERT(tu_rel_err(e[1], e[0], d) <= tol);
-        CU_ASSERT(tu_rel_err(g[1], g[0], d) <= tol);
-    }
-    setenv("STSL_JIT_OPTIMIZE", "yes", 1);
-    stsl_score *bad = NULL;
-    CU_ASSERT_EQUAL(stsl_score_load(ctx, model("fmnist-ddpm.pt"), &bad), STSL_ERR_INVALID_ARG);
-    CU_ASSERT_PTR_NULL(bad);
-    CU_ASSERT_PTR_NOT_NULL(strstr(stsl_context_last_error(ctx), "STSL_JIT_OPTIMIZE"));
-    unsetenv("STSL_JIT_OPTIMIZE");
-    free(x), free(v);
-    for (int k = 0; k < 2; k++) free(e[k]), free(g[k]);
+    assert_switch_refused(ctx, "STSL_JIT_OPTIMIZE", "yes", "STSL_JIT_OPTIMIZE");
     stsl_context_destroy(ctx);
 }
 
@@ -356,34 +365,17 @@ static void test_cudnn_benchmark_switch(void)
     }
     stsl_context *ctx = tu_context();
     CU_ASSERT_PTR_NOT_NULL_FATAL(ctx);
-    const size_t d = 28 * 28;
-    float *x = malloc(d * sizeof(float)), *v = malloc(d * sizeof(float)), *e[3], *g[3];
-    for (int k = 0; k < 3; k++) e[k] = malloc(d * sizeof(float)), g[k] = malloc(d * sizeof(float));
-    CU_ASSERT_FATAL(x && v && e[0] && e[1] && e[2] && g[0] && g[1] && g[2]);
-    tu_fill_normal(x, d, 5);
-    tu_fill_normal(v, d, 6);
+    static float e[3][SWITCH_D], g[3][SWITCH_D];
     static const char *settings[3] = {NULL, "1", "0"};
-    for (int k = 0; k < 3; k++) {
-        if (settings[k]) setenv("STSL_CUDNN_BENCHMARK", settings[k], 1);
-        else unsetenv("STSL_CUDNN_BENCHMARK");
-        stsl_score *s = NULL;
-        TU_ASSERT_STATUS(stsl_score_load(ctx, model("fmnist-ddpm.pt"), &s), STSL_OK);
-        if (s) CU_ASSERT_EQUAL(eps_and_vjp(s, x, v, e[k], g[k]), 0);
-        stsl_score_destroy(s);
-    }
+    for (int k = 0; k < 3; k++)
+        TU_ASSERT_STATUS(load_with_switch(ctx, "STSL_CUDNN_BENCHMARK", settings[k], e[k], g[k]), STSL_OK);
+    unsetenv("STSL_CUDNN_BENCHMARK");
     const double tol = tu_tol(1e-6, 2e-3, TOL_FLOAT16);
     for (int k = 1; k < 3; k++) {
-        CU_ASSERT(tu_rel_err(e[k], e[0], d) <= tol);
-        CU_ASSERT(tu_rel_err(g[k], g[0], d) <= tol);
+        CU_ASSERT(tu_rel_err(e[k], e[0], SWITCH_D) <= tol);
+        CU_ASSERT(tu_rel_err(g[k], g[0], SWITCH_D) <= tol);
     }
-    setenv("STSL_CUDNN_BENCHMARK", "on", 1);
-    stsl_score *bad = NULL;
-    CU_ASSERT_EQUAL(stsl_score_load(ctx, model("fmnist-ddpm.pt"), &bad), STSL_ERR_INVALID_ARG);
-    CU_ASSERT_PTR_NULL(bad);
-    CU_ASSERT_PTR_NOT_NULL(strstr(stsl_context_last_error(ctx), "STSL_CUDNN_BENCHMARK is 'on'"));
-    unsetenv("STSL_CUDNN_BENCHMARK");
-    free(x), free(v);
-    for (int k = 0; k < 3; k++) free(e[k]), free(g[k]);
+    assert_switch_refused(ctx, "STSL_CUDNN_BENCHMARK", "on", "STSL_CUDNN_BENCHMARK is 'on'");
     stsl_context_destroy(ctx);
 }
 
