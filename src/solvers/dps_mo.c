@@ -229,14 +229,11 @@ stsl_status stsl__solve_dps_mo(stsl__run *R, float *x_out)
             if (st != STSL_OK) goto done;
             stsl__tweedie(ab, W.xv, W.eps, x0, m);
         }
-        /* 4. x <- x0' + sqrt(sigma_{i+1}^2 - e^2) (x - x0') / sigma + e xi */
-        if (renoise_next) {
-            for (size_t k = 0; k < m; k++) x[k] = (float)(x0[k] + (e > 0 ? e * xi[k] : 0.0));   /* e = nx */
-        } else {
-            const double cd = sqrt(nx * nx - e * e) / si;
-            for (size_t k = 0; k < m; k++)
-                x[k] = (float)(x0[k] + cd * (x[k] - x0[k]) + (e > 0 ? e * xi[k] : 0.0));
-        }
+        /* 4. x <- x0' + sqrt(sigma_{i+1}^2 - e^2) (x - x0') / sigma + e xi
+         *    (RENOISE_LEVEL 1: e = sigma_{i+1}, so the first term is 0: all fresh noise) */
+        const double cd = sqrt(nx * nx - e * e) / si;
+        for (size_t k = 0; k < m; k++)
+            x[k] = (float)(x0[k] + cd * (x[k] - x0[k]) + (e > 0 ? e * xi[k] : 0.0));
         if ((st = stsl__check_finite(R, x, m, "the DPS-MO iterate")) != STSL_OK) goto done;
         if ((st = stsl__progress(R, R->step, x0)) != STSL_OK) goto done;
     }
