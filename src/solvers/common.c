@@ -8,11 +8,95 @@
 #include <math.h>
 #include <string.h>
 
-float *stsl__run_floats(stsl__run *R, size_t n)
+/* The scratch pool (stsl__run_floats) hides a use after stsl__run_give and a read of stale data
+ * from the checkers, which see one long-lived block: tell them what is lent and what is not. */
+#if defined(__SANITIZE_ADDRESS__)
+#define SCRATCH_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SCRATCH_ASAN 1
+#endif
+#endif
+#if defined(SCRATCH_ASAN)
+#include <sanitizer/asan_interface.h>
+#define SCRATCH_LEND_ASAN(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n) * sizeof(float))
+#define SCRATCH_TAKE_ASAN(p, n) ASAN_POISON_MEMORY_REGION((p), (n) * sizeof(float))
+#else
+#define SCRATCH_LEND_ASAN(p, n) ((void)0)
+#define SCRATCH_TAKE_ASAN(p, n) ((void)0)
+#endif
+#if defined(__has_include)
+#if __has_include(<valgrind/memcheck.h>)
+#include <valgrind/memcheck.h>
+#define SCRATCH_LEND_VG(p, n) VALGRIND_MAKE_MEM_UNDEFINED((p), (n) * sizeof(float))
+#define SCRATCH_TAKE_VG(p, n) VALGRIND_MAKE_MEM_NOACCESS((p), (n) * sizeof(float))
+#endif
+#endif
+#ifndef SCRATCH_LEND_VG
+#define SCRATCH_LEND_VG(p, n) ((void)0)
+#define SCRATCH_TAKE_VG(p, n) ((void)0)
+#endif
+/* lent: the n floats asked for become addressable and undefined; taken back: the whole slot
+ * becomes unaddressable until it is lent again (and addressable before it is freed) */
+#define SCRATCH_LEND(p, n) (SCRATCH_LEND_ASAN(p, n), SCRATCH_LEND_VG(p, n))
+#define SCRATCH_TAKE(p, n) (SCRATCH_TAKE_ASAN(p, n), SCRATCH_TAKE_VG(p, n))
+
+static float *new_floats(stsl__run *R, size_t n)
 {
     float *p = stsl__alloc_floats(n ? n : 1);
     if (!p) stsl__fail(R->err, STSL_ERR_NOMEM, "solver: out of memory (%zu floats)", n);
     return p;
+}
+
+/* The smallest idle slot that holds n floats; else an empty slot, else the largest idle one
+ * (grown); -1 when every slot is lent (the caller then gets a buffer of its own). */
+static int scratch_slot_for(const stsl__run *R, size_t n)
+{
+    int fit = -1, empty = -1, grow = -1;
+    for (int i = 0; i < STSL__RUN_SCRATCH_MAX; i++) {
+        const stsl__scratch_slot *s = &R->scratch[i];
+        if (!s->p) {
+            if (empty < 0) empty = i;
+        } else if (!s->busy) {
+            if (s->n >= n) {
+                if (fit < 0 || s->n < R->scratch[fit].n) fit = i;
+            } else if (grow < 0 || s->n > R->scratch[grow].n) {
+                grow = i;
+            }
+        }
+    }
+    return fit >= 0 ? fit : empty >= 0 ? empty : grow;
+}
+
+float *stsl__run_floats(stsl__run *R, size_t n)
+{
+    if (!n) n = 1;
+    int i = scratch_slot_for(R, n);
+    if (i < 0) return new_floats(R, n);
+    stsl__scratch_slot *s = &R->scratch[i];
+    if (s->n < n) {
+        if (s->p) SCRATCH_LEND(s->p, s->n);
+        stsl__free(s->p);
+        s->n = 0;
+        if (!(s->p = new_floats(R, n))) return NULL;
+        s->n = n;
+    }
+    SCRATCH_TAKE(s->p, s->n);   /* beyond the n asked for stays unaddressable */
+    SCRATCH_LEND(s->p, n);
+    s->busy = 1;
+    return s->p;
+}
+
+void stsl__run_give(stsl__run *R, float *p)
+{
+    if (!p) return;
+    for (int i = 0; i < STSL__RUN_SCRATCH_MAX; i++)
+        if (R->scratch[i].p == p) {
+            R->scratch[i].busy = 0;
+            SCRATCH_TAKE(p, R->scratch[i].n);
+            return;
+        }
+    stsl__free(p);   /* lent while every slot was out */
 }
 
 static void *run_keep(stsl__run *R, void *p)
@@ -26,7 +110,7 @@ static void *run_keep(stsl__run *R, void *p)
     return p;
 }
 
-float *stsl__run_buffer(stsl__run *R, size_t n) { return run_keep(R, stsl__run_floats(R, n)); }
+float *stsl__run_buffer(stsl__run *R, size_t n) { return run_keep(R, new_floats(R, n)); }
 
 double *stsl__run_doubles(stsl__run *R, size_t n)
 {
@@ -39,6 +123,11 @@ void stsl__run_release(stsl__run *R)
 {
     for (int i = 0; i < R->n_work; i++) stsl__free(R->work[i]);
     R->n_work = 0;
+    for (int i = 0; i < STSL__RUN_SCRATCH_MAX; i++) {
+        if (R->scratch[i].p) SCRATCH_LEND(R->scratch[i].p, R->scratch[i].n);
+        stsl__free(R->scratch[i].p);
+    }
+    memset(R->scratch, 0, sizeof R->scratch);
 }
 
 stsl_status stsl__ddim_seq(stsl__run *R, int n, int **out)
@@ -262,7 +351,7 @@ static stsl_status net_chunked(stsl__run *R, net_kind kind, const net_io *io, in
         stsl_status st = net_pad_make(R, kind, &part, c, size, &p);
         if (st == STSL_OK) st = net_call(R, kind, &p.io, size, c, cancellable);
         if (st == STSL_OK) net_unpad(R, kind, &p, &part, c);
-        stsl__free(p.buf);
+        stsl__run_give(R, p.buf);
         if (st != STSL_OK) return st;
     }
     return STSL_OK;
@@ -280,9 +369,10 @@ stsl_status stsl__net_eps(stsl__run *R, const float *z, const float *t, float *e
     return stsl__net_eps_vjp(R, z, t, NULL, eps, NULL, n);
 }
 
-static float *fill_t(stsl__run *R, double t, int n)
+/* one time per point; tt from the pool (take = stsl__run_floats) or the heap (new_floats) */
+static float *fill_t(stsl__run *R, float *(*take)(stsl__run *, size_t), double t, int n)
 {
-    float *tt = stsl__run_floats(R, (size_t)n);
+    float *tt = take(R, (size_t)n);
     if (tt)
         for (int i = 0; i < n; i++) tt[i] = (float)t;
     return tt;
@@ -290,10 +380,10 @@ static float *fill_t(stsl__run *R, double t, int n)
 
 stsl_status stsl__net_eps_t(stsl__run *R, const float *z, double t, float *eps, int n)
 {
-    float *tt = fill_t(R, t, n);
+    float *tt = fill_t(R, stsl__run_floats, t, n);
     if (!tt) return STSL_ERR_NOMEM;
     stsl_status st = stsl__net_eps(R, z, tt, eps, n);
-    stsl__free(tt);
+    stsl__run_give(R, tt);
     return st;
 }
 
@@ -334,7 +424,7 @@ static stsl_status keep_call(stsl__run *R, net_kind kind, const net_io *io, stsl
         }
     }
     if (st == STSL_OK && size > k->n) net_unpad(R, kind, &p, io, k->n);
-    stsl__free(p.buf);
+    stsl__run_give(R, p.buf);
     k->rows = size;
     return st;
 }
@@ -351,7 +441,7 @@ static stsl_status kept_vjp(stsl__run *R, net_kind kind, stsl__kept *k, const fl
         st = kind == NET_EPS_VJP ? stsl__score_pass_vjp(k->unet, p.io.v, p.io.out2, R->err)
                                  : stsl__ae_pass_vjp(k->dec, p.io.v, p.io.out2, R->err);
     if (st == STSL_OK && k->rows > k->n) net_unpad(R, kind, &p, &io, k->n);
-    stsl__free(p.buf);
+    stsl__run_give(R, p.buf);
     return st;
 }
 
@@ -451,7 +541,7 @@ stsl_status stsl__tweedie_keep(stsl__run *R, const float *z, double t, float *ep
                                int n, stsl__kept *k)
 {
     k->t_value = t;
-    if (!(k->own_t = fill_t(R, t, n))) return STSL_ERR_NOMEM;
+    if (!(k->own_t = fill_t(R, new_floats, t, n))) return STSL_ERR_NOMEM;   /* freed by stsl__kept_free */
     stsl_status st = stsl__net_eps_keep(R, z, k->own_t, eps, n, k);
     if (st == STSL_OK) stsl__tweedie(stsl__ab(R, t), z, eps, x0, (size_t)n * R->dz);
     return st;
@@ -467,7 +557,7 @@ stsl_status stsl__tweedie_kept_vjp(stsl__run *R, stsl__kept *k, const float *c, 
     stsl_status st = stsl__net_kept_vjp(R, k, v, grad);
     if (st == STSL_OK)
         for (size_t i = 0; i < m; i++) grad[i] = (float)((double)c[i] / sa + (double)grad[i]);
-    stsl__free(v);
+    stsl__run_give(R, v);
     return st;
 }
 
@@ -496,14 +586,14 @@ stsl_status stsl__data_grad(stsl__run *R, const float *x, double weight, int squ
         }
         st = stsl_operator_forward(R->op, x, r, B);
         if (st != STSL_OK) {
-            stsl__free(r);
+            stsl__run_give(R, r);
             stsl__free(l);
             return op_fail(R, st, "forward");
         }
         for (size_t k = 0; k < (size_t)B * dy; k++) r[k] -= R->y[k];
         for (int b = 0; b < B; b++) l[b] = stsl__dot(r + (size_t)b * dy, r + (size_t)b * dy, dy);
         st = stsl_operator_vjp(R->op, x, r, grad, B);
-        stsl__free(r);
+        stsl__run_give(R, r);
         if (st != STSL_OK) {
             stsl__free(l);
             return op_fail(R, st, "vjp");
@@ -545,8 +635,8 @@ stsl_status stsl__data_cotangent(stsl__run *R, const float *zbar, double weight,
     if (st == STSL_OK) st = stsl__data_grad(R, xx, weight, squared, loss, gx);
     if (st == STSL_OK) st = stsl__dec_kept_vjp(R, &k, gx, g_zbar);
     stsl__kept_free(&k);
-    if (!x) stsl__free(xx);
-    stsl__free(gx);
+    if (!x) stsl__run_give(R, xx);
+    stsl__run_give(R, gx);
     return st;
 }
 
@@ -564,9 +654,9 @@ stsl_status stsl__chain_grad(stsl__run *R, const float *z, double t, double weig
     if (st == STSL_OK) st = stsl__data_cotangent(R, zb, weight, squared, loss, NULL, c);
     if (st == STSL_OK) st = stsl__tweedie_kept_vjp(R, &k, c, grad);
     stsl__kept_free(&k);
-    if (!eps) stsl__free(e);
-    if (!zbar) stsl__free(zb);
-    stsl__free(c);
+    if (!eps) stsl__run_give(R, e);
+    if (!zbar) stsl__run_give(R, zb);
+    stsl__run_give(R, c);
     return st;
 }
 
@@ -603,9 +693,9 @@ stsl_status stsl__op_norm2(stsl__run *R, double *L2)
         memcpy(u, w, R->dx * sizeof(float));
     }
     if (st == STSL_OK && isfinite(est) && est > 0) *L2 = est;
-    stsl__free(u);
-    stsl__free(au);
-    stsl__free(w);
+    stsl__run_give(R, u);
+    stsl__run_give(R, au);
+    stsl__run_give(R, w);
     return st;
 }
 
@@ -674,7 +764,7 @@ stsl_status stsl__progress(stsl__run *R, int step, const float *z0_est)
         int rc = st == STSL_OK ? sv->progress(sv->progress_user, stsl__run_step(R, step),
                                               stsl__run_total(R), x, R->batch)
                                : 0;
-        if (x && x != z0_est) stsl__free(x);
+        if (x != z0_est) stsl__run_give(R, x);
         if (st != STSL_OK) return st;
         if (rc != 0) {
             atomic_store(&sv->cancel, 1);

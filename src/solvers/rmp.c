@@ -76,8 +76,8 @@ static stsl_status operator_gain(stsl__run *R, double *lambda)
         s /= (double)PROBES * (double)R->dy;
         if (isfinite(s) && s > 0) *lambda = s;
     }
-    stsl__free(u);
-    stsl__free(au);
+    stsl__run_give(R, u);
+    stsl__run_give(R, au);
     return st;
 }
 
@@ -336,9 +336,9 @@ stsl_status stsl__solve_rmp(stsl__run *R, float *x_out)
     int *seq = NULL;
     double *lev = NULL;   /* VE: time of each sigma */
     stsl_status st = STSL_OK;
-    float *mu = stsl__run_floats(R, m), *mup = stsl__run_floats(R, m), *eps = stsl__run_floats(R, m),
-          *x0 = stsl__run_floats(R, m), *g = stsl__run_floats(R, m), *xv = stsl__run_floats(R, m),
-          *zy = stsl__run_floats(R, (size_t)R->batch * R->dy);   /* cov_guidance's warm start */
+    float *mu = stsl__run_buffer(R, m), *mup = stsl__run_buffer(R, m), *eps = stsl__run_buffer(R, m),
+          *x0 = stsl__run_buffer(R, m), *g = stsl__run_buffer(R, m), *xv = stsl__run_buffer(R, m),
+          *zy = stsl__run_buffer(R, (size_t)R->batch * R->dy);   /* cov_guidance's warm start */
     double *cov = stsl__alloc_doubles((size_t)R->batch);
     if (!mu || !mup || !eps || !x0 || !g || !xv || !zy || !cov) {
         st = STSL_ERR_NOMEM;
@@ -463,13 +463,6 @@ done:
     st = stsl__end_run(R, st, NULL, x_out);   /* decoded above (stsl__finish) */
     stsl__free(seq);
     stsl__free(lev);
-    stsl__free(mu);
-    stsl__free(mup);
-    stsl__free(eps);
-    stsl__free(x0);
-    stsl__free(g);
-    stsl__free(xv);
-    stsl__free(zy);
     stsl__free(cov);
     return st;
 }

@@ -41,6 +41,12 @@ struct stsl_solver {
 };
 
 enum { STSL__RUN_WORK_MAX = 24 };   /* work buffers one method may hold (stsl__run_buffer) */
+enum { STSL__RUN_SCRATCH_MAX = 16 };   /* scratch buffers the run keeps for reuse (stsl__run_floats) */
+typedef struct stsl__scratch_slot {
+    float *p;
+    size_t n;   /* floats */
+    int busy;
+} stsl__scratch_slot;
 
 typedef struct stsl__run {
     stsl_solver *sv;
@@ -67,6 +73,7 @@ typedef struct stsl__run {
     float *est;                 /* current clean LATENT estimate (batch * dz), kept by solvers */
     void *work[STSL__RUN_WORK_MAX];   /* the method's buffers (stsl__run_buffer): freed after it */
     int n_work;
+    stsl__scratch_slot scratch[STSL__RUN_SCRATCH_MAX];   /* stsl__run_floats' pool */
     char *err;
 } stsl__run;
 
@@ -220,7 +227,13 @@ stsl_status stsl__progress(stsl__run *R, int step, const float *z0_est);
 stsl_status stsl__check_finite(stsl__run *R, const float *buf, size_t n, const char *what);
 
 /* ---- scratch ---- */
-float *stsl__run_floats(stsl__run *R, size_t n);   /* NULL + message on failure */
+/* Scratch for one helper call (n floats, contents undefined; NULL and R->err set when out of
+ * memory), given back with stsl__run_give before the helper returns.  The run keeps what is given
+ * back and lends it again, so a step does not map and fault in fresh pages for its image-sized
+ * temporaries: glibc hands freed blocks of that size back to the system, which cost a 3x256x256
+ * DPS step about 1.1 ms of host time (docs/cuda.md).  stsl__run_release frees the pool. */
+float *stsl__run_floats(stsl__run *R, size_t n);
+void stsl__run_give(stsl__run *R, float *p);   /* NULL is a no-op */
 /* A work buffer the run owns (floats / doubles; NULL and R->err set when out of memory): freed
  * by stsl__run_release once the method returns (solver.c), so a method frees none of them. */
 float *stsl__run_buffer(stsl__run *R, size_t n);
