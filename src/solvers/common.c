@@ -577,6 +577,7 @@ stsl_status stsl__data_grad(stsl__run *R, const float *x, double weight, int squ
     double *l = (double *)stsl__calloc((size_t)B, sizeof(double));
     if (!l) return stsl__fail(R->err, STSL_ERR_NOMEM, "solver: out of memory");
     stsl_status st = STSL_OK;
+    double l_scale = 1.0;   /* grad l = l_scale * what the operator's VJP wrote */
     if (R->loss_kind == STSL_LOSS_SQUARED) {
         /* l = ||A x - y||^2, grad = 2 J_A^T (A x - y): independent of the operator's own scaling */
         float *r = stsl__run_floats(R, (size_t)B * dy);
@@ -598,7 +599,7 @@ stsl_status stsl__data_grad(stsl__run *R, const float *x, double weight, int squ
             stsl__free(l);
             return op_fail(R, st, "vjp");
         }
-        for (size_t k = 0; k < (size_t)B * dx; k++) grad[k] *= 2.0f;
+        l_scale = 2.0;   /* folded into the scaling below: one pass over grad, the same bits */
     } else {
         st = stsl_operator_data_fit(R->op, R->y, x, B, l, grad);
         if (st != STSL_OK) {
@@ -615,6 +616,7 @@ stsl_status stsl__data_grad(stsl__run *R, const float *x, double weight, int squ
             l[b] = nr;
         }
         float *g = grad + (size_t)b * dx;
+        scale *= l_scale;
         for (size_t i = 0; i < dx; i++) g[i] = (float)((double)g[i] * scale);
         if (loss) loss[b] = weight * l[b];
     }
