@@ -294,7 +294,11 @@ typedef enum stsl_param {
     STSL_PARAM_LR_DECAY = 106,       /* float: STSL lr multiplier per reverse step */
     STSL_PARAM_KAPPA = 107,          /* float >= 0: STSL proximal weight */
     STSL_PARAM_ZETA = 108,           /* float >= 0: DPS / RMP guidance scale; DPS-MO likelihood
-                                      * weight (1: the noise model's likelihood, 0: the prior) */
+                                      * weight (1: the noise model's likelihood, 0: the prior);
+                                      * STSL: DPS's step zeta grad ||y - A D(zbar)|| added to the
+                                      * scaled step on the first pass of each level in the upper half
+                                      * of the schedule, Gaussian noise only (0.3; 0: the Polyak
+                                      * step alone, as before issue 28; stsl-biased 0) */
     STSL_PARAM_OMEGA = 109,          /* float >= 0: LDPS/PSLD data weight */
     STSL_PARAM_GAMMA = 110,          /* float >= 0: PSLD gluing weight */
     STSL_PARAM_TEMPERATURE = 111,    /* no solver since issue 28 (was DPS-MO's SGLD temperature;
@@ -327,9 +331,10 @@ typedef enum stsl_param {
 
 typedef enum stsl_step_rule {
     STSL_STEP_ADAM = 0,              /* Adam, lr LEARNING_RATE (App. B.1 as written) */
-    STSL_STEP_SCALED = 1             /* gradient step LEARNING_RATE * abar_k / (2 lambda ||A||_2^2):
-                                      * a fraction of the step that the data term's curvature
-                                      * allows (docs/algorithms.md) */
+    STSL_STEP_SCALED = 1             /* Polyak step towards the noise level: the first-order model
+                                      * of the data term drops by the fraction LEARNING_RATE of its
+                                      * excess over its value at the truth, plus the ZETA pull on the
+                                      * first pass of the upper levels (docs/algorithms.md) */
 } stsl_step_rule;
 
 typedef enum stsl_likelihood_variance {

@@ -38,7 +38,7 @@ static const stsl__param_meta META[] = {
     {STSL_PARAM_LR_DECAY, "lr-decay", "decay", "STSL lr multiplier per reverse step", NULL},
     {STSL_PARAM_KAPPA, "kappa", "", "STSL proximal weight", NULL},
     {STSL_PARAM_ZETA, "zeta", "",
-     "DPS / RMP guidance scale (unset: DPS's by task, RMP's larger for l1/huber losses); DPS-MO likelihood weight (1 = the likelihood)", NULL},
+     "DPS / RMP guidance scale (unset: DPS's by task, RMP's larger for l1/huber losses); DPS-MO likelihood weight (1 = the likelihood); STSL: DPS's pull on the upper levels' first passes (0 = the Polyak step alone)", NULL},
     {STSL_PARAM_OMEGA, "omega", "", "LDPS/PSLD data weight", NULL},
     {STSL_PARAM_GAMMA, "gamma", "", "PSLD gluing weight", NULL},
     {STSL_PARAM_TEMPERATURE, "temperature", "temp", "no solver uses it since 1.2 (DPS-MO's measurement optimisation has no SGLD)", NULL},
@@ -117,6 +117,11 @@ static const sp_row ROWS[] = {
     {STSL_PARAM_LR_DECAY,             STSL_LIKE,               1e-6, 10, 0.998, 0, 0},
     {STSL_PARAM_KAPPA,                STSL_LIKE,               0, BIG, 0.0, 0, 0},
     {STSL_PARAM_ZETA,                 K(DPS),                  0, BIG, 0.3, 0, 0},
+    /* STSL: the DPS pull on the upper levels' first passes (issue 28: the Polyak step alone sent
+     * 7-12 % of the samples to components of posterior weight ~0; docs/algorithms.md); the
+     * first-order ablation keeps the Polyak step alone */
+    {STSL_PARAM_ZETA,                 K(STSL),                 0, BIG, 0.3, 0, 0},
+    {STSL_PARAM_ZETA,                 K(STSL_BIASED),          0, BIG, 0.0, 0, 0},
     {STSL_PARAM_ZETA,                 K(RMP),                  0, BIG, 1.0, 0, 0},
     /* DPS-MO: 1 = DPS's Gaussian likelihood, in posterior-mean units (dps_mo.c) */
     {STSL_PARAM_ZETA,                 K(DPS_MO),               0, BIG, 1.0, 0, 0},

@@ -115,7 +115,7 @@ static void test_names_and_params(void)
     TU_ASSERT_STATUS(stsl_solver_set_float(s, STSL_PARAM_STEPS, 10), STSL_ERR_INVALID_ARG);
     CU_ASSERT(strstr(stsl_solver_last_error(s), "integer") != NULL);
     TU_ASSERT_STATUS(stsl_solver_set_int(s, STSL_PARAM_ETA, 1), STSL_ERR_INVALID_ARG);
-    TU_ASSERT_STATUS(stsl_solver_set_float(s, STSL_PARAM_ZETA, 1), STSL_ERR_UNSUPPORTED);
+    TU_ASSERT_STATUS(stsl_solver_set_float(s, STSL_PARAM_OMEGA, 1), STSL_ERR_UNSUPPORTED);
     CU_ASSERT(strlen(stsl_solver_last_error(s)) > 0);
     TU_ASSERT_STATUS(stsl_solver_set_int(s, STSL_PARAM_KERNEL_SIZE, 3), STSL_ERR_UNSUPPORTED);
     TU_ASSERT_STATUS(stsl_solver_set_int(s, STSL_PARAM_VARIANT, STSL_VARIANT_RMP_VE), STSL_ERR_INVALID_ARG);
@@ -124,7 +124,7 @@ static void test_names_and_params(void)
     TU_ASSERT_OK(stsl_solver_get_float(s, STSL_PARAM_KAPPA, &fv));
     CU_ASSERT(fv == 0.5);
     TU_ASSERT_STATUS(stsl_solver_get_float(s, STSL_PARAM_STEPS, &fv), STSL_ERR_INVALID_ARG);
-    TU_ASSERT_STATUS(stsl_solver_get_float(s, STSL_PARAM_ZETA, &fv), STSL_ERR_UNSUPPORTED);
+    TU_ASSERT_STATUS(stsl_solver_get_float(s, STSL_PARAM_OMEGA, &fv), STSL_ERR_UNSUPPORTED);
     stsl_solver_destroy(s);
 }
 
