@@ -369,10 +369,9 @@ stsl_status stsl__net_eps(stsl__run *R, const float *z, const float *t, float *e
     return stsl__net_eps_vjp(R, z, t, NULL, eps, NULL, n);
 }
 
-/* one time per point; tt from the pool (take = stsl__run_floats) or the heap (new_floats) */
-static float *fill_t(stsl__run *R, float *(*take)(stsl__run *, size_t), double t, int n)
+/* tt[0..n) = t; tt (NULL passes through, the allocation having failed) */
+static float *fill_t(float *tt, double t, int n)
 {
-    float *tt = take(R, (size_t)n);
     if (tt)
         for (int i = 0; i < n; i++) tt[i] = (float)t;
     return tt;
@@ -380,7 +379,7 @@ static float *fill_t(stsl__run *R, float *(*take)(stsl__run *, size_t), double t
 
 stsl_status stsl__net_eps_t(stsl__run *R, const float *z, double t, float *eps, int n)
 {
-    float *tt = fill_t(R, stsl__run_floats, t, n);
+    float *tt = fill_t(stsl__run_floats(R, (size_t)n), t, n);
     if (!tt) return STSL_ERR_NOMEM;
     stsl_status st = stsl__net_eps(R, z, tt, eps, n);
     stsl__run_give(R, tt);
@@ -541,7 +540,8 @@ stsl_status stsl__tweedie_keep(stsl__run *R, const float *z, double t, float *ep
                                int n, stsl__kept *k)
 {
     k->t_value = t;
-    if (!(k->own_t = fill_t(R, new_floats, t, n))) return STSL_ERR_NOMEM;   /* freed by stsl__kept_free */
+    /* from the heap, not the pool: stsl__kept_free frees it */
+    if (!(k->own_t = fill_t(new_floats(R, (size_t)n), t, n))) return STSL_ERR_NOMEM;
     stsl_status st = stsl__net_eps_keep(R, z, k->own_t, eps, n, k);
     if (st == STSL_OK) stsl__tweedie(stsl__ab(R, t), z, eps, x0, (size_t)n * R->dz);
     return st;
