@@ -9,8 +9,9 @@
  *   2  for k = 1 .. T:                      forward process to t = T
  *   3      zf_k = sqrt(alpha_k) zf_{k-1} - sqrt(1 - alpha_k) sqrt(1 - abar_{k-1}) s(zf_{k-1})
  *              = sqrt(alpha_k) zf_{k-1} + sqrt(1 - alpha_k) eps(zf_{k-1}, t_{k-1})
- *          (STSL_INIT_PREDICTED_NOISE, default; the network is evaluated at max(t_{k-1}, 0).
- *           FRESH_NOISE uses xi ~ N(0, I) instead of eps (0 NFE); DDIM_INVERSION uses
+ *          (STSL_INIT_PREDICTED_NOISE, line 3 as written; the network is evaluated at
+ *           max(t_{k-1}, 0).  FRESH_NOISE, the default (docs/algorithms.md), uses xi ~ N(0, I)
+ *           instead of eps (0 NFE); DDIM_INVERSION uses
  *           zf_k = sqrt(abar_k) x0hat(zf_{k-1}) + sqrt(1 - abar_k) eps(zf_{k-1}); PRIOR starts the
  *           reverse process from N(0, I) as PSLD, zf (only used by kappa) then follows FRESH_NOISE.)
  *   5  Z = zf_T
