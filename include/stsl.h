@@ -315,7 +315,8 @@ typedef enum stsl_param {
     STSL_PARAM_STEP_RULE = 121,      /* int: stsl_step_rule, STSL's inner update (lines 10-11) */
     STSL_PARAM_STEP_NOISE = 122,     /* float in [0, 1]: STSL line-14 noise, sigma = value *
                                       * sqrt(beta~_k) (1 = DDPM ancestral, 0 = as written) */
-    STSL_PARAM_LIKELIHOOD_VARIANCE = 123, /* int: stsl_likelihood_variance, RMP's v_k */
+    STSL_PARAM_LIKELIHOOD_VARIANCE = 123, /* int: stsl_likelihood_variance, RMP's v_k, STSL's
+                                           * upper-level likelihood step */
     STSL_PARAM_RENOISE_LEVEL = 124,  /* int 0/1: DPS-MO steps to the next level with DDIM's ETA
                                       * step (0) or re-noises its estimate with all fresh noise (1) */
     STSL_PARAM_PAD_BATCH = 125,      /* int >= 0: 0 off (default: calls hold the whole batch); P:
@@ -334,17 +335,25 @@ typedef enum stsl_step_rule {
     STSL_STEP_SCALED = 1             /* Polyak step towards the noise level: the first-order model
                                       * of the data term drops by the fraction LEARNING_RATE of its
                                       * excess over its value at the truth, plus the ZETA pull on the
-                                      * first pass of the upper levels (docs/algorithms.md) */
+                                      * first pass of the upper levels; with LIKELIHOOD_VARIANCE
+                                      * TWEEDIE the upper levels take the pull alone
+                                      * (docs/algorithms.md) */
 } stsl_step_rule;
 
 typedef enum stsl_likelihood_variance {
-    STSL_LIKVAR_FLAT = 0,            /* RMP v_k = sigma_y^2 + tr(A A^T)/d_y r_k^2 (flat prior) */
+    STSL_LIKVAR_FLAT = 0,            /* RMP v_k = sigma_y^2 + tr(A A^T)/d_y r_k^2 (flat prior);
+                                      * STSL: no covariance step, the Polyak step on every level */
     STSL_LIKVAR_TWEEDIE = 1          /* default: RMP y | x_k ~ N(A x0hat, sigma_y^2 I + A Cov[x0|x_k] A^T),
                                       * the Tweedie covariance in full (one warm-started CG step,
                                       * 2 VJPs per step) on a pixel prior with a linear operator and
                                       * the squared loss; elsewhere the default acts as FLAT and an
                                       * explicit TWEEDIE takes the trace tr(A Cov A^T)/d_y by
-                                      * Hutchinson with PROBES probes */
+                                      * Hutchinson with PROBES probes.
+                                      * STSL (same needs, the same default rule; an explicit TWEEDIE
+                                      * elsewhere is STSL_ERR_UNSUPPORTED): each level of the upper
+                                      * half begins with Z += (1 - alpha_k) grad log N(y; A x0hat,
+                                      * sigma_y^2 I + A Cov A^T) (3 such CG steps, 6 VJPs) and its
+                                      * passes take DPS's ZETA pull instead of the Polyak step */
 } stsl_likelihood_variance;
 
 typedef enum stsl_boundary {

@@ -662,6 +662,125 @@ stsl_status stsl__chain_grad(stsl__run *R, const float *z, double t, double weig
     return st;
 }
 
+/* ---- the Tweedie-covariance likelihood (RMP, STSL) ---- */
+
+/* J_x0hat^T u from J_eps^T u (in place in j), then the guard of stsl__cov_guidance: per sample, the
+ * quadratic form u.Cov u = f u.J^T u (f = (1-ab)/sqrt(ab), so that f J = Cov[x0|x_k]) must be
+ * positive (and finite): a covariance is PSD.  Otherwise (the image prior's Jacobian at high noise
+ * carries the 1/sqrt(abar)-amplified eps error; an off-manifold mean gives negative forms) the
+ * product is replaced by the flat prior's, J^T u = u/sqrt(ab) (Cov = r^2 I).  No upper bound:
+ * Cov <= r^2 I holds on average over x_k, not pointwise -- between two modes of a mixture the
+ * spread along their axis exceeds r^2 (up to 2.8 r^2 on GMM 18/5/416, where bounding it sent
+ * the path to a mode of weight 0.002).  1 when a sample was replaced. */
+static int cov_vjp_guarded(const stsl__run *R, double ab, const float *u, float *j)
+{
+    const double sa = sqrt(ab), c = sqrt(1 - ab) / sa;
+    int replaced = 0;
+    for (int b = 0; b < R->batch; b++) {
+        const float *ub = u + (size_t)b * R->dz;
+        float *jb = j + (size_t)b * R->dz;
+        for (size_t i = 0; i < R->dz; i++) jb[i] = (float)((double)ub[i] / sa - c * (double)jb[i]);
+        const double q = stsl__dot(ub, jb, R->dz), jj = stsl__dot(jb, jb, R->dz);
+        if (!(q > 0 && isfinite(jj))) {   /* also NaN */
+            for (size_t i = 0; i < R->dz; i++) jb[i] = (float)((double)ub[i] / sa);
+            replaced = 1;
+        }
+    }
+    return replaced;
+}
+
+/* stsl__cov_guidance's buffers, held for the run (one allocation, not one per evaluation: a fresh
+ * 3x256x256 buffer per call cost page faults on every step) */
+stsl_status stsl__cov_work_alloc(stsl__run *R, stsl__cov_work *w)
+{
+    const size_t B = (size_t)R->batch, m = B * R->dz, dy = R->dy;
+    *w = (stsl__cov_work){stsl__run_buffer(R, B), stsl__run_buffer(R, m), stsl__run_buffer(R, m),
+                    stsl__run_buffer(R, m), stsl__run_buffer(R, m), stsl__run_buffer(R, m),
+                    stsl__run_buffer(R, B * dy), stsl__run_buffer(R, B * dy), stsl__run_buffer(R, B * dy)};
+    return w->tt && w->u0 && w->u1 && w->j0 && w->j1 && w->e1 && w->r && w->rr && w->aj
+               ? STSL_OK : STSL_ERR_NOMEM;
+}
+
+/* The Tweedie-covariance likelihood gradient (RMP's box line 6 with STSL_LIKVAR_TWEEDIE, STSL's
+ * upper levels; a pixel prior, a linear operator, the squared loss): the "MMSE" likelihood y | x_k ~ N(A x0hat, M),
+ * M = sigma_y^2 I + A Cov[x0|x_k] A^T, Cov = (1 - abar)/sqrt(abar) J_x0hat (Tweedie's second
+ * moment), and
+ *     g = -grad_x log N(y; A x0hat(x), M) = -J_x0hat^T A^T M^-1 (y - A x0hat)   (M held fixed).
+ * M^-1 r by ONE Krylov step per evaluation, warm-started from the previous evaluation's solution
+ * zy (B x d_y, kept by the caller, 0 at the start): M moves little between neighbouring levels, so
+ * the steps accumulate along the ladder (on the GMM testbed one warm step per evaluation matches
+ * the exact M^-1 r; 2 cold CG steps do not).  The step is Galerkin on span{zy, rr}, rr = r - M zy:
+ *     z = beta zy + alpha rr minimising z.M z/2 - z.r   (a 2 x 2 solve),
+ * which rescales a stale zy; the plain CG step (beta = 1) kept one whose J^T A^T zy threw a
+ * gaussian-blur validation image to 4.9 dB.  M v = sigma_y^2 v + f A J_x0hat A^T v needs
+ * J_x0hat u, u = A^T v: a VJP (J is symmetric for a true score).  TWO VJPs: J^T A^T zy (with eps
+ * and x0hat: one pass) and J^T A^T rr; g = -J^T A^T (beta zy + alpha rr) is their combination by
+ * linearity, no third.  Products guarded (cov_vjp_guarded).  wb receives the noise-model weight
+ * of v_eff = ||r||^2 / r.M^-1 r (the scalar variance with the same step along r; the flat
+ * sigma_y^2 + cflat when undefined), for the damping. */
+stsl_status stsl__cov_guidance(stsl__run *R, const stsl__cov_work *w, const float *z, double t, double sy,
+                                  double cflat, float *zy, float *eps, float *x0, float *g, double *wb)
+{
+    const int B = R->batch;
+    const size_t dz = R->dz, dy = R->dy, m = (size_t)B * dz;
+    const double ab = stsl__ab(R, t), f = (1 - ab) / sqrt(ab), s2 = sy * sy;
+    float *tt = w->tt, *u0 = w->u0, *u1 = w->u1, *j0 = w->j0, *j1 = w->j1, *e1 = w->e1, *r = w->r,
+          *rr = w->rr, *aj = w->aj;
+    for (int b = 0; b < B; b++) tt[b] = (float)t;
+    /* u0 = A^T zy (linear operator: the VJP is A^T at any point); eps, J_eps^T u0: one pass */
+    stsl_status st = stsl_operator_vjp(R->op, z, zy, u0, B);
+    if (st == STSL_OK) st = stsl__net_eps_vjp(R, z, tt, u0, eps, j0, B);
+    else st = stsl__fail(R->err, st, "solver: operator vjp failed: %s", stsl_operator_last_error(R->op));
+    if (st == STSL_OK) {
+        stsl__tweedie(ab, z, eps, x0, m);
+        cov_vjp_guarded(R, ab, u0, j0);
+        /* r = y - A x0hat, rr = r - M zy = r - sigma_y^2 zy - f A (J^T u0) */
+        st = stsl_operator_forward(R->op, x0, r, B);
+        if (st == STSL_OK) st = stsl_operator_forward(R->op, j0, aj, B);
+        if (st == STSL_OK) {
+            for (size_t i = 0; i < (size_t)B * dy; i++) {
+                r[i] = R->y[i] - r[i];
+                rr[i] = (float)((double)r[i] - s2 * (double)zy[i] - f * (double)aj[i]);
+            }
+            st = stsl_operator_vjp(R->op, z, rr, u1, B);
+        }
+        if (st != STSL_OK)
+            st = stsl__fail(R->err, st, "solver: operator failed: %s", stsl_operator_last_error(R->op));
+    }
+    if (st == STSL_OK) st = stsl__net_eps_vjp(R, z, tt, u1, e1, j1, B);
+    if (st == STSL_OK) {
+        cov_vjp_guarded(R, ab, u1, j1);
+        for (int b = 0; b < B; b++) {
+            const size_t oy = (size_t)b * dy, oz = (size_t)b * dz;
+            /* Galerkin step on span{zy, rr}: z = beta zy + alpha rr minimising z.M z/2 - z.r, with
+             * v.M w = sigma_y^2 v.w + f (A^T v).J^T(A^T w) from the products at hand; it rescales
+             * a stale warm start (beta), which the plain CG step (beta = 1) cannot */
+            const float *zb = zy + oy, *pb = rr + oy, *rb = r + oy;
+            const double zz = stsl__dot(zb, zb, dy), zr = stsl__dot(zb, pb, dy),
+                         rr2 = stsl__dot(pb, pb, dy), rrr = stsl__dot(pb, rb, dy);
+            const double q00 = stsl__dot(u0 + oz, j0 + oz, dz), q01 = stsl__dot(u0 + oz, j1 + oz, dz),
+                         q10 = stsl__dot(u1 + oz, j0 + oz, dz), q11 = stsl__dot(u1 + oz, j1 + oz, dz);
+            const double a11 = s2 * zz + f * q00, a12 = s2 * zr + f * 0.5 * (q01 + q10), a22 = s2 * rr2 + f * q11;
+            const double zyr = stsl__dot(zb, rb, dy);   /* zy.r = zy.(rr + M zy) */
+            const double det = a11 * a22 - a12 * a12;
+            double beta = 0, alpha = a22 > 0 ? rrr / a22 : 0.0;
+            if (a11 > 0 && a22 > 0 && det > 1e-12 * a11 * a22) {
+                beta = (a22 * zyr - a12 * rrr) / det;
+                alpha = (a11 * rrr - a12 * zyr) / det;
+            }
+            if (!isfinite(alpha) || !isfinite(beta)) alpha = beta = 0;
+            for (size_t i = 0; i < dy; i++)
+                zy[oy + i] = (float)(beta * zy[oy + i] + alpha * rr[oy + i]);
+            const double rz = stsl__dot(rb, zb, dy), r2n = stsl__dot(rb, rb, dy);
+            for (size_t i = 0; i < dz; i++)
+                g[oz + i] = (float)(-(beta * (double)j0[oz + i] + alpha * (double)j1[oz + i]));
+            const double veff = rz > 0 && r2n > 0 ? r2n / rz : s2 + cflat;
+            wb[b] = stsl__nll_weight(R, isfinite(veff) ? veff : s2 + cflat);
+        }
+    }
+    return st;
+}
+
 /* ---- operator gain ---- */
 
 stsl_status stsl__op_norm2(stsl__run *R, double *L2)

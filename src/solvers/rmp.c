@@ -19,7 +19,7 @@
  *   7  output x0hat(mu_0) = mu_0
  * M_k (STSL_PARAM_LIKELIHOOD_VARIANCE; the summary only says "approximated using MMSE estimation"):
  *   TWEEDIE (default, issue 28): Cov = (1 - abar)/sqrt(abar) J_x0hat (Tweedie's second moment) in
- *     full, M^-1 r by one warm-started conjugate-gradient step per evaluation (cov_guidance: two
+ *     full, M^-1 r by one warm-started conjugate-gradient step per evaluation (stsl__cov_guidance: two
  *     VJPs, products guarded against a Jacobian that is no covariance); on a latent prior, a
  *     nonlinear operator or an impulse-noise loss, where the products do not exist, the default
  *     stays FLAT and an explicit TWEEDIE takes its trace tr(A Cov A^T)/d_y by Hutchinson
@@ -171,127 +171,6 @@ static stsl_status tweedie_var_grad(stsl__run *R, const trace_work *tw, const fl
     return st;
 }
 
-/* J_x0hat^T u from J_eps^T u (in place in j), then the guard of cov_guidance: per sample, the
- * quadratic form u.Cov u = f u.J^T u (f = (1-ab)/sqrt(ab), so that f J = Cov[x0|x_k]) must be
- * positive (and finite): a covariance is PSD.  Otherwise (the image prior's Jacobian at high noise
- * carries the 1/sqrt(abar)-amplified eps error; an off-manifold mean gives negative forms) the
- * product is replaced by the flat prior's, J^T u = u/sqrt(ab) (Cov = r^2 I).  No upper bound:
- * Cov <= r^2 I holds on average over x_k, not pointwise -- between two modes of a mixture the
- * spread along their axis exceeds r^2 (up to 2.8 r^2 on GMM 18/5/416, where bounding it sent
- * the path to a mode of weight 0.002).  1 when a sample was replaced. */
-static int cov_vjp_guarded(const stsl__run *R, double ab, const float *u, float *j)
-{
-    const double sa = sqrt(ab), c = sqrt(1 - ab) / sa;
-    int replaced = 0;
-    for (int b = 0; b < R->batch; b++) {
-        const float *ub = u + (size_t)b * R->dz;
-        float *jb = j + (size_t)b * R->dz;
-        for (size_t i = 0; i < R->dz; i++) jb[i] = (float)((double)ub[i] / sa - c * (double)jb[i]);
-        const double q = stsl__dot(ub, jb, R->dz), jj = stsl__dot(jb, jb, R->dz);
-        if (!(q > 0 && isfinite(jj))) {   /* also NaN */
-            for (size_t i = 0; i < R->dz; i++) jb[i] = (float)((double)ub[i] / sa);
-            replaced = 1;
-        }
-    }
-    return replaced;
-}
-
-typedef struct cov_work {
-    float *tt, *u0, *u1, *j0, *j1, *e1, *r, *rr, *aj;
-} cov_work;
-
-/* cov_guidance's buffers, held for the run (one allocation, not one per evaluation: a fresh
- * 3x256x256 buffer per call cost page faults on every step) */
-static stsl_status cov_work_alloc(stsl__run *R, cov_work *w)
-{
-    const size_t B = (size_t)R->batch, m = B * R->dz, dy = R->dy;
-    *w = (cov_work){stsl__run_buffer(R, B), stsl__run_buffer(R, m), stsl__run_buffer(R, m),
-                    stsl__run_buffer(R, m), stsl__run_buffer(R, m), stsl__run_buffer(R, m),
-                    stsl__run_buffer(R, B * dy), stsl__run_buffer(R, B * dy), stsl__run_buffer(R, B * dy)};
-    return w->tt && w->u0 && w->u1 && w->j0 && w->j1 && w->e1 && w->r && w->rr && w->aj
-               ? STSL_OK : STSL_ERR_NOMEM;
-}
-
-/* Box line 6 with the Tweedie covariance in full (STSL_LIKVAR_TWEEDIE on a pixel prior, linear
- * operator, squared loss): the "MMSE" likelihood y | x_k ~ N(A x0hat, M),
- * M = sigma_y^2 I + A Cov[x0|x_k] A^T, Cov = (1 - abar)/sqrt(abar) J_x0hat (Tweedie's second
- * moment), and
- *     g = -grad_x log N(y; A x0hat(x), M) = -J_x0hat^T A^T M^-1 (y - A x0hat)   (M held fixed).
- * M^-1 r by ONE Krylov step per evaluation, warm-started from the previous evaluation's solution
- * zy (B x d_y, kept by the caller, 0 at the start): M moves little between neighbouring levels, so
- * the steps accumulate along the ladder (on the GMM testbed one warm step per evaluation matches
- * the exact M^-1 r; 2 cold CG steps do not).  The step is Galerkin on span{zy, rr}, rr = r - M zy:
- *     z = beta zy + alpha rr minimising z.M z/2 - z.r   (a 2 x 2 solve),
- * which rescales a stale zy; the plain CG step (beta = 1) kept one whose J^T A^T zy threw a
- * gaussian-blur validation image to 4.9 dB.  M v = sigma_y^2 v + f A J_x0hat A^T v needs
- * J_x0hat u, u = A^T v: a VJP (J is symmetric for a true score).  TWO VJPs: J^T A^T zy (with eps
- * and x0hat: one pass) and J^T A^T rr; g = -J^T A^T (beta zy + alpha rr) is their combination by
- * linearity, no third.  Products guarded (cov_vjp_guarded).  wb receives the noise-model weight
- * of v_eff = ||r||^2 / r.M^-1 r (the scalar variance with the same step along r; the flat
- * sigma_y^2 + cflat when undefined), for the damping. */
-static stsl_status cov_guidance(stsl__run *R, const cov_work *w, const float *z, double t, double sy,
-                                double cflat, float *zy, float *eps, float *x0, float *g, double *wb)
-{
-    const int B = R->batch;
-    const size_t dz = R->dz, dy = R->dy, m = (size_t)B * dz;
-    const double ab = stsl__ab(R, t), f = (1 - ab) / sqrt(ab), s2 = sy * sy;
-    float *tt = w->tt, *u0 = w->u0, *u1 = w->u1, *j0 = w->j0, *j1 = w->j1, *e1 = w->e1, *r = w->r,
-          *rr = w->rr, *aj = w->aj;
-    for (int b = 0; b < B; b++) tt[b] = (float)t;
-    /* u0 = A^T zy (linear operator: the VJP is A^T at any point); eps, J_eps^T u0: one pass */
-    stsl_status st = stsl_operator_vjp(R->op, z, zy, u0, B);
-    if (st == STSL_OK) st = stsl__net_eps_vjp(R, z, tt, u0, eps, j0, B);
-    else st = stsl__fail(R->err, st, "solver rmp: operator vjp failed: %s", stsl_operator_last_error(R->op));
-    if (st == STSL_OK) {
-        stsl__tweedie(ab, z, eps, x0, m);
-        cov_vjp_guarded(R, ab, u0, j0);
-        /* r = y - A x0hat, rr = r - M zy = r - sigma_y^2 zy - f A (J^T u0) */
-        st = stsl_operator_forward(R->op, x0, r, B);
-        if (st == STSL_OK) st = stsl_operator_forward(R->op, j0, aj, B);
-        if (st == STSL_OK) {
-            for (size_t i = 0; i < (size_t)B * dy; i++) {
-                r[i] = R->y[i] - r[i];
-                rr[i] = (float)((double)r[i] - s2 * (double)zy[i] - f * (double)aj[i]);
-            }
-            st = stsl_operator_vjp(R->op, z, rr, u1, B);
-        }
-        if (st != STSL_OK)
-            st = stsl__fail(R->err, st, "solver rmp: operator failed: %s", stsl_operator_last_error(R->op));
-    }
-    if (st == STSL_OK) st = stsl__net_eps_vjp(R, z, tt, u1, e1, j1, B);
-    if (st == STSL_OK) {
-        cov_vjp_guarded(R, ab, u1, j1);
-        for (int b = 0; b < B; b++) {
-            const size_t oy = (size_t)b * dy, oz = (size_t)b * dz;
-            /* Galerkin step on span{zy, rr}: z = beta zy + alpha rr minimising z.M z/2 - z.r, with
-             * v.M w = sigma_y^2 v.w + f (A^T v).J^T(A^T w) from the products at hand; it rescales
-             * a stale warm start (beta), which the plain CG step (beta = 1) cannot */
-            const float *zb = zy + oy, *pb = rr + oy, *rb = r + oy;
-            const double zz = stsl__dot(zb, zb, dy), zr = stsl__dot(zb, pb, dy),
-                         rr2 = stsl__dot(pb, pb, dy), rrr = stsl__dot(pb, rb, dy);
-            const double q00 = stsl__dot(u0 + oz, j0 + oz, dz), q01 = stsl__dot(u0 + oz, j1 + oz, dz),
-                         q10 = stsl__dot(u1 + oz, j0 + oz, dz), q11 = stsl__dot(u1 + oz, j1 + oz, dz);
-            const double a11 = s2 * zz + f * q00, a12 = s2 * zr + f * 0.5 * (q01 + q10), a22 = s2 * rr2 + f * q11;
-            const double zyr = stsl__dot(zb, rb, dy);   /* zy.r = zy.(rr + M zy) */
-            const double det = a11 * a22 - a12 * a12;
-            double beta = 0, alpha = a22 > 0 ? rrr / a22 : 0.0;
-            if (a11 > 0 && a22 > 0 && det > 1e-12 * a11 * a22) {
-                beta = (a22 * zyr - a12 * rrr) / det;
-                alpha = (a11 * rrr - a12 * zyr) / det;
-            }
-            if (!isfinite(alpha) || !isfinite(beta)) alpha = beta = 0;
-            for (size_t i = 0; i < dy; i++)
-                zy[oy + i] = (float)(beta * zy[oy + i] + alpha * rr[oy + i]);
-            const double rz = stsl__dot(rb, zb, dy), r2n = stsl__dot(rb, rb, dy);
-            for (size_t i = 0; i < dz; i++)
-                g[oz + i] = (float)(-(beta * (double)j0[oz + i] + alpha * (double)j1[oz + i]));
-            const double veff = rz > 0 && r2n > 0 ? r2n / rz : s2 + cflat;
-            wb[b] = stsl__nll_weight(R, isfinite(veff) ? veff : s2 + cflat);
-        }
-    }
-    return st;
-}
-
 /* The likelihood step h g (h = (1 - a)/a on VP, Delta on VE) is explicit: on a coarse ladder
  * h zeta kappa w ||A||^2 exceeds 1 near the clean end and the mean oscillates out of range (NaN at
  * 20 steps on the image prior).  Each sample's g is divided by 1 + h zeta kappa w_b ||A||^2: the
@@ -318,7 +197,7 @@ stsl_status stsl__solve_rmp(stsl__run *R, float *x_out)
      * losses, whose bounded gradient (Huber: delta per pixel) starves the guidance while the
      * residuals of x0hat are large (docs/algorithms.md) */
     const double zeta = stsl__param(R, STSL_PARAM_ZETA);
-    /* TWEEDIE: the full covariance where its products exist (cov_guidance); elsewhere (latent
+    /* TWEEDIE: the full covariance where its products exist (stsl__cov_guidance); elsewhere (latent
      * prior, nonlinear operator, impulse loss) its trace.  There the default is FLAT
      * (solver_params.c: the trace form has not been shown to win, salt-pepper +0.8 +- 1.4 dB at
      * 400 steps, equal at 50; docs/algorithms.md), so the trace runs only when asked for. */
@@ -338,15 +217,15 @@ stsl_status stsl__solve_rmp(stsl__run *R, float *x_out)
     stsl_status st = STSL_OK;
     float *mu = stsl__run_buffer(R, m), *mup = stsl__run_buffer(R, m), *eps = stsl__run_buffer(R, m),
           *x0 = stsl__run_buffer(R, m), *g = stsl__run_buffer(R, m), *xv = stsl__run_buffer(R, m),
-          *zy = stsl__run_buffer(R, (size_t)R->batch * R->dy);   /* cov_guidance's warm start */
+          *zy = stsl__run_buffer(R, (size_t)R->batch * R->dy);   /* stsl__cov_guidance's warm start */
     double *cov = stsl__alloc_doubles((size_t)R->batch);
     if (!mu || !mup || !eps || !x0 || !g || !xv || !zy || !cov) {
         st = STSL_ERR_NOMEM;
         goto done;
     }
-    cov_work cw = {0};
+    stsl__cov_work cw = {0};
     trace_work tw = {0};
-    if (full_cov && (st = cov_work_alloc(R, &cw)) != STSL_OK) goto done;
+    if (full_cov && (st = stsl__cov_work_alloc(R, &cw)) != STSL_OK) goto done;
     if (!full_cov && likvar == STSL_LIKVAR_TWEEDIE && (st = trace_work_alloc(R, probes, &tw)) != STSL_OK)
         goto done;
     R->total = T;
@@ -369,7 +248,7 @@ stsl_status stsl__solve_rmp(stsl__run *R, float *x_out)
             for (int it = 0; it < Tin; it++) {   /* line 5; line 6: g by the likelihood-variance rule */
                 /* s = -eps/sqrt(1-abar); grad = -g (data term through Tweedie) */
                 const double r2 = (1 - abl) / abl;
-                st = full_cov ? cov_guidance(R, &cw, mu, tnet, sy, lambda * r2, zy, eps, x0, g, cov)
+                st = full_cov ? stsl__cov_guidance(R, &cw, mu, tnet, sy, lambda * r2, zy, eps, x0, g, cov)
                      : likvar == STSL_LIKVAR_TWEEDIE
                          ? tweedie_var_grad(R, &tw, mu, tnet, sy, lambda, r2, probes,
                                             (uint64_t)R->step, (uint64_t)it, eps, x0, g, cov)
@@ -418,7 +297,7 @@ stsl_status stsl__solve_rmp(stsl__run *R, float *x_out)
                 /* VP point sqrt(ab) mu; bracket = sqrt(ab) (s_vp + zeta g_vp) */
                 for (size_t k = 0; k < m; k++) xv[k] = (float)(sab * mu[k]);
                 const double r2 = sig[i] * sig[i];
-                st = full_cov ? cov_guidance(R, &cw, xv, t, sy, lambda * r2, zy, eps, x0, g, cov)
+                st = full_cov ? stsl__cov_guidance(R, &cw, xv, t, sy, lambda * r2, zy, eps, x0, g, cov)
                      : likvar == STSL_LIKVAR_TWEEDIE
                          ? tweedie_var_grad(R, &tw, xv, t, sy, lambda, sig[i] * sig[i], probes,
                                             (uint64_t)R->step, (uint64_t)it, eps, x0, g, cov)

@@ -40,7 +40,7 @@ struct stsl_solver {
     char err[STSL_ERRMSG_SIZE];
 };
 
-enum { STSL__RUN_WORK_MAX = 24 };   /* work buffers one method may hold (stsl__run_buffer) */
+enum { STSL__RUN_WORK_MAX = 32 };   /* work buffers one method may hold (stsl__run_buffer) */
 enum { STSL__RUN_SCRATCH_MAX = 16 };   /* scratch buffers the run keeps for reuse (stsl__run_floats) */
 typedef struct stsl__scratch_slot {
     float *p;
@@ -202,6 +202,22 @@ stsl_status stsl__data_cotangent(stsl__run *R, const float *zbar, double weight,
  * x0hat(z,t) of the same evaluation (either may be NULL). */
 stsl_status stsl__chain_grad(stsl__run *R, const float *z, double t, double weight, int squared,
                              float *eps, float *zbar, double *loss, float *grad);
+
+/* ---- the Tweedie-covariance likelihood (RMP's TWEEDIE, STSL's upper levels) ---- */
+/* Buffers of stsl__cov_guidance, held for the run (stsl__run_buffer). */
+typedef struct stsl__cov_work {
+    float *tt, *u0, *u1, *j0, *j1, *e1, *r, *rr, *aj;
+} stsl__cov_work;
+stsl_status stsl__cov_work_alloc(stsl__run *R, stsl__cov_work *w);
+/* g = -J_x0hat^T A^T M^-1 (y - A x0hat(z)), M = sigma_y^2 I + A Cov[x0|z] A^T with Tweedie's
+ * Cov = (1 - abar)/sqrt(abar) J_x0hat, at time t for all samples; M^-1 r by one Galerkin step on
+ * span{zy, r - M zy} from the warm start zy (B x d_y, updated in place; 0 at the start).  Two UNet
+ * VJPs.  Pixel prior, linear operator, squared loss only.  eps/x0 receive eps(z,t) and x0hat(z,t);
+ * wb (B doubles) the noise-model weight of the effective scalar variance ||r||^2 / r.M^-1 r
+ * (sigma_y^2 + cflat where undefined). */
+stsl_status stsl__cov_guidance(stsl__run *R, const stsl__cov_work *w, const float *z, double t,
+                               double sy, double cflat, float *zy, float *eps, float *x0, float *g,
+                               double *wb);
 
 /* ---- operator gain ---- */
 /* L2 = ||A||_2^2 by 30 power iterations on A^T A (forward + VJP, a fixed seed, no network call);

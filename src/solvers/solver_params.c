@@ -51,7 +51,7 @@ static const stsl__param_meta META[] = {
     {STSL_PARAM_ADAM_PERSIST, "adam-persist", "persist", "STSL keeps Adam moments across steps (1)", NULL},
     {STSL_PARAM_STEP_RULE, "step-rule", "rule", "STSL inner update", STEP_RULE_NAMES},
     {STSL_PARAM_STEP_NOISE, "step-noise", "stepnoise", "STSL line-14 noise (0 as written, 1 DDPM)", NULL},
-    {STSL_PARAM_LIKELIHOOD_VARIANCE, "likelihood-variance", "likvar", "RMP v_k", LIKVAR_NAMES},
+    {STSL_PARAM_LIKELIHOOD_VARIANCE, "likelihood-variance", "likvar", "RMP v_k; STSL: tweedie = the upper levels take a Tweedie-covariance likelihood step and DPS's pull (pixel prior, linear operator, Gaussian noise), flat = the Polyak step on every level", LIKVAR_NAMES},
     {STSL_PARAM_RENOISE_LEVEL, "renoise-level", "renoise", "DPS-MO next level by the eta step (0) or all fresh noise (1)", NULL},
     {STSL_PARAM_DENOISE_PASSES, "denoise-passes", "passes",
      "DPS-MO posterior-denoiser passes per level (2: re-noise the estimate and denoise again; unset: 1 on 100 steps at eta 0.75 unless the operator is linear, the loss squared and the prior in pixels)", NULL},
@@ -139,6 +139,7 @@ static const sp_row ROWS[] = {
     {STSL_PARAM_STEP_RULE,            STSL_LIKE,               0, 1, STSL_STEP_SCALED, 1, 0},
     {STSL_PARAM_STEP_NOISE,           STSL_LIKE,               0, 1, 1.0, 0, 0},
     {STSL_PARAM_LIKELIHOOD_VARIANCE,  K(RMP),                  0, 1, STSL_LIKVAR_TWEEDIE, 1, 0},   /* issue 28 */
+    {STSL_PARAM_LIKELIHOOD_VARIANCE,  K(STSL),                 0, 1, STSL_LIKVAR_TWEEDIE, 1, 0},  /* issue 28 */
     {STSL_PARAM_RENOISE_LEVEL,        K(DPS_MO),               0, 1, 0, 1, 0},
     /* DPS-MO: 2 passes per level (issue 28: the second pass corrects the Gaussian surrogate's
      * mode weights on mixtures; docs/algorithms.md, dps-mo) */
@@ -185,6 +186,9 @@ static const sp_rule RULES[] = {
      * it has no products its trace form has not been shown to win (salt-pepper +0.8 +- 1.4 dB,
      * docs/algorithms.md), so the default there stays the flat-prior variance */
     {K(RMP), STSL_PARAM_LIKELIHOOD_VARIANCE, WHEN_NOT_LINEAR_PIXEL_SQUARED, 0, 0, STSL_LIKVAR_FLAT},
+    /* STSL's covariance step has the same needs and no trace form: elsewhere (the latent prior of
+     * the image benchmarks among them) the Polyak step on every level, as before issue 28 */
+    {K(STSL), STSL_PARAM_LIKELIHOOD_VARIANCE, WHEN_NOT_LINEAR_PIXEL_SQUARED, 0, 0, STSL_LIKVAR_FLAT},
     /* DPS-MO's second denoiser pass re-noises with the first pass's shift u - D(x), an exact
      * Gaussian posterior step only for a linear operator and the squared loss in pixel space;
      * elsewhere it threw images off the prior (20 images, one pass at 100 levels -> two at 50:

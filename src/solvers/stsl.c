@@ -16,6 +16,12 @@
  *           reverse process from N(0, I) as PSLD, zf (only used by kappa) then follows FRESH_NOISE.)
  *   5  Z = zf_T
  *   6  for k = T .. 1 (reverse step at t_k):
+ *  6a      [upper half, t_k > (T_train - 1)/2, LIKELIHOOD_VARIANCE TWEEDIE; not in the paper]
+ *          Z <- Z + (1 - alpha_k) J_zbar^T A^T M^-1 (y - A zbar),  M = sigma_y^2 I + A Cov A^T,
+ *          Cov = Cov[x0 | Z] = (1 - abar_k)/sqrt(abar_k) J_zbar (Tweedie's second moment): the
+ *          share of the likelihood score grad log N(y; A zbar, M) that a DDPM step of this size
+ *          gives the prior's score; M^-1 r by COV_STEPS Galerkin steps warm-started from the
+ *          level above (stsl__cov_guidance, RMP's); the move at most sqrt(beta~_k d_z) per sample
  *   7      for pass = 1 .. K  (K + 1 passes with STSL_PARAM_INNER_INCLUSIVE = 1)
  *   8          e_1..e_N ~ N(0, I)                                          (fresh probes per pass)
  *   9          zbar = (Z + (1 - abar_k) s(Z, t_k)) / sqrt(abar_k)          ('+': Tweedie, Prop. 4.1)
@@ -48,6 +54,12 @@
  *     strongest where a sample sits between modes, where the Polyak step shrinks.  Without it
  *     7-12 % of the samples of some mixture posteriors ended in components of posterior weight
  *     ~0 (issue 28).  Not in the paper, whose Adam step has no such term (docs/algorithms.md).
+ *     With line 6a (TWEEDIE, the default on a pixel prior with a linear operator and Gaussian
+ *     noise) every pass of the upper half takes the pull alone, no Polyak step: the Polyak step
+ *     holds the estimate on y while the samples drift, inside that set, into the tails of
+ *     components the likelihood rules out (11-29 % of the samples on 17/6/2068, 23/3/3679,
+ *     12/3/9542); line 6a weighs the components by the likelihood with the covariance, the
+ *     pull keeps DPS's selection; the lower half keeps the Polyak step's precision.
  *   ADAM (App. B.1 as written; beta 0.9/0.999, eps 1e-8): lr 1e-2 unless set, x0.998 per reverse
  *     step; moments reset at every reverse step unless STSL_PARAM_ADAM_PERSIST = 1.  Each update
  *     moves every coordinate by ~lr whatever lambda: the per-step budget is K lr.
@@ -56,6 +68,7 @@
  * NFE (P = K, or K + 1 inclusive; N' = N, or 0 when eta = 0; identity autoencoder):
  *   UNet VJPs     = T P (1 + N')  (line 9's eps at Z is kept from the same pass: the probes are
  *                   drawn first, all N' + 1 points evaluated once, differentiated after line 10)
+ *                   + 2 COV_STEPS T_up with line 6a (T_up levels in the upper half: 25 of 50)
  *   UNet forwards = T (line 13, at the updated Z) + T_init
  *                   (T_init = T for PREDICTED_NOISE and DDIM_INVERSION, 0 for FRESH_NOISE/PRIOR)
  *   When B (N' + 1) > STSL_PARAM_BATCH_LIMIT the points cannot be kept in one call: line 9 is then
@@ -67,6 +80,10 @@
 
 #include <math.h>
 #include <string.h>
+
+/* Galerkin steps of M^-1 r per upper level (TWEEDIE): one left 2 of 6 GMM instances over 1.5x
+ * DPS, three none (docs/algorithms.md) */
+enum { COV_STEPS = 3 };
 
 stsl_status stsl__solve_stsl(stsl__run *R, float *x_out)
 {
@@ -86,6 +103,14 @@ stsl_status stsl__solve_stsl(stsl__run *R, float *x_out)
     const double noise14 = stsl__param(R, STSL_PARAM_STEP_NOISE);
     double lr = stsl__param(R, STSL_PARAM_LEARNING_RATE);   /* Adam's own unless set */
     const double sy = stsl__noise_sigma(R);
+    /* STSL_LIKVAR_TWEEDIE (the default where its products exist: pixel prior, linear operator,
+     * Gaussian noise; solver_params.c): the upper levels' likelihood step with the Tweedie
+     * covariance, their passes DPS's pull alone.  FLAT: the Polyak step on every level. */
+    const int cov_step = stsl__param_int(R, STSL_PARAM_LIKELIHOOD_VARIANCE) == STSL_LIKVAR_TWEEDIE;
+    if (cov_step && !(R->op_linear == 1 && R->ae_identity && R->loss_kind == STSL_LOSS_SQUARED))
+        return stsl__fail(R->err, STSL_ERR_UNSUPPORTED,
+                          "solver stsl: likelihood-variance tweedie needs a pixel-space prior, a linear "
+                          "operator and Gaussian noise (use flat)");
     /* the data term at the truth: lambda d_y sigma_y^2 (squared), lambda sqrt(d_y) sigma_y (norm);
      * 0 for the impulse-noise losses */
     const double lstar = R->loss_kind != STSL_LOSS_SQUARED ? 0.0
@@ -116,6 +141,19 @@ stsl_status stsl__solve_stsl(stsl__run *R, float *x_out)
         goto done;
     }
     if ((st = stsl__adam_init(R, &adam, m)) != STSL_OK) goto done;
+    stsl__cov_work cw = {0};
+    float *zy = NULL;            /* stsl__cov_guidance's warm start, B x d_y */
+    double *wcov = NULL;         /* its weights (unused here) */
+    if (cov_step) {
+        zy = stsl__run_buffer(R, (size_t)B * R->dy);
+        wcov = stsl__run_doubles(R, (size_t)B);
+        if (!zy || !wcov) {
+            st = STSL_ERR_NOMEM;
+            goto done;
+        }
+        if ((st = stsl__cov_work_alloc(R, &cw)) != STSL_OK) goto done;
+        memset(zy, 0, (size_t)B * R->dy * sizeof(float));
+    }
     R->total = T;
     R->step = 0;
 
@@ -170,6 +208,28 @@ stsl_status stsl__solve_stsl(stsl__run *R, float *x_out)
         const float *zfk = kappa > 0 ? zf + (size_t)k * m : NULL;
         if (!persist) stsl__adam_reset(&adam);
         for (size_t i = 0; i < npts; i++) tt[i] = (float)t;
+        const int upper = t > 0.5 * (double)(R->T_train - 1);
+        if (cov_step && upper) {
+            /* the Tweedie-covariance likelihood step (not in the paper; docs/algorithms.md):
+             * Z <- Z + (1 - alpha_k) grad_Z log N(y; A zbar(Z), sigma_y^2 I + A Cov[x0|Z] A^T),
+             * the DDPM step's share of the likelihood score, M^-1 r by COV_STEPS Galerkin steps
+             * warm-started from the level above (2 UNet VJPs each) */
+            for (int s = 0; s < COV_STEPS; s++)
+                if ((st = stsl__cov_guidance(R, &cw, Z, t, sy, 0.0, zy, eps, zbar, grad, wcov)) != STSL_OK)
+                    goto done;
+            /* per sample at most the level's DDPM noise, sqrt(beta~_k d_z): on the image prior
+             * the network's Jacobian at high noise made M^-1 r 50 noise scales long on one
+             * random-inpaint image (8.6 dB); on the GMM testbed it never binds (<= 0.3 of it) */
+            const double cap = sqrt((1 - alpha) * (1 - abp) / (1 - ab) * (double)dz);
+            for (int b = 0; b < B; b++) {
+                float *zb = Z + (size_t)b * dz;
+                const float *gb = grad + (size_t)b * dz;
+                const double len = (1 - alpha) * sqrt(stsl__dot(gb, gb, dz));
+                const double h = (1 - alpha) * (len > cap ? cap / len : 1.0);
+                for (size_t i = 0; i < dz; i++) zb[i] = (float)((double)zb[i] - h * (double)gb[i]);
+            }
+            if ((st = stsl__check_finite(R, Z, m, "the STSL likelihood step")) != STSL_OK) goto done;
+        }
         for (int p = 0; p < P; p++) {                                      /* line 7 */
             /* line 8 (probe holds this pass's e_n, stream (k, p)) and the points of the one
              * batched call: per sample, point 0 = Z, points 1..N = Z + e_n */
@@ -254,15 +314,17 @@ stsl_status stsl__solve_stsl(stsl__run *R, float *x_out)
             if (rule == STSL_STEP_SCALED) {                                 /* lines 10-11 */
                 /* Polyak step towards the noise level: the first-order model of L drops by
                  * lr (L - L*), L* = lambda d_y sigma_y^2 (squared) the loss at the truth; plus,
-                 * on the first pass of an upper level, DPS's pull zeta grad ||r|| */
-                const int pull = zeta > 0 && p == 0 && t > 0.5 * (double)(R->T_train - 1) &&
+                 * on the first pass of an upper level, DPS's pull zeta grad ||r||; after line
+                 * 6a the upper levels' passes take the pull alone */
+                const int pull = zeta > 0 && upper && (p == 0 || cov_step) &&
                                  R->loss_kind == STSL_LOSS_SQUARED;
+                const int polyak = !(cov_step && upper);
                 for (int b = 0; b < B; b++) {
                     float *zb = Z + (size_t)b * dz;
                     const float *gb = grad + (size_t)b * dz;
                     const double g2 = stsl__dot(gb, gb, dz);
                     const double excess = loss[b] - lstar;
-                    double gam = (excess > 0 && g2 > 0) ? lr * excess / g2 : 0.0;
+                    double gam = (polyak && excess > 0 && g2 > 0) ? lr * excess / g2 : 0.0;
                     /* grad ||r|| = grad L / (2 sqrt(lambda L)) (squared), grad L / lambda (norm) */
                     if (pull && loss[b] > 0)
                         gam += squared ? zeta / (2.0 * sqrt(lambda * loss[b])) : zeta / lambda;

@@ -252,6 +252,9 @@ static void test_nfe_pixel(void)
     s = make("stsl", T);
     stsl_solver_set_int(s, STSL_PARAM_INNER_STEPS, K);
     stsl_solver_set_int(s, STSL_PARAM_PROBES, N);
+    /* without the upper levels' covariance step (the default where the prior is latent; below
+     * for this pixel prior's own default) */
+    TU_ASSERT_OK(stsl_solver_set_int(s, STSL_PARAM_LIKELIHOOD_VARIANCE, STSL_LIKVAR_FLAT));
     /* Algorithm 1 line 3 read literally: one forward per forward-process step */
     stsl_solver_set_int(s, STSL_PARAM_INIT, STSL_INIT_PREDICTED_NOISE);
     check_nfe(s, gmm, NULL, B,
@@ -276,6 +279,21 @@ static void test_nfe_pixel(void)
               (expect){(uint64_t)(T * K + T) * B, (uint64_t)T * K * (1 + N) * B, 0, 0, 0,
                        (uint64_t)(T * K * (1 + 2) + T)},
               "stsl batch limit");
+    stsl_solver_destroy(s);
+    /* the default on this pixel prior with a linear operator and Gaussian noise (TWEEDIE): every
+     * level of the upper half (t > (T_train - 1)/2) adds 3 Galerkin steps of M^-1 r, 2 VJPs and
+     * 2 calls each */
+    s = make("stsl", T);
+    stsl_solver_set_int(s, STSL_PARAM_INNER_STEPS, K);
+    stsl_solver_set_int(s, STSL_PARAM_PROBES, N);
+    int seq[16], upper = 0;   /* T <= 16 */
+    TU_ASSERT_OK(stsl_schedule_ddim_steps(sched, T, seq));
+    for (int i = 0; i < T; i++) upper += seq[i] > 0.5 * (stsl_schedule_timesteps(sched) - 1);
+    CU_ASSERT(upper > 0 && upper < T);
+    check_nfe(s, gmm, NULL, B,
+              (expect){(uint64_t)T * B, (uint64_t)(T * K * (1 + N) + 6 * upper) * B, 0, 0, 0,
+                       (uint64_t)(T * K + T + 6 * upper)},
+              "stsl tweedie");
     stsl_solver_destroy(s);
     /* stsl-biased: eta 0, K 1: no probes; default fresh-noise start: no forward-process NFEs */
     s = make("stsl-biased", T);
@@ -383,6 +401,14 @@ static void test_nfe_latent(void)
               (expect){(uint64_t)(T + T) * B, (uint64_t)T * K * (1 + N) * B,
                        (uint64_t)(T * K + 1) * B, (uint64_t)T * K * B, (uint64_t)B, 0},
               "stsl latent");
+    /* a latent prior defaults to the flat rule (no covariance step, the NFEs above); asked for
+     * explicitly, the covariance step is refused with a message, not run without its products */
+    TU_ASSERT_OK(stsl_solver_set_int(s, STSL_PARAM_LIKELIHOOD_VARIANCE, STSL_LIKVAR_TWEEDIE));
+    {
+        float x[3 * DX];
+        CU_ASSERT_EQUAL(stsl_solver_run(s, lat, op, ae, Y, x, B), STSL_ERR_UNSUPPORTED);
+        CU_ASSERT(strstr(stsl_solver_last_error(s), "tweedie") != NULL);
+    }
     stsl_solver_destroy(s);
     s = make("dps", T);
     check_nfe(s, lat, ae, B, (expect){0, (uint64_t)T * B, (uint64_t)(T + 1) * B, (uint64_t)T * B, 0, 0},

@@ -293,13 +293,16 @@ static void test_dps_mo_prior(void)
     problem_close(&P);
 }
 
-/* Mode weights: the share of a solver's samples (library defaults; zeta >= 0 sets ZETA) nearest to
- * the posterior mean of a component the posterior gives (almost) no weight, pw < MODE_PW_NEGLIGIBLE.
- * top_min > 0: the instance must be one whose heaviest component has posterior weight > top_min. */
+/* Mode weights: the share of a solver's samples (library defaults; zeta >= 0 sets ZETA, likvar >= 0
+ * LIKELIHOOD_VARIANCE) nearest to the posterior mean of a component the posterior gives (almost) no
+ * weight, pw < MODE_PW_NEGLIGIBLE.  top_min > 0: the instance must be one whose heaviest component
+ * has posterior weight > top_min.  MODE_MISS_MAX (6 of 200) lies between the rules that pass (at
+ * most 3 of 200) and those that fail (17 of 200 and more), so that a different CPU's rounding moves
+ * no verdict. */
 #define MODE_N 200
-#define MODE_MISS_MAX 0.015
+#define MODE_MISS_MAX 0.03
 #define MODE_PW_NEGLIGIBLE 0.01
-static double mode_miss(const char *solver, double zeta, double top_min, int dx, int dy,
+static double mode_miss(const char *solver, double zeta, int likvar, double top_min, int dx, int dy,
                         uint64_t seed)
 {
     problem P;
@@ -319,6 +322,7 @@ static double mode_miss(const char *solver, double zeta, double top_min, int dx,
         for (int i = 0; i < MODE_N; i++) stsl__testbed_y(tb, y + i * tb->dy);
         stsl_solver_set_int(sv, STSL_PARAM_BATCH_LIMIT, MODE_N);
         if (zeta >= 0) TU_ASSERT_OK(stsl_solver_set_float(sv, STSL_PARAM_ZETA, zeta));
+        if (likvar >= 0) TU_ASSERT_OK(stsl_solver_set_int(sv, STSL_PARAM_LIKELIHOOD_VARIANCE, likvar));
         TU_ASSERT_OK(stsl_solver_run(sv, P.score, P.op, NULL, y, x, MODE_N));
         int wrong = 0;
         for (int i = 0; i < MODE_N; i++) {
@@ -337,7 +341,7 @@ static double mode_miss(const char *solver, double zeta, double top_min, int dx,
 static void check_modes(const char *solver, double top_min, const int (*inst)[3], size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        const double miss = mode_miss(solver, -1, top_min, inst[i][0], inst[i][1], (uint64_t)inst[i][2]);
+        const double miss = mode_miss(solver, -1, -1, top_min, inst[i][0], inst[i][1], (uint64_t)inst[i][2]);
         if (verbose || !(miss <= MODE_MISS_MAX))
             fprintf(verbose ? stdout : stderr, "\n  %s d_x %d d_y %d seed %d: %.3f of the samples in components of posterior weight < %.2f",
                     solver, inst[i][0], inst[i][1], inst[i][2], miss, MODE_PW_NEGLIGIBLE);
@@ -355,17 +359,21 @@ static void test_dps_mo_modes(void)
     check_modes("dps-mo", 0.999, inst, sizeof inst / sizeof inst[0]);
 }
 
-/* STSL on the grid's d_x 8 instances of seed 2 (issue 28): with the Polyak step alone
- * (STSL_PARAM_ZETA 0) 13.5 %, 8.5 % and 11.5 % of the samples ended in components of posterior
- * weight < 0.01; with the DPS pull on the upper levels' first passes (stsl.c) 1 %, 0 and 0. */
+/* STSL (issue 28), the share of samples in components of posterior weight < 0.01 (this test's
+ * samples, d_x/d_y/seed 8/1/2, 8/2/2, 8/4/2, 17/6/2068, 12/3/9542): the Polyak step alone (ZETA 0,
+ * LIKELIHOOD_VARIANCE flat) 13.5, 8.5, 11.5, 28.5, 21.5 %; with the DPS pull on the upper levels'
+ * first passes (flat) 1, 0, 0, 13.5, 8.5 %; the default on this pixel prior (TWEEDIE: the upper
+ * levels' Tweedie-covariance likelihood step and the pull alone) 1.5, 0, 0, 0.5, 0.5 %. */
 static void test_stsl_modes(void)
 {
-    static const int inst[][3] = {{8, 1, 2}, {8, 2, 2}, {8, 4, 2}};
+    static const int inst[][3] = {{8, 1, 2}, {8, 2, 2}, {8, 4, 2}, {17, 6, 2068}, {12, 3, 9542}};
     const size_t n = sizeof inst / sizeof inst[0];
-    if (verbose)   /* the Polyak step alone, for the record */
+    if (verbose)   /* the earlier rules, for the record */
         for (size_t i = 0; i < n; i++)
-            printf("\n  stsl zeta 0 d_x %d d_y %d seed %d: %.3f", inst[i][0], inst[i][1], inst[i][2],
-                   mode_miss("stsl", 0, 0, inst[i][0], inst[i][1], (uint64_t)inst[i][2]));
+            printf("\n  stsl d_x %d d_y %d seed %d: Polyak alone %.3f, Polyak + first-pass pull %.3f",
+                   inst[i][0], inst[i][1], inst[i][2],
+                   mode_miss("stsl", 0, STSL_LIKVAR_FLAT, 0, inst[i][0], inst[i][1], (uint64_t)inst[i][2]),
+                   mode_miss("stsl", -1, STSL_LIKVAR_FLAT, 0, inst[i][0], inst[i][1], (uint64_t)inst[i][2]));
     check_modes("stsl", 0, inst, n);
 }
 
