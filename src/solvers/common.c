@@ -664,6 +664,11 @@ stsl_status stsl__chain_grad(stsl__run *R, const float *z, double t, double weig
 
 /* ---- the Tweedie-covariance likelihood (RMP, STSL) ---- */
 
+int stsl__cov_guidance_applies(const stsl__run *R)
+{
+    return R->op_linear == 1 && R->ae_identity && R->loss_kind == STSL_LOSS_SQUARED;
+}
+
 /* J_x0hat^T u from J_eps^T u (in place in j), then the guard of stsl__cov_guidance: per sample, the
  * quadratic form u.Cov u = f u.J^T u (f = (1-ab)/sqrt(ab), so that f J = Cov[x0|x_k]) must be
  * positive (and finite): a covariance is PSD.  Otherwise (the image prior's Jacobian at high noise
@@ -771,11 +776,13 @@ stsl_status stsl__cov_guidance(stsl__run *R, const stsl__cov_work *w, const floa
             if (!isfinite(alpha) || !isfinite(beta)) alpha = beta = 0;
             for (size_t i = 0; i < dy; i++)
                 zy[oy + i] = (float)(beta * zy[oy + i] + alpha * rr[oy + i]);
-            const double rz = stsl__dot(rb, zb, dy), r2n = stsl__dot(rb, rb, dy);
             for (size_t i = 0; i < dz; i++)
                 g[oz + i] = (float)(-(beta * (double)j0[oz + i] + alpha * (double)j1[oz + i]));
-            const double veff = rz > 0 && r2n > 0 ? r2n / rz : s2 + cflat;
-            wb[b] = stsl__nll_weight(R, isfinite(veff) ? veff : s2 + cflat);
+            if (wb) {
+                const double rz = stsl__dot(rb, zb, dy), r2n = stsl__dot(rb, rb, dy);
+                const double veff = rz > 0 && r2n > 0 ? r2n / rz : s2 + cflat;
+                wb[b] = stsl__nll_weight(R, isfinite(veff) ? veff : s2 + cflat);
+            }
         }
     }
     return st;

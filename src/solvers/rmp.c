@@ -203,8 +203,7 @@ stsl_status stsl__solve_rmp(stsl__run *R, float *x_out)
      * 400 steps, equal at 50; docs/algorithms.md), so the trace runs only when asked for. */
     const int likvar = stsl__param_int(R, STSL_PARAM_LIKELIHOOD_VARIANCE);
     const int probes = stsl__param_int(R, STSL_PARAM_PROBES);
-    const int full_cov = likvar == STSL_LIKVAR_TWEEDIE && R->op_linear == 1 && R->ae_identity &&
-                         R->loss_kind == STSL_LOSS_SQUARED;
+    const int full_cov = likvar == STSL_LIKVAR_TWEEDIE && stsl__cov_guidance_applies(R);
     /* the noise variance: sigma_y^2, or HUBER_DELTA^2 for the impulse-noise losses (docs) */
     double sy = sqrt(stsl__noise_var(R));
     if (!(sy > 0)) sy = 1.0;

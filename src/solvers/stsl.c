@@ -107,7 +107,7 @@ stsl_status stsl__solve_stsl(stsl__run *R, float *x_out)
      * Gaussian noise; solver_params.c): the upper levels' likelihood step with the Tweedie
      * covariance, their passes DPS's pull alone.  FLAT: the Polyak step on every level. */
     const int cov_step = stsl__param_int(R, STSL_PARAM_LIKELIHOOD_VARIANCE) == STSL_LIKVAR_TWEEDIE;
-    if (cov_step && !(R->op_linear == 1 && R->ae_identity && R->loss_kind == STSL_LOSS_SQUARED))
+    if (cov_step && !stsl__cov_guidance_applies(R))
         return stsl__fail(R->err, STSL_ERR_UNSUPPORTED,
                           "solver stsl: likelihood-variance tweedie needs a pixel-space prior, a linear "
                           "operator and Gaussian noise (use flat)");
@@ -143,11 +143,9 @@ stsl_status stsl__solve_stsl(stsl__run *R, float *x_out)
     if ((st = stsl__adam_init(R, &adam, m)) != STSL_OK) goto done;
     stsl__cov_work cw = {0};
     float *zy = NULL;            /* stsl__cov_guidance's warm start, B x d_y */
-    double *wcov = NULL;         /* its weights (unused here) */
     if (cov_step) {
         zy = stsl__run_buffer(R, (size_t)B * R->dy);
-        wcov = stsl__run_doubles(R, (size_t)B);
-        if (!zy || !wcov) {
+        if (!zy) {
             st = STSL_ERR_NOMEM;
             goto done;
         }
@@ -215,7 +213,7 @@ stsl_status stsl__solve_stsl(stsl__run *R, float *x_out)
              * the DDPM step's share of the likelihood score, M^-1 r by COV_STEPS Galerkin steps
              * warm-started from the level above (2 UNet VJPs each) */
             for (int s = 0; s < COV_STEPS; s++)
-                if ((st = stsl__cov_guidance(R, &cw, Z, t, sy, 0.0, zy, eps, zbar, grad, wcov)) != STSL_OK)
+                if ((st = stsl__cov_guidance(R, &cw, Z, t, sy, 0.0, zy, eps, zbar, grad, NULL)) != STSL_OK)
                     goto done;
             /* per sample at most the level's DDPM noise, sqrt(beta~_k d_z): on the image prior
              * the network's Jacobian at high noise made M^-1 r 50 noise scales long on one
