@@ -352,7 +352,7 @@ typedef enum stsl_likelihood_variance {
                                       * STSL (same needs, the same default rule; an explicit TWEEDIE
                                       * elsewhere is STSL_ERR_UNSUPPORTED): each level of the upper
                                       * half begins with Z += (1 - alpha_k) grad log N(y; A x0hat,
-                                      * sigma_y^2 I + A Cov A^T) (3 such CG steps, 6 VJPs) and its
+                                      * sigma_y^2 I + A Cov A^T) (3 Galerkin steps, 4 VJPs) and its
                                       * passes take DPS's ZETA pull instead of the Polyak step */
 } stsl_likelihood_variance;
 

@@ -669,29 +669,32 @@ int stsl__cov_guidance_applies(const stsl__run *R)
     return R->op_linear == 1 && R->ae_identity && R->loss_kind == STSL_LOSS_SQUARED;
 }
 
-/* J_x0hat^T u from J_eps^T u (in place in j), then the guard of stsl__cov_guidance: per sample, the
- * quadratic form u.Cov u = f u.J^T u (f = (1-ab)/sqrt(ab), so that f J = Cov[x0|x_k]) must be
- * positive (and finite): a covariance is PSD.  Otherwise (the image prior's Jacobian at high noise
- * carries the 1/sqrt(abar)-amplified eps error; an off-manifold mean gives negative forms) the
- * product is replaced by the flat prior's, J^T u = u/sqrt(ab) (Cov = r^2 I).  No upper bound:
- * Cov <= r^2 I holds on average over x_k, not pointwise -- between two modes of a mixture the
- * spread along their axis exceeds r^2 (up to 2.8 r^2 on GMM 18/5/416, where bounding it sent
- * the path to a mode of weight 0.002).  1 when a sample was replaced. */
-static int cov_vjp_guarded(const stsl__run *R, double ab, const float *u, float *j)
+/* The guard of stsl__cov_guidance: per sample, the quadratic form u.Cov u = f u.J^T u (f =
+ * (1-ab)/sqrt(ab), so that f J = Cov[x0|x_k]) must be positive (and finite): a covariance is PSD.
+ * Otherwise (the image prior's Jacobian at high noise carries the 1/sqrt(abar)-amplified eps error;
+ * an off-manifold mean gives negative forms) the product j = J_x0hat^T u is replaced by the flat
+ * prior's, J^T u = u/sqrt(ab) (Cov = r^2 I).  No upper bound: Cov <= r^2 I holds on average over
+ * x_k, not pointwise -- between two modes of a mixture the spread along their axis exceeds r^2 (up
+ * to 2.8 r^2 on GMM 18/5/416, where bounding it sent the path to a mode of weight 0.002). */
+static void cov_guard(const stsl__run *R, double ab, const float *u, float *j)
 {
-    const double sa = sqrt(ab), c = sqrt(1 - ab) / sa;
-    int replaced = 0;
+    const double sa = sqrt(ab);
     for (int b = 0; b < R->batch; b++) {
         const float *ub = u + (size_t)b * R->dz;
         float *jb = j + (size_t)b * R->dz;
-        for (size_t i = 0; i < R->dz; i++) jb[i] = (float)((double)ub[i] / sa - c * (double)jb[i]);
         const double q = stsl__dot(ub, jb, R->dz), jj = stsl__dot(jb, jb, R->dz);
-        if (!(q > 0 && isfinite(jj))) {   /* also NaN */
+        if (!(q > 0 && isfinite(jj)))   /* also NaN */
             for (size_t i = 0; i < R->dz; i++) jb[i] = (float)((double)ub[i] / sa);
-            replaced = 1;
-        }
     }
-    return replaced;
+}
+
+/* J_x0hat^T u from J_eps^T u (in place in j: J_x0hat = (I - sqrt(1-ab) J_eps)/sqrt(ab)), guarded */
+static void cov_vjp_guarded(const stsl__run *R, double ab, const float *u, float *j)
+{
+    const double sa = sqrt(ab), c = sqrt(1 - ab) / sa;
+    const size_t m = (size_t)R->batch * R->dz;
+    for (size_t i = 0; i < m; i++) j[i] = (float)((double)u[i] / sa - c * (double)j[i]);
+    cov_guard(R, ab, u, j);
 }
 
 /* stsl__cov_guidance's buffers, held for the run (one allocation, not one per evaluation: a fresh
@@ -711,26 +714,29 @@ stsl_status stsl__cov_work_alloc(stsl__run *R, stsl__cov_work *w)
  * M = sigma_y^2 I + A Cov[x0|x_k] A^T, Cov = (1 - abar)/sqrt(abar) J_x0hat (Tweedie's second
  * moment), and
  *     g = -grad_x log N(y; A x0hat(x), M) = -J_x0hat^T A^T M^-1 (y - A x0hat)   (M held fixed).
- * M^-1 r by ONE Krylov step per evaluation, warm-started from the previous evaluation's solution
- * zy (B x d_y, kept by the caller, 0 at the start): M moves little between neighbouring levels, so
- * the steps accumulate along the ladder (on the GMM testbed one warm step per evaluation matches
- * the exact M^-1 r; 2 cold CG steps do not).  The step is Galerkin on span{zy, rr}, rr = r - M zy:
+ * M^-1 r by `steps` Krylov steps, warm-started from the previous evaluation's solution zy (B x d_y,
+ * kept by the caller, 0 at the start): M moves little between neighbouring levels, so the steps
+ * accumulate along the ladder (on the GMM testbed one warm step per evaluation matches the exact
+ * M^-1 r; 2 cold CG steps do not).  Each step is Galerkin on span{zy, rr}, rr = r - M zy:
  *     z = beta zy + alpha rr minimising z.M z/2 - z.r   (a 2 x 2 solve),
  * which rescales a stale zy; the plain CG step (beta = 1) kept one whose J^T A^T zy threw a
  * gaussian-blur validation image to 4.9 dB.  M v = sigma_y^2 v + f A J_x0hat A^T v needs
- * J_x0hat u, u = A^T v: a VJP (J is symmetric for a true score).  TWO VJPs: J^T A^T zy (with eps
- * and x0hat: one pass) and J^T A^T rr; g = -J^T A^T (beta zy + alpha rr) is their combination by
- * linearity, no third.  Products guarded (cov_vjp_guarded).  wb receives the noise-model weight
- * of v_eff = ||r||^2 / r.M^-1 r (the scalar variance with the same step along r; the flat
+ * J_x0hat u, u = A^T v: a VJP (J is symmetric for a true score).  1 + steps VJPs: J^T A^T zy (with
+ * eps and x0hat: one pass), then one J^T A^T rr per step; the new zy's product is the combination
+ * beta J^T A^T zy + alpha J^T A^T rr by linearity (no VJP of its own), and g = -J^T A^T zy at the
+ * last.  Products guarded (cov_guard, the combinations too).  wb receives the noise-model weight of
+ * v_eff = ||r||^2 / r.M^-1 r (the scalar variance with the same step along r; the flat
  * sigma_y^2 + cflat when undefined), for the damping. */
 stsl_status stsl__cov_guidance(stsl__run *R, const stsl__cov_work *w, const float *z, double t, double sy,
-                                  double cflat, float *zy, float *eps, float *x0, float *g, double *wb)
+                               double cflat, int steps, float *zy, float *eps, float *x0, float *g,
+                               double *wb)
 {
     const int B = R->batch;
     const size_t dz = R->dz, dy = R->dy, m = (size_t)B * dz;
     const double ab = stsl__ab(R, t), f = (1 - ab) / sqrt(ab), s2 = sy * sy;
     float *tt = w->tt, *u0 = w->u0, *u1 = w->u1, *j0 = w->j0, *j1 = w->j1, *e1 = w->e1, *r = w->r,
           *rr = w->rr, *aj = w->aj;
+    if (steps < 1) return stsl__fail(R->err, STSL_ERR_INTERNAL, "solver: cov_guidance needs a step");
     for (int b = 0; b < B; b++) tt[b] = (float)t;
     /* u0 = A^T zy (linear operator: the VJP is A^T at any point); eps, J_eps^T u0: one pass */
     stsl_status st = stsl_operator_vjp(R->op, z, zy, u0, B);
@@ -739,21 +745,26 @@ stsl_status stsl__cov_guidance(stsl__run *R, const stsl__cov_work *w, const floa
     if (st == STSL_OK) {
         stsl__tweedie(ab, z, eps, x0, m);
         cov_vjp_guarded(R, ab, u0, j0);
-        /* r = y - A x0hat, rr = r - M zy = r - sigma_y^2 zy - f A (J^T u0) */
+        /* r = y - A x0hat */
         st = stsl_operator_forward(R->op, x0, r, B);
-        if (st == STSL_OK) st = stsl_operator_forward(R->op, j0, aj, B);
-        if (st == STSL_OK) {
-            for (size_t i = 0; i < (size_t)B * dy; i++) {
-                r[i] = R->y[i] - r[i];
-                rr[i] = (float)((double)r[i] - s2 * (double)zy[i] - f * (double)aj[i]);
-            }
-            st = stsl_operator_vjp(R->op, z, rr, u1, B);
-        }
-        if (st != STSL_OK)
+        if (st == STSL_OK)
+            for (size_t i = 0; i < (size_t)B * dy; i++) r[i] = R->y[i] - r[i];
+        else
             st = stsl__fail(R->err, st, "solver: operator failed: %s", stsl_operator_last_error(R->op));
     }
-    if (st == STSL_OK) st = stsl__net_eps_vjp(R, z, tt, u1, e1, j1, B);
-    if (st == STSL_OK) {
+    for (int s = 0; s < steps && st == STSL_OK; s++) {
+        /* rr = r - M zy = r - sigma_y^2 zy - f A (J^T u0), u1 = A^T rr */
+        st = stsl_operator_forward(R->op, j0, aj, B);
+        if (st == STSL_OK) {
+            for (size_t i = 0; i < (size_t)B * dy; i++)
+                rr[i] = (float)((double)r[i] - s2 * (double)zy[i] - f * (double)aj[i]);
+            st = stsl_operator_vjp(R->op, z, rr, u1, B);
+        }
+        if (st != STSL_OK) {
+            st = stsl__fail(R->err, st, "solver: operator failed: %s", stsl_operator_last_error(R->op));
+            break;
+        }
+        if ((st = stsl__net_eps_vjp(R, z, tt, u1, e1, j1, B)) != STSL_OK) break;
         cov_vjp_guarded(R, ab, u1, j1);
         for (int b = 0; b < B; b++) {
             const size_t oy = (size_t)b * dy, oz = (size_t)b * dz;
@@ -774,15 +785,23 @@ stsl_status stsl__cov_guidance(stsl__run *R, const stsl__cov_work *w, const floa
                 alpha = (a11 * rrr - a12 * zyr) / det;
             }
             if (!isfinite(alpha) || !isfinite(beta)) alpha = beta = 0;
+            /* the new zy and, by linearity, its products A^T zy and J^T A^T zy */
             for (size_t i = 0; i < dy; i++)
                 zy[oy + i] = (float)(beta * zy[oy + i] + alpha * rr[oy + i]);
-            for (size_t i = 0; i < dz; i++)
-                g[oz + i] = (float)(-(beta * (double)j0[oz + i] + alpha * (double)j1[oz + i]));
-            if (wb) {
-                const double rz = stsl__dot(rb, zb, dy), r2n = stsl__dot(rb, rb, dy);
-                const double veff = rz > 0 && r2n > 0 ? r2n / rz : s2 + cflat;
-                wb[b] = stsl__nll_weight(R, isfinite(veff) ? veff : s2 + cflat);
+            for (size_t i = 0; i < dz; i++) {
+                j0[oz + i] = (float)(beta * (double)j0[oz + i] + alpha * (double)j1[oz + i]);
+                u0[oz + i] = (float)(beta * (double)u0[oz + i] + alpha * (double)u1[oz + i]);
             }
+        }
+        if (s + 1 < steps) cov_guard(R, ab, u0, j0);
+    }
+    if (st == STSL_OK) {
+        for (size_t i = 0; i < m; i++) g[i] = -j0[i];
+        for (int b = 0; b < B && wb; b++) {
+            const float *zb = zy + (size_t)b * dy, *rb = r + (size_t)b * dy;
+            const double rz = stsl__dot(rb, zb, dy), r2n = stsl__dot(rb, rb, dy);
+            const double veff = rz > 0 && r2n > 0 ? r2n / rz : s2 + cflat;
+            wb[b] = stsl__nll_weight(R, isfinite(veff) ? veff : s2 + cflat);
         }
     }
     return st;

@@ -247,7 +247,7 @@ stsl_status stsl__solve_rmp(stsl__run *R, float *x_out)
             for (int it = 0; it < Tin; it++) {   /* line 5; line 6: g by the likelihood-variance rule */
                 /* s = -eps/sqrt(1-abar); grad = -g (data term through Tweedie) */
                 const double r2 = (1 - abl) / abl;
-                st = full_cov ? stsl__cov_guidance(R, &cw, mu, tnet, sy, lambda * r2, zy, eps, x0, g, cov)
+                st = full_cov ? stsl__cov_guidance(R, &cw, mu, tnet, sy, lambda * r2, 1, zy, eps, x0, g, cov)
                      : likvar == STSL_LIKVAR_TWEEDIE
                          ? tweedie_var_grad(R, &tw, mu, tnet, sy, lambda, r2, probes,
                                             (uint64_t)R->step, (uint64_t)it, eps, x0, g, cov)
@@ -296,7 +296,7 @@ stsl_status stsl__solve_rmp(stsl__run *R, float *x_out)
                 /* VP point sqrt(ab) mu; bracket = sqrt(ab) (s_vp + zeta g_vp) */
                 for (size_t k = 0; k < m; k++) xv[k] = (float)(sab * mu[k]);
                 const double r2 = sig[i] * sig[i];
-                st = full_cov ? stsl__cov_guidance(R, &cw, xv, t, sy, lambda * r2, zy, eps, x0, g, cov)
+                st = full_cov ? stsl__cov_guidance(R, &cw, xv, t, sy, lambda * r2, 1, zy, eps, x0, g, cov)
                      : likvar == STSL_LIKVAR_TWEEDIE
                          ? tweedie_var_grad(R, &tw, xv, t, sy, lambda, sig[i] * sig[i], probes,
                                             (uint64_t)R->step, (uint64_t)it, eps, x0, g, cov)

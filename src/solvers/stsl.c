@@ -68,7 +68,7 @@
  * NFE (P = K, or K + 1 inclusive; N' = N, or 0 when eta = 0; identity autoencoder):
  *   UNet VJPs     = T P (1 + N')  (line 9's eps at Z is kept from the same pass: the probes are
  *                   drawn first, all N' + 1 points evaluated once, differentiated after line 10)
- *                   + 2 COV_STEPS T_up with line 6a (T_up levels in the upper half: 25 of 50)
+ *                   + (1 + COV_STEPS) T_up with line 6a (T_up levels in the upper half: 25 of 50)
  *   UNet forwards = T (line 13, at the updated Z) + T_init
  *                   (T_init = T for PREDICTED_NOISE and DDIM_INVERSION, 0 for FRESH_NOISE/PRIOR)
  *   When B (N' + 1) > STSL_PARAM_BATCH_LIMIT the points cannot be kept in one call: line 9 is then
@@ -211,10 +211,10 @@ stsl_status stsl__solve_stsl(stsl__run *R, float *x_out)
             /* the Tweedie-covariance likelihood step (not in the paper; docs/algorithms.md):
              * Z <- Z + (1 - alpha_k) grad_Z log N(y; A zbar(Z), sigma_y^2 I + A Cov[x0|Z] A^T),
              * the DDPM step's share of the likelihood score, M^-1 r by COV_STEPS Galerkin steps
-             * warm-started from the level above (2 UNet VJPs each) */
-            for (int s = 0; s < COV_STEPS; s++)
-                if ((st = stsl__cov_guidance(R, &cw, Z, t, sy, 0.0, zy, eps, zbar, grad, NULL)) != STSL_OK)
-                    goto done;
+             * warm-started from the level above (1 + COV_STEPS UNet VJPs) */
+            if ((st = stsl__cov_guidance(R, &cw, Z, t, sy, 0.0, COV_STEPS, zy, eps, zbar, grad, NULL)) !=
+                STSL_OK)
+                goto done;
             /* per sample at most the level's DDPM noise, sqrt(beta~_k d_z): on the image prior
              * the network's Jacobian at high noise made M^-1 r 50 noise scales long on one
              * random-inpaint image (8.6 dB); on the GMM testbed it never binds (<= 0.3 of it) */
