@@ -214,9 +214,9 @@ int stsl__cov_guidance_applies(const stsl__run *R);
 /* g = -J_x0hat^T A^T M^-1 (y - A x0hat(z)), M = sigma_y^2 I + A Cov[x0|z] A^T with Tweedie's
  * Cov = (1 - abar)/sqrt(abar) J_x0hat, at time t for all samples; M^-1 r by `steps` (>= 1)
  * Galerkin steps on span{zy, r - M zy} from the warm start zy (B x d_y, updated in place; 0 at the
- * start).  1 + steps UNet VJPs.  Only where stsl__cov_guidance_applies.  eps/x0 receive eps(z,t) and x0hat(z,t); wb (B
- * doubles, or NULL) the noise-model weight of the effective scalar variance ||r||^2 / r.M^-1 r
- * (sigma_y^2 + cflat where undefined). */
+ * start).  1 + steps UNet VJPs.  Only where stsl__cov_guidance_applies.  eps/x0 receive eps(z,t)
+ * and x0hat(z,t); wb (B doubles, or NULL) the noise-model weight of the effective scalar variance
+ * ||r||^2 / r.M^-1 r (sigma_y^2 + cflat where undefined). */
 stsl_status stsl__cov_guidance(stsl__run *R, const stsl__cov_work *w, const float *z, double t,
                                double sy, double cflat, int steps, float *zy, float *eps, float *x0,
                                float *g, double *wb);
