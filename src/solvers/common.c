@@ -704,9 +704,12 @@ stsl_status stsl__cov_work_alloc(stsl__run *R, stsl__cov_work *w)
     const size_t B = (size_t)R->batch, m = B * R->dz, dy = R->dy;
     *w = (stsl__cov_work){stsl__run_buffer(R, B), stsl__run_buffer(R, m), stsl__run_buffer(R, m),
                     stsl__run_buffer(R, m), stsl__run_buffer(R, m), stsl__run_buffer(R, m),
-                    stsl__run_buffer(R, B * dy), stsl__run_buffer(R, B * dy), stsl__run_buffer(R, B * dy)};
-    return w->tt && w->u0 && w->u1 && w->j0 && w->j1 && w->e1 && w->r && w->rr && w->aj
-               ? STSL_OK : STSL_ERR_NOMEM;
+                    stsl__run_buffer(R, B * dy), stsl__run_buffer(R, B * dy), stsl__run_buffer(R, B * dy),
+                    stsl__run_buffer(R, B * dy)};
+    if (!(w->tt && w->u0 && w->u1 && w->j0 && w->j1 && w->e1 && w->r && w->rr && w->aj && w->zy))
+        return STSL_ERR_NOMEM;
+    memset(w->zy, 0, B * dy * sizeof(float));
+    return STSL_OK;
 }
 
 /* The Tweedie-covariance likelihood gradient (RMP's box line 6 with STSL_LIKVAR_TWEEDIE, STSL's
@@ -715,7 +718,7 @@ stsl_status stsl__cov_work_alloc(stsl__run *R, stsl__cov_work *w)
  * moment), and
  *     g = -grad_x log N(y; A x0hat(x), M) = -J_x0hat^T A^T M^-1 (y - A x0hat)   (M held fixed).
  * M^-1 r by `steps` Krylov steps, warm-started from the previous evaluation's solution zy (B x d_y,
- * kept by the caller, 0 at the start): M moves little between neighbouring levels, so the steps
+ * kept in w, 0 at the start): M moves little between neighbouring levels, so the steps
  * accumulate along the ladder (on the GMM testbed one warm step per evaluation matches the exact
  * M^-1 r; 2 cold CG steps do not).  Each step is Galerkin on span{zy, rr}, rr = r - M zy:
  *     z = beta zy + alpha rr minimising z.M z/2 - z.r   (a 2 x 2 solve),
@@ -728,14 +731,13 @@ stsl_status stsl__cov_work_alloc(stsl__run *R, stsl__cov_work *w)
  * v_eff = ||r||^2 / r.M^-1 r (the scalar variance with the same step along r; the flat
  * sigma_y^2 + cflat when undefined), for the damping. */
 stsl_status stsl__cov_guidance(stsl__run *R, const stsl__cov_work *w, const float *z, double t, double sy,
-                               double cflat, int steps, float *zy, float *eps, float *x0, float *g,
-                               double *wb)
+                               double cflat, int steps, float *eps, float *x0, float *g, double *wb)
 {
     const int B = R->batch;
     const size_t dz = R->dz, dy = R->dy, m = (size_t)B * dz;
     const double ab = stsl__ab(R, t), f = (1 - ab) / sqrt(ab), s2 = sy * sy;
     float *tt = w->tt, *u0 = w->u0, *u1 = w->u1, *j0 = w->j0, *j1 = w->j1, *e1 = w->e1, *r = w->r,
-          *rr = w->rr, *aj = w->aj;
+          *rr = w->rr, *aj = w->aj, *zy = w->zy;
     if (steps < 1) return stsl__fail(R->err, STSL_ERR_INTERNAL, "solver: cov_guidance needs a step");
     for (int b = 0; b < B; b++) tt[b] = (float)t;
     /* u0 = A^T zy (linear operator: the VJP is A^T at any point); eps, J_eps^T u0: one pass */

@@ -215,10 +215,9 @@ stsl_status stsl__solve_rmp(stsl__run *R, float *x_out)
     double *lev = NULL;   /* VE: time of each sigma */
     stsl_status st = STSL_OK;
     float *mu = stsl__run_buffer(R, m), *mup = stsl__run_buffer(R, m), *eps = stsl__run_buffer(R, m),
-          *x0 = stsl__run_buffer(R, m), *g = stsl__run_buffer(R, m), *xv = stsl__run_buffer(R, m),
-          *zy = stsl__run_buffer(R, (size_t)R->batch * R->dy);   /* stsl__cov_guidance's warm start */
+          *x0 = stsl__run_buffer(R, m), *g = stsl__run_buffer(R, m), *xv = stsl__run_buffer(R, m);
     double *cov = stsl__alloc_doubles((size_t)R->batch);
-    if (!mu || !mup || !eps || !x0 || !g || !xv || !zy || !cov) {
+    if (!mu || !mup || !eps || !x0 || !g || !xv || !cov) {
         st = STSL_ERR_NOMEM;
         goto done;
     }
@@ -230,7 +229,6 @@ stsl_status stsl__solve_rmp(stsl__run *R, float *x_out)
     R->total = T;
     R->step = 0;
     memset(mu, 0, m * sizeof(float));   /* box line 1: mu_T = 0 */
-    memset(zy, 0, (size_t)R->batch * R->dy * sizeof(float));
     R->est = mu;
     if ((st = operator_gain(R, &lambda)) != STSL_OK) goto done;
     if ((st = stsl__op_norm2(R, &L2)) != STSL_OK) goto done;
@@ -247,7 +245,7 @@ stsl_status stsl__solve_rmp(stsl__run *R, float *x_out)
             for (int it = 0; it < Tin; it++) {   /* line 5; line 6: g by the likelihood-variance rule */
                 /* s = -eps/sqrt(1-abar); grad = -g (data term through Tweedie) */
                 const double r2 = (1 - abl) / abl;
-                st = full_cov ? stsl__cov_guidance(R, &cw, mu, tnet, sy, lambda * r2, 1, zy, eps, x0, g, cov)
+                st = full_cov ? stsl__cov_guidance(R, &cw, mu, tnet, sy, lambda * r2, 1, eps, x0, g, cov)
                      : likvar == STSL_LIKVAR_TWEEDIE
                          ? tweedie_var_grad(R, &tw, mu, tnet, sy, lambda, r2, probes,
                                             (uint64_t)R->step, (uint64_t)it, eps, x0, g, cov)
@@ -296,7 +294,7 @@ stsl_status stsl__solve_rmp(stsl__run *R, float *x_out)
                 /* VP point sqrt(ab) mu; bracket = sqrt(ab) (s_vp + zeta g_vp) */
                 for (size_t k = 0; k < m; k++) xv[k] = (float)(sab * mu[k]);
                 const double r2 = sig[i] * sig[i];
-                st = full_cov ? stsl__cov_guidance(R, &cw, xv, t, sy, lambda * r2, 1, zy, eps, x0, g, cov)
+                st = full_cov ? stsl__cov_guidance(R, &cw, xv, t, sy, lambda * r2, 1, eps, x0, g, cov)
                      : likvar == STSL_LIKVAR_TWEEDIE
                          ? tweedie_var_grad(R, &tw, xv, t, sy, lambda, sig[i] * sig[i], probes,
                                             (uint64_t)R->step, (uint64_t)it, eps, x0, g, cov)

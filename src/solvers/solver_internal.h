@@ -204,22 +204,23 @@ stsl_status stsl__chain_grad(stsl__run *R, const float *z, double t, double weig
                              float *eps, float *zbar, double *loss, float *grad);
 
 /* ---- the Tweedie-covariance likelihood (RMP's TWEEDIE, STSL's upper levels) ---- */
-/* Buffers of stsl__cov_guidance, held for the run (stsl__run_buffer). */
+/* Buffers of stsl__cov_guidance, held for the run (stsl__run_buffer); zy (B x d_y) is its warm
+ * start, M^-1 r of the evaluation before, 0 after stsl__cov_work_alloc. */
 typedef struct stsl__cov_work {
-    float *tt, *u0, *u1, *j0, *j1, *e1, *r, *rr, *aj;
+    float *tt, *u0, *u1, *j0, *j1, *e1, *r, *rr, *aj, *zy;
 } stsl__cov_work;
 stsl_status stsl__cov_work_alloc(stsl__run *R, stsl__cov_work *w);
 /* 1 where stsl__cov_guidance's products exist: a linear operator, a pixel prior, the squared loss */
 int stsl__cov_guidance_applies(const stsl__run *R);
 /* g = -J_x0hat^T A^T M^-1 (y - A x0hat(z)), M = sigma_y^2 I + A Cov[x0|z] A^T with Tweedie's
  * Cov = (1 - abar)/sqrt(abar) J_x0hat, at time t for all samples; M^-1 r by `steps` (>= 1)
- * Galerkin steps on span{zy, r - M zy} from the warm start zy (B x d_y, updated in place; 0 at the
- * start).  1 + steps UNet VJPs.  Only where stsl__cov_guidance_applies.  eps/x0 receive eps(z,t)
+ * Galerkin steps on span{zy, r - M zy} from the warm start w->zy (updated in place).  1 + steps
+ * UNet VJPs.  Only where stsl__cov_guidance_applies.  eps/x0 receive eps(z,t)
  * and x0hat(z,t); wb (B doubles, or NULL) the noise-model weight of the effective scalar variance
  * ||r||^2 / r.M^-1 r (sigma_y^2 + cflat where undefined). */
 stsl_status stsl__cov_guidance(stsl__run *R, const stsl__cov_work *w, const float *z, double t,
-                               double sy, double cflat, int steps, float *zy, float *eps, float *x0,
-                               float *g, double *wb);
+                               double sy, double cflat, int steps, float *eps, float *x0, float *g,
+                               double *wb);
 
 /* ---- operator gain ---- */
 /* L2 = ||A||_2^2 by 30 power iterations on A^T A (forward + VJP, a fixed seed, no network call);

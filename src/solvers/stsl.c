@@ -142,16 +142,7 @@ stsl_status stsl__solve_stsl(stsl__run *R, float *x_out)
     }
     if ((st = stsl__adam_init(R, &adam, m)) != STSL_OK) goto done;
     stsl__cov_work cw = {0};
-    float *zy = NULL;            /* stsl__cov_guidance's warm start, B x d_y */
-    if (cov_step) {
-        zy = stsl__run_buffer(R, (size_t)B * R->dy);
-        if (!zy) {
-            st = STSL_ERR_NOMEM;
-            goto done;
-        }
-        if ((st = stsl__cov_work_alloc(R, &cw)) != STSL_OK) goto done;
-        memset(zy, 0, (size_t)B * R->dy * sizeof(float));
-    }
+    if (cov_step && (st = stsl__cov_work_alloc(R, &cw)) != STSL_OK) goto done;
     R->total = T;
     R->step = 0;
 
@@ -212,8 +203,7 @@ stsl_status stsl__solve_stsl(stsl__run *R, float *x_out)
              * Z <- Z + (1 - alpha_k) grad_Z log N(y; A zbar(Z), sigma_y^2 I + A Cov[x0|Z] A^T),
              * the DDPM step's share of the likelihood score, M^-1 r by COV_STEPS Galerkin steps
              * warm-started from the level above (1 + COV_STEPS UNet VJPs) */
-            if ((st = stsl__cov_guidance(R, &cw, Z, t, sy, 0.0, COV_STEPS, zy, eps, zbar, grad, NULL)) !=
-                STSL_OK)
+            if ((st = stsl__cov_guidance(R, &cw, Z, t, sy, 0.0, COV_STEPS, eps, zbar, grad, NULL)) != STSL_OK)
                 goto done;
             /* per sample at most the level's DDPM noise, sqrt(beta~_k d_z): on the image prior
              * the network's Jacobian at high noise made M^-1 r 50 noise scales long on one

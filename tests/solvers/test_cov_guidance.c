@@ -65,26 +65,26 @@ static void test_steps_in_one_call(void)
     const double t = 300, sy = 0.3;
     enum { S = 3 };
     stsl__run R = new_run();
-    stsl__cov_work w;
-    TU_ASSERT_OK(stsl__cov_work_alloc(&R, &w));
-    float *zy1 = stsl__run_buffer(&R, B * DY), *zy2 = stsl__run_buffer(&R, B * DY);
+    stsl__cov_work w1, w2;   /* each with its own warm start, 0 */
+    TU_ASSERT_OK(stsl__cov_work_alloc(&R, &w1));
+    TU_ASSERT_OK(stsl__cov_work_alloc(&R, &w2));
+    const float *zy1 = w1.zy, *zy2 = w2.zy;
     float *eps1 = stsl__run_buffer(&R, B * DX), *eps2 = stsl__run_buffer(&R, B * DX);
     float *x01 = stsl__run_buffer(&R, B * DX), *x02 = stsl__run_buffer(&R, B * DX);
     float *g1 = stsl__run_buffer(&R, B * DX), *g2 = stsl__run_buffer(&R, B * DX);
-    CU_ASSERT_FATAL(zy1 && zy2 && eps1 && eps2 && x01 && x02 && g1 && g2);
-    memset(zy1, 0, B * DY * sizeof(float));
-    memset(zy2, 0, B * DY * sizeof(float));
+    CU_ASSERT_FATAL(eps1 && eps2 && x01 && x02 && g1 && g2);
+    CU_ASSERT(tu_norm(zy1, B * DY) == 0 && tu_norm(zy2, B * DY) == 0);
     double wb1[B], wb2[B];
 
     memset(&sv->nfe, 0, sizeof sv->nfe);
-    TU_ASSERT_OK(stsl__cov_guidance(&R, &w, Z, t, sy, 0.0, S, zy1, eps1, x01, g1, wb1));
+    TU_ASSERT_OK(stsl__cov_guidance(&R, &w1, Z, t, sy, 0.0, S, eps1, x01, g1, wb1));
     CU_ASSERT_EQUAL(sv->nfe.unet_vjp, (uint64_t)(1 + S) * B);
     CU_ASSERT_EQUAL(sv->nfe.unet_calls, (uint64_t)(1 + S));
     CU_ASSERT_EQUAL(sv->nfe.unet_forward, 0);
 
     memset(&sv->nfe, 0, sizeof sv->nfe);
     for (int s = 0; s < S; s++)
-        TU_ASSERT_OK(stsl__cov_guidance(&R, &w, Z, t, sy, 0.0, 1, zy2, eps2, x02, g2, wb2));
+        TU_ASSERT_OK(stsl__cov_guidance(&R, &w2, Z, t, sy, 0.0, 1, eps2, x02, g2, wb2));
     CU_ASSERT_EQUAL(sv->nfe.unet_vjp, (uint64_t)2 * S * B);
 
     /* the same eps and x0hat (the same first pass); the iterates and gradients equal up to the
@@ -159,11 +159,11 @@ static void test_converges_to_exact(void)
     stsl__run R = new_run();
     stsl__cov_work w;
     TU_ASSERT_OK(stsl__cov_work_alloc(&R, &w));
-    float *zy = stsl__run_buffer(&R, B * DY), *eps = stsl__run_buffer(&R, B * DX),
-          *x0 = stsl__run_buffer(&R, B * DX), *g = stsl__run_buffer(&R, B * DX);
-    CU_ASSERT_FATAL(zy && eps && x0 && g);
-    memset(zy, 0, B * DY * sizeof(float));
-    TU_ASSERT_OK(stsl__cov_guidance(&R, &w, Z, t, sy, 0.0, 12, zy, eps, x0, g, NULL));
+    float *eps = stsl__run_buffer(&R, B * DX), *x0 = stsl__run_buffer(&R, B * DX),
+          *g = stsl__run_buffer(&R, B * DX);
+    CU_ASSERT_FATAL(eps && x0 && g);
+    TU_ASSERT_OK(stsl__cov_guidance(&R, &w, Z, t, sy, 0.0, 12, eps, x0, g, NULL));
+    const float *zy = w.zy;
     float zexact[B * DY], gexact[B * DX];
     exact_solution(&R, t, sy, x0, zexact, gexact);
     CU_ASSERT_FATAL(tu_norm(zexact, B * DY) > 0 && tu_norm(gexact, B * DX) > 0);
@@ -180,10 +180,9 @@ static void test_no_steps_refused(void)
     stsl__run R = new_run();
     stsl__cov_work w;
     TU_ASSERT_OK(stsl__cov_work_alloc(&R, &w));
-    float *zy = stsl__run_buffer(&R, B * DY), *v = stsl__run_buffer(&R, B * DX);
-    CU_ASSERT_FATAL(zy && v);
-    memset(zy, 0, B * DY * sizeof(float));
-    TU_ASSERT_STATUS(stsl__cov_guidance(&R, &w, Z, 300, 0.3, 0.0, 0, zy, v, v, v, NULL),
+    float *v = stsl__run_buffer(&R, B * DX);
+    CU_ASSERT_FATAL(v != NULL);
+    TU_ASSERT_STATUS(stsl__cov_guidance(&R, &w, Z, 300, 0.3, 0.0, 0, v, v, v, NULL),
                      STSL_ERR_INTERNAL);
     CU_ASSERT(err[0] != '\0');
     stsl__run_release(&R);
