@@ -19,8 +19,9 @@
  *   7  output x0hat(mu_0) = mu_0
  * M_k (STSL_PARAM_LIKELIHOOD_VARIANCE; the summary only says "approximated using MMSE estimation"):
  *   TWEEDIE (default, issue 28): Cov = (1 - abar)/sqrt(abar) J_x0hat (Tweedie's second moment) in
- *     full, M^-1 r by one warm-started conjugate-gradient step per evaluation (stsl__cov_guidance: two
- *     VJPs, products guarded against a Jacobian that is no covariance); on a latent prior, a
+ *     full, M^-1 r by one warm-started Galerkin step on span{zy, r - M zy} per evaluation
+ *     (stsl__cov_guidance: two VJPs, products guarded against a Jacobian that is no covariance;
+ *     a plain CG step, beta = 1, cannot rescale a stale zy); on a latent prior, a
  *     nonlinear operator or an impulse-noise loss, where the products do not exist, the default
  *     stays FLAT and an explicit TWEEDIE takes its trace tr(A Cov A^T)/d_y by Hutchinson
  *     (tweedie_var_grad, PROBES probes, 1 + PROBES VJPs).
