@@ -11,6 +11,7 @@
  */
 #include "common/testutil.h"
 #include "solvers/solver_internal.h"
+#include "support/testbed.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -122,27 +123,17 @@ static void exact_solution(stsl__run *R, double t, double sy, const float *x0, f
     }
     TU_ASSERT_OK(stsl_operator_forward(op, x0, ax, B));
     for (int b = 0; b < B; b++) {
-        /* M symmetric (checked), then Gaussian elimination on [M | r] */
-        double a[DY][DY + 1];
+        /* M symmetric (checked) and positive definite: the testbed's Cholesky solve */
+        double a[DY * DY], z[DY];
         for (int r = 0; r < DY; r++) {
             for (int i = 0; i < DY; i++) {
-                a[r][i] = 0.5 * (M[b][r][i] + M[b][i][r]);
+                a[r * DY + i] = 0.5 * (M[b][r][i] + M[b][i][r]);
                 CU_ASSERT(fabs(M[b][r][i] - M[b][i][r]) <= 1e-4 * (fabs(M[b][r][i]) + 1e-3));
             }
-            a[r][DY] = (double)Y[b * DY + r] - ax[b * DY + r];
+            z[r] = (double)Y[b * DY + r] - ax[b * DY + r];
         }
-        for (int p = 0; p < DY; p++)
-            for (int r = p + 1; r < DY; r++) {
-                const double m = a[r][p] / a[p][p];
-                for (int i = p; i <= DY; i++) a[r][i] -= m * a[p][i];
-            }
-        double z[DY];
-        for (int p = DY - 1; p >= 0; p--) {
-            double s = a[p][DY];
-            for (int i = p + 1; i < DY; i++) s -= a[p][i] * z[i];
-            z[p] = s / a[p][p];
-            zexact[b * DY + p] = (float)z[p];
-        }
+        CU_ASSERT_FATAL(stsl__testbed_spd_solve(a, DY, z) == 0);
+        for (int p = 0; p < DY; p++) zexact[b * DY + p] = (float)z[p];
         for (int k = 0; k < DX; k++) {
             double s = 0;
             for (int i = 0; i < DY; i++) s += JA[b][i][k] * z[i];

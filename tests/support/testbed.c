@@ -91,6 +91,14 @@ static void solve_upper_t(const double *L, size_t n, double *b)
     }
 }
 
+int stsl__testbed_spd_solve(double *a, size_t n, double *b)
+{
+    if (cholesky(a, n) != 0) return -1;
+    solve_lower(a, n, b);
+    solve_upper_t(a, n, b);
+    return 0;
+}
+
 /* ---- construction ---- */
 
 static stsl__testbed *tb_alloc(size_t dx, size_t dy, int k)

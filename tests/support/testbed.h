@@ -78,4 +78,8 @@ stsl_status stsl__testbed_configure(const stsl__testbed *tb, stsl_solver *solver
 double stsl__sliced_wasserstein(const float *a, const float *b, size_t n, size_t d, int nproj,
                                 uint64_t seed);
 
+/* Solve a x = b in place (b becomes x) for an n x n symmetric positive definite a (row-major,
+ * overwritten by its lower Cholesky factor): the testbed's own solver.  -1 if a is not SPD. */
+int stsl__testbed_spd_solve(double *a, size_t n, double *b);
+
 #endif
