@@ -338,22 +338,24 @@ static void write_instances_md(FILE *md, const gmm_opts *o, const inst *list, in
                 "The floor rows say how often the exact sampler itself meets the same bar.\n\n");
     fprintf(md, "| claim | all | grid | random |\n|---|---:|---:|---:|\n");
     char what[256];
+    /* column 0 is the second exact set: its row says how often a sampler that draws from the
+     * exact posterior meets the bar at this sample size (DPS's finite-sample SW can fall below
+     * the exact floor) */
     if (dps >= 0)
-        for (int k = 0; k < o->nsolvers; k++) {
-            if (nref + k == dps) continue;
-            snprintf(what, sizeof what, "%s SW <= 1.5x dps SW", o->solvers[k]);
-            claim_line(md, what, list, ninst, isw, isw, ncol, nref + k, dps, 1.5);
+        for (int k = 0; k < ncol; k++) {
+            if (k == 1 || k == dps) continue;
+            snprintf(what, sizeof what, "%s SW <= 1.5x dps SW",
+                     k == 0 ? "exact (floor)" : o->solvers[k - nref]);
+            claim_line(md, what, list, ninst, isw, isw, ncol, k, dps, 1.5);
         }
-    for (int k = 0; k < ncol; k++) {
-        if (k == 1) continue;
-        snprintf(what, sizeof what, "%s SW <= 2x the exact floor%s", k == 0 ? "exact (second set)" : o->solvers[k - nref],
-                 k == 0 ? " (1 of 1 by definition)" : "");
-        if (k > 0) claim_line(md, what, list, ninst, isw, isw, ncol, k, 0, 2.0);
+    for (int k = nref; k < ncol; k++) {
+        snprintf(what, sizeof what, "%s SW <= 2x the exact floor", o->solvers[k - nref]);
+        claim_line(md, what, list, ninst, isw, isw, ncol, k, 0, 2.0);
     }
     for (int k = 0; k < ncol; k++) {
         if (k == 1) continue;
-        snprintf(what, sizeof what, "%s relative mean error <= 5 %%%s", k == 0 ? "exact (floor)" : o->solvers[k - nref],
-                 k == 0 ? "" : "");
+        snprintf(what, sizeof what, "%s relative mean error <= 5 %%",
+                 k == 0 ? "exact (floor)" : o->solvers[k - nref]);
         claim_line(md, what, list, ninst, irel, NULL, ncol, k, 0, 0.05);
     }
     fprintf(md, "\n## Sliced W2, every instance\n\n| # | kind | d_x | d_y | seed | exact (floor) | prior |");
