@@ -353,7 +353,10 @@ typedef enum stsl_likelihood_variance {
                                       * elsewhere is STSL_ERR_UNSUPPORTED): each level of the upper
                                       * half begins with Z += (1 - alpha_k) grad log N(y; A x0hat,
                                       * sigma_y^2 I + A Cov A^T) (3 Galerkin steps, 4 VJPs) and its
-                                      * passes take DPS's ZETA pull instead of the Polyak step */
+                                      * passes take DPS's ZETA pull instead of the Polyak step; a
+                                      * lower level begins with the same step for the samples whose
+                                      * data term the level above left over 4x its noise level
+                                      * (4 VJPs per such level) */
 } stsl_likelihood_variance;
 
 typedef enum stsl_boundary {

@@ -51,7 +51,7 @@ static const stsl__param_meta META[] = {
     {STSL_PARAM_ADAM_PERSIST, "adam-persist", "persist", "STSL keeps Adam moments across steps (1)", NULL},
     {STSL_PARAM_STEP_RULE, "step-rule", "rule", "STSL inner update", STEP_RULE_NAMES},
     {STSL_PARAM_STEP_NOISE, "step-noise", "stepnoise", "STSL line-14 noise (0 as written, 1 DDPM)", NULL},
-    {STSL_PARAM_LIKELIHOOD_VARIANCE, "likelihood-variance", "likvar", "RMP v_k; STSL: tweedie = the upper levels take a Tweedie-covariance likelihood step and DPS's pull (pixel prior, linear operator, Gaussian noise), flat = the Polyak step on every level", LIKVAR_NAMES},
+    {STSL_PARAM_LIKELIHOOD_VARIANCE, "likelihood-variance", "likvar", "RMP v_k; STSL: tweedie = the upper levels take a Tweedie-covariance likelihood step and DPS's pull, the lower levels the same step where the data term stays over 4x its noise level (pixel prior, linear operator, Gaussian noise), flat = the Polyak step on every level", LIKVAR_NAMES},
     {STSL_PARAM_RENOISE_LEVEL, "renoise-level", "renoise", "DPS-MO next level by the eta step (0) or all fresh noise (1)", NULL},
     {STSL_PARAM_DENOISE_PASSES, "denoise-passes", "passes",
      "DPS-MO posterior-denoiser passes per level (2: re-noise the estimate and denoise again; unset: 1 on 100 steps at eta 0.75 unless the operator is linear, the loss squared and the prior in pixels)", NULL},

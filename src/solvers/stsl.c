@@ -21,7 +21,9 @@
  *          Cov = Cov[x0 | Z] = (1 - abar_k)/sqrt(abar_k) J_zbar (Tweedie's second moment): the
  *          share of the likelihood score grad log N(y; A zbar, M) that a DDPM step of this size
  *          gives the prior's score; M^-1 r by COV_STEPS Galerkin steps warm-started from the
- *          level above (stsl__cov_guidance, RMP's); the move at most sqrt(beta~_k d_z) per sample
+ *          level above (stsl__cov_guidance, RMP's); the move at most sqrt(beta~_k d_z) per sample.
+ *          On a lower level the same step, for a sample whose data term the passes of the level
+ *          above left above COV_LOW_EXCESS L* (first-order steps stall on an ill-conditioned A)
  *   7      for pass = 1 .. K  (K + 1 passes with STSL_PARAM_INNER_INCLUSIVE = 1)
  *   8          e_1..e_N ~ N(0, I)                                          (fresh probes per pass)
  *   9          zbar = (Z + (1 - abar_k) s(Z, t_k)) / sqrt(abar_k)          ('+': Tweedie, Prop. 4.1)
@@ -69,6 +71,7 @@
  *   UNet VJPs     = T P (1 + N')  (line 9's eps at Z is kept from the same pass: the probes are
  *                   drawn first, all N' + 1 points evaluated once, differentiated after line 10)
  *                   + (1 + COV_STEPS) T_up with line 6a (T_up levels in the upper half: 25 of 50)
+ *                   + (1 + COV_STEPS) per lower level where a sample of the batch takes line 6a
  *   UNet forwards = T (line 13, at the updated Z) + T_init
  *                   (T_init = T for PREDICTED_NOISE and DDIM_INVERSION, 0 for FRESH_NOISE/PRIOR)
  *   When B (N' + 1) > STSL_PARAM_BATCH_LIMIT the points cannot be kept in one call: line 9 is then
@@ -84,6 +87,12 @@
 /* Galerkin steps of M^-1 r per upper level (TWEEDIE): one left 2 of 6 GMM instances over 1.5x
  * DPS, three none (docs/algorithms.md) */
 enum { COV_STEPS = 3 };
+/* A lower level takes line 6a for a sample whose data term, at the last pass of the level above,
+ * exceeded COV_LOW_EXCESS times its noise level L*: there the Polyak steps, first-order, stall on an
+ * ill-conditioned A (GMM 16/15/2896, sigma_y 1e-3 of ||A||: L/L* 1e3-1e5 on every lower level;
+ * 0.2-1.3 on an instance the Polyak steps serve, 23/4/9001); line 6a there is the exact move
+ * (docs/algorithms.md, "A lower level's covariance step") */
+enum { COV_LOW_EXCESS = 4 };
 
 stsl_status stsl__solve_stsl(stsl__run *R, float *x_out)
 {
@@ -143,6 +152,13 @@ stsl_status stsl__solve_stsl(stsl__run *R, float *x_out)
     if ((st = stsl__adam_init(R, &adam, m)) != STSL_OK) goto done;
     stsl__cov_work cw = {0};
     if (cov_step && (st = stsl__cov_work_alloc(R, &cw)) != STSL_OK) goto done;
+    /* a lower level's line 6a: the warm starts of the samples that do not take it, kept as they
+     * were, so that a sample's path does not depend on the rest of its batch */
+    float *zy_keep = cov_step ? stsl__run_buffer(R, (size_t)B * R->dy) : NULL;
+    if (cov_step && !zy_keep) {
+        st = STSL_ERR_NOMEM;
+        goto done;
+    }
     R->total = T;
     R->step = 0;
 
@@ -198,7 +214,14 @@ stsl_status stsl__solve_stsl(stsl__run *R, float *x_out)
         if (!persist) stsl__adam_reset(&adam);
         for (size_t i = 0; i < npts; i++) tt[i] = (float)t;
         const int upper = t > 0.5 * (double)(R->T_train - 1);
-        if (cov_step && upper) {
+        /* line 6a on a lower level: the samples whose data term the level above left above
+         * COV_LOW_EXCESS L* (loss holds it from that level's last pass) */
+        const double low_bar = COV_LOW_EXCESS * lstar;
+        int any_low = 0;
+        if (cov_step && !upper && k < T && lstar > 0)
+            for (int b = 0; b < B; b++) any_low |= loss[b] > low_bar;
+        if (any_low) memcpy(zy_keep, cw.zy, (size_t)B * R->dy * sizeof(float));
+        if (cov_step && (upper || any_low)) {
             /* the Tweedie-covariance likelihood step (not in the paper; docs/algorithms.md):
              * Z <- Z + (1 - alpha_k) grad_Z log N(y; A zbar(Z), sigma_y^2 I + A Cov[x0|Z] A^T),
              * the DDPM step's share of the likelihood score, M^-1 r by COV_STEPS Galerkin steps
@@ -210,6 +233,10 @@ stsl_status stsl__solve_stsl(stsl__run *R, float *x_out)
              * random-inpaint image (8.6 dB); on the GMM testbed it never binds (<= 0.3 of it) */
             const double cap = sqrt((1 - alpha) * (1 - abp) / (1 - ab) * (double)dz);
             for (int b = 0; b < B; b++) {
+                if (!upper && !(loss[b] > low_bar)) {
+                    memcpy(cw.zy + (size_t)b * R->dy, zy_keep + (size_t)b * R->dy, R->dy * sizeof(float));
+                    continue;
+                }
                 float *zb = Z + (size_t)b * dz;
                 const float *gb = grad + (size_t)b * dz;
                 const double len = (1 - alpha) * sqrt(stsl__dot(gb, gb, dz));

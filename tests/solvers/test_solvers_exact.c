@@ -23,6 +23,9 @@
  * 2. Image-shaped GMM (1x8x8, 4 components, var 0.02) under the library's gaussian-blur, sr2 and
  *    random-inpaint operators with Gaussian noise sigma_y = 0.05: dps and stsl SW <= 0.5 SW(prior);
  *    rmp mean error <= 0.5 prior mean error (sr2 included since issue 28).
+ * 4. STSL's defaults on an ill-conditioned MCG instance (d_x 16, d_y 15, seed 2896, sigma_y 1e-3
+ *    of ||A||): SW <= 1.5x the exact floor (a second exact set); 3.4x before the lower levels'
+ *    covariance step.
  */
 #include "common/testutil.h"
 #include "support/testbed.h"
@@ -210,6 +213,31 @@ static void test_stsl_defaults(void)
                sw_new, sw_old, sw_dps);
     CU_ASSERT(sw_new <= STSL_DEFAULT_VS_LITERAL * sw_old);
     free(ex);
+    problem_close(&P);
+}
+
+/* An ill-conditioned instance (GMM 16/15/2896: sigma_y at the testbed's floor, 1e-3 of A's top
+ * singular value): the lower levels' Polyak steps, first-order, left the data term 1e3-1e5 times
+ * its noise level on every lower level; the lower levels' covariance step for such samples
+ * (stsl.c, COV_LOW_EXCESS) mends it.  Here (250 samples, seed 1234): SW 0.119 -> 0.042 against
+ * the exact floor 0.035 (a second exact set), mean error 0.108 -> 0.010; DPS 0.024 (below the
+ * floor: under-dispersed), so the bound is on the floor. */
+#define STSL_ILL_VS_FLOOR 1.5
+static void test_stsl_ill_conditioned(void)
+{
+    problem P;
+    if (mcg_open(16, 15, 2896, &P) != 0) return;
+    const size_t dx = P.tb->dx;
+    float *ex = malloc((size_t)N_SAMPLES * dx * sizeof(float)), *ex2 = malloc((size_t)N_SAMPLES * dx * sizeof(float));
+    TU_ASSERT_OK(stsl__testbed_sample_posterior(P.tb, N_SAMPLES, 5, ex));
+    TU_ASSERT_OK(stsl__testbed_sample_posterior(P.tb, N_SAMPLES, 7, ex2));
+    const double sw_floor = stsl__sliced_wasserstein(ex, ex2, N_SAMPLES, dx, 256, 99);
+    double sw = 1e9, me = 0;
+    run(&P, "stsl", 0, 0, ex, &sw, &me);
+    if (verbose) printf("\n  16/15/2896: stsl SW %.4f (exact floor %.4f), mean err %.4f\n", sw, sw_floor, me);
+    CU_ASSERT(sw <= STSL_ILL_VS_FLOOR * sw_floor);
+    free(ex);
+    free(ex2);
     problem_close(&P);
 }
 
@@ -523,6 +551,7 @@ int main(void)
         {"testbed: exact sampler and sliced Wasserstein", test_testbed_self},
         {"MCG GMM d_x 8 d_y 2: every solver vs the exact posterior", test_mcg},
         {"MCG GMM d_x 80 d_y 2: stsl defaults vs the literal reading and dps", test_stsl_defaults},
+        {"MCG GMM d_x 16 d_y 15, sigma_y 1e-3 ||A||: stsl within 1.5x of the exact floor", test_stsl_ill_conditioned},
         {"MCG GMM prior: dps-mo with guidance and MO off samples it as ddim does", test_dps_mo_prior},
         {"dps-mo defaults: samples in the posterior's component on fresh MCG instances", test_dps_mo_modes},
         {"stsl defaults: no samples in components of posterior weight ~0 (issue 28)", test_stsl_modes},
