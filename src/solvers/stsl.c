@@ -215,8 +215,9 @@ stsl_status stsl__solve_stsl(stsl__run *R, float *x_out)
         for (size_t i = 0; i < npts; i++) tt[i] = (float)t;
         const int upper = t > 0.5 * (double)(R->T_train - 1);
         /* line 6a on a lower level: the samples whose data term the level above left above
-         * COV_LOW_EXCESS L* (loss holds it from that level's last pass) */
-        const double low_bar = COV_LOW_EXCESS * lstar;
+         * COV_LOW_EXCESS L* (loss holds it from that level's last pass; for the plain norm the
+         * bar of its square) */
+        const double low_bar = (squared ? COV_LOW_EXCESS : sqrt((double)COV_LOW_EXCESS)) * lstar;
         int any_low = 0;
         if (cov_step && !upper && k < T && lstar > 0)
             for (int b = 0; b < B; b++) any_low |= loss[b] > low_bar;
