@@ -89,7 +89,7 @@
 enum { COV_STEPS = 3 };
 /* A lower level takes line 6a for a sample whose data term, at the last pass of the level above,
  * exceeded COV_LOW_EXCESS times its noise level L*: there the Polyak steps, first-order, stall on an
- * ill-conditioned A (GMM 16/15/2896, sigma_y 1e-3 of ||A||: L/L* 1e3-1e5 on every lower level;
+ * ill-conditioned A (GMM 16/15/2896, sigma_y 1e-3 of ||A||: L/L* 3e3-2e5 on every lower level;
  * 0.2-1.3 on an instance the Polyak steps serve, 23/4/9001); line 6a there is the exact move
  * (docs/algorithms.md, "A lower level's covariance step") */
 enum { COV_LOW_EXCESS = 4 };

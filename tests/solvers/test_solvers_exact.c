@@ -217,7 +217,7 @@ static void test_stsl_defaults(void)
 }
 
 /* An ill-conditioned instance (GMM 16/15/2896: sigma_y at the testbed's floor, 1e-3 of A's top
- * singular value): the lower levels' Polyak steps, first-order, left the data term 1e3-1e5 times
+ * singular value): the lower levels' Polyak steps, first-order, left the data term 3e3-2e5 times
  * its noise level on every lower level; the lower levels' covariance step for such samples
  * (stsl.c, COV_LOW_EXCESS) mends it.  Here (250 samples, seed 1234): SW 0.119 -> 0.042 against
  * the exact floor 0.035 (a second exact set), mean error 0.108 -> 0.010; DPS 0.024 (below the
