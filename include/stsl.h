@@ -288,7 +288,8 @@ typedef enum stsl_param {
                                       * (one UNet VJP each, after the DPS one) */
     STSL_PARAM_PROBES = 102,         /* int: STSL / RMP Hutchinson probes N */
     STSL_PARAM_ETA = 103,            /* float: STSL second-order step eta; DDIM eta; DPS-MO's
-                                      * re-noise eta (1 DDPM ancestral, 0 probability-flow ODE) */
+                                      * step eta on the levels above ETA_SIGMA (1 DDPM ancestral,
+                                      * 0 probability-flow ODE) */
     STSL_PARAM_LAMBDA = 104,         /* float: STSL likelihood strength */
     STSL_PARAM_LEARNING_RATE = 105,  /* float: STSL step (STEP_RULE); RMP s1 */
     STSL_PARAM_LR_DECAY = 106,       /* float: STSL lr multiplier per reverse step */
@@ -325,9 +326,12 @@ typedef enum stsl_param {
                                       * samples (short calls padded); P = 1 makes a sample's bits
                                       * independent of its batch on any CPU (see
                                       * stsl_solver_run_seeded) */
-    STSL_PARAM_DENOISE_PASSES = 126  /* int >= 1: DPS-MO posterior-denoiser passes per level; pass
+    STSL_PARAM_DENOISE_PASSES = 126, /* int >= 1: DPS-MO posterior-denoiser passes per level; pass
                                       * p > 1 re-noises pass p-1's estimate with the noise the
                                       * iterate carries and denoises again (MO l.9-10) */
+    STSL_PARAM_ETA_SIGMA = 127       /* float >= 0: DPS-MO takes ETA's step on the levels with
+                                      * sigma above this and the probability-flow ODE step (ETA 0)
+                                      * below; 0: ETA on every level */
 } stsl_param;
 
 typedef enum stsl_step_rule {

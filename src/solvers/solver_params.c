@@ -31,7 +31,7 @@ static const stsl__param_meta META[] = {
     {STSL_PARAM_STEPS, "steps", "", "reverse (outer) steps T", NULL},
     {STSL_PARAM_INNER_STEPS, "inner-steps", "K k inner", "inner steps: STSL K, RMP T_in, DPS-MO MO directions per level", NULL},
     {STSL_PARAM_PROBES, "probes", "", "STSL / RMP (tweedie) Hutchinson probes N", NULL},
-    {STSL_PARAM_ETA, "eta", "", "STSL second-order weight; DDIM eta; DPS-MO re-noise eta (1 ancestral, 0 ODE)", NULL},
+    {STSL_PARAM_ETA, "eta", "", "STSL second-order weight; DDIM eta; DPS-MO step eta above eta-sigma (1 ancestral, 0 ODE)", NULL},
     {STSL_PARAM_LAMBDA, "lambda", "", "STSL likelihood strength", NULL},
     {STSL_PARAM_LEARNING_RATE, "lr", "learning-rate",
      "STSL step fraction (scaled) or Adam lr; RMP s1", NULL},
@@ -55,6 +55,8 @@ static const stsl__param_meta META[] = {
     {STSL_PARAM_RENOISE_LEVEL, "renoise-level", "renoise", "DPS-MO next level by the eta step (0) or all fresh noise (1)", NULL},
     {STSL_PARAM_DENOISE_PASSES, "denoise-passes", "passes",
      "DPS-MO posterior-denoiser passes per level (2: re-noise the estimate and denoise again; unset: 1 on 100 steps at eta 0.75 unless the operator is linear, the loss squared and the prior in pixels)", NULL},
+    {STSL_PARAM_ETA_SIGMA, "eta-sigma", "",
+     "DPS-MO: eta's step on the levels with sigma above this, the ODE step (eta 0) below; 0: eta on every level (unset: 8 with two passes, 0 with one)", NULL},
     {STSL_PARAM_BATCH_LIMIT, "batch-limit", "", "max points per network call (memory bound)", NULL},
     {STSL_PARAM_PAD_BATCH, "pad-batch", "",
      "run a batch as groups of P, calls shaped for P (1: same bits at any batch)", NULL},
@@ -109,7 +111,11 @@ static const sp_row ROWS[] = {
      * on a coarse ladder: guidance off at 50 levels, within-component spread 0.937 at 0.75, 0.951
      * at 0.6, 0.957 at 0.5 (target >= 0.95); 0.5 costs 0.5 dB against 0.75 on gaussian-blur and sr4
      * (docs/algorithms.md, dps-mo) */
-    {STSL_PARAM_ETA,                  K(DPS_MO),               0, 1, 0.5, 0, 0},
+    /* DPS-MO: the ancestral step (ETA 1) above sigma 8, the probability-flow ODE below (issue 28:
+     * guidance off, the ancestral step's coarse levels under-disperse a component, the ODE's
+     * misplace the components' weights; docs/algorithms.md, dps-mo) */
+    {STSL_PARAM_ETA,                  K(DPS_MO),               0, 1, 1.0, 0, 0},
+    {STSL_PARAM_ETA_SIGMA,            K(DPS_MO),               0, 1e6, 8.0, 0, 0},
     {STSL_PARAM_LAMBDA,               STSL_LIKE,               0, BIG, 1.0, 0, 0},
     /* STSL: the scaled step's fraction (STEP_RULE scaled); Adam's lr is a rule below */
     {STSL_PARAM_LEARNING_RATE,        STSL_LIKE,               1e-12, BIG, 0.2, 0, 0},
@@ -194,11 +200,12 @@ static const sp_rule RULES[] = {
      * elsewhere it threw images off the prior (20 images, one pass at 100 levels -> two at 50:
      * salt-pepper 27.1 -> 24.6 dB with two images at 4 and 7 dB, phase retrieval 26.4 -> 22.3,
      * hdr 21.0 -> 16.5), so there one pass.  Steps and ETA follow the passes, set or ruled (the
-     * rule above comes first): one pass runs 100 levels at ETA 0.75, the same 200 VJPs as two
-     * passes on 50 (docs/algorithms.md, dps-mo) */
+     * rule above comes first): one pass runs 100 levels at ETA 0.75 on every level (ETA_SIGMA 0),
+     * the same 200 VJPs as two passes on 50 (docs/algorithms.md, dps-mo) */
     {K(DPS_MO), STSL_PARAM_DENOISE_PASSES, WHEN_NOT_LINEAR_PIXEL_SQUARED, 0, 0, 1},
     {K(DPS_MO), STSL_PARAM_STEPS, WHEN_SETTING, STSL_PARAM_DENOISE_PASSES, 1, 100},
     {K(DPS_MO), STSL_PARAM_ETA, WHEN_SETTING, STSL_PARAM_DENOISE_PASSES, 1, 0.75},
+    {K(DPS_MO), STSL_PARAM_ETA_SIGMA, WHEN_SETTING, STSL_PARAM_DENOISE_PASSES, 1, 0.0},
 };
 #define N_RULES (sizeof RULES / sizeof RULES[0])
 

@@ -16,7 +16,7 @@
 
 /* parameter slots: SEED and the solver keys 100..126 */
 #define STSL__SP_FIRST 100
-#define STSL__SP_LAST 126
+#define STSL__SP_LAST 127
 #define STSL__SP_COUNT (STSL__SP_LAST - STSL__SP_FIRST + 2)
 
 /* What an operator-dependent default depends on. */

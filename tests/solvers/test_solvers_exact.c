@@ -279,46 +279,54 @@ static void prior_fit(const stsl__testbed *tb, const float *x, int n, double *sp
 
 /* DPS-MO with guidance and MO off (zeta 0, N 0) is its outer loop alone and must sample the prior
  * as DDIM does (issue 28: the re-noise/denoise of the MO step turned D(x) into D(D(x) + sigma xi),
- * spread 0.61, TV 0.27), at its default ETA and at ETA 0 (the probability-flow ODE).  PRIOR_N
- * samples: the TV of PRIOR_N exact draws over 25 components is about 0.04, the spread's standard
- * error 0.005; bounds: spread >= PRIOR_SPREAD_MIN, TV <= PRIOR_TV_MAX, checked on DDIM too (the
- * reference sampler: 0.99 / 0.09 at 50 steps). */
+ * spread 0.61, TV 0.27), on a d_x 8 prior and on d_x 20 and 40 ones, where ETA 0.5 on every level
+ * (the default until 2026-12-07) under-dispersed (spread 0.945 / 0.941) and misplaced the weights
+ * (TV 0.094 / 0.116); and, on the d_x 8 prior, at ETA 0 (the probability-flow ODE; at d_x 24-40
+ * the ODE's top levels misplace the weights, TV 0.13-0.17).  PRIOR_N samples: the TV of PRIOR_N
+ * exact draws over 25 components is about 0.04, the spread's standard error 0.005; bounds: spread
+ * >= PRIOR_SPREAD_MIN, TV <= PRIOR_TV_MAX, checked on DDIM too (the reference sampler: 0.97-0.98 /
+ * 0.07-0.09 at 50 steps on these three). */
 #define PRIOR_N 2000
 #define PRIOR_SPREAD_MIN 0.95
 #define PRIOR_TV_MAX 0.10
 static void test_dps_mo_prior(void)
 {
-    problem P;
-    if (mcg_open(8, 2, 3, &P) != 0) return;
-    float *y = malloc(PRIOR_N * P.tb->dy * sizeof(float)), *x = malloc(PRIOR_N * P.tb->dx * sizeof(float));
-    for (int i = 0; i < PRIOR_N; i++) stsl__testbed_y(P.tb, y + i * P.tb->dy);
-    const char *names[] = {"ddim", "dps-mo", "dps-mo eta 0"};
-    for (int s = 0; s < 3; s++) {
-        stsl_solver *sv = NULL;
-        TU_ASSERT_OK(stsl_solver_create_by_name(ctx, s ? "dps-mo" : "ddim", &sv));
-        if (!sv) continue;
-        if (s >= 1) {
-            TU_ASSERT_OK(stsl_solver_set_float(sv, STSL_PARAM_ZETA, 0.0));
-            TU_ASSERT_OK(stsl_solver_set_int(sv, STSL_PARAM_INNER_STEPS, 0));
+    static const struct { int dx; uint64_t seed; int with_ode; } inst[] = {{8, 3, 1}, {20, 103, 0}, {40, 13, 0}};
+    for (size_t q = 0; q < sizeof inst / sizeof inst[0]; q++) {
+        problem P;
+        if (mcg_open(inst[q].dx, 2, inst[q].seed, &P) != 0) return;
+        float *y = malloc(PRIOR_N * P.tb->dy * sizeof(float)), *x = malloc(PRIOR_N * P.tb->dx * sizeof(float));
+        for (int i = 0; i < PRIOR_N; i++) stsl__testbed_y(P.tb, y + i * P.tb->dy);
+        const char *names[] = {"ddim", "dps-mo", "dps-mo eta 0"};
+        for (int s = 0; s < (inst[q].with_ode ? 3 : 2); s++) {
+            stsl_solver *sv = NULL;
+            TU_ASSERT_OK(stsl_solver_create_by_name(ctx, s ? "dps-mo" : "ddim", &sv));
+            if (!sv) continue;
+            if (s >= 1) {
+                TU_ASSERT_OK(stsl_solver_set_float(sv, STSL_PARAM_ZETA, 0.0));
+                TU_ASSERT_OK(stsl_solver_set_int(sv, STSL_PARAM_INNER_STEPS, 0));
+            }
+            if (s == 2) TU_ASSERT_OK(stsl_solver_set_float(sv, STSL_PARAM_ETA, 0.0));
+            stsl_solver_set_int(sv, STSL_PARAM_SEED, 77);
+            stsl_solver_set_int(sv, STSL_PARAM_BATCH_LIMIT, 4096);
+            TU_ASSERT_OK(stsl_solver_run(sv, P.score, P.op, NULL, y, x, PRIOR_N));
+            double spread = 0, tv = 1;
+            prior_fit(P.tb, x, PRIOR_N, &spread, &tv);
+            if (verbose)
+                printf("\n  d_x %d: %s, guidance off: within-component spread %.3f, weight TV %.3f", inst[q].dx,
+                       names[s], spread, tv);
+            if (!(spread >= PRIOR_SPREAD_MIN && tv <= PRIOR_TV_MAX))
+                fprintf(stderr, "\n  d_x %d: %s with guidance off: spread %.3f (>= %.2f), TV %.3f (<= %.2f)\n",
+                        inst[q].dx, names[s], spread, PRIOR_SPREAD_MIN, tv, PRIOR_TV_MAX);
+            CU_ASSERT(spread >= PRIOR_SPREAD_MIN);
+            CU_ASSERT(spread <= 1.0 / PRIOR_SPREAD_MIN);
+            CU_ASSERT(tv <= PRIOR_TV_MAX);
+            stsl_solver_destroy(sv);
         }
-        if (s == 2) TU_ASSERT_OK(stsl_solver_set_float(sv, STSL_PARAM_ETA, 0.0));
-        stsl_solver_set_int(sv, STSL_PARAM_SEED, 77);
-        stsl_solver_set_int(sv, STSL_PARAM_BATCH_LIMIT, 4096);
-        TU_ASSERT_OK(stsl_solver_run(sv, P.score, P.op, NULL, y, x, PRIOR_N));
-        double spread = 0, tv = 1;
-        prior_fit(P.tb, x, PRIOR_N, &spread, &tv);
-        if (verbose) printf("\n  %s, guidance off: within-component spread %.3f, weight TV %.3f", names[s], spread, tv);
-        if (!(spread >= PRIOR_SPREAD_MIN && tv <= PRIOR_TV_MAX))
-            fprintf(stderr, "\n  %s with guidance off: spread %.3f (>= %.2f), TV %.3f (<= %.2f)\n", names[s],
-                    spread, PRIOR_SPREAD_MIN, tv, PRIOR_TV_MAX);
-        CU_ASSERT(spread >= PRIOR_SPREAD_MIN);
-        CU_ASSERT(spread <= 1.0 / PRIOR_SPREAD_MIN);
-        CU_ASSERT(tv <= PRIOR_TV_MAX);
-        stsl_solver_destroy(sv);
+        free(y);
+        free(x);
+        problem_close(&P);
     }
-    free(y);
-    free(x);
-    problem_close(&P);
 }
 
 /* Mode weights: the share of a solver's samples (library defaults; zeta >= 0 sets ZETA, likvar >= 0
@@ -552,7 +560,7 @@ int main(void)
         {"MCG GMM d_x 8 d_y 2: every solver vs the exact posterior", test_mcg},
         {"MCG GMM d_x 80 d_y 2: stsl defaults vs the literal reading and dps", test_stsl_defaults},
         {"MCG GMM d_x 16 d_y 15, sigma_y 1e-3 ||A||: stsl within 1.5x of the exact floor", test_stsl_ill_conditioned},
-        {"MCG GMM prior: dps-mo with guidance and MO off samples it as ddim does", test_dps_mo_prior},
+        {"MCG GMM priors d_x 8, 20, 40: dps-mo with guidance and MO off samples them as ddim does", test_dps_mo_prior},
         {"dps-mo defaults: samples in the posterior's component on fresh MCG instances", test_dps_mo_modes},
         {"stsl defaults: no samples in components of posterior weight ~0 (issue 28)", test_stsl_modes},
         {"rmp defaults: posterior mean within 5 % on fresh MCG instances", test_rmp_fresh},
