@@ -285,7 +285,7 @@ static void prior_fit(const stsl__testbed *tb, const float *x, int n, double *sp
  * the ODE's top levels misplace the weights, TV 0.13-0.17).  PRIOR_N samples: the TV of PRIOR_N
  * exact draws over 25 components is about 0.04, the spread's standard error 0.005; bounds: spread
  * >= PRIOR_SPREAD_MIN, TV <= PRIOR_TV_MAX, checked on DDIM too (the reference sampler: 0.97-0.98 /
- * 0.07-0.09 at 50 steps on these three). */
+ * 0.04-0.09 at 50 steps on these three). */
 #define PRIOR_N 2000
 #define PRIOR_SPREAD_MIN 0.95
 #define PRIOR_TV_MAX 0.10
