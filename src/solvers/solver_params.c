@@ -107,13 +107,11 @@ static const sp_row ROWS[] = {
     {STSL_PARAM_ETA,                  K(STSL),                 0, BIG, 0.02, 0, 0},
     {STSL_PARAM_ETA,                  K(STSL_BIASED),          0, BIG, 0.0, 0, 0},
     {STSL_PARAM_ETA,                  K(DDIM),                 0, 1, 0.0, 0, 0},
-    /* DPS-MO: DDIM's eta on its ladder (dps_mo.c).  The ancestral step under-disperses the prior
-     * on a coarse ladder: guidance off at 50 levels, within-component spread 0.937 at 0.75, 0.951
-     * at 0.6, 0.957 at 0.5 (target >= 0.95); 0.5 costs 0.5 dB against 0.75 on gaussian-blur and sr4
-     * (docs/algorithms.md, dps-mo) */
-    /* DPS-MO: the ancestral step (ETA 1) above sigma 8, the probability-flow ODE below (issue 28:
-     * guidance off, the ancestral step's coarse levels under-disperse a component, the ODE's
-     * misplace the components' weights; docs/algorithms.md, dps-mo) */
+    /* DPS-MO: DDIM's eta on its ladder (dps_mo.c), the ancestral step (ETA 1) above sigma 8 and
+     * the probability-flow ODE below.  Guidance off at 50 levels the ancestral step's coarse low
+     * levels under-disperse a component (ETA 1 everywhere: spread 0.90; ETA 0.5, the default
+     * until 2026-12-07: 0.94 at d_x 20-40, target >= 0.95) and the ODE's top levels misplace the
+     * components' weights (TV 0.13-0.17 at d_x 24-40, target <= 0.1) (docs/algorithms.md, dps-mo) */
     {STSL_PARAM_ETA,                  K(DPS_MO),               0, 1, 1.0, 0, 0},
     {STSL_PARAM_ETA_SIGMA,            K(DPS_MO),               0, 1e6, 8.0, 0, 0},
     {STSL_PARAM_LAMBDA,               STSL_LIKE,               0, BIG, 1.0, 0, 0},

@@ -14,7 +14,7 @@
 
 #include "core/internal.h"
 
-/* parameter slots: SEED and the solver keys 100..126 */
+/* parameter slots: SEED and the solver keys 100..127 */
 #define STSL__SP_FIRST 100
 #define STSL__SP_LAST 127
 #define STSL__SP_COUNT (STSL__SP_LAST - STSL__SP_FIRST + 2)
