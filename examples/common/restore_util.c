@@ -95,8 +95,10 @@ int ru_apply_solver(stsl_solver *solver, const ru_settings *s, char *err)
 }
 
 /* The defaults of `key` for every solver, grouped by value, and those another setting changes:
- * for each enum-valued setting of the solver, each of its other values is tried on a fresh
- * solver ("30 (rmp with --variant rmp-ve)"). */
+ * for each enum-valued or small integer setting of the solver (at most SMALL_SETTING_VALUES
+ * values), each of its other values is tried on a fresh solver ("30 (rmp with --variant rmp-ve)",
+ * "100 (dps-mo with --denoise-passes 1)"). */
+#define SMALL_SETTING_VALUES 8
 static void solver_defaults(stsl_param key, cli_groups *g, int *is_int)
 {
     char names[512];
@@ -118,10 +120,16 @@ static void solver_defaults(stsl_param key, cli_groups *g, int *is_int)
         for (int k = 0; k < n && k < 64; k++) {
             stsl_param_bounds eb;
             if (keys[k] == key || stsl_solver_param_bounds(kind, keys[k], &eb) != STSL_OK || !eb.is_integer) continue;
+            const int small = eb.max - eb.min < SMALL_SETTING_VALUES;
             for (int64_t ev = (int64_t)eb.min; ev <= (int64_t)eb.max && ev < 64; ev++) {
                 const char *en = stsl_param_value_name(keys[k], ev);
+                char number[24];
                 double other = 0;
                 int64_t iv = 0;
+                if (!en && small) {
+                    snprintf(number, sizeof number, "%lld", (long long)ev);
+                    en = number;
+                }
                 if (!en || ev == (int64_t)eb.default_value || stsl_solver_create(NULL, kind, &s) != STSL_OK) continue;
                 int ok = stsl_solver_set_int(s, keys[k], ev) == STSL_OK &&
                          (b.is_integer ? stsl_solver_get_int(s, key, &iv) : stsl_solver_get_float(s, key, &other)) == STSL_OK;
