@@ -40,6 +40,14 @@ torch.set_num_threads(1)
 ADM = dict(image_size=16, num_channels=8, num_res_blocks=1, channel_mult="1,2",
            attention_resolutions="8", num_heads=2, use_scale_shift_norm=True)
 failures = []
+# Under valgrind (tests/run.sh with STSL_VALGRIND) the library's side runs on valgrind's emulated
+# CPU, which has no AVX-512: OpenBLAS and oneDNN pick other kernels there than this process does
+# on the same machine, and their sums round differently (3e-7 to 8e-7 measured; with this
+# process held to AVX2 kernels, OPENBLAS_CORETYPE=Haswell ONEDNN_MAX_CPU_ISA=AVX2, the bits
+# agree, but which kernels valgrind's CPU gets depends on the host).  The plain run checks
+# bit-identity; under valgrind the outputs must agree within EMULATED_CPU_TOL.
+EMULATED_CPU = bool(os.environ.get("STSL_VALGRIND"))
+EMULATED_CPU_TOL = 1e-5
 UPSTREAM = "export_torchscript: the upstream code printed: "
 
 
@@ -384,6 +392,10 @@ def verify(d):
                   f"chunks of at most 2 (largest {max(c['b'] for c in calls)})")
         if name == "sdv_unet":  # v -> eps conversion is float64 arithmetic in the library
             check(maxdiff <= 1e-5, f"{name}: library = eager through v->eps (max diff {maxdiff:.3g})")
+        elif EMULATED_CPU:
+            check(maxdiff <= EMULATED_CPU_TOL, f"{name}: library outputs within "
+                  f"{EMULATED_CPU_TOL:g} of eager PyTorch over {len(calls)} calls under valgrind's "
+                  f"CPU (max diff {maxdiff:.3g})")
         else:
             check(exact, f"{name}: library outputs bit-identical to eager PyTorch over "
                          f"{len(calls)} calls (max diff {maxdiff:.3g})")
@@ -402,7 +414,8 @@ def verify(d):
     dz = (z_ref - z_lib).abs().max().item()
     dx = (x_ref - x_lib).abs().max().item()
     dg = (g_ref.reshape(-1) - g_lib).abs().max().item()
-    check(dz <= 1e-6 and dx == 0.0 and dg <= 1e-6,
+    dx_tol = EMULATED_CPU_TOL if EMULATED_CPU else 0.0
+    check(dz <= 1e-6 and dx <= dx_tol and dg <= 1e-6,
           f"sd_vae: encode/decode/decode-VJP match eager (max diffs {dz:.3g} {dx:.3g} {dg:.3g})")
 
 
