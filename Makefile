@@ -94,7 +94,7 @@ CXXFLAGS_ALL := -std=$(TORCH_CXX_STD) $(OPT) -g $(WARN) -Wno-unused-parameter -f
                 -fvisibility-inlines-hidden -Iinclude -Isrc $(TORCH_ROOT_FLAG) \
                 -isystem $(TORCH_INCLUDE)/torch/csrc/api/include $(TORCH_ABI_FLAG) $(SAN_FLAGS) \
                 $(SHIM_NO_VPTR) $(CXXFLAGS)
-DEPLIBS := $(DEPS_LDFLAGS) -lpng -ljpeg -lfftw3f -lm -lpthread
+DEPLIBS := $(DEPS_LDFLAGS) -lpng -ljpeg -lfftw3f -lz -lm -lpthread
 ifeq ($(WITH_TORCH),1)
 CFLAGS_ALL += -DSTSL_WITH_TORCH=1
 CXXFLAGS_ALL += -DSTSL_WITH_TORCH=1

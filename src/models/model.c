@@ -129,6 +129,7 @@ stsl_status stsl__model_open(stsl_context *ctx, const char *path, unsigned allow
 {
     *out = NULL;
     stsl_status st = stsl__model_check_readable(ctx, path);
+    if (st == STSL_OK) st = stsl__model_verify_archive(ctx, path);
     if (st != STSL_OK) return st;
 
     stsl__model *m = stsl__calloc(1, sizeof *m);

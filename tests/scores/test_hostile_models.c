@@ -138,9 +138,78 @@ static void test_mutated_archives(void)
         if (st != STSL_OK) one_line("mutant call", stsl_score_last_error(s));
         stsl_score_destroy(s);
     }
-    fprintf(stderr, "\n  %d mutants: %d refused at load, %d loaded (corrupted weights or unread bytes)\n",
+    fprintf(stderr, "\n  %d mutants: %d refused at load, %d loaded (bytes no record's CRC-32 covers: header padding, names)\n",
             CUTS + FLIPS, refused, loaded);
     CU_ASSERT(refused >= CUTS);   /* every cut file is refused */
+    stsl_context_destroy(ctx);
+}
+
+/* The first record of `good` (n bytes) whose name contains `part`: the offset of its data (its
+ * local header read as the zip format lays it out), 0 if none. */
+static size_t record_data(const unsigned char *good, size_t n, const char *part)
+{
+    for (size_t at = 0; at + 30 < n; at++) {
+        if (memcmp(good + at, "PK\x03\x04", 4) != 0) continue;
+        const size_t name_len = good[at + 26] | (size_t)good[at + 27] << 8;
+        const size_t extra_len = good[at + 28] | (size_t)good[at + 29] << 8;
+        if (at + 30 + name_len > n) break;
+        char name[512];
+        snprintf(name, sizeof name, "%.*s", (int)(name_len < 511 ? name_len : 511), (const char *)good + at + 30);
+        if (strstr(name, part)) return at + 30 + name_len + extra_len;
+    }
+    return 0;
+}
+
+/* One damaged byte in a weight (a stored record) or in the code (a deflated one): libtorch
+ * does not check the archive's CRC-32s (the weight loaded and computed garbage); the library does,
+ * and names the record. */
+static void test_damaged_records(void)
+{
+    if (!have_fixtures()) return;
+    FILE *f = fopen(fx("unet_eps.pt"), "rb");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    static unsigned char good[1 << 20], buf[1 << 20];
+    const size_t n = fread(good, 1, sizeof good, f);
+    fclose(f);
+    const struct {
+        const char *part;
+        size_t into;
+    } cases[] = {{"/data/", 0}, {"/data/", 37}, {"/code/", 9}, {"constants.pkl", 0}};
+    char path[1200];
+    snprintf(path, sizeof path, "%s/damaged.pt", tu_tmpdir());
+    stsl_context *ctx = NULL;
+    TU_ASSERT_OK(stsl_context_create(&ctx));
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        const size_t at = record_data(good, n, cases[k].part);
+        CU_ASSERT_FATAL(at > 0 && at + cases[k].into < n);
+        memcpy(buf, good, n);
+        buf[at + cases[k].into] ^= 0x10;
+        f = fopen(path, "wb");
+        CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+        CU_ASSERT_EQUAL(fwrite(buf, 1, n, f), n);
+        fclose(f);
+        stsl_score *s = NULL;
+        const stsl_status st = stsl_score_load(ctx, path, &s);
+        const char *msg = stsl_context_last_error(ctx);
+        if (st != STSL_ERR_FORMAT || !strstr(msg, "CRC-32") || !strstr(msg, cases[k].part))
+            fprintf(stderr, "\n  a damaged byte in '%s' (+%zu): status %d, '%s'\n", cases[k].part,
+                    cases[k].into, (int)st, msg);
+        CU_ASSERT_EQUAL(st, STSL_ERR_FORMAT);
+        CU_ASSERT_PTR_NULL(s);
+        CU_ASSERT_PTR_NOT_NULL(strstr(msg, "CRC-32"));
+        CU_ASSERT_PTR_NOT_NULL(strstr(msg, cases[k].part));   /* the record is named */
+        one_line("damaged record", msg);
+        stsl_score_destroy(s);
+        /* the autoencoder loader checks too */
+        stsl_autoencoder *ae = NULL;
+        CU_ASSERT_EQUAL(stsl_autoencoder_load(ctx, path, NULL, &ae), STSL_ERR_FORMAT);
+        CU_ASSERT_PTR_NULL(ae);
+        stsl_autoencoder_destroy(ae);
+    }
+    /* the good file still loads */
+    stsl_score *s = NULL;
+    TU_ASSERT_OK(stsl_score_load(ctx, fx("unet_eps.pt"), &s));
+    stsl_score_destroy(s);
     stsl_context_destroy(ctx);
 }
 
@@ -361,6 +430,7 @@ int main(void)
         {"truncated and corrupted archives", test_broken_archives},
         {"records that lie about role, schedule, shape", test_lying_records},
         {"cut and corrupted copies of a good file", test_mutated_archives},
+        {"a damaged weight or code record is refused by its CRC-32", test_damaged_records},
         {"NaN outputs and gradients, some timesteps only", test_nan_outputs},
         {"wrong output shape at some batch sizes only", test_batch_dependent_shapes},
         {"a slow model's run is cancellable within one call", test_slow_model_cancel},
