@@ -6,13 +6,14 @@
  * checks): a model file with a damaged weight loaded silently and computed garbage, and one with a
  * damaged code record sent TorchScript's parser through memory it had not initialised (valgrind,
  * tests/scores/test_hostile_models.c: 33 of 48 files with 16 flipped bytes loaded).  Here every
- * stored record of a file that has a zip end record is read once and its CRC-32 compared with the
+ * record of a file that has a zip end record is read once -- the stored ones (weights) as they
+ * are, the deflated ones (PyTorch's code records) inflated -- and its CRC-32 compared with the
  * central directory's; a damaged one fails the load with the record's name.  A file without an end
  * record, or whose directory cannot be read, is left to libtorch, whose messages for what is not
- * an archive at all say more.  The zip64 fields PyTorch's writer uses are read; records stored
- * compressed (PyTorch writes none) and records whose stored CRC is 0 (written without one) are not
- * checked.  Cost: one read of the file and zlib's CRC-32, about 4 GB/s on the development machine
- * (0.25 s per GB on top of libtorch's own read, from the page cache it then reads from).
+ * an archive at all say more.  The zip64 fields PyTorch's writer uses are read; records of other
+ * methods and records whose stored CRC is 0 (written without one) are not checked.  Cost: one
+ * read of the file and zlib's CRC-32, about 4 GB/s on the development machine (0.25 s per GB on
+ * top of libtorch's own read, from the page cache it then reads from).
  */
 #include "models/model.h"
 
@@ -34,12 +35,6 @@ static uint16_t le16(const unsigned char *p) { return (uint16_t)(p[0] | p[1] << 
 
 static uint64_t le64(const unsigned char *p) { return (uint64_t)le32(p) | (uint64_t)le32(p + 4) << 32; }
 
-/* zlib's CRC-32 (the zip one) over n bytes, in pieces uInt holds */
-static uint32_t crc_more(uint32_t crc, const unsigned char *p, size_t n)
-{
-    return (uint32_t)crc32(crc, p, (uInt)n);   /* n <= CHUNK here */
-}
-
 /* ---- the archive ---- */
 
 enum {
@@ -55,25 +50,8 @@ static int read_at(FILE *f, uint64_t off, void *buf, size_t n)
     return fseeko(f, (off_t)off, SEEK_SET) == 0 && fread(buf, 1, n, f) == n;
 }
 
-static int scan_end_record(FILE *f, uint64_t size, uint64_t span, const unsigned char *tail,
-                           uint64_t *dir_off, uint64_t *dir_len, uint64_t *entries);
-
-/* Where the central directory is, from the end record (and its zip64 twin); 0 when there is no
- * end record or it does not describe a directory inside the file. */
-static int find_directory(FILE *f, uint64_t size, uint64_t *dir_off, uint64_t *dir_len, uint64_t *entries)
-{
-    enum { TAIL = EOCD_LEN + 65535 };   /* the end record and the longest comment */
-    const uint64_t span = size < TAIL ? size : TAIL;
-    unsigned char *tail = span >= EOCD_LEN ? malloc((size_t)span) : NULL;   /* not the caller's stack */
-    if (!tail || !read_at(f, size - span, tail, (size_t)span)) {
-        free(tail);
-        return 0;
-    }
-    int found = scan_end_record(f, size, span, tail, dir_off, dir_len, entries);
-    free(tail);
-    return found;
-}
-
+/* The end record in the file's last `span` bytes (tail) and, where its fields overflow, the zip64
+ * end record it points to: the directory's offset, length and entry count. */
 static int scan_end_record(FILE *f, uint64_t size, uint64_t span, const unsigned char *tail,
                            uint64_t *dir_off, uint64_t *dir_len, uint64_t *entries)
 {
@@ -102,6 +80,22 @@ static int scan_end_record(FILE *f, uint64_t size, uint64_t span, const unsigned
         *dir_off = le64(z + 48);
     }
     return *dir_len <= MAX_DIRECTORY && *dir_off <= size && *dir_len <= size - *dir_off;
+}
+
+/* Where the central directory is, from the end record (and its zip64 twin); 0 when there is no
+ * end record or it does not describe a directory inside the file. */
+static int find_directory(FILE *f, uint64_t size, uint64_t *dir_off, uint64_t *dir_len, uint64_t *entries)
+{
+    enum { TAIL = EOCD_LEN + 65535 };   /* the end record and the longest comment */
+    const uint64_t span = size < TAIL ? size : TAIL;
+    unsigned char *tail = span >= EOCD_LEN ? malloc((size_t)span) : NULL;   /* not the caller's stack */
+    if (!tail || !read_at(f, size - span, tail, (size_t)span)) {
+        free(tail);
+        return 0;
+    }
+    const int found = scan_end_record(f, size, span, tail, dir_off, dir_len, entries);
+    free(tail);
+    return found;
 }
 
 /* The zip64 extra field (id 1) of a directory entry: the 64-bit values of the fields whose 32-bit
@@ -156,7 +150,7 @@ static int inflate_crc(FILE *f, uint64_t csize, uint64_t usize, unsigned char *b
         const size_t got = CHUNK - z.avail_out;
         produced += got;
         if (produced > usize) break;
-        c = crc_more(c, out, got);
+        c = (uint32_t)crc32(c, out, (uInt)got);   /* got <= CHUNK */
     }
     inflateEnd(&z);
     *crc = c;
@@ -220,7 +214,7 @@ stsl_status stsl__model_verify_archive(stsl_context *ctx, const char *path)
             for (uint64_t left = csize; left > 0;) {
                 const size_t n = left < CHUNK ? (size_t)left : CHUNK;
                 if (fread(buf, 1, n, f) != n) goto done;
-                c = crc_more(c, buf, n);
+                c = (uint32_t)crc32(c, buf, (uInt)n);
                 left -= n;
             }
         else

@@ -24,9 +24,9 @@ stsl_status stsl__model_open(stsl_context *ctx, const char *path, unsigned allow
 /* STSL_OK when `path` opens for reading, else STSL_ERR_IO and the context says why: checked
  * before libtorch sees the path, so that a missing file gets the system's reason. */
 stsl_status stsl__model_check_readable(stsl_context *ctx, const char *path);
-/* STSL_OK unless `path` is a zip archive one of whose records is damaged: a stored record whose
- * CRC-32 differs from its directory's, or a record outside the file (STSL_ERR_FORMAT, the
- * context names the record).  A file that is not a readable archive is left to libtorch.
+/* STSL_OK unless `path` is a zip archive one of whose records is damaged: a record (stored, or
+ * deflated and inflated) whose CRC-32 differs from its directory's, or a record outside the file
+ * (STSL_ERR_FORMAT, the context names the record).  A file that is not a readable archive is left to libtorch.
  * (models/archive.c; libtorch itself does not check the CRCs.) */
 stsl_status stsl__model_verify_archive(stsl_context *ctx, const char *path);
 /* NULL is a no-op. */
