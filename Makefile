@@ -98,6 +98,19 @@ DEPLIBS := $(DEPS_LDFLAGS) -lpng -ljpeg -lfftw3f -lz -lm -lpthread
 ifeq ($(WITH_TORCH),1)
 CFLAGS_ALL += -DSTSL_WITH_TORCH=1
 CXXFLAGS_ALL += -DSTSL_WITH_TORCH=1
+# CUDA graphs (shim/cuda_graphs.cpp, STSL_CUDA_GRAPHS=1) need CUDA's runtime headers at build time
+# (c10's stream types include them): the wheel's nvidia/*/include, CUDA_HOME's, /usr/local/cuda's.
+# Only libtorch's exported functions are called, so nothing more is linked.  TORCH_CUDA_INCLUDE=DIR
+# overrides, TORCH_CUDA_INCLUDE= (empty) builds without them.
+ifeq ($(TORCH_CUDA),1)
+TORCH_CUDA_INCLUDE ?= $(patsubst %/cuda_runtime_api.h,%,$(firstword $(wildcard \
+                      $(if $(TORCH_PREFIX),$(TORCH_PREFIX)/../nvidia/*/include/cuda_runtime_api.h) \
+                      $(if $(CUDA_HOME),$(CUDA_HOME)/include/cuda_runtime_api.h) \
+                      /usr/local/cuda/include/cuda_runtime_api.h)))
+ifneq ($(TORCH_CUDA_INCLUDE),)
+CXXFLAGS_ALL += -isystem $(TORCH_CUDA_INCLUDE) -DSTSL_SHIM_CUDA_GRAPHS=1
+endif
+endif
 LINK_LIBS := $(DEPLIBS) $(TORCH_LIBS) -lstdc++
 SHIM_SRC := $(wildcard shim/*.cpp)
 PC_PRIVATE := -Wl,--exclude-libs,libstsl.a $(if $(filter 1,$(TORCH_CUDA)),-ltorch_cuda -lc10_cuda) \

@@ -563,7 +563,13 @@ typedef struct stsl_score stsl_score;
  * tries cuDNN's algorithms and keeps the fastest), 0 turns it off, unset leaves libtorch's
  * setting (off unless the process changed it); the mode is libtorch's, one per process, and
  * then holds for every convolution in it.  Any other value fails the load with
- * STSL_ERR_INVALID_ARG, on any device. */
+ * STSL_ERR_INVALID_ARG, on any device.  STSL_CUDA_GRAPHS=1 serves a model on CUDA from CUDA graphs:
+ * each call that repeats (one method, one input shape) is captured on its third call and then
+ * replayed with one launch; a call whose capture fails runs as before.  Each captured shape keeps
+ * its activations on the GPU until the model is destroyed, which logs at STSL_LOG_INFO what was
+ * captured and why a capture failed (docs/cuda.md, CUDA graphs).  0 or unset: no graphs; on the
+ * CPU the switch changes nothing; 1 on CUDA in a build without CUDA graphs fails the load with
+ * STSL_ERR_UNSUPPORTED; any other value with STSL_ERR_INVALID_ARG, on any device. */
 STSL_API stsl_status stsl_score_load(stsl_context *ctx, const char *path, stsl_score **out);
 
 /* Exact Gaussian-mixture prior p_0 = sum_k w_k N(mu_k, diag(var_k)) on `shape` (d = C*H*W),

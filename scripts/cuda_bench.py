@@ -14,7 +14,8 @@ the device: DPS as one forward with autograd plus one backward; STSL as K passes
 forward with autograd over [Z, Z + e_1..e_N] and one backward, then one forward.  Times are
 medians after warm-up, with torch.cuda.synchronize() around each timed call.  Each model but the
 shipped prior is measured again in the library with cuDNN's benchmark mode on
-(STSL_CUDNN_BENCHMARK=1), against eager at its default, while the deadline allows.
+(STSL_CUDNN_BENCHMARK=1), and with CUDA graphs (STSL_CUDA_GRAPHS=1) in float32 and in float16,
+against eager at its defaults (float32, no graphs), while the deadline allows.
 Writes DIR/bench.json and DIR/bench.md (a table for the report).
 """
 import argparse
@@ -55,9 +56,11 @@ def timed(fn, dev, repeats, warmup=2):
     return statistics.median(ms[warmup:])
 
 
-def probe(binary, model, device, half, repeats, steps, timeout, jit_optimize=None, cudnn_benchmark=None):
+def probe(binary, model, device, half, repeats, steps, timeout, jit_optimize=None, cudnn_benchmark=None,
+          cuda_graphs=None):
     env = dict(os.environ)
-    for key, value in (("STSL_JIT_OPTIMIZE", jit_optimize), ("STSL_CUDNN_BENCHMARK", cudnn_benchmark)):
+    for key, value in (("STSL_JIT_OPTIMIZE", jit_optimize), ("STSL_CUDNN_BENCHMARK", cudnn_benchmark),
+                       ("STSL_CUDA_GRAPHS", cuda_graphs)):
         env.pop(key, None)
         if value is not None:
             env[key] = str(value)
@@ -256,6 +259,16 @@ def main():
                     entry["lib_cudnn"] = {k: lc[k] for k in STEP_KEYS if k in lc}
                 except Exception as e:  # noqa: BLE001
                     entry["cudnn_error"] = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            # CUDA graphs (issue 27 item 4), in float32 and in float16, under the same rule
+            for key, half in (("lib_graphs", 0), ("lib_graphs_half", 1)):
+                if a.deadline and time.perf_counter() - start > 0.4 * a.deadline:
+                    break
+                log(f"{name}: library with CUDA graphs (STSL_CUDA_GRAPHS=1), {'float16' if half else 'float32'}")
+                try:
+                    lg = probe(a.probe, path, a.device, half, a.repeats, a.steps, a.timeout, cuda_graphs=1)
+                    entry[key] = {k: lg[k] for k in STEP_KEYS + ("cuda_graphs",) if k in lg}
+                except Exception as e:  # noqa: BLE001
+                    entry[key + "_error"] = (str(e).strip().splitlines() or [type(e).__name__])[0]
             log(f"{name}: done")
         except Exception as e:  # noqa: BLE001
             entry["error"] = (str(e).strip().splitlines() or [type(e).__name__])[0]
@@ -303,6 +316,15 @@ def write(outdir, results):
                 lines.append(f"| {name} | | | {what}, cuDNN benchmark on | {fmt(lv)} | {fmt(ev)} | {ratio} |")
         if e.get("cudnn_error"):
             lines.append(f"| {name} | | | cuDNN benchmark on: FAILED: {e['cudnn_error']} | | | |")
+        for key, label in (("lib_graphs", "CUDA graphs"), ("lib_graphs_half", "CUDA graphs, float16")):
+            lg = e.get(key, {})
+            for k, what in zip(STEP_KEYS, STEP_WHAT):
+                lv, ev = lg.get(k), eg.get(k)
+                if lv:
+                    ratio = f"{lv / ev:.2f}" if lv and ev else "—"
+                    lines.append(f"| {name} | | | {what}, {label} | {fmt(lv)} | {fmt(ev)} | {ratio} |")
+            if e.get(key + "_error"):
+                lines.append(f"| {name} | | | {label}: FAILED: {e[key + '_error']} | | | |")
         lh = e.get("lib_half", {})
         if lh:
             lines.append(f"| {name} | | | float16 forward / VJP (library) | {fmt(lh.get('forward_ms'))} / "
@@ -311,7 +333,14 @@ def write(outdir, results):
             lines.append(f"| {name} | | | FAILED: {e['error']} | | | |")
     lines.append("")
     lines.append("Rows \"cuDNN benchmark on\": the library with `STSL_CUDNN_BENCHMARK=1` against eager at its "
-                 "default (off, as everywhere else in this table); measured while the stage's deadline allows.")
+                 "default (off, as everywhere else in this table); rows \"CUDA graphs\": the library with "
+                 "`STSL_CUDA_GRAPHS=1` (float32, and float16 autocast) against eager in float32 without graphs; "
+                 "measured while the stage's deadline allows.")
+    for name, e in results.items():
+        for key in ("lib_graphs", "lib_graphs_half"):
+            rep = e.get(key, {}).get("cuda_graphs")
+            if rep:
+                lines.append(f"- {name}, {key}: {rep}")
     lines.append("")
     lines.append("Where a library step's time goes (network time estimated from the batch-1 forward and VJP "
                  "times above x the calls of the NFE ledger; for STSL's batched VJP calls an upper bound; the "
@@ -356,10 +385,12 @@ def write(outdir, results):
             if lv and ev:
                 tgt.append(f"- {name} {sv.upper()}: library / eager = {lv / ev:.2f} "
                            f"({'meets' if lv / ev <= 0.8 else 'misses'} the target ≤ 0.8)")
-            lc = e.get("lib_cudnn", {}).get(f"{sv}_step_ms")
-            if lc and ev:
-                tgt.append(f"  - with `STSL_CUDNN_BENCHMARK=1` (eager at its default): {lc / ev:.2f} "
-                           f"({'meets' if lc / ev <= 0.8 else 'misses'} the target ≤ 0.8)")
+            for key, label in (("lib_cudnn", "`STSL_CUDNN_BENCHMARK=1`"), ("lib_graphs", "`STSL_CUDA_GRAPHS=1`"),
+                               ("lib_graphs_half", "`STSL_CUDA_GRAPHS=1` in float16")):
+                lc = e.get(key, {}).get(f"{sv}_step_ms")
+                if lc and ev:
+                    tgt.append(f"  - with {label} (eager at its default): {lc / ev:.2f} "
+                               f"({'meets' if lc / ev <= 0.8 else 'misses'} the target ≤ 0.8)")
     lib = results.get("adm-upstream", {}).get("lib", {})
     if lib.get("dps_step_ms"):
         est = (1000 * lib["dps_step_ms"] + lib.get("load_ms", 0)) / 1e3

@@ -17,6 +17,9 @@
  *       and of STSL (defaults: K 5, its default probes) over STEPS steps after the first, with
  *       each solver's NFE ledger per step (STEPS 0: no solver runs); also the load and the first
  *       two forward and VJP calls apart (start-up; the environment's STSL_JIT_OPTIMIZE applies).
+ *       With STSL_CUDA_GRAPHS=1 in the environment, a `cuda_graphs` line says what the model's
+ *       CUDA graphs did (the forward and VJP keys are captured on their third call, before the
+ *       medians' calls).
  */
 #include <math.h>
 #include <stdio.h>
@@ -63,10 +66,19 @@ static int fail(const char *what, const char *msg)
     return 1;
 }
 
+/* STSL_CUDA_GRAPHS=1: what the model's CUDA graphs did, logged when it is freed, as a
+ * `cuda_graphs` line (captured, replays, calls uncaptured, failed captures and the first reason) */
+static void print_graphs_report(void *user, stsl_log_level level, const char *msg)
+{
+    (void)user, (void)level;
+    if (strstr(msg, "CUDA graphs")) printf("cuda_graphs %s\n", msg);
+}
+
 static stsl_context *ctx_on(const char *device, stsl_precision precision)
 {
     stsl_context *ctx = NULL;
     if (stsl_context_create(&ctx) != STSL_OK) return NULL;
+    stsl_context_set_log(ctx, print_graphs_report, NULL, STSL_LOG_INFO);
     if (stsl_context_set_device(ctx, device) != STSL_OK ||
         stsl_context_set_precision(ctx, precision) != STSL_OK) {
         fail("device", stsl_context_last_error(ctx));

@@ -65,6 +65,10 @@ typedef struct stsl_shim_module stsl_shim_module;
  * STSL_CUDNN_BENCHMARK (environment, read here): 1 or 0 sets libtorch's process-wide cuDNN
  * benchmark mode when the module goes onto CUDA, unset leaves it; another value is
  * STSL_ERR_INVALID_ARG on any device.
+ * STSL_CUDA_GRAPHS (environment, read here): 1 serves a module on CUDA's repeated calls (one
+ * method, one input shape) from CUDA graphs, captured on a key's third call (cuda_graphs.cpp);
+ * 0 or unset does not; another value is STSL_ERR_INVALID_ARG on any device; 1 on CUDA in a build
+ * without CUDA graphs is STSL_ERR_UNSUPPORTED; on the CPU it changes nothing.
  * Errors: STSL_ERR_BACKEND (CUDA not available, no such GPU, precision not supported there),
  * STSL_ERR_IO (cannot read the file), STSL_ERR_FORMAT (not a TorchScript archive),
  * STSL_ERR_MODEL (no stsl_meta.txt record, or the record is over STSL_SHIM_META_MAX). */
@@ -91,6 +95,10 @@ STSL_SHIM_API const char *stsl_shim_precision_name(stsl_precision precision);
 /* 1 when the module was frozen at load (weights inlined as constants; not done for a module whose
  * methods detach, requires_grad_ or open no_grad blocks, whose VJPs freezing would change). */
 STSL_SHIM_API int stsl_shim_is_frozen(const stsl_shim_module *m);
+/* What the module's CUDA graphs did ("2 captured, 340 replays, ..."), into buf (cap bytes,
+ * NUL-terminated, truncated); its length, 0 when the module has none (STSL_CUDA_GRAPHS off, or
+ * the CPU). */
+STSL_SHIM_API size_t stsl_shim_cuda_graphs_report(const stsl_shim_module *m, char *buf, size_t cap);
 
 /* Check that `method` exists, takes exactly `n_inputs` Tensor arguments without defaults
  * (besides self; further arguments must have defaults) and returns a Tensor.

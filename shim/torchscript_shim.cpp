@@ -38,6 +38,8 @@ struct stsl_shim_module {
     stsl_precision precision = STSL_PRECISION_FLOAT32;
     bool frozen = false;
     bool jit_optimize = true;   /* STSL_JIT_OPTIMIZE at load (jit_optimize_setting) */
+    /* STSL_CUDA_GRAPHS=1 on CUDA: the captured calls (cuda_graphs.cpp); NULL otherwise */
+    std::shared_ptr<stsl_shim_detail::CudaGraphs> cuda_graphs;
 };
 
 namespace stsl_shim_detail {
@@ -389,6 +391,7 @@ extern "C" stsl_status stsl_shim_load(const char *path, int cuda_index,
     return guarded("not a TorchScript file", STSL_ERR_FORMAT, err, err_size, [&]() {
         const bool jit_optimize = jit_optimize_setting();
         const int cudnn_benchmark = cudnn_benchmark_setting();
+        const bool cuda_graphs = cuda_graphs_setting();
         c10::Device dev = cuda_or_cpu(cuda_index);
         if (dev.is_cuda() && cudnn_benchmark >= 0)
             at::globalContext().setBenchmarkCuDNN(cudnn_benchmark == 1);
@@ -441,6 +444,8 @@ extern "C" stsl_status stsl_shim_load(const char *path, int cuda_index,
         make_device_portable(module);
         bool frozen = false;
         module = frozen_or_same(std::move(module), &frozen);
+        std::shared_ptr<CudaGraphs> graphs;
+        if (cuda_graphs) graphs = cuda_graphs_new(dev, precision != STSL_PRECISION_FLOAT32);
 
         auto *m = new stsl_shim_module();
         m->module = std::move(module);
@@ -450,6 +455,7 @@ extern "C" stsl_status stsl_shim_load(const char *path, int cuda_index,
         m->precision = precision;
         m->frozen = frozen;
         m->jit_optimize = jit_optimize;
+        m->cuda_graphs = std::move(graphs);
         *out = m;
         return STSL_OK;
     });
@@ -518,6 +524,19 @@ extern "C" int stsl_shim_is_frozen(const stsl_shim_module *m)
     return m && m->frozen ? 1 : 0;
 }
 
+extern "C" size_t stsl_shim_cuda_graphs_report(const stsl_shim_module *m, char *buf, size_t cap)
+{
+    if (buf && cap) buf[0] = '\0';
+    if (m == nullptr || !m->cuda_graphs) return 0;
+    try {
+        std::string r = cuda_graphs_report(m->cuda_graphs);
+        put_err(buf, cap, r);
+        return r.size();
+    } catch (...) {
+        return 0;
+    }
+}
+
 extern "C" int stsl_shim_cuda_available(void)
 {
     try {
@@ -575,22 +594,28 @@ static std::string shape_str(c10::IntArrayRef s)
     return r + "]";
 }
 
+/* The caller's host buffer as a CPU tensor (no copy). */
+static at::Tensor host_tensor(const float *p, c10::IntArrayRef shape)
+{
+    return torch::from_blob(const_cast<float *>(p), shape, torch::TensorOptions().dtype(torch::kFloat32));
+}
+
 /* Host buffer -> float32 tensor on the module's device (autocast reduces what it reduces); on
  * the CPU no copy is made. */
 static at::Tensor to_input(const stsl_shim_module *m, const float *p, c10::IntArrayRef shape)
 {
-    at::Tensor t = torch::from_blob(const_cast<float *>(p), shape,
-                                    torch::TensorOptions().dtype(torch::kFloat32));
+    at::Tensor t = host_tensor(p, shape);
     if (m->device.is_cpu()) return t;
     return t.to(m->device);
 }
 
+/* t: the timesteps on the module's device, undefined for a method of x alone. */
 static at::Tensor run_method(stsl_shim_module *m, const char *method, const at::Tensor &x,
-                             const float *t, int64_t n)
+                             const at::Tensor &t)
 {
     std::vector<c10::IValue> inputs;
     inputs.emplace_back(x);
-    if (t) inputs.emplace_back(to_input(m, t, {n}));
+    if (t.defined()) inputs.emplace_back(t);
     torch::jit::GraphOptimizerEnabledGuard optimize(m->jit_optimize);
     auto found = m->module.find_method(method);
     if (!found) throw ShimError{STSL_ERR_MODEL, std::string("the module has no method '") + method + "'"};
@@ -599,6 +624,38 @@ static at::Tensor run_method(stsl_shim_module *m, const char *method, const at::
         throw ShimError{STSL_ERR_MODEL, std::string("method '") + method + "' returned " +
                                             r.tagKind() + ", expected a Tensor"};
     return r.toTensor();
+}
+
+/* A call without autograd.  InferenceMode, not just NoGradGuard: no version counters or view
+ * tracking either.  Not under autocast: the graph executor keeps the reduced-precision copies of
+ * frozen weights it casts in the first run, and copies made in InferenceMode cannot be saved for
+ * a later VJP ("Inference tensors cannot be saved for backward"). */
+static at::Tensor inference_call(stsl_shim_module *m, const char *method, const at::Tensor &x,
+                                 const at::Tensor &t)
+{
+    c10::InferenceMode inference(m->precision == STSL_PRECISION_FLOAT32);
+    torch::NoGradGuard no_grad;
+    AutocastScope autocast(m->device, m->precision);
+    return run_method(m, method, x, t);
+}
+
+/* A call recorded for a VJP (autocast around the forward only, as torch.autocast prescribes). */
+static at::Tensor recorded_call(stsl_shim_module *m, const char *method, const at::Tensor &x,
+                                const at::Tensor &t)
+{
+    torch::AutoGradMode grad_mode(true);
+    AutocastScope autocast(m->device, m->precision);
+    return run_method(m, method, x, t);
+}
+
+/* The VJP of a recorded call: undefined when out does not depend on x.  The backward graphs run
+ * under the module's optimiser setting. */
+static at::Tensor vjp_of(bool jit_optimize, const at::Tensor &out, const at::Tensor &x, const at::Tensor &v)
+{
+    torch::jit::GraphOptimizerEnabledGuard optimize(jit_optimize);
+    auto gr = torch::autograd::grad({out}, {x}, {v}, /*retain_graph=*/false,
+                                    /*create_graph=*/false, /*allow_unused=*/true);
+    return gr.empty() ? at::Tensor() : gr[0];
 }
 
 static void check_out(const char *method, const at::Tensor &r, const int64_t out_shape[4])
@@ -631,16 +688,20 @@ extern "C" stsl_status stsl_shim_forward(stsl_shim_module *m, const char *method
     std::string what = std::string("model ") + method + " failed";
     return guarded(what.c_str(), STSL_ERR_MODEL, err, err_size, [&]() {
         set_threads(threads);
-        /* InferenceMode, not just NoGradGuard: no version counters or view tracking either.
-         * Not under autocast: the graph executor keeps the reduced-precision copies of frozen
-         * weights it casts in the first run, and copies made in InferenceMode cannot be saved
-         * for a later VJP ("Inference tensors cannot be saved for backward"). */
-        const bool inference_mode = m->precision == STSL_PRECISION_FLOAT32;
-        c10::InferenceMode inference(inference_mode);
-        torch::NoGradGuard no_grad;
-        at::Tensor xt = to_input(m, x, dims(x_shape));
-        AutocastScope autocast(m->device, m->precision);
-        at::Tensor r = run_method(m, method, xt, t, x_shape[0]);
+        at::Tensor r;
+        if (m->cuda_graphs)
+            r = cuda_graph_forward(m->cuda_graphs, method, host_tensor(x, dims(x_shape)),
+                                   t ? host_tensor(t, {x_shape[0]}) : at::Tensor(),
+                                   GraphCalls{[&](const at::Tensor &xd, const at::Tensor &td) {
+                                                  return inference_call(m, method, xd, td);
+                                              },
+                                              nullptr},
+                                   false, nullptr);
+        if (!r.defined()) {
+            c10::InferenceMode inference(m->precision == STSL_PRECISION_FLOAT32);
+            r = inference_call(m, method, to_input(m, x, dims(x_shape)),
+                               t ? to_input(m, t, {x_shape[0]}) : at::Tensor());
+        }
         check_out(method, r, out_shape);
         copy_out(out, r, out_shape);
         return STSL_OK;
@@ -648,8 +709,10 @@ extern "C" stsl_status stsl_shim_forward(stsl_shim_module *m, const char *method
 }
 
 struct stsl_shim_graph {
+    ~stsl_shim_graph() { cuda_graph_release(lease); }
     at::Tensor x;     /* the leaf the VJP differentiates against (owned copy of the input) */
     at::Tensor out;   /* the method's output, still attached to its graph */
+    CudaGraphLease lease;   /* instead of x and out: a replayed CUDA graph's */
     std::vector<int64_t> x_shape, out_shape;
     c10::Device device{c10::kCPU};
     bool spent = false;
@@ -679,14 +742,27 @@ extern "C" stsl_status stsl_shim_forward_graph(stsl_shim_module *m, const char *
         g->device = m->device;
         g->method = method;
         g->jit_optimize = m->jit_optimize;
+        if (m->cuda_graphs) {
+            const bool jit_optimize = m->jit_optimize;
+            at::Tensor r = cuda_graph_forward(
+                m->cuda_graphs, method, host_tensor(x, g->x_shape),
+                t ? host_tensor(t, {x_shape[0]}) : at::Tensor(),
+                GraphCalls{[&](const at::Tensor &xd, const at::Tensor &td) { return recorded_call(m, method, xd, td); },
+                           [jit_optimize](const at::Tensor &o, const at::Tensor &xd, const at::Tensor &v) {
+                               return vjp_of(jit_optimize, o, xd, v);
+                           }},
+                true, &g->lease);
+            if (r.defined()) {
+                check_out(method, r, out_shape);
+                copy_out(out, r, out_shape);
+                *graph = g.release();
+                return STSL_OK;
+            }
+        }
         /* a copy: on CPU to_input only wraps the caller's buffer, which the graph outlives */
         at::Tensor xt = to_input(m, x, g->x_shape);
         g->x = (xt.data_ptr() == static_cast<const void *>(x) ? xt.clone() : xt).requires_grad_(true);
-        at::Tensor r;
-        {
-            AutocastScope autocast(m->device, m->precision);   /* the forward only */
-            r = run_method(m, method, g->x, t, x_shape[0]);
-        }
+        at::Tensor r = recorded_call(m, method, g->x, t ? to_input(m, t, {x_shape[0]}) : at::Tensor());
         check_out(method, r, out_shape);
         if (!r.requires_grad())
             throw ShimError{STSL_ERR_MODEL,
@@ -715,19 +791,21 @@ extern "C" stsl_status stsl_shim_graph_vjp(stsl_shim_graph *g, const float *v, f
     return guarded(what.c_str(), STSL_ERR_MODEL, err, err_size, [&]() {
         g->spent = true;
         set_threads(threads);
-        torch::jit::GraphOptimizerEnabledGuard optimize(g->jit_optimize);
+        if (g->lease.entry) {   /* the forward was a CUDA graph's replay: so is its backward */
+            at::Tensor gr = cuda_graph_backward(g->lease, host_tensor(v, g->out_shape));
+            copy_out(grad, gr, g->x_shape.data());
+            cuda_graph_release(g->lease);
+            return STSL_OK;
+        }
         at::Tensor out = std::move(g->out), xt = std::move(g->x);   /* freed on return */
-        at::Tensor vt = torch::from_blob(const_cast<float *>(v), out.sizes(),
-                                         torch::TensorOptions().dtype(torch::kFloat32))
-                            .to(g->device, out.scalar_type());
-        auto gr = torch::autograd::grad({out}, {xt}, {vt}, /*retain_graph=*/false,
-                                        /*create_graph=*/false, /*allow_unused=*/true);
-        if (gr.empty() || !gr[0].defined()) {   /* output independent of x */
+        at::Tensor vt = host_tensor(v, out.sizes()).to(g->device, out.scalar_type());
+        at::Tensor gr = vjp_of(g->jit_optimize, out, xt, vt);
+        if (!gr.defined()) {   /* output independent of x */
             size_t n = 1;
             for (int64_t d : g->x_shape) n *= (size_t)d;
             std::memset(grad, 0, n * sizeof(float));
         } else {
-            copy_out(grad, gr[0], g->x_shape.data());
+            copy_out(grad, gr, g->x_shape.data());
         }
         return STSL_OK;
     });

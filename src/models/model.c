@@ -161,6 +161,9 @@ stsl_status stsl__model_open(stsl_context *ctx, const char *path, unsigned allow
 void stsl__model_free(stsl__model *m)
 {
     if (!m) return;
+    char report[512];
+    if (stsl_shim_cuda_graphs_report(m->mod, report, sizeof report) > 0)   /* STSL_CUDA_GRAPHS */
+        stsl__log(m->ctx, STSL_LOG_INFO, "CUDA graphs of the %s model: %s", stsl__model_device(m), report);
     stsl_shim_free(m->mod);
     stsl__meta_free(m->entries, m->n_entries);
     stsl__free(m);

@@ -379,6 +379,73 @@ static void test_cudnn_benchmark_switch(void)
     stsl_context_destroy(ctx);
 }
 
+/* The CUDA graphs' report a model logs at its destruction (STSL_LOG_INFO), kept in `user`. */
+static void keep_graphs_report(void *user, stsl_log_level level, const char *msg)
+{
+    (void)level;
+    if (strstr(msg, "CUDA graphs")) snprintf((char *)user, 512, "%s", msg);
+}
+
+/* Issue 27 item 4: STSL_CUDA_GRAPHS=1 serves a model's repeated calls from CUDA graphs, captured
+ * on a call's third occurrence and replayed after it (shim/cuda_graphs.cpp).  eps and its VJP at
+ * five inputs and timesteps, one shape: the same values as with the switch off, so a replay
+ * reads each call's own input and t.  On CUDA the model's report says that calls were captured and
+ * replayed and that no capture failed; on the CPU the switch changes nothing and there is no
+ * report.  A value that is neither 0 nor 1 fails the load on every device. */
+static void test_cuda_graphs_switch(void)
+{
+    if (!stsl_has_torch()) {
+        fprintf(stderr, " [built without torch]");
+        return;
+    }
+    stsl_context *ctx = tu_context();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ctx);
+    static char report[512];
+    report[0] = '\0';
+    TU_ASSERT_STATUS(stsl_context_set_log(ctx, keep_graphs_report, report, STSL_LOG_INFO), STSL_OK);
+    enum { CALLS = 5 };
+    static float x[CALLS][SWITCH_D], v[CALLS][SWITCH_D], e[2][CALLS][SWITCH_D], g[2][CALLS][SWITCH_D];
+    for (int i = 0; i < CALLS; i++) {
+        tu_fill_normal(x[i], SWITCH_D, 10 + (uint64_t)i);
+        tu_fill_normal(v[i], SWITCH_D, 20 + (uint64_t)i);
+    }
+    for (int k = 0; k < 2; k++) {
+        if (k) setenv("STSL_CUDA_GRAPHS", "1", 1);
+        else unsetenv("STSL_CUDA_GRAPHS");
+        stsl_score *s = NULL;
+        TU_ASSERT_STATUS(stsl_score_load(ctx, model("fmnist-ddpm.pt"), &s), STSL_OK);
+        for (int i = 0; s && i < CALLS; i++) {
+            float t = 900.0f - 150.0f * (float)i;
+            TU_ASSERT_STATUS(stsl_score_eps(s, x[i], &t, e[k][i], 1), STSL_OK);
+            TU_ASSERT_STATUS(stsl_score_eps_vjp(s, x[i], &t, v[i], NULL, g[k][i], 1), STSL_OK);
+        }
+        stsl_score_destroy(s);
+    }
+    unsetenv("STSL_CUDA_GRAPHS");
+    const double tol = tu_tol(1e-6, 2e-3, TOL_FLOAT16);
+    for (int i = 0; i < CALLS; i++) {
+        CU_ASSERT(tu_rel_err(e[1][i], e[0][i], SWITCH_D) <= tol);
+        CU_ASSERT(tu_rel_err(g[1][i], g[0][i], SWITCH_D) <= tol);
+    }
+    const int on_cuda = !strncmp(tu_device(), "cuda", 4) || (!strcmp(tu_device(), "auto") && stsl_cuda_available());
+    if (on_cuda) {
+        int captured = -1, failed = -1;
+        long replays = -1, uncaptured = -1;
+        const char *colon = strstr(report, "model: ");
+        CU_ASSERT_PTR_NOT_NULL_FATAL(colon);
+        CU_ASSERT_EQUAL(sscanf(colon, "model: %d captured, %ld replays, %ld calls uncaptured, %d capture",
+                               &captured, &replays, &uncaptured, &failed), 4);
+        if (failed != 0 || captured < 2) fprintf(stderr, "\n  %s\n", report);
+        CU_ASSERT(captured >= 2);   /* the forward, and the forward kept for the VJP */
+        CU_ASSERT(replays >= 2 * 3 + 3);   /* 3 forwards and 3 VJPs (forward + backward) at least */
+        CU_ASSERT_EQUAL(failed, 0);
+    } else {
+        CU_ASSERT_STRING_EQUAL(report, "");
+    }
+    assert_switch_refused(ctx, "STSL_CUDA_GRAPHS", "yes", "STSL_CUDA_GRAPHS is 'yes'");
+    stsl_context_destroy(ctx);
+}
+
 /* Issue 19, narrowed by issue 30: sample i of a seeded run restores bit for bit the same whether it
  * runs alone, in a batch of 7 or of 16 (at another position, among other images) when
  * STSL_PARAM_PAD_BATCH is 1: every sample then runs as a run of its own, the same program on the
@@ -622,6 +689,8 @@ int main(void)
          test_dps_mo_impulse_default},
         {"STSL_CUDNN_BENCHMARK=0|1 computes what the default does; another value fails the load",
          test_cudnn_benchmark_switch},
+        {"STSL_CUDA_GRAPHS=1 computes what the default does, captured and replayed on CUDA; another value fails the load",
+         test_cuda_graphs_switch},
         {"STSL_JIT_OPTIMIZE=0 computes what the default does; another value fails the load",
          test_jit_optimize_switch},
         {"dps, pixel prior: each sample bit-identical at batch 1, 7, 16 with PAD_BATCH 1, within rounding batched",
