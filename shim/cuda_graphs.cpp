@@ -32,6 +32,7 @@
 
 #if defined(STSL_SHIM_CUDA_GRAPHS) && STSL_SHIM_CUDA_GRAPHS && TORCH_VERSION_MAJOR >= 2
 #define HAVE_CUDA_GRAPHS 1
+#include <ATen/autocast_mode.h>
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/core/DeviceGuard.h>
 #include <c10/core/StreamGuard.h>
@@ -120,12 +121,27 @@ static void check_replay(const char *what, const at::Tensor &got, const at::Tens
                                  std::to_string(diff) + " (max |value| " + std::to_string(scale - 1) + ")");
 }
 
+/* autocast's cache of cast weights off for the scope (PyTorch's rule for CUDA graphs, which asks
+ * torch.autocast(cache_enabled=False) around graphed code: a cast cached during a capture lives in
+ * the graph's pool, and the cache frees it when the autocast scope ends) */
+class AutocastCacheOff {
+  public:
+    AutocastCacheOff() : was_(at::autocast::is_autocast_cache_enabled()) { at::autocast::set_autocast_cache_enabled(false); }
+    ~AutocastCacheOff() { at::autocast::set_autocast_cache_enabled(was_); }
+    AutocastCacheOff(const AutocastCacheOff &) = delete;
+    AutocastCacheOff &operator=(const AutocastCacheOff &) = delete;
+
+  private:
+    bool was_;
+};
+
 /* Warm up, capture and verify one key on `x_host`/`t_host`; leaves e.out (and e.grad) holding the
  * call's result.  Throws what went wrong. */
 static void capture(CudaGraphs &gs, CudaGraphEntry &e, const at::Tensor &x_host, const at::Tensor &t_host,
                     const GraphCalls &calls, bool grad)
 {
     c10::DeviceGuard device_guard(gs.device);
+    AutocastCacheOff no_cast_cache;   /* the warm-up runs the code the capture records */
     c10::cuda::device_synchronize();   /* the caller's stream's earlier work */
     c10::cuda::CUDAStream side = c10::cuda::getStreamFromPool(false, gs.device.index());
     c10::StreamGuard stream_guard(side.unwrap());
