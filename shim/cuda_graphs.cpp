@@ -15,8 +15,10 @@
  * its input into the graph's static input, replays, and copies the output out.  A key whose
  * capture fails (a model that waits on the host, an op CUDA cannot capture, out of memory) or
  * whose replay does not match the warm-up runs as before for the module's life, and the first
- * reason is kept for the report (stsl_shim_cuda_graphs_report).  Each captured key holds its
- * activations for the module's life: at most kMaxGraphs keys per module are captured.
+ * reason is kept for the report (stsl_shim_cuda_graphs_report); after kMaxFailures failed
+ * captures (a model that cannot be captured fails on every key) nothing more is tried.  Each
+ * captured key holds its activations for the module's life: at most kMaxGraphs keys per module
+ * are captured.
  *
  * Built only where the Makefile found CUDA's runtime headers and libtorch is 2.x
  * (STSL_SHIM_CUDA_GRAPHS); elsewhere the switch is refused on a CUDA module.  Only c10's and
@@ -64,6 +66,7 @@ namespace {
 constexpr int kEagerCalls = 2;   /* calls of a key before its capture */
 constexpr int kWarmups = 2;      /* runs on the side stream before the capture */
 constexpr int kMaxGraphs = 8;    /* captured keys per module */
+constexpr int kMaxFailures = 2;  /* failed captures after which a module captures nothing more */
 }  // namespace
 
 struct CudaGraphEntry {
@@ -213,7 +216,7 @@ at::Tensor cuda_graph_forward(const std::shared_ptr<CudaGraphs> &gsp, const std:
             ++gs.eager_calls;
             return at::Tensor();
         }
-        if (gs.captured >= kMaxGraphs) {
+        if (gs.captured >= kMaxGraphs || gs.uncaptured >= kMaxFailures) {
             e.state = CudaGraphEntry::UNCAPTURED;
             ++gs.eager_calls;
             return at::Tensor();
