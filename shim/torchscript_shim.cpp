@@ -697,11 +697,9 @@ extern "C" stsl_status stsl_shim_forward(stsl_shim_module *m, const char *method
                                               },
                                               nullptr},
                                    false, nullptr);
-        if (!r.defined()) {
-            c10::InferenceMode inference(m->precision == STSL_PRECISION_FLOAT32);
+        if (!r.defined())
             r = inference_call(m, method, to_input(m, x, dims(x_shape)),
                                t ? to_input(m, t, {x_shape[0]}) : at::Tensor());
-        }
         check_out(method, r, out_shape);
         copy_out(out, r, out_shape);
         return STSL_OK;
@@ -743,13 +741,12 @@ extern "C" stsl_status stsl_shim_forward_graph(stsl_shim_module *m, const char *
         g->method = method;
         g->jit_optimize = m->jit_optimize;
         if (m->cuda_graphs) {
-            const bool jit_optimize = m->jit_optimize;
             at::Tensor r = cuda_graph_forward(
                 m->cuda_graphs, method, host_tensor(x, g->x_shape),
                 t ? host_tensor(t, {x_shape[0]}) : at::Tensor(),
                 GraphCalls{[&](const at::Tensor &xd, const at::Tensor &td) { return recorded_call(m, method, xd, td); },
-                           [jit_optimize](const at::Tensor &o, const at::Tensor &xd, const at::Tensor &v) {
-                               return vjp_of(jit_optimize, o, xd, v);
+                           [&](const at::Tensor &o, const at::Tensor &xd, const at::Tensor &v) {
+                               return vjp_of(m->jit_optimize, o, xd, v);
                            }},
                 true, &g->lease);
             if (r.defined()) {
