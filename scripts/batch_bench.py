@@ -38,6 +38,8 @@ import time
 import zlib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "scripts"))
+from bench_common import replace_block  # noqa: E402
 FMNIST = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"
 # one solver of each kind: pixel first-order, measurement optimisation, mean propagation,
 # latent first-order, latent second-order.  Step counts are cut so that the whole table takes
@@ -251,13 +253,7 @@ def main():
                 cells.append("%d of %d (max %d)" % (d, n, w))
             lines.append("| %s | %d | " % (solver, t) + " | ".join(cells) + " |")
     block = "\n".join(lines) + "\n"
-    text = open(args.out).read() if os.path.exists(args.out) else ""
-    a, b = "<!-- batch-bench -->", "<!-- /batch-bench -->"
-    if a in text and b in text:
-        text = text[:text.index(a) + len(a)] + "\n" + block + text[text.index(b):]
-    else:
-        text += "\n%s\n%s%s\n" % (a, block, b)
-    open(args.out, "w").write(text)
+    replace_block(args.out, "<!-- batch-bench -->", "<!-- /batch-bench -->", block)
     print(block)
 
 

@@ -38,3 +38,19 @@ def parse_key_values(text):
         except ValueError:
             out[k] = v
     return out
+
+
+def replace_block(path, begin, end, block, new_file_heading=""):
+    """Write `block` between the marker lines `begin` and `end` of the markdown file `path`,
+    keeping everything outside them (the page's hand-written text).  A file without the markers
+    gets them, with the block, at its end; a missing file is made from `new_file_heading`."""
+    text = open(path).read() if os.path.exists(path) else new_file_heading
+    body = begin + "\n" + block.strip("\n") + "\n" + end
+    if begin in text and end in text[text.index(begin):]:
+        i = text.index(begin)
+        j = text.index(end, i) + len(end)
+        text = text[:i] + body + text[j:]
+    else:
+        text = (text.rstrip("\n") + "\n\n" if text.strip() else "") + body + "\n"
+    with open(path, "w") as f:
+        f.write(text)

@@ -32,7 +32,7 @@ DOC = os.path.join(ROOT, "docs", "real-models.md")
 EXPORTER = os.path.join(ROOT, "scripts", "export_torchscript.py")
 
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
-from bench_common import cpu_model  # noqa: E402
+from bench_common import cpu_model, replace_block  # noqa: E402
 
 # Architectures as published: DPS configs/model_config.yaml (FFHQ 256) and guided-diffusion's
 # README flags for the unconditional ImageNet 256x256 model; Stable Diffusion v1.5's
@@ -349,11 +349,7 @@ def render(rows):
             cmd = re.sub(r"--code \S*diffusers\S*", "--code DIFFUSERS", cmd)
             lines.append(f"- {r['model']} {r['part']}: `{cmd}`")
     table = "\n".join(lines) + "\n"
-    text = open(DOC).read()
-    b, e = "<!-- measured:begin -->\n", "<!-- measured:end -->"
-    if b in text and e in text:
-        text = text[:text.index(b) + len(b)] + table + text[text.index(e):]
-        open(DOC, "w").write(text)
+    replace_block(DOC, "<!-- measured:begin -->", "<!-- measured:end -->", table)
     return table
 
 

@@ -39,6 +39,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 from bench_report import machine  # noqa: E402  (host, CPU model, CPUs, RAM, kernel)
+from bench_common import replace_block  # noqa: E402
 PY = "/usr/bin/python3"
 BEGIN, END = "<!-- peer-results:begin -->", "<!-- peer-results:end -->"
 
@@ -383,13 +384,7 @@ def main():
     print(block)
 
     rep = a["report"]
-    text = open(rep).read() if os.path.exists(rep) else "# libstsl vs PyTorch eager\n\n%s\n%s\n" % (BEGIN, END)
-    if BEGIN not in text or END not in text:
-        text = text.rstrip("\n") + "\n\n%s\n%s\n" % (BEGIN, END)
-    pre, rest = text.split(BEGIN, 1)
-    post = rest.split(END, 1)[1]
-    with open(rep, "w") as f:
-        f.write(pre + BEGIN + "\n" + block + "\n" + END + post)
+    replace_block(rep, BEGIN, END, block, new_file_heading="# libstsl vs PyTorch eager\n")
     log("results written to %s (%.0f s)" % (os.path.relpath(rep, ROOT), elapsed))
     return 0
 
