@@ -177,7 +177,7 @@ TOOL_BIN := $(patsubst examples/%.c,$(BINOUT)/%,$(TOOL_SRC))
 USER_TOOLS := stsl-restore stsl-degrade
 TOOL_COMMON := $(wildcard examples/common/*.c)
 
-.PHONY: all lib tools deps check check-run check-asan check-abi check-exports check-test-env check-build-flags check-install demo bench \
+.PHONY: all lib tools deps check check-run check-asan check-abi check-exports check-test-env check-bench-reports check-build-flags check-install demo bench \
         install uninstall clean abi-baseline fuzz
 
 all: lib tools
@@ -267,6 +267,7 @@ check: deps
 	@$(MAKE) --no-print-directory check-run
 	@$(MAKE) --no-print-directory check-exports
 	@$(MAKE) --no-print-directory check-test-env
+	@$(MAKE) --no-print-directory check-bench-reports
 	@$(MAKE) --no-print-directory check-build-flags
 	@$(MAKE) --no-print-directory check-abi
 	@$(MAKE) --no-print-directory check-hardened-build
@@ -294,6 +295,10 @@ check-exports: $(TEST_BIN) $(TOOL_BIN)
 # The test programs find the tools wherever BINOUT puts them and the python that has torch.
 check-test-env: $(BUILD)/tests/operators/test_degrade_cli $(BUILD)/tests/exporters/test_exporters tools
 	@bash tests/tools/check_test_env.sh $(BUILD) $(BINOUT) $(WITH_TORCH)
+
+# The benchmark scripts rewrite only their block of a docs page (bench_common.replace_block).
+check-bench-reports:
+	@/usr/bin/python3 tests/tools/check_bench_reports.py
 
 # Objects follow the build's flags (FLAGS_STAMP): a differently configured build recompiles.
 check-build-flags: all
