@@ -288,6 +288,12 @@ def main():
 
 STEP_KEYS = ("forward_ms", "vjp_ms", "dps_step_ms", "stsl_step_ms")
 STEP_WHAT = ("forward (batch 1)", "VJP (batch 1)", "DPS step", "STSL step (K, probes as defaults)")
+# the library with a switch on, each against eager at its defaults: (result key, row label, the
+# switch as the targets name it, error key)
+LIB_VARIANTS = (("lib_cudnn", "cuDNN benchmark on", "`STSL_CUDNN_BENCHMARK=1`", "cudnn_error"),
+                ("lib_graphs", "CUDA graphs", "`STSL_CUDA_GRAPHS=1`", "lib_graphs_error"),
+                ("lib_graphs_half", "CUDA graphs, float16", "`STSL_CUDA_GRAPHS=1` in float16",
+                 "lib_graphs_half_error"))
 
 
 def write(outdir, results):
@@ -309,23 +315,15 @@ def write(outdir, results):
             ratio = f"{lv / ev:.2f}" if lv and ev else "—"
             lines.append(f"| {name} | {e.get('params', 0) / 1e6:.1f}M | {'x'.join(map(str, e.get('shape', [])))} "
                          f"| {what} | {fmt(lv)} | {fmt(ev)} | {ratio} |")
-        lc = e.get("lib_cudnn", {})
-        for key, what in zip(STEP_KEYS, STEP_WHAT):
-            lv, ev = lc.get(key), eg.get(key)
-            if lv:
-                ratio = f"{lv / ev:.2f}" if lv and ev else "—"
-                lines.append(f"| {name} | | | {what}, cuDNN benchmark on | {fmt(lv)} | {fmt(ev)} | {ratio} |")
-        if e.get("cudnn_error"):
-            lines.append(f"| {name} | | | cuDNN benchmark on: FAILED: {e['cudnn_error']} | | | |")
-        for key, label in (("lib_graphs", "CUDA graphs"), ("lib_graphs_half", "CUDA graphs, float16")):
-            lg = e.get(key, {})
+        for key, label, _, error in LIB_VARIANTS:
+            variant = e.get(key, {})
             for k, what in zip(STEP_KEYS, STEP_WHAT):
-                lv, ev = lg.get(k), eg.get(k)
+                lv, ev = variant.get(k), eg.get(k)
                 if lv:
                     ratio = f"{lv / ev:.2f}" if lv and ev else "—"
                     lines.append(f"| {name} | | | {what}, {label} | {fmt(lv)} | {fmt(ev)} | {ratio} |")
-            if e.get(key + "_error"):
-                lines.append(f"| {name} | | | {label}: FAILED: {e[key + '_error']} | | | |")
+            if e.get(error):
+                lines.append(f"| {name} | | | {label}: FAILED: {e[error]} | | | |")
         lh = e.get("lib_half", {})
         if lh:
             lines.append(f"| {name} | | | float16 forward / VJP (library) | {fmt(lh.get('forward_ms'))} / "
@@ -386,8 +384,7 @@ def write(outdir, results):
             if lv and ev:
                 tgt.append(f"- {name} {sv.upper()}: library / eager = {lv / ev:.2f} "
                            f"({'meets' if lv / ev <= 0.8 else 'misses'} the target ≤ 0.8)")
-            for key, label in (("lib_cudnn", "`STSL_CUDNN_BENCHMARK=1`"), ("lib_graphs", "`STSL_CUDA_GRAPHS=1`"),
-                               ("lib_graphs_half", "`STSL_CUDA_GRAPHS=1` in float16")):
+            for key, _, label, _ in LIB_VARIANTS:
                 lc = e.get(key, {}).get(f"{sv}_step_ms")
                 if lc and ev:
                     tgt.append(f"  - with {label} (eager at its default): {lc / ev:.2f} "
