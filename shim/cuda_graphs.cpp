@@ -225,10 +225,7 @@ at::Tensor cuda_graph_forward(const std::shared_ptr<CudaGraphs> &gsp, const std:
             capture(gs, e, x_host, t_host, calls, grad);
         } catch (const std::exception &ex) {
             const std::string why = method + " " + (grad ? "with its VJP" : "forward") + " on " +
-                                    c10::str(x_host.sizes()) + ": " +
-                                    useful_line(dynamic_cast<const c10::Error *>(&ex)
-                                                    ? static_cast<const c10::Error &>(ex).what_without_backtrace()
-                                                    : ex.what());
+                                    c10::str(x_host.sizes()) + ": " + exception_line(ex);
             e = CudaGraphEntry();
             e.state = CudaGraphEntry::UNCAPTURED;
             ++gs.uncaptured;

@@ -33,6 +33,8 @@ struct ShimError {
 void put_err(char *err, size_t err_size, const std::string &msg);
 /* The first useful line of a libtorch message (tracebacks and backtraces dropped). */
 std::string useful_line(const std::string &full);
+/* useful_line of an exception's message (a c10::Error's without its C++ backtrace). */
+std::string exception_line(const std::exception &e);
 /* CUDA device `cuda_index`, or the CPU (-1); ShimError STSL_ERR_BACKEND when CUDA or that GPU is
  * not there. */
 c10::Device cuda_or_cpu(int cuda_index);
@@ -84,14 +86,11 @@ stsl_status guarded(const char *what, stsl_status lib_status, char *err, size_t 
         put_err(err, err_size, std::string(what) + ": out of memory: " +
                                    useful_line(e.what_without_backtrace()));
         return STSL_ERR_NOMEM;
-    } catch (const c10::Error &e) {
-        put_err(err, err_size, std::string(what) + ": " + useful_line(e.what_without_backtrace()));
-        return lib_status;
     } catch (const std::bad_alloc &) {
         put_err(err, err_size, std::string(what) + ": out of memory");
         return STSL_ERR_NOMEM;
-    } catch (const std::exception &e) {
-        put_err(err, err_size, std::string(what) + ": " + useful_line(e.what()));
+    } catch (const std::exception &e) {   /* c10::Error too */
+        put_err(err, err_size, std::string(what) + ": " + exception_line(e));
         return lib_status;
     } catch (...) {
         put_err(err, err_size, std::string(what) + ": unknown C++ exception");

@@ -116,6 +116,13 @@ std::string useful_line(const std::string &full)
     return out;
 }
 
+std::string exception_line(const std::exception &e)
+{
+    if (const auto *c10_error = dynamic_cast<const c10::Error *>(&e))
+        return useful_line(c10_error->what_without_backtrace());
+    return useful_line(e.what());
+}
+
 /* The device src/models chose: CUDA device `cuda_index`, or the CPU (-1).  Only what libtorch
  * alone knows is checked here: whether CUDA is there, and how many GPUs. */
 c10::Device cuda_or_cpu(int cuda_index)
@@ -292,10 +299,8 @@ static std::string precision_unsupported(c10::Device device, stsl_precision prec
         if (r.scalar_type() != reduced_type(precision) || c.scalar_type() != reduced_type(precision))
             return std::string("autocast did not reduce a matrix product's precision");
         return std::string();
-    } catch (const c10::Error &e) {
-        return useful_line(e.what_without_backtrace());
     } catch (const std::exception &e) {
-        return useful_line(e.what());
+        return exception_line(e);
     }
 }
 
