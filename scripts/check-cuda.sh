@@ -301,17 +301,18 @@ st_tests() {
   mkdir -p "$OUTDIR/tests"
   # the stage's time limit stops the whole group: show what each pass had written by then
   trap 'cat "${logs[@]}" 2>/dev/null; exit 143' TERM
+  # start_pass NAME COMMAND...: one pass in the background, into tests/N-NAME.log (the
+  # environment it is called with, STSL_TEST_*, is the pass's; run_suites' header names it)
+  start_pass() {
+    logs+=("$OUTDIR/tests/$n-$1.log"); n=$((n + 1)); shift
+    "$@" >"${logs[-1]}" 2>&1 &
+    pids+=($!)
+  }
   for s in "${TS_SUITES[@]}"; do
-    logs+=("$OUTDIR/tests/$n-$(basename "$s")-float32.log")
-    STSL_TEST_DEVICE=$DEVICE run_suites "$s" >"${logs[-1]}" 2>&1 &
-    pids+=($!); n=$((n + 1))
+    STSL_TEST_DEVICE=$DEVICE start_pass "$(basename "$s")-float32" run_suites "$s"
   done
   for p in $(half_precisions); do
-    logs+=("$OUTDIR/tests/$n-$p.log")
-    { echo "=== precision $p"
-      STSL_TEST_DEVICE=$DEVICE STSL_TEST_PRECISION=$p run_suites scores/test_torchscript models/test_models
-    } >"${logs[-1]}" 2>&1 &
-    pids+=($!); n=$((n + 1))
+    STSL_TEST_DEVICE=$DEVICE STSL_TEST_PRECISION=$p start_pass "$p" run_suites scores/test_torchscript models/test_models
   done
   for p in "${pids[@]}"; do wait "$p" || rc=1; done
   cat "${logs[@]}"
